@@ -1,0 +1,117 @@
+"""Frozen, validated configuration objects for every ftptrio option."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ._errors import ConfigError
+
+ActiveMode = Literal["remote-forward", "passive"]
+AuthTLSPolicy = Literal["refuse", "passthrough"]
+
+
+def _check_port(name: str, port: int, *, allow_zero: bool) -> None:
+    if not isinstance(port, int) or not (0 if allow_zero else 1) <= port <= 65535:
+        raise ConfigError(f"{name} must be a TCP port number (got {port!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSpec:
+    """One FTP forward: listen on listen_host:listen_port, reach ftp_host:ftp_port via SSH."""
+
+    ftp_host: str
+    ftp_port: int = 21
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.ftp_host:
+            raise ConfigError("FTP host must not be empty")
+        _check_port("FTP port", self.ftp_port, allow_zero=False)
+        _check_port("listen port", self.listen_port, allow_zero=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SSHOptions:
+    """How to reach the SSH server. None means: asyncssh/ssh_config default."""
+
+    host: str
+    port: int | None = None
+    username: str | None = None
+    client_keys: tuple[str, ...] | None = None
+    password: str | None = None
+    #: path of a known_hosts file; None = ~/.ssh/known_hosts (asyncssh default)
+    known_hosts: str | None = None
+    #: "yes" (default: unknown or changed keys are refused), "accept-new"
+    #: (trust on first use, append to known_hosts), "no" (no checking).
+    strict_host_key_checking: Literal["yes", "accept-new", "no"] = "yes"
+    config_files: tuple[str, ...] | None = None
+    ciphers: tuple[str, ...] | None = None
+    keepalive_interval: float = 15.0
+    keepalive_count_max: int = 3
+    connect_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("SSH host must not be empty")
+        if self.port is not None:
+            _check_port("SSH port", self.port, allow_zero=False)
+        if self.strict_host_key_checking not in ("yes", "accept-new", "no"):
+            raise ConfigError("StrictHostKeyChecking must be yes, accept-new or no")
+        if self.keepalive_interval < 0 or self.keepalive_count_max < 0:
+            raise ConfigError("keepalive settings must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything serve() needs."""
+
+    ssh: SSHOptions
+    forwards: tuple[ForwardSpec, ...]
+    #: "remote-forward": PORT/EPRT get a tcpip-forward on the SSH server (Tectia style).
+    #: "passive": PORT/EPRT are converted to PASV/EPSV towards the server.
+    active_mode: ActiveMode = "remote-forward"
+    #: address the FTP server must connect to for active data (the SSH server's
+    #: remote-forward listener as the FTP server sees it)
+    active_address: str = "127.0.0.1"
+    #: where the SSH server listens for active-mode remote forwards
+    remote_listen_host: str = "127.0.0.1"
+    #: address data listeners bind to; -g widens it to all interfaces
+    data_bind_host: str = "127.0.0.1"
+    #: host written into rewritten 227 replies (None: the listener's own address,
+    #: or the control connection's local address when bound to a wildcard)
+    passive_address: str | None = None
+    #: passive data goes to the control connection's FTP host unless this is set
+    trust_pasv_address: bool = False
+    pasv_allowed_hosts: tuple[str, ...] = ()
+    auth_tls: AuthTLSPolicy = "refuse"
+    data_idle_timeout: float = 60.0
+    max_line: int = 4096
+    ssh_connection: object | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.forwards:
+            raise ConfigError("at least one forward (-L) is required")
+        if self.active_mode not in ("remote-forward", "passive"):
+            raise ConfigError("active mode must be 'remote-forward' or 'passive'")
+        if self.auth_tls not in ("refuse", "passthrough"):
+            raise ConfigError("AUTH TLS policy must be 'refuse' or 'passthrough'")
+        for name in ("active_address", "data_bind_host"):
+            _check_ip(name, getattr(self, name))
+        if self.passive_address is not None:
+            _check_ip("passive_address", self.passive_address, v4_only=True)
+        if self.data_idle_timeout <= 0:
+            raise ConfigError("data idle timeout must be positive")
+        if not 512 <= self.max_line <= 65536:
+            raise ConfigError("max line length must be between 512 and 65536")
+
+
+def _check_ip(name: str, value: str, *, v4_only: bool = False) -> None:
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an IP address (got {value!r})") from None
+    if v4_only and addr.version != 4:
+        raise ConfigError(f"{name} must be an IPv4 address (got {value!r})")

@@ -1,0 +1,427 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Cython twin of ``ftptrio._rewrite_py``: identical behaviour, written for speed.
+
+Keep the two in step: ``tests/unit/test_rewrite_differential.py`` feeds both the
+same random transcripts and demands identical results, exceptions and messages.
+"""
+
+import ipaddress
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memchr
+
+from ftptrio._errors import BadDataAddress, LineTooLong
+
+__all__ = [
+    "MAX_LINE",
+    "LineSplitter",
+    "format_227",
+    "format_229",
+    "format_eprt",
+    "format_port",
+    "parse_227",
+    "parse_229",
+    "parse_eprt_arg",
+    "parse_port_arg",
+    "parse_reply_code",
+    "split_command",
+]
+
+MAX_LINE = 4096
+
+ctypedef const unsigned char* cbuf
+
+
+cdef inline bint _isdigit(unsigned char ch) noexcept nogil:
+    return 48 <= ch <= 57
+
+
+cdef class LineSplitter:
+    """Split a control-channel byte stream into lines, whatever the TCP segmentation.
+
+    See ``ftptrio._rewrite_py.LineSplitter`` for the contract.
+    """
+
+    cdef bytes _buf
+    cdef Py_ssize_t _max_line
+    cdef bint _failed
+
+    def __init__(self, max_line=MAX_LINE):
+        if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1:
+            raise ValueError(f"max_line must be a positive integer, got {max_line!r}")
+        self._max_line = max_line
+        self._buf = b""
+        self._failed = False
+
+    @property
+    def pending(self):
+        """The buffered incomplete tail (no LF yet)."""
+        return self._buf
+
+    cdef object _fail(self, list lines):
+        self._failed = True
+        self._buf = b""
+        exc = LineTooLong(f"control line longer than {self._max_line} bytes")
+        exc.lines = lines
+        return exc
+
+    def feed(self, data):
+        """Add ``data``; return the complete lines it finishes, in order."""
+        cdef bytes buf
+        cdef cbuf p
+        cdef cbuf nl
+        cdef Py_ssize_t n, start, length
+        cdef Py_ssize_t max_line = self._max_line
+        cdef list lines
+        if self._failed:
+            raise self._fail([])
+        if type(data) is not bytes:
+            data = bytes(data)
+        if PyBytes_GET_SIZE(self._buf):
+            buf = self._buf + <bytes>data
+        else:
+            buf = <bytes>data
+        p = <cbuf>PyBytes_AS_STRING(buf)
+        n = PyBytes_GET_SIZE(buf)
+        lines = []
+        start = 0
+        while start < n:
+            nl = <cbuf>memchr(p + start, 10, <size_t>(n - start))
+            if nl == NULL:
+                break
+            length = (nl - p) + 1 - start
+            if length > max_line:
+                raise self._fail(lines)
+            lines.append(PyBytes_FromStringAndSize(<const char*>(p + start), length))
+            start += length
+        if n - start > max_line:
+            raise self._fail(lines)
+        if start == 0:
+            self._buf = buf
+        elif start == n:
+            self._buf = b""
+        else:
+            self._buf = PyBytes_FromStringAndSize(<const char*>(p + start), n - start)
+        return lines
+
+
+def parse_reply_code(bytes line not None):
+    """``(code, continues)`` for a line starting with a 3-digit reply code, else None."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+    cdef cbuf p = <cbuf>PyBytes_AS_STRING(line)
+    cdef int code
+    cdef unsigned char sep
+    if n < 3 or not (_isdigit(p[0]) and _isdigit(p[1]) and _isdigit(p[2])):
+        return None
+    code = (p[0] - 48) * 100 + (p[1] - 48) * 10 + (p[2] - 48)
+    if n == 3:
+        return (code, False)
+    sep = p[3]
+    if sep == 45:
+        return (code, True)
+    if sep == 32 or sep == 13 or sep == 10:
+        return (code, False)
+    return None
+
+
+def split_command(bytes line not None):
+    """``(VERB, argument)`` of a command line (see the Python twin)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+    cdef cbuf p = <cbuf>PyBytes_AS_STRING(line)
+    cdef Py_ssize_t i = 0, j, end, k
+    cdef unsigned char ch
+    cdef bytes verb
+    cdef char* v
+    while i < n:
+        ch = p[i]
+        if ch == 0xFF:
+            if i + 1 < n and 251 <= p[i + 1] <= 254:
+                i += 3
+            else:
+                i += 2
+        elif ch == 32:
+            i += 1
+        else:
+            break
+    if i > n:
+        i = n
+    j = i
+    while j < n:
+        ch = p[j]
+        if ch == 32 or ch == 13 or ch == 10:
+            break
+        j += 1
+    verb = PyBytes_FromStringAndSize(NULL, j - i)
+    v = PyBytes_AS_STRING(verb)
+    for k in range(j - i):
+        ch = p[i + k]
+        if 97 <= ch <= 122:
+            ch -= 32
+        v[k] = <char>ch
+    if j < n and p[j] == 32:
+        j += 1
+    end = n
+    if end > j and p[end - 1] == 10:
+        end -= 1
+        if end > j and p[end - 1] == 13:
+            end -= 1
+    return verb, PyBytes_FromStringAndSize(<const char*>(p + j), end - j)
+
+
+def parse_227(bytes line not None):
+    """``(host, port)`` from a 227 reply (RFC 1123 4.1.2.6: free-form text)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+    cdef cbuf p = <cbuf>PyBytes_AS_STRING(line)
+    cdef Py_ssize_t i = 3, j, count
+    cdef int values[6]
+    cdef Py_ssize_t lengths[6]
+    cdef int value, port
+    while i < n:
+        if not _isdigit(p[i]):
+            i += 1
+            continue
+        # i starts a run of comma-separated numbers; walk it to the end.
+        count = 0
+        while True:
+            j = i
+            value = 0
+            while j < n and _isdigit(p[j]):
+                if j - i < 3:
+                    value = value * 10 + (p[j] - 48)
+                j += 1
+            if count < 6:
+                values[count] = value
+                lengths[count] = j - i
+            count += 1
+            if j + 1 < n and p[j] == 44 and _isdigit(p[j + 1]):
+                i = j + 1
+            else:
+                i = j
+                break
+        if count < 6:
+            continue
+        if count > 6:
+            raise BadDataAddress("more than six comma-separated numbers in 227 reply")
+        for j in range(6):
+            if lengths[j] > 3:
+                raise BadDataAddress("number with more than 3 digits in 227 reply")
+            if values[j] > 255:
+                raise BadDataAddress(f"octet {values[j]} out of range in 227 reply")
+        port = values[4] * 256 + values[5]
+        if port == 0:
+            raise BadDataAddress("port 0 in 227 reply")
+        return f"{values[0]}.{values[1]}.{values[2]}.{values[3]}", port
+    raise BadDataAddress("no h1,h2,h3,h4,p1,p2 in 227 reply")
+
+
+cdef int _port_from_digits(cbuf p, Py_ssize_t length, str where) except -1:
+    cdef int port = 0
+    cdef Py_ssize_t k
+    if length == 0:
+        raise BadDataAddress(f"missing port in {where}")
+    if length > 5:
+        raise BadDataAddress(f"port with more than 5 digits in {where}")
+    for k in range(length):
+        port = port * 10 + (p[k] - 48)
+    if port == 0:
+        raise BadDataAddress(f"port 0 in {where}")
+    if port > 65535:
+        raise BadDataAddress(f"port {port} out of range in {where}")
+    return port
+
+
+def parse_229(bytes line not None):
+    """The port of a 229 reply: ``(<d><d><d>port<d>)`` in the text after the code."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+    cdef cbuf p = <cbuf>PyBytes_AS_STRING(line)
+    cdef cbuf hit
+    cdef Py_ssize_t start = 3, i, j
+    cdef unsigned char d
+    while start < n:
+        hit = <cbuf>memchr(p + start, 40, <size_t>(n - start))  # '('
+        if hit == NULL:
+            break
+        i = (hit - p) + 1
+        if i + 3 < n:
+            d = p[i]
+            if 33 <= d <= 126 and not _isdigit(d) and p[i + 1] == d and p[i + 2] == d:
+                j = i + 3
+                while j < n and _isdigit(p[j]):
+                    j += 1
+                if j + 1 < n and p[j] == d and p[j + 1] == 41:  # ')'
+                    return _port_from_digits(p + i + 3, j - i - 3, "229 reply")
+        start = i
+    raise BadDataAddress("no (<d><d><d>port<d>) in 229 reply")
+
+
+cdef inline bint _is_blank(unsigned char ch) noexcept nogil:
+    return ch == 32 or ch == 9
+
+
+def parse_port_arg(bytes arg not None):
+    """``(host, port)`` from a PORT argument: exactly ``h1,h2,h3,h4,p1,p2``."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(arg)
+    cdef cbuf p = <cbuf>PyBytes_AS_STRING(arg)
+    cdef Py_ssize_t i = 0, end = n, j, count = 0
+    cdef int values[6]
+    cdef int port
+    while i < end and _is_blank(p[i]):
+        i += 1
+    while end > i and _is_blank(p[end - 1]):
+        end -= 1
+    while True:
+        j = i
+        while j < end and _isdigit(p[j]):
+            j += 1
+        if j == i or j - i > 3 or count >= 6:
+            raise BadDataAddress(
+                "PORT argument is not six comma-separated numbers h1,h2,h3,h4,p1,p2")
+        values[count] = 0
+        while i < j:
+            values[count] = values[count] * 10 + (p[i] - 48)
+            i += 1
+        count += 1
+        if j == end:
+            break
+        if p[j] != 44:
+            raise BadDataAddress(
+                "PORT argument is not six comma-separated numbers h1,h2,h3,h4,p1,p2")
+        i = j + 1
+    if count != 6:
+        raise BadDataAddress("PORT argument is not six comma-separated numbers h1,h2,h3,h4,p1,p2")
+    for j in range(6):
+        if values[j] > 255:
+            raise BadDataAddress(f"octet {values[j]} out of range in PORT argument")
+    port = values[4] * 256 + values[5]
+    if port == 0:
+        raise BadDataAddress("port 0 in PORT argument")
+    return f"{values[0]}.{values[1]}.{values[2]}.{values[3]}", port
+
+
+def parse_eprt_arg(bytes arg not None):
+    """``(proto, address, port)`` from an EPRT argument ``<d>proto<d>addr<d>port<d>``."""
+    cdef Py_ssize_t n, k
+    cdef cbuf p
+    cdef unsigned char d
+    cdef list parts
+    cdef bytes proto_field, addr_field, port_field
+    cdef int proto
+    arg = arg.strip(b" \t")
+    n = PyBytes_GET_SIZE(arg)
+    p = <cbuf>PyBytes_AS_STRING(arg)
+    if n < 2:
+        raise BadDataAddress("EPRT argument is not <d>proto<d>addr<d>port<d>")
+    d = p[0]
+    if not (33 <= d <= 126) or _isdigit(d):
+        raise BadDataAddress("EPRT delimiter must be a character in 33..126 other than a digit")
+    parts = arg.split(arg[:1])
+    if len(parts) != 5 or parts[0] or parts[4]:
+        raise BadDataAddress("EPRT argument is not <d>proto<d>addr<d>port<d>")
+    proto_field = parts[1]
+    addr_field = parts[2]
+    port_field = parts[3]
+    if proto_field == b"1":
+        proto = 1
+    elif proto_field == b"2":
+        proto = 2
+    else:
+        raise BadDataAddress("EPRT network protocol must be 1 (IPv4) or 2 (IPv6)")
+    family = "IPv4" if proto == 1 else "IPv6"
+    if proto == 1:
+        # Fast path, same acceptance as ipaddress.IPv4Address (checked by the tests).
+        if not _is_canonical_ipv4(<cbuf>PyBytes_AS_STRING(addr_field),
+                                  PyBytes_GET_SIZE(addr_field)):
+            raise BadDataAddress(
+                f"invalid {family} address {addr_field[:64]!r} in EPRT argument")
+        host = addr_field.decode("ascii")
+    else:
+        try:
+            if not addr_field.isascii() or b"%" in addr_field:
+                raise ValueError
+            address = ipaddress.ip_address(addr_field.decode("ascii"))
+            if address.version != 6:
+                raise ValueError
+        except ValueError:
+            raise BadDataAddress(
+                f"invalid {family} address {addr_field[:64]!r} in EPRT argument") from None
+        host = address.compressed
+    p = <cbuf>PyBytes_AS_STRING(port_field)
+    n = PyBytes_GET_SIZE(port_field)
+    for k in range(n):
+        if not _isdigit(p[k]):
+            raise BadDataAddress("EPRT port is not a decimal number")
+    return proto, host, _port_from_digits(p, n, "EPRT argument")
+
+
+cdef bint _is_canonical_ipv4(cbuf p, Py_ssize_t n) noexcept:
+    """Dotted quad as ipaddress.IPv4Address accepts it: 4 octets of 1-3 ASCII digits,
+    each <= 255, no leading zero (so the text is already the compressed form)."""
+    cdef Py_ssize_t i = 0, j, octets = 0
+    cdef int value
+    while True:
+        j = i
+        value = 0
+        while j < n and _isdigit(p[j]) and j - i < 4:
+            value = value * 10 + (p[j] - 48)
+            j += 1
+        if j == i or j - i > 3 or value > 255 or (p[i] == 48 and j - i > 1):
+            return False
+        octets += 1
+        if octets == 4:
+            return j == n
+        if j >= n or p[j] != 46:  # '.'
+            return False
+        i = j + 1
+
+
+# ---------------------------------------------------------------- formatting
+
+cdef int _check_port_arg(object port) except -1:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+    return port
+
+
+cdef bytes _ipv4_octets(object host):
+    if not isinstance(host, str):
+        raise ValueError(f"host must be an IPv4 address string, got {host!r}")
+    try:
+        return ipaddress.IPv4Address(host).packed
+    except ValueError:
+        raise ValueError(f"host must be a dotted IPv4 address, got {host!r}") from None
+
+
+def format_227(host, port):
+    """``227 Entering Passive Mode (h1,h2,h3,h4,p1,p2).`` + CRLF."""
+    cdef bytes o = _ipv4_octets(host)
+    cdef int p = _check_port_arg(port)
+    return (f"227 Entering Passive Mode ({o[0]},{o[1]},{o[2]},{o[3]},"
+            f"{p >> 8},{p & 255}).\r\n").encode("ascii")
+
+
+def format_229(port):
+    """``229 Entering Extended Passive Mode (|||port|)`` + CRLF."""
+    cdef int p = _check_port_arg(port)
+    return f"229 Entering Extended Passive Mode (|||{p}|)\r\n".encode("ascii")
+
+
+def format_port(host, port):
+    """``PORT h1,h2,h3,h4,p1,p2`` + CRLF."""
+    cdef bytes o = _ipv4_octets(host)
+    cdef int p = _check_port_arg(port)
+    return f"PORT {o[0]},{o[1]},{o[2]},{o[3]},{p >> 8},{p & 255}\r\n".encode("ascii")
+
+
+def format_eprt(host, port):
+    """``EPRT |1|host|port|`` (``|2|`` for IPv6) + CRLF; the address is normalised."""
+    if not isinstance(host, str):
+        raise ValueError(f"host must be an IP address string, got {host!r}")
+    try:
+        if "%" in host:
+            raise ValueError
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"host must be an IPv4 or IPv6 address, got {host!r}") from None
+    cdef int p = _check_port_arg(port)
+    proto = 1 if address.version == 4 else 2
+    return f"EPRT |{proto}|{address.compressed}|{p}|\r\n".encode("ascii")

@@ -1,0 +1,328 @@
+"""Pure-Python control-channel scanner: line splitting and 227/229/PORT/EPRT parsing.
+
+This is the reference implementation; ``_rewrite.pyx`` is its Cython twin and must
+behave identically (same return values, same exception types and messages), which
+``tests/unit/test_rewrite_differential.py`` checks. Use it through ``ftptrio._scan``.
+
+Every function accepts hostile input of any length: the only exceptions that escape
+are ``LineTooLong`` and ``BadDataAddress`` (and ``ValueError`` from ``format_*``
+for bad arguments).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ._errors import BadDataAddress, LineTooLong
+
+__all__ = [
+    "MAX_LINE",
+    "LineSplitter",
+    "format_227",
+    "format_229",
+    "format_eprt",
+    "format_port",
+    "parse_227",
+    "parse_229",
+    "parse_eprt_arg",
+    "parse_port_arg",
+    "parse_reply_code",
+    "split_command",
+]
+
+#: Longest accepted control line in bytes, terminator included.
+MAX_LINE = 4096
+
+_DIGITS = frozenset(b"0123456789")
+_NUMBER_RUN = re.compile(rb"[0-9]+(?:,[0-9]+)*")
+_PORT_ARG = re.compile(rb"([0-9]{1,3}),([0-9]{1,3}),([0-9]{1,3}),([0-9]{1,3}),([0-9]{1,3}),([0-9]{1,3})")
+
+
+class LineSplitter:
+    """Split a control-channel byte stream into lines, whatever the TCP segmentation.
+
+    ``feed`` returns every complete line (terminator included: CRLF stays CRLF, a bare
+    LF line is returned as is) and buffers the incomplete tail. A line longer than
+    ``max_line`` bytes raises ``LineTooLong`` in the very ``feed`` call that delivers
+    its ``max_line + 1``-th byte, whatever the split; the complete lines of that call
+    that precede it are attached to the exception as ``exc.lines``. After that the
+    splitter is failed: every later ``feed`` raises ``LineTooLong`` again (resuming in
+    the middle of an overlong line would misread the rest of it as a new line).
+    """
+
+    __slots__ = ("_buf", "_max_line", "_failed")
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        if isinstance(max_line, bool) or not isinstance(max_line, int) or max_line < 1:
+            raise ValueError(f"max_line must be a positive integer, got {max_line!r}")
+        self._max_line = max_line
+        self._buf = b""
+        self._failed = False
+
+    @property
+    def pending(self) -> bytes:
+        """The buffered incomplete tail (no LF yet)."""
+        return self._buf
+
+    def _fail(self, lines: list[bytes]) -> LineTooLong:
+        self._failed = True
+        self._buf = b""
+        exc = LineTooLong(f"control line longer than {self._max_line} bytes")
+        exc.lines = lines  # type: ignore[attr-defined]
+        return exc
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return the complete lines it finishes, in order."""
+        if self._failed:
+            raise self._fail([])
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._buf:
+            data = self._buf + data
+        max_line = self._max_line
+        if b"\n" not in data:
+            if len(data) > max_line:
+                raise self._fail([])
+            self._buf = data
+            return []
+        parts = data.split(b"\n")
+        tail = parts.pop()
+        # A part of length >= max_line makes a line (part + LF) longer than max_line.
+        if max(map(len, parts)) >= max_line:
+            for index, part in enumerate(parts):
+                if len(part) >= max_line:
+                    raise self._fail([p + b"\n" for p in parts[:index]])
+        if len(tail) > max_line:
+            raise self._fail([p + b"\n" for p in parts])
+        self._buf = tail
+        return [p + b"\n" for p in parts]
+
+
+def parse_reply_code(line: bytes) -> tuple[int, bool] | None:
+    """``(code, continues)`` for a line starting with a 3-digit reply code, else None.
+
+    The code must be followed by ``' '``, ``'-'`` (continues=True), CR, LF or the end.
+    """
+    if len(line) < 3:
+        return None
+    a, b, c = line[0], line[1], line[2]
+    if not (48 <= a <= 57 and 48 <= b <= 57 and 48 <= c <= 57):
+        return None
+    if len(line) == 3:
+        return (a * 100 + b * 10 + c - 5328, False)
+    sep = line[3]
+    if sep == 45:  # '-'
+        return (a * 100 + b * 10 + c - 5328, True)
+    if sep == 32 or sep == 13 or sep == 10:
+        return (a * 100 + b * 10 + c - 5328, False)
+    return None
+
+
+def split_command(line: bytes) -> tuple[bytes, bytes]:
+    """``(VERB, argument)`` of a command line.
+
+    Leading Telnet sequences (IAC WILL/WONT/DO/DONT x: 3 bytes, IAC x: 2 bytes) and
+    spaces are skipped; the verb is ASCII upper-cased; one space separating the
+    argument is dropped, as is the trailing CRLF or LF.
+    """
+    n = len(line)
+    i = 0
+    while i < n:
+        ch = line[i]
+        if ch == 0xFF:
+            if i + 1 < n and 251 <= line[i + 1] <= 254:
+                i += 3
+            else:
+                i += 2
+        elif ch == 32:
+            i += 1
+        else:
+            break
+    if i > n:
+        i = n
+    j = i
+    while j < n:
+        ch = line[j]
+        if ch == 32 or ch == 13 or ch == 10:
+            break
+        j += 1
+    verb = line[i:j].upper()
+    if j < n and line[j] == 32:
+        j += 1
+    end = n
+    if end > j and line[end - 1] == 10:
+        end -= 1
+        if end > j and line[end - 1] == 13:
+            end -= 1
+    return verb, line[j:end]
+
+
+def parse_227(line: bytes) -> tuple[str, int]:
+    """``(host, port)`` from a 227 reply (RFC 1123 4.1.2.6: free-form text).
+
+    Scans the text after the 3-digit code for the first run of exactly six
+    comma-separated numbers; shorter runs are skipped, a longer run is an error.
+    """
+    for match in _NUMBER_RUN.finditer(line, 3):
+        numbers = match.group().split(b",")
+        if len(numbers) < 6:
+            continue
+        if len(numbers) > 6:
+            raise BadDataAddress("more than six comma-separated numbers in 227 reply")
+        values = []
+        for number in numbers:
+            if len(number) > 3:
+                raise BadDataAddress("number with more than 3 digits in 227 reply")
+            value = int(number)
+            if value > 255:
+                raise BadDataAddress(f"octet {value} out of range in 227 reply")
+            values.append(value)
+        port = values[4] * 256 + values[5]
+        if port == 0:
+            raise BadDataAddress("port 0 in 227 reply")
+        return f"{values[0]}.{values[1]}.{values[2]}.{values[3]}", port
+    raise BadDataAddress("no h1,h2,h3,h4,p1,p2 in 227 reply")
+
+
+def _check_port_digits(digits: bytes, where: str) -> int:
+    if not digits:
+        raise BadDataAddress(f"missing port in {where}")
+    if len(digits) > 5:
+        raise BadDataAddress(f"port with more than 5 digits in {where}")
+    port = int(digits)
+    if port == 0:
+        raise BadDataAddress(f"port 0 in {where}")
+    if port > 65535:
+        raise BadDataAddress(f"port {port} out of range in {where}")
+    return port
+
+
+def parse_229(line: bytes) -> int:
+    """The port of a 229 reply: ``(<d><d><d>port<d>)`` in the text after the code (RFC 2428).
+
+    ``d`` is one character in 33..126 other than a digit, the same all four times.
+    Each ``(`` is tried in turn; the first that opens a well-formed group decides.
+    """
+    n = len(line)
+    start = line.find(b"(", 3)
+    while start >= 0:
+        i = start + 1
+        if i + 3 < n:
+            d = line[i]
+            if 33 <= d <= 126 and d not in _DIGITS and line[i + 1] == d and line[i + 2] == d:
+                j = i + 3
+                while j < n and line[j] in _DIGITS:
+                    j += 1
+                if j + 1 < n and line[j] == d and line[j + 1] == 41:  # ')'
+                    return _check_port_digits(line[i + 3:j], "229 reply")
+        start = line.find(b"(", start + 1)
+    raise BadDataAddress("no (<d><d><d>port<d>) in 229 reply")
+
+
+def parse_port_arg(arg: bytes) -> tuple[str, int]:
+    """``(host, port)`` from a PORT argument: exactly ``h1,h2,h3,h4,p1,p2``."""
+    match = _PORT_ARG.fullmatch(arg.strip(b" \t"))
+    if match is None:
+        raise BadDataAddress("PORT argument is not six comma-separated numbers h1,h2,h3,h4,p1,p2")
+    values = []
+    for number in match.groups():
+        value = int(number)
+        if value > 255:
+            raise BadDataAddress(f"octet {value} out of range in PORT argument")
+        values.append(value)
+    port = values[4] * 256 + values[5]
+    if port == 0:
+        raise BadDataAddress("port 0 in PORT argument")
+    return f"{values[0]}.{values[1]}.{values[2]}.{values[3]}", port
+
+
+def parse_eprt_arg(arg: bytes) -> tuple[int, str, int]:
+    """``(proto, address, port)`` from an EPRT argument ``<d>proto<d>addr<d>port<d>``.
+
+    proto 1 = IPv4, 2 = IPv6; the address is validated with ``ipaddress`` (zone
+    indexes such as ``%eth0`` are refused) and returned compressed.
+    """
+    arg = arg.strip(b" \t")
+    if len(arg) < 2:
+        raise BadDataAddress("EPRT argument is not <d>proto<d>addr<d>port<d>")
+    d = arg[0]
+    if not 33 <= d <= 126 or d in _DIGITS:
+        raise BadDataAddress("EPRT delimiter must be a character in 33..126 other than a digit")
+    parts = arg.split(arg[:1])
+    if len(parts) != 5 or parts[0] or parts[4]:
+        raise BadDataAddress("EPRT argument is not <d>proto<d>addr<d>port<d>")
+    proto_field, addr_field, port_field = parts[1], parts[2], parts[3]
+    if proto_field == b"1":
+        proto = 1
+    elif proto_field == b"2":
+        proto = 2
+    else:
+        raise BadDataAddress("EPRT network protocol must be 1 (IPv4) or 2 (IPv6)")
+    family = "IPv4" if proto == 1 else "IPv6"
+    try:
+        if not addr_field.isascii() or b"%" in addr_field:
+            raise ValueError
+        address = ipaddress.ip_address(addr_field.decode("ascii"))
+        if address.version != (4 if proto == 1 else 6):
+            raise ValueError
+    except ValueError:
+        raise BadDataAddress(
+            f"invalid {family} address {addr_field[:64]!r} in EPRT argument") from None
+    if not all(ch in _DIGITS for ch in port_field):
+        raise BadDataAddress("EPRT port is not a decimal number")
+    port = _check_port_digits(port_field, "EPRT argument")
+    return proto, address.compressed, port
+
+
+# ---------------------------------------------------------------- formatting
+
+def _check_port_arg(port: object) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+    return port
+
+
+def _ipv4_octets(host: object) -> bytes:
+    if not isinstance(host, str):
+        raise ValueError(f"host must be an IPv4 address string, got {host!r}")
+    try:
+        return ipaddress.IPv4Address(host).packed
+    except ValueError:
+        raise ValueError(f"host must be a dotted IPv4 address, got {host!r}") from None
+
+
+def format_227(host: str, port: int) -> bytes:
+    """``227 Entering Passive Mode (h1,h2,h3,h4,p1,p2).`` + CRLF."""
+    o = _ipv4_octets(host)
+    p = _check_port_arg(port)
+    return (f"227 Entering Passive Mode ({o[0]},{o[1]},{o[2]},{o[3]},"
+            f"{p >> 8},{p & 255}).\r\n").encode("ascii")
+
+
+def format_229(port: int) -> bytes:
+    """``229 Entering Extended Passive Mode (|||port|)`` + CRLF."""
+    p = _check_port_arg(port)
+    return f"229 Entering Extended Passive Mode (|||{p}|)\r\n".encode("ascii")
+
+
+def format_port(host: str, port: int) -> bytes:
+    """``PORT h1,h2,h3,h4,p1,p2`` + CRLF."""
+    o = _ipv4_octets(host)
+    p = _check_port_arg(port)
+    return f"PORT {o[0]},{o[1]},{o[2]},{o[3]},{p >> 8},{p & 255}\r\n".encode("ascii")
+
+
+def format_eprt(host: str, port: int) -> bytes:
+    """``EPRT |1|host|port|`` (``|2|`` for IPv6) + CRLF; the address is normalised."""
+    if not isinstance(host, str):
+        raise ValueError(f"host must be an IP address string, got {host!r}")
+    try:
+        if "%" in host:
+            raise ValueError
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"host must be an IPv4 or IPv6 address, got {host!r}") from None
+    p = _check_port_arg(port)
+    proto = 1 if address.version == 4 else 2
+    return f"EPRT |{proto}|{address.compressed}|{p}|\r\n".encode("ascii")
