@@ -1,0 +1,437 @@
+"""Sans-I/O FTP control-channel state machine.
+
+Bytes from the client go in through ``receive_client``, bytes from the server
+through ``receive_server``. Output accumulates, in order, in two outboxes:
+``to_client`` and ``to_server``. An outbox item is either ``bytes`` to send or
+an event asking the session to set up a data channel first:
+
+* ``PassiveOffer`` (in ``to_client``): the server answered PASV/EPSV. The
+  session opens a listener, then sends ``passive_reply(offer, host, port)``
+  (or ``data_failed(offer, reason)``).
+* ``ActiveRequest`` (in ``to_server``): the client sent PORT/EPRT. The session
+  opens a remote forward, then sends ``active_command(request, host, port)``
+  (or calls ``active_failed(request, reason)``).
+* ``ConvertedActive`` (in ``to_client``): active-to-passive conversion; the
+  server answered our PASV/EPSV. The session connects the server's data port
+  to the client's listener, then sends ``converted_reply(event)``.
+* ``CLOSE`` (in ``to_client``): send what came before it, then end the session.
+
+Replies are matched to commands in FIFO order, so pipelining works and a
+227/229 is acted on only as the answer to an outstanding PASV/EPSV.
+This module never imports trio, asyncssh or sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from . import _scan
+from ._errors import BadDataAddress, LineTooLong
+
+log = logging.getLogger(__name__)
+
+#: Most lines a multi-line 227/229 reply may have before it is refused.
+MAX_CAPTURED_LINES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveOffer:
+    """The server offers a passive data port (227 or 229 to our PASV/EPSV)."""
+
+    host: str | None  # address named in a 227; None for 229 (same host as control)
+    port: int
+    extended: bool  # True: reply with 229, else 227
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRequest:
+    """The client listens at host:port and wants the server to connect there."""
+
+    host: str
+    port: int
+    extended: bool  # EPRT rather than PORT
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertedActive:
+    """Active converted to passive: connect server_port (via SSH) to the client's listener."""
+
+    client_host: str
+    client_port: int
+    server_host: str | None
+    server_port: int
+    extended: bool
+
+
+class _Close:
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE = _Close()
+
+Event = Union[PassiveOffer, ActiveRequest, ConvertedActive]
+OutItem = Union[bytes, Event, _Close]
+
+EntryKind = Literal[
+    "greeting", "plain", "pasv", "epsv", "active", "converted", "auth", "rein", "local"
+]
+
+
+class _Pending:
+    """A command that awaits its final reply (or a locally made reply)."""
+
+    __slots__ = ("kind", "request", "reply")
+
+    def __init__(self, kind: EntryKind, request: ActiveRequest | None = None,
+                 reply: bytes = b"") -> None:
+        self.kind = kind
+        self.request = request
+        self.reply = reply
+
+
+def describe_line(line: bytes) -> str:
+    """A loggable form of a control line: never shows PASS/ACCT arguments."""
+    verb, _arg = _scan.split_command(line)
+    if verb in (b"PASS", b"ACCT"):
+        return verb.decode("ascii") + " ****"
+    return line.rstrip(b"\r\n").decode("latin-1")[:200]
+
+
+def _crlf(line: bytes) -> bytes:
+    """Normalise a bare-LF line ending to CRLF (never emit bare LF)."""
+    if line.endswith(b"\r\n"):
+        return line
+    return line[:-1] + b"\r\n"
+
+
+def _has_bad_bytes(line: bytes) -> str | None:
+    if b"\0" in line:
+        return "NUL byte"
+    body = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+    if b"\r" in body:
+        return "bare CR"
+    return None
+
+
+class ControlChannel:
+    """State of one FTP control connection as seen by the forwarder."""
+
+    def __init__(
+        self,
+        *,
+        client_host: str,
+        active_mode: Literal["remote-forward", "passive"] = "remote-forward",
+        auth_tls: Literal["refuse", "passthrough"] = "refuse",
+        max_line: int = _scan.MAX_LINE,
+    ) -> None:
+        self.client_host = client_host
+        self.active_mode = active_mode
+        self.auth_tls = auth_tls
+        self.to_client: deque[OutItem] = deque()
+        self.to_server: deque[OutItem] = deque()
+        self.closed = False
+        #: after AUTH TLS was passed through and accepted: bytes are opaque
+        self.opaque = False
+        self._client_lines = _scan.LineSplitter(max_line)
+        self._server_lines = _scan.LineSplitter(max_line)
+        self._pending: deque[_Pending] = deque([_Pending("greeting")])
+        self._multiline_code: bytes | None = None
+        self._captured: list[bytes] | None = None
+
+    # ------------------------------------------------------------------ input
+    def receive_client(self, data: bytes) -> None:
+        """Feed bytes the FTP client sent."""
+        if self.closed:
+            return
+        if self.opaque:
+            self.to_server.append(data)
+            return
+        try:
+            lines = self._client_lines.feed(data)
+            too_long = False
+        except LineTooLong as exc:
+            lines, too_long = list(getattr(exc, "lines", ())), True
+        for line in lines:
+            if self.closed:
+                return
+            self._client_line(line)
+            if self.opaque:  # AUTH passthrough: anything after the line is opaque
+                return
+        if too_long:
+            self._fail_client("500 ftptrio: command line too long; closing.")
+
+    def receive_server(self, data: bytes) -> None:
+        """Feed bytes the FTP server sent."""
+        if self.closed:
+            return
+        if self.opaque:
+            self.to_client.append(data)
+            return
+        try:
+            lines = self._server_lines.feed(data)
+            too_long = False
+        except LineTooLong as exc:
+            lines, too_long = list(getattr(exc, "lines", ())), True
+        for index, line in enumerate(lines):
+            if self.closed:
+                return
+            self._server_line(line)
+            if self.opaque:
+                rest = b"".join(lines[index + 1:]) + self._server_lines.pending
+                if rest:
+                    self.to_client.append(rest)
+                client_rest = self._client_lines.pending
+                if client_rest:
+                    self.to_server.append(client_rest)
+                return
+        if too_long:
+            self._fail_server("reply line too long")
+
+    # ---------------------------------------------------- session continuations
+    def passive_reply(self, offer: PassiveOffer, host: str, port: int) -> bytes:
+        """The reply to send the client once a passive listener is ready."""
+        if offer.extended:
+            return _scan.format_229(port)
+        return _scan.format_227(host, port)
+
+    def data_failed(self, reason: str) -> bytes:
+        """The reply to send the client when a data channel could not be set up."""
+        return b"425 ftptrio: cannot open data connection: " + _ascii(reason) + b"\r\n"
+
+    def active_command(self, request: ActiveRequest, host: str, port: int) -> bytes:
+        """The command to send the server once a remote forward listens at host:port."""
+        if request.extended:
+            return _scan.format_eprt(host, port)
+        return _scan.format_port(host, port)
+
+    def active_failed(self, request: ActiveRequest, reason: str) -> None:
+        """The remote forward for ``request`` failed: answer the client locally."""
+        for entry in self._pending:
+            if entry.kind == "active" and entry.request is request:
+                entry.kind = "local"
+                entry.reply = self.data_failed(reason)
+                break
+        self._release_local_replies()
+
+    def converted_reply(self, event: ConvertedActive) -> bytes:
+        verb = b"EPRT" if event.extended else b"PORT"
+        return b"200 " + verb + b" command successful (ftptrio: converted to passive).\r\n"
+
+    # ------------------------------------------------------------ client side
+    def _client_line(self, line: bytes) -> None:
+        bad = _has_bad_bytes(line)
+        if bad:
+            log.warning("client sent a command with a %s; answered 500", bad)
+            self._answer_locally(f"500 ftptrio: {bad} in command line rejected.")
+            return
+        verb, arg = _scan.split_command(line)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("client> %s", describe_line(line))
+        if not verb:
+            return  # empty line: servers ignore it inconsistently, so do not forward
+        if verb == b"PASV":
+            self._forward_command(line, "pasv")
+        elif verb == b"EPSV":
+            kind: EntryKind = "plain" if arg.strip().upper() == b"ALL" else "epsv"
+            self._forward_command(line, kind)
+        elif verb in (b"PORT", b"EPRT"):
+            self._active_command(verb, arg)
+        elif verb in (b"LPRT", b"LPSV"):
+            self._answer_locally(f"502 ftptrio: {verb.decode()} not supported; use EPRT/EPSV.")
+        elif verb == b"AUTH":
+            if self.auth_tls == "refuse":
+                log.info("refused AUTH %s: control stays plaintext inside the SSH tunnel",
+                         arg.decode("latin-1")[:20])
+                self._answer_locally(
+                    "534 ftptrio: TLS refused; this connection is already encrypted by SSH.")
+            else:
+                log.warning("passing AUTH through: data channels cannot be forwarded "
+                            "once the control channel is encrypted")
+                self._forward_command(line, "auth")
+        elif verb == b"REIN":
+            self._forward_command(line, "rein")
+        else:
+            self._forward_command(line, "plain")
+
+    def _active_command(self, verb: bytes, arg: bytes) -> None:
+        extended = verb == b"EPRT"
+        try:
+            if extended:
+                _proto, host, port = _scan.parse_eprt_arg(arg)
+            else:
+                host, port = _scan.parse_port_arg(arg)
+        except BadDataAddress as exc:
+            log.warning("client sent invalid %s: %s", verb.decode(), exc)
+            self._answer_locally(f"501 ftptrio: invalid {verb.decode()} argument: {exc}")
+            return
+        if not same_address(host, self.client_host):
+            log.warning("refused %s to %s: not the client's own address %s (bounce)",
+                        verb.decode(), host, self.client_host)
+            self._answer_locally(
+                f"500 ftptrio: {verb.decode()} must name your own address ({self.client_host}).")
+            return
+        if port < 1024:
+            log.warning("refused %s to privileged port %d", verb.decode(), port)
+            self._answer_locally(f"501 ftptrio: {verb.decode()} to a port below 1024 refused.")
+            return
+        request = ActiveRequest(host, port, extended)
+        if self.active_mode == "passive":
+            log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
+                      "EPSV" if extended else "PASV")
+            self._pending.append(_Pending("converted", request))
+            self.to_server.append(b"EPSV\r\n" if extended else b"PASV\r\n")
+        else:
+            self._pending.append(_Pending("active", request))
+            self.to_server.append(request)
+
+    def _forward_command(self, line: bytes, kind: EntryKind) -> None:
+        self._pending.append(_Pending(kind))
+        self.to_server.append(_crlf(line))
+
+    def _answer_locally(self, text: str) -> None:
+        self._pending.append(_Pending("local", reply=_ascii(text) + b"\r\n"))
+        self._release_local_replies()
+
+    def _release_local_replies(self) -> None:
+        while self._pending and self._pending[0].kind == "local":
+            self.to_client.append(self._pending.popleft().reply)
+
+    def _fail_client(self, text: str) -> None:
+        log.warning("closing session: %s", text)
+        self.to_client.append(_ascii(text) + b"\r\n")
+        self.to_client.append(CLOSE)
+        self.closed = True
+
+    def _fail_server(self, reason: str) -> None:
+        self._fail_client(f"421 ftptrio: FTP server sent an invalid control line ({reason})")
+
+    # ------------------------------------------------------------ server side
+    def _server_line(self, line: bytes) -> None:
+        bad = _has_bad_bytes(line)
+        if bad:
+            self._fail_server(bad)
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("server< %s", line.rstrip(b"\r\n").decode("latin-1")[:200])
+        line = _crlf(line)
+        if self._multiline_code is not None:
+            ends = line[:3] == self._multiline_code and line[3:4] == b" "
+            if self._captured is not None:
+                self._captured.append(line)
+                if len(self._captured) > MAX_CAPTURED_LINES:
+                    self._fail_server("multi-line passive reply too long")
+                    return
+            else:
+                self.to_client.append(line)
+            if ends:
+                self._multiline_code = None
+                self._reply_complete(int(line[:3]), line)
+            return
+        parsed = _scan.parse_reply_code(line)
+        if parsed is None:
+            log.warning("FTP server sent a line that is not a reply; passed on: %r", line[:80])
+            self.to_client.append(line)
+            return
+        code, continues = parsed
+        if continues:
+            self._multiline_code = line[:3]
+            head = self._pending[0].kind if self._pending else None
+            if (code, head) in ((227, "pasv"), (229, "epsv"), (227, "converted"),
+                                (229, "converted")):
+                self._captured = [line]
+            else:
+                self.to_client.append(line)
+            return
+        if code < 200 or not self._pending:
+            if code >= 200:
+                log.warning("unsolicited reply from FTP server passed on: %s",
+                            line.rstrip(b"\r\n").decode("latin-1")[:80])
+            self.to_client.append(line)
+            return
+        self._captured = [line] if code in (227, 229) else None
+        if self._captured is None:
+            self.to_client.append(line)
+        self._reply_complete(code, line)
+
+    def _reply_complete(self, code: int, last_line: bytes) -> None:
+        captured, self._captured = self._captured, None
+        if code < 200:
+            if captured:
+                self.to_client.extend(captured)
+            return
+        if not self._pending:
+            if captured:
+                self.to_client.extend(captured)
+            return
+        entry = self._pending.popleft()
+        text = b" ".join(l.rstrip(b"\r\n") for l in captured) if captured else last_line
+        if entry.kind in ("pasv", "epsv") and code == (227 if entry.kind == "pasv" else 229):
+            self._passive_reply(entry, code, text)
+        elif entry.kind == "converted" and code in (227, 229):
+            self._converted_reply(entry, code, text)
+        else:
+            if captured:
+                if code in (227, 229):
+                    log.warning("unsolicited %d reply (no PASV/EPSV outstanding) passed on "
+                                "unrewritten, no data channel opened", code)
+                self.to_client.extend(captured)
+            if entry.kind == "converted":
+                assert entry.request is not None
+                verb = "EPRT" if entry.request.extended else "PORT"
+                log.warning("server refused passive mode while converting %s: %s", verb,
+                            last_line.rstrip(b"\r\n").decode("latin-1")[:80])
+            elif entry.kind == "auth" and code == 234:
+                log.warning("AUTH accepted by server: control channel is now opaque")
+                self.opaque = True
+            elif entry.kind == "rein" and code // 100 == 2:
+                log.debug("REIN: session state reset")
+        self._release_local_replies()
+
+    def _parse_offer(self, code: int, text: bytes) -> PassiveOffer:
+        if code == 227:
+            host, port = _scan.parse_227(text)
+            return PassiveOffer(host, port, extended=False)
+        return PassiveOffer(None, _scan.parse_229(text), extended=True)
+
+    def _passive_reply(self, entry: _Pending, code: int, text: bytes) -> None:
+        try:
+            offer = self._parse_offer(code, text)
+        except BadDataAddress as exc:
+            log.warning("invalid %d reply from FTP server: %s; answered 425", code, exc)
+            self.to_client.append(self.data_failed(str(exc)))
+            return
+        self.to_client.append(offer)
+
+    def _converted_reply(self, entry: _Pending, code: int, text: bytes) -> None:
+        request = entry.request
+        assert request is not None
+        try:
+            offer = self._parse_offer(code, text)
+        except BadDataAddress as exc:
+            log.warning("invalid %d reply while converting active mode: %s", code, exc)
+            self.to_client.append(self.data_failed(str(exc)))
+            return
+        self.to_client.append(ConvertedActive(request.host, request.port, offer.host,
+                                              offer.port, request.extended))
+
+
+def _ascii(text: str) -> bytes:
+    return text.encode("ascii", "replace")
+
+
+def same_address(a: str, b: str) -> bool:
+    """True when two IP address strings name the same host (IPv4-mapped aware)."""
+    try:
+        ia, ib = ipaddress.ip_address(a.split("%")[0]), ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return a == b
+    if isinstance(ia, ipaddress.IPv6Address) and ia.ipv4_mapped:
+        ia = ia.ipv4_mapped
+    if isinstance(ib, ipaddress.IPv6Address) and ib.ipv4_mapped:
+        ib = ib.ipv4_mapped
+    return ia == ib

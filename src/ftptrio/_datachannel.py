@@ -1,0 +1,172 @@
+"""Data-channel forwards: one-shot passive listeners, active remote forwards and
+active-to-passive conversions. Every task here runs in its session's nursery."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Literal
+
+import trio
+
+from ._config import Config
+from ._control import same_address
+from ._tunnel import DataChannel, RelayResult, RemoteListener, Tunnel
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["passive", "active", "converted"]
+
+
+@dataclass
+class TransferStats:
+    """Counters shared by every session of one forwarder."""
+
+    sessions: int = 0
+    sessions_active: int = 0
+    transfers: int = 0
+    transfer_errors: int = 0
+    bytes_to_server: int = 0
+    bytes_to_client: int = 0
+    by_mode: dict[str, int] = field(default_factory=dict)
+
+    def record(self, mode: Mode, result: RelayResult) -> None:
+        self.transfers += 1
+        self.by_mode[mode] = self.by_mode.get(mode, 0) + 1
+        if result.error:
+            self.transfer_errors += 1
+
+
+@dataclass
+class DataContext:
+    """What the data-channel tasks of one session need."""
+
+    config: Config
+    tunnel: Tunnel
+    ftp_host: str
+    client_host: str
+    stats: TransferStats
+    session_id: int
+
+
+def _log_transfer(ctx: DataContext, mode: Mode, started: float, result: RelayResult) -> None:
+    to_server, to_client = result.to_ssh, result.from_ssh
+    ctx.stats.bytes_to_server += to_server
+    ctx.stats.bytes_to_client += to_client
+    ctx.stats.record(mode, result)
+    seconds = max(trio.current_time() - started, 1e-9)
+    total = to_server + to_client
+    direction = "upload" if to_server > to_client else "download"
+    log.info("session %d: %s %s data: %d bytes in %.3f s (%.1f MB/s)%s", ctx.session_id,
+             mode, direction, total, seconds, total / seconds / 1e6,
+             f", error: {result.error}" if result.error else "")
+
+
+async def open_data_listener(ctx: DataContext) -> trio.socket.SocketType:
+    """A loopback (or -g: wildcard) listener for one passive data connection."""
+    host = ctx.config.data_bind_host
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind((host, 0))
+        sock.listen(4)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_passive(ctx: DataContext, listener: trio.socket.SocketType,
+                        channel: DataChannel, waiting: trio.CancelScope) -> None:
+    """Accept the client's one data connection on listener and relay it to channel.
+
+    ``waiting`` is cancelled when a newer PASV supersedes this listener; its
+    deadline is the idle timeout. Either way the listener closes and the
+    SSH channel with it.
+    """
+    port = listener.getsockname()[1]
+    sock = None
+    try:
+        with waiting:
+            while True:
+                sock, peer = await listener.accept()
+                if same_address(peer[0], ctx.client_host):
+                    break
+                log.warning("session %d: refused data connection from %s to port %d "
+                            "(only the client %s may connect)", ctx.session_id, peer[0], port,
+                            ctx.client_host)
+                sock.close()
+                sock = None
+    finally:
+        listener.close()
+        if sock is None:
+            channel.close()
+    if sock is None:
+        log.info("session %d: passive listener on port %d closed unused (%s)", ctx.session_id,
+                 port, "timeout" if waiting.deadline <= trio.current_time() else "superseded")
+        return
+    started = trio.current_time()
+    result = await channel.relay_socket(sock)
+    _log_transfer(ctx, "passive", started, result)
+
+
+class ActiveGate:
+    """Tracks active-mode data connections not yet connected to the client.
+
+    A server can finish a small transfer and send 226 before ftptrio has
+    connected its data to the client; the client must not see 226 first.
+    """
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._changed = trio.Event()
+
+    def opened(self) -> None:
+        self.pending += 1
+
+    def settled(self) -> None:
+        self.pending -= 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_settled(self) -> None:
+        while self.pending:
+            await self._changed.wait()
+
+
+async def serve_active(ctx: DataContext, remote: RemoteListener, client_host: str,
+                       client_port: int, gate: ActiveGate) -> None:
+    """Wait for the FTP server on the remote forward, cancel it, relay to the client."""
+    incoming = None
+    try:
+        try:
+            with trio.move_on_after(ctx.config.data_idle_timeout):
+                incoming = await remote.accept()
+        finally:
+            await remote.aclose()  # cancel-tcpip-forward as soon as accepted
+        if incoming is None:
+            log.info("session %d: remote forward port %d closed unused (timeout)",
+                     ctx.session_id, remote.port)
+            return
+        channel, orig_host, orig_port = incoming
+        log.debug("session %d: FTP server connected from %s:%d to remote forward %d",
+                  ctx.session_id, orig_host, orig_port, remote.port)
+        started = trio.current_time()
+        try:
+            await channel.connect_socket(client_host, client_port)
+        except OSError as exc:
+            log.warning("session %d: cannot connect to client data port %s:%d: %s",
+                        ctx.session_id, client_host, client_port, exc)
+            return
+    finally:
+        gate.settled()
+    _log_transfer(ctx, "active", started, await channel.wait())
+
+
+async def serve_converted(ctx: DataContext, channel: DataChannel) -> None:
+    """Active-to-passive conversion: relay an already connected pair until done."""
+    started = trio.current_time()
+    _log_transfer(ctx, "converted", started, await channel.wait())

@@ -1,0 +1,125 @@
+"""serve(): accept FTP clients on every forward's listener, one session task each."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import AsyncIterator
+
+import trio
+import trio_asyncio
+
+from ._config import Config, ForwardSpec
+from ._datachannel import TransferStats
+from ._session import Session
+from ._tunnel import Tunnel, install_asyncio_error_handler
+
+log = logging.getLogger(__name__)
+
+#: pause before accepting again when out of file descriptors
+ACCEPT_BACKOFF = 0.1
+
+
+@dataclass
+class Forwarder:
+    """A running forwarder: where clients connect, and its counters."""
+
+    addresses: list[tuple[str, int]]
+    stats: TransferStats = field(default_factory=TransferStats)
+    tunnel: Tunnel | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [port for _host, port in self.addresses]
+
+
+async def _handle_client(stream: trio.SocketStream, forward: ForwardSpec, config: Config,
+                         tunnel: Tunnel, stats: TransferStats) -> None:
+    try:
+        await Session(stream, forward, config, tunnel, stats).run()
+    except Exception:  # one broken session must never stop the listener
+        log.exception("session crashed")
+
+
+async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
+                       handler: partial) -> None:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed (%s); retrying shortly", exc)
+                    await trio.sleep(ACCEPT_BACKOFF)
+                    continue
+                raise
+            nursery.start_soon(handler, stream)
+
+
+async def _serve_in_loop(config: Config, forwarder_out: list[Forwarder],
+                         task_status: trio.TaskStatus[Forwarder]) -> None:
+    install_asyncio_error_handler()
+    tunnel = Tunnel(config.ssh, config.ssh_connection)
+    try:
+        await tunnel.connect()
+        listeners: list[tuple[ForwardSpec, list[trio.SocketListener]]] = []
+        for forward in config.forwards:
+            listeners.append((forward, await trio.open_tcp_listeners(
+                forward.listen_port, host=forward.listen_host)))
+        addresses = []
+        for forward, group in listeners:
+            sockname = group[0].socket.getsockname()
+            addresses.append((sockname[0], sockname[1]))
+            log.info("forwarding FTP %s:%d -> %s:%d via SSH %s", sockname[0], sockname[1],
+                     forward.ftp_host, forward.ftp_port, config.ssh.host)
+        forwarder = Forwarder(addresses, tunnel=tunnel)
+        forwarder_out.append(forwarder)
+        async with trio.open_nursery() as nursery:
+            for forward, group in listeners:
+                handler = partial(_handle_client, forward=forward, config=config,
+                                  tunnel=tunnel, stats=forwarder.stats)
+                for listener in group:
+                    nursery.start_soon(_accept_loop, listener, nursery, handler)
+            task_status.started(forwarder)
+    finally:
+        await tunnel.aclose()
+
+
+async def serve(config: Config, *,
+                task_status: trio.TaskStatus[Forwarder] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the forwarder until cancelled.
+
+    Connects to the SSH server, binds every forward's listener, then reports a
+    ``Forwarder`` (bound addresses, counters) through ``task_status``. Use with
+    ``await nursery.start(ftptrio.serve, config)``.
+    """
+    holder: list[Forwarder] = []
+    if _has_asyncio_loop():
+        await _serve_in_loop(config, holder, task_status=task_status)
+        return
+    async with trio_asyncio.open_loop():
+        await _serve_in_loop(config, holder, task_status=task_status)
+
+
+def _has_asyncio_loop() -> bool:
+    try:
+        return trio_asyncio.current_loop.get() is not None
+    except LookupError:
+        return False
+
+
+@asynccontextmanager
+async def open_forwarder(config: Config) -> AsyncIterator[Forwarder]:
+    """``async with open_forwarder(config) as fwd:`` runs a forwarder for the block.
+
+    ``fwd.addresses`` lists the bound (host, port) per forward, in order.
+    """
+    async with trio.open_nursery() as nursery:
+        forwarder = await nursery.start(serve, config)
+        try:
+            yield forwarder
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,152 @@
+"""In-process servers for the demo and the integration tests.
+
+* ``inprocess_ssh_server``: an asyncssh SSH server on a free loopback port that
+  allows direct-tcpip and tcpip-forward and records every destination requested.
+* ``threaded_ftp_server``: a pyftpdlib FTP server in a background thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator
+
+import asyncssh
+import trio
+import trio_asyncio
+
+from ._tunnel import relayed_connection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SSHServerInfo:
+    host: str
+    port: int
+    username: str
+    client_key: Any  # asyncssh.SSHKey
+    host_key: Any
+    known_hosts: str  # path of a known_hosts file naming this server
+    client_key_path: str = ""  # the client key as an OpenSSH private key file
+    #: (host, port) of every direct-tcpip the server was asked for
+    direct_requests: list[tuple[str, int]] = field(default_factory=list)
+    #: (host, port) of every tcpip-forward the server was asked for
+    forward_requests: list[tuple[str, int]] = field(default_factory=list)
+    allow_direct: bool = True
+    allow_remote_forward: bool = True
+    connections: list[Any] = field(default_factory=list)
+
+
+def _make_server_class(info: SSHServerInfo) -> type:
+    class _Server(asyncssh.SSHServer):
+        def connection_made(self, conn: Any) -> None:
+            info.connections.append(conn)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            pass
+
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def public_key_auth_supported(self) -> bool:
+            return True
+
+        def validate_public_key(self, username: str, key: Any) -> bool:
+            return (username == info.username and key.public_data ==
+                    info.client_key.public_data)
+
+        def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                                 orig_port: int) -> Any:
+            info.direct_requests.append((dest_host, dest_port))
+            if not info.allow_direct:
+                return False
+            return relayed_connection(dest_host, dest_port)
+
+        def server_requested(self, listen_host: str, listen_port: int) -> bool:
+            info.forward_requests.append((listen_host, listen_port))
+            return info.allow_remote_forward
+
+    return _Server
+
+
+@contextlib.asynccontextmanager
+async def inprocess_ssh_server(username: str = "demo") -> AsyncIterator[SSHServerInfo]:
+    """Run an asyncssh server on 127.0.0.1:<free port>. Needs a trio-asyncio loop."""
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    with tempfile.TemporaryDirectory(prefix="ftptrio-ssh-") as tmp:
+        info = SSHServerInfo("127.0.0.1", 0, username, client_key, host_key,
+                             os.path.join(tmp, "known_hosts"))
+        acceptor = await trio_asyncio.aio_as_trio(asyncssh.listen)(
+            "127.0.0.1", 0, server_host_keys=[host_key],
+            server_factory=_make_server_class(info), allow_scp=False)
+        try:
+            info.port = acceptor.sockets[0].getsockname()[1]
+            info.client_key_path = os.path.join(tmp, "id_ed25519")
+            client_key.write_private_key(info.client_key_path)
+            with open(info.known_hosts, "w") as f:
+                f.write(f"[127.0.0.1]:{info.port} "
+                        f"{host_key.export_public_key().decode().strip()}\n")
+            yield info
+        finally:
+            with trio.CancelScope(shield=True):
+                acceptor.close()
+                for conn in info.connections:
+                    conn.close()
+                with trio.move_on_after(5):
+                    await trio_asyncio.aio_as_trio(acceptor.wait_closed)()
+
+
+@dataclass
+class FTPServerInfo:
+    host: str
+    port: int
+    user: str
+    password: str
+    root: str
+
+
+@contextlib.contextmanager
+def threaded_ftp_server(root: str | None = None, user: str = "demo",
+                        password: str = "demo-password") -> Iterator[FTPServerInfo]:
+    """A pyftpdlib server on 127.0.0.1:<free port>, serving root, in a thread."""
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import FTPServer
+
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+    with contextlib.ExitStack() as stack:
+        if root is None:
+            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="ftptrio-ftp-"))
+        authorizer = DummyAuthorizer()
+        authorizer.add_user(user, password, root, perm="elradfmwMT")
+        handler = type("DemoHandler", (FTPHandler,), {
+            "authorizer": authorizer,
+            "passive_ports": range(20000, 32000),
+            "permit_foreign_addresses": False,
+            "timeout": 60,
+        })
+        server = FTPServer(("127.0.0.1", 0), handler)
+        server.max_cons = 1024
+        port = server.socket.getsockname()[1]
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                while not stop.is_set():
+                    server.serve_forever(timeout=0.05, blocking=False)
+            finally:
+                server.close_all()
+
+        thread = threading.Thread(target=run, name="ftptrio-ftp-server", daemon=True)
+        thread.start()
+        try:
+            yield FTPServerInfo("127.0.0.1", port, user, password, root)
+        finally:
+            stop.set()
+            thread.join(10)

@@ -1,0 +1,50 @@
+"""Fixtures that run real servers (OpenSSH sshd, vsftpd, pyftpdlib) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+try:  # tests/interop may or may not be a package
+    from . import servers
+except ImportError:  # pragma: no cover - depends on pytest's import mode
+    import servers  # type: ignore[no-redef]
+
+
+@pytest.fixture(scope="session")
+def openssh(tmp_path_factory):
+    """A real OpenSSH sshd with key auth and TCP forwarding allowed."""
+    servers.require_tool("sshd")
+    servers.require_tool("ssh-keygen")
+    server = servers.start_openssh(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def vsftpd(tmp_path_factory):
+    """vsftpd, anonymous login, uploads allowed into upload/."""
+    servers.require_tool("vsftpd")
+    server = servers.start_vsftpd(tmp_path_factory.mktemp("vsftpd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pyftpdlib_server(tmp_path_factory):
+    """pyftpdlib in a subprocess, user/password with all permissions."""
+    server = servers.start_pyftpdlib(tmp_path_factory.mktemp("pyftpdlib"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["vsftpd", "pyftpdlib"])
+def ftp_server(request):
+    """Each real FTP server in turn."""
+    name = "pyftpdlib_server" if request.param == "pyftpdlib" else request.param
+    return request.getfixturevalue(name)

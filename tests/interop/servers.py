@@ -1,0 +1,619 @@
+"""Start and stop real servers (OpenSSH sshd, vsftpd, pyftpdlib) for interop tests.
+
+Everything here is plain synchronous code.  Every server listens on 127.0.0.1
+only, on an OS-picked free port, with its files in a caller-supplied temp dir,
+and runs in its own process group so that ``stop()`` kills it together with
+every session child it forked.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+#: Passive port ranges are picked from here: outside the kernel's ephemeral
+#: range (32768-60999 on Linux), so that outgoing connections never steal them.
+PASSIVE_SEARCH_LOW = 20000
+PASSIVE_SEARCH_HIGH = 32000
+
+_SBIN_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]
+)
+
+#: Test data served by both FTP servers: name -> (size, seed).
+DATA_FILES: dict[str, tuple[int, int]] = {
+    "empty.bin": (0, 0),
+    "one_mib.bin": (1 << 20, 1),
+    "big.bin": (32 << 20, 2),
+}
+TEXT_FILE_NAME = "with space.txt"
+TEXT_FILE_CONTENT = b"a file whose name has a space\r\nline two\n"
+UPLOAD_DIR = "upload"
+
+_lock = threading.Lock()
+_reserved_ports: set[int] = set()
+
+
+# --------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------
+
+
+def find_tool(name: str) -> str | None:
+    """Path of an executable, also looking in the sbin directories."""
+    return shutil.which(name, path=_SBIN_PATH)
+
+
+def require_tool(name: str) -> str:
+    """Return the tool's path; fail the test under CI, skip it elsewhere."""
+    path = find_tool(name)
+    if path is None:
+        import pytest
+
+        msg = f"required tool {name!r} is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free a moment ago (bind to port 0, then close)."""
+    with _lock:
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            if port not in _reserved_ports:
+                _reserved_ports.add(port)
+                return port
+    raise RuntimeError("could not find a free port")
+
+
+def _port_is_free(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_range(count: int, low: int = PASSIVE_SEARCH_LOW, high: int = PASSIVE_SEARCH_HIGH) -> range:
+    """``count`` consecutive ports in [low, high) that are all free now.
+
+    The start is random so that concurrent test runs on one machine rarely
+    collide; ranges handed out by this process never overlap.
+    """
+    rng = random.Random()
+    with _lock:
+        for _ in range(200):
+            start = rng.randrange(low, high - count)
+            candidate = range(start, start + count)
+            if any(p in _reserved_ports for p in candidate):
+                continue
+            if all(_port_is_free(p) for p in candidate):
+                _reserved_ports.update(candidate)
+                return candidate
+    raise RuntimeError(f"no free range of {count} ports in {low}-{high}")
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
+    """Wait until ``host:port`` accepts a TCP connection.
+
+    Raises TimeoutError, or RuntimeError at once if ``process`` exits first.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: OSError | None = None
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode} before {host}:{port} accepted")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{host}:{port} did not accept connections within {timeout}s: {last_error}")
+        time.sleep(0.05)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def random_bytes(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _tail(path: str | os.PathLike, max_bytes: int = 4000) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return data[-max_bytes:].decode("utf-8", "replace")
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    """Terminate the process and its process group (started with
+    ``start_new_session=True``), then kill whatever is left after ``timeout``."""
+    if process is None:
+        return
+    pgid: int | None
+    try:
+        pgid = os.getpgid(process.pid)
+    except ProcessLookupError:
+        pgid = None
+    # Only signal the group if it is the one this process leads (we made it).
+    own_group = pgid == process.pid
+
+    def _signal(sig: int) -> None:
+        try:
+            if own_group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    if process.poll() is None:
+        _signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal(signal.SIGKILL)
+            process.wait(timeout=timeout)
+    if own_group:
+        # Session children (sshd per-connection, vsftpd per-session) may
+        # outlive the listener: kill the rest of the group.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def populate_data_dir(root: Path) -> None:
+    """Create the standard test files (fixed seeds) and an upload dir."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (size, seed) in DATA_FILES.items():
+        (root / name).write_bytes(random_bytes(size, seed))
+    (root / TEXT_FILE_NAME).write_bytes(TEXT_FILE_CONTENT)
+    (root / UPLOAD_DIR).mkdir(exist_ok=True)
+    for p in root.iterdir():
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    os.chmod(root, 0o755)
+
+
+# --------------------------------------------------------------------------
+# OpenSSH sshd
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class OpenSSHServer:
+    host: str
+    port: int
+    username: str
+    client_key: str
+    known_hosts: str
+    log_path: str
+    process: subprocess.Popen = field(repr=False)
+    config_path: str = ""
+    host_public_key: str = ""
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def _ssh_keygen(path: Path) -> None:
+    keygen = find_tool("ssh-keygen") or "ssh-keygen"
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "ftptrio-test", "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        timeout=30,
+    )
+
+
+def _openssh_version() -> tuple[int, int]:
+    ssh = find_tool("ssh")
+    if ssh is None:
+        return (0, 0)
+    try:
+        out = subprocess.run([ssh, "-V"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return (0, 0)
+    m = re.search(r"OpenSSH_(\d+)\.(\d+)", out.stderr + out.stdout)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def start_openssh(
+    tmpdir: str | os.PathLike,
+    extra_config: str | list[str] | tuple[str, ...] = (),
+    timeout: float = 10.0,
+) -> OpenSSHServer:
+    """Start ``/usr/sbin/sshd -D -e`` on a free 127.0.0.1 port.
+
+    ``extra_config`` lines are appended to sshd_config (e.g.
+    ``"AllowTcpForwarding local"``).  sshd uses the first value it reads for
+    most keywords, so conflicting extra lines replace the defaults here.
+    """
+    sshd = find_tool("sshd")
+    if sshd is None:
+        raise RuntimeError("sshd is not installed")
+    sshd = os.path.abspath(sshd)  # sshd re-execs itself and needs an absolute path
+    d = Path(tmpdir)
+    d.mkdir(parents=True, exist_ok=True)
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+
+    host_key = d / "ssh_host_ed25519_key"
+    client_key = d / "id_ed25519"
+    for key in (host_key, client_key):
+        if not key.exists():
+            _ssh_keygen(key)
+    host_pub = (d / "ssh_host_ed25519_key.pub").read_text().split()
+    host_public_key = f"{host_pub[0]} {host_pub[1]}"
+
+    if isinstance(extra_config, str):
+        extra_lines = extra_config.splitlines()
+    else:
+        extra_lines = list(extra_config)
+    extra_keys = {line.split()[0].lower() for line in extra_lines if line.strip() and not line.lstrip().startswith("#")}
+
+    last_error = ""
+    for _attempt in range(3):
+        port = free_port()
+        defaults = [
+            f"ListenAddress {HOST}",
+            f"Port {port}",
+            f"HostKey {host_key}",
+            f"PidFile {d / 'sshd.pid'}",
+            "StrictModes no",
+            f"AuthorizedKeysFile {client_key}.pub",
+            "PubkeyAuthentication yes",
+            "AllowTcpForwarding yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "PermitRootLogin yes",
+            "LogLevel DEBUG1",
+            "PrintMotd no",
+            "UseDNS no",
+            "MaxStartups 100:30:200",
+            "Subsystem sftp internal-sftp",
+        ]
+        if _openssh_version() >= (9, 8):
+            # Tests make many connections (some failing on purpose) from 127.0.0.1.
+            defaults.append("PerSourcePenalties no")
+        lines = [line for line in defaults if line.split()[0].lower() not in extra_keys]
+        # Match blocks must come last in sshd_config.
+        config_text = "\n".join(lines + extra_lines) + "\n"
+        config_path = d / "sshd_config"
+        config_path.write_text(config_text)
+        log_path = d / "sshd.log"
+
+        # Validate the config first: a clear error beats a timeout.
+        check = subprocess.run([sshd, "-t", "-f", str(config_path)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"sshd rejected its config:\n{check.stderr}\n--- config ---\n{config_text}")
+
+        log = open(log_path, "ab")
+        try:
+            process = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        try:
+            wait_for_port(HOST, port, timeout=timeout, process=process)
+        except (TimeoutError, RuntimeError) as exc:
+            stop_process(process)
+            last_error = f"{exc}\n--- sshd log tail ({log_path}) ---\n{_tail(log_path)}"
+            if "Address already in use" in last_error:
+                continue  # lost a port race: try another port
+            raise RuntimeError(f"sshd did not start: {last_error}") from None
+
+        known_hosts = d / "known_hosts"
+        known_hosts.write_text(f"[{HOST}]:{port} {host_public_key}\n")
+        return OpenSSHServer(
+            host=HOST,
+            port=port,
+            username=getpass.getuser(),
+            client_key=str(client_key),
+            known_hosts=str(known_hosts),
+            log_path=str(log_path),
+            process=process,
+            config_path=str(config_path),
+            host_public_key=host_public_key,
+        )
+    raise RuntimeError(f"sshd did not start: {last_error}")
+
+
+# --------------------------------------------------------------------------
+# FTP servers
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class FTPServer:
+    host: str
+    port: int
+    user: str
+    password: str
+    #: data directory: the FTP root as seen by the logged-in user
+    root: str
+    process: subprocess.Popen = field(repr=False)
+    name: str = ""
+    #: writable directory, relative to the FTP root ("upload")
+    upload_dir: str = UPLOAD_DIR
+    passive_ports: range = range(0)
+    log_path: str = ""
+
+    def path(self, ftp_path: str) -> Path:
+        """Path on disk of a file given by its FTP path ("upload/x")."""
+        return Path(self.root) / ftp_path.lstrip("/")
+
+    def url(self, ftp_path: str, host: str | None = None, port: int | None = None) -> str:
+        """ftp:// URL with credentials; host/port default to the server itself."""
+        from urllib.parse import quote
+
+        return (
+            f"ftp://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+            f"@{host or self.host}:{port or self.port}/{quote(ftp_path.lstrip('/'))}"
+        )
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def _ensure_ftp_user() -> None:
+    """vsftpd's anonymous sessions run as the system user ``ftp``
+    (the Debian package creates it; make sure it exists anyway)."""
+    try:
+        subprocess.run(["id", "ftp"], check=True, capture_output=True, timeout=10)
+    except subprocess.CalledProcessError:
+        useradd = find_tool("useradd") or "useradd"
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--home-dir", "/srv/ftp", "--shell", "/usr/sbin/nologin", "ftp"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+
+def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count: int = 50) -> FTPServer:
+    """Run vsftpd in the foreground with anonymous login.
+
+    Login: user ``anonymous``, any password.  Anonymous avoids PAM and creating
+    system users.  Uploads go to ``upload/`` (owned by ``ftp``); vsftpd does not
+    let anonymous users overwrite or delete files, so upload fresh names.
+    """
+    vsftpd = find_tool("vsftpd")
+    if vsftpd is None:
+        raise RuntimeError("vsftpd is not installed")
+    _ensure_ftp_user()
+    d = Path(tmpdir)
+    d.mkdir(parents=True, exist_ok=True)
+    root = d / "data"
+    populate_data_dir(root)
+    import pwd
+
+    ftp_pw = pwd.getpwnam("ftp")
+    os.chown(root / UPLOAD_DIR, ftp_pw.pw_uid, ftp_pw.pw_gid)
+    os.chmod(root / UPLOAD_DIR, 0o755)
+    # vsftpd chroots anonymous sessions into anon_root and refuses a root
+    # directory writable by the ftp user; it needs an empty secure_chroot_dir.
+    secure_chroot = "/var/run/vsftpd/empty"
+    os.makedirs(secure_chroot, mode=0o755, exist_ok=True)
+    # The temp dir's parents may be 0700 root (pytest's): vsftpd chroots as root
+    # before dropping privileges, so only the data dir itself must be readable.
+
+    last_error = ""
+    for _attempt in range(3):
+        port = free_port()
+        pasv = free_port_range(passive_count)
+        log_path = d / "vsftpd.log"
+        xferlog = d / "xferlog"
+        config = textwrap.dedent(
+            f"""\
+            listen=YES
+            listen_ipv6=NO
+            listen_address={HOST}
+            listen_port={port}
+            background=NO
+            seccomp_sandbox=NO
+            isolate=NO
+            isolate_network=NO
+            run_as_launching_user=NO
+            anonymous_enable=YES
+            no_anon_password=YES
+            anon_root={root}
+            anon_upload_enable=YES
+            anon_mkdir_write_enable=YES
+            anon_other_write_enable=NO
+            anon_world_readable_only=NO
+            anon_umask=022
+            local_enable=NO
+            write_enable=YES
+            pasv_enable=YES
+            pasv_min_port={pasv.start}
+            pasv_max_port={pasv.stop - 1}
+            pasv_promiscuous=NO
+            port_enable=YES
+            port_promiscuous=NO
+            connect_from_port_20=NO
+            secure_chroot_dir={secure_chroot}
+            ftpd_banner=ftptrio test vsftpd
+            dirmessage_enable=NO
+            use_localtime=NO
+            hide_ids=NO
+            max_clients=0
+            max_per_ip=0
+            idle_session_timeout=300
+            data_connection_timeout=120
+            accept_timeout=60
+            connect_timeout=60
+            ssl_enable=NO
+            tcp_wrappers=NO
+            xferlog_enable=YES
+            xferlog_std_format=NO
+            vsftpd_log_file={log_path}
+            log_ftp_protocol=YES
+            """
+        )
+        config_path = d / "vsftpd.conf"
+        config_path.write_text(config)
+        os.chmod(config_path, 0o600)  # vsftpd wants its config owned by root
+        stderr_path = d / "vsftpd.stderr"
+        out = open(stderr_path, "ab")
+        try:
+            process = subprocess.Popen(
+                [vsftpd, str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+        try:
+            wait_for_port(HOST, port, timeout=timeout, process=process)
+        except (TimeoutError, RuntimeError) as exc:
+            stop_process(process)
+            last_error = f"{exc}\n--- vsftpd output ---\n{_tail(stderr_path)}\n--- log ---\n{_tail(log_path)}"
+            if "could not bind" in last_error or "Address already in use" in last_error:
+                continue
+            raise RuntimeError(f"vsftpd did not start: {last_error}") from None
+        return FTPServer(
+            host=HOST,
+            port=port,
+            user="anonymous",
+            password="ftptrio@example.invalid",
+            root=str(root),
+            process=process,
+            name="vsftpd",
+            passive_ports=pasv,
+            log_path=str(log_path),
+        )
+    raise RuntimeError(f"vsftpd did not start: {last_error}")
+
+
+_PYFTPDLIB_SCRIPT = r"""
+import logging, sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+
+host, user, password, root, pasv_lo, pasv_hi, log_path = sys.argv[1:8]
+logging.basicConfig(filename=log_path, level=logging.INFO,
+                    format="%(asctime)s %(levelname)s %(message)s")
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, root, perm="elradfmwMT")
+
+
+class Handler(FTPHandler):
+    pass
+
+
+Handler.authorizer = authorizer
+Handler.passive_ports = range(int(pasv_lo), int(pasv_hi) + 1)
+Handler.permit_foreign_addresses = False
+Handler.banner = "ftptrio test pyftpdlib"
+Handler.timeout = 300
+server = FTPServer((host, 0), Handler)
+server.max_cons = 512
+server.max_cons_per_ip = 0
+sys.stdout.write("PORT %d\n" % server.address[1])
+sys.stdout.flush()
+server.serve_forever(handle_exit=True)
+"""
+
+
+def start_pyftpdlib(tmpdir: str | os.PathLike, timeout: float = 15.0, passive_count: int = 400) -> FTPServer:
+    """Run pyftpdlib in a subprocess (user ``ftptrio``/``secret``, all perms)."""
+    d = Path(tmpdir)
+    d.mkdir(parents=True, exist_ok=True)
+    root = d / "data"
+    populate_data_dir(root)
+    script = d / "pyftpdlib_server.py"
+    script.write_text(_PYFTPDLIB_SCRIPT)
+    pasv = free_port_range(passive_count)
+    log_path = d / "pyftpdlib.log"
+    stderr_path = d / "pyftpdlib.stderr"
+    user, password = "ftptrio", "secret"
+    err = open(stderr_path, "ab")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, str(script), HOST, user, password, str(root), str(pasv.start), str(pasv.stop - 1), str(log_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
+    finally:
+        err.close()
+
+    # Read "PORT n" with a timeout (readline would block forever on a hang).
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    line = result[0].decode(errors="replace") if result else ""
+    m = re.match(r"PORT (\d+)", line)
+    if not m:
+        stop_process(process)
+        raise RuntimeError(f"pyftpdlib did not start (got {line!r}):\n{_tail(stderr_path)}")
+    port = int(m.group(1))
+    try:
+        wait_for_port(HOST, port, timeout=timeout, process=process)
+    except (TimeoutError, RuntimeError) as exc:
+        stop_process(process)
+        raise RuntimeError(f"pyftpdlib did not start: {exc}\n{_tail(stderr_path)}") from None
+    return FTPServer(
+        host=HOST,
+        port=port,
+        user=user,
+        password=password,
+        root=str(root),
+        process=process,
+        name="pyftpdlib",
+        passive_ports=pasv,
+        log_path=str(log_path),
+    )
