@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--active-address", default="127.0.0.1", metavar="ADDRESS",
                    help="address the FTP server connects to for active data: the SSH "
                         "host as the FTP server sees it (default 127.0.0.1)")
+    p.add_argument("--remote-listen-address", default="127.0.0.1", metavar="ADDRESS",
+                   help="where the SSH server listens for active-mode data (tcpip-forward); "
+                        "non-loopback needs GatewayPorts on the SSH server (default 127.0.0.1)")
+    p.add_argument("--trust-pasv-address", dest="pasv_allow", action="append", default=[],
+                   metavar="ADDRESS",
+                   help="let passive data go to ADDRESS when a 227 reply names it "
+                        "(repeatable allow-list); by default data always goes to the FTP "
+                        "host of the control connection")
     p.add_argument("--auth-tls", choices=["refuse", "passthrough"], default="refuse",
                    help="AUTH TLS/SSL: refuse (534, default; SSH already encrypts) or "
                         "passthrough (opaque, data channels then cannot be forwarded)")
@@ -154,6 +162,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         forwards=tuple(parse_forward(spec) for spec in args.forwards),
         active_mode=args.active_mode,
         active_address=args.active_address,
+        remote_listen_host=args.remote_listen_address,
+        trust_pasv_address=bool(args.pasv_allow),
+        pasv_allowed_hosts=tuple(args.pasv_allow),
         data_bind_host="0.0.0.0" if args.gateway else "127.0.0.1",
         auth_tls=args.auth_tls,
         data_idle_timeout=args.data_timeout,

@@ -78,8 +78,17 @@ Event = Union[PassiveOffer, ActiveRequest, ConvertedActive]
 OutItem = Union[bytes, Event, _Close]
 
 EntryKind = Literal[
-    "greeting", "plain", "pasv", "epsv", "active", "converted", "auth", "rein", "local"
+    "greeting", "plain", "pasv", "epsv", "pasv-via-epsv", "epsv-via-pasv", "active",
+    "converted", "auth", "rein", "local"
 ]
+
+#: passive entry kind -> (reply code the server must send, client wants extended reply)
+_PASSIVE_KINDS: dict[str, tuple[int, bool]] = {
+    "pasv": (227, False), "epsv": (229, True),
+    "pasv-via-epsv": (229, False), "epsv-via-pasv": (227, True),
+}
+#: replies meaning "command not supported": try the other passive command
+_NOT_SUPPORTED = (500, 501, 502, 504, 522)
 
 
 class _Pending:
@@ -142,6 +151,8 @@ class ControlChannel:
         self._pending: deque[_Pending] = deque([_Pending("greeting")])
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
+        #: b"PASV" or b"EPSV" once the server refused it: translate from then on
+        self._server_lacks: bytes | None = None
 
     # ------------------------------------------------------------------ input
     def receive_client(self, data: bytes) -> None:
@@ -235,10 +246,18 @@ class ControlChannel:
         if not verb:
             return  # empty line: servers ignore it inconsistently, so do not forward
         if verb == b"PASV":
-            self._forward_command(line, "pasv")
+            if self._server_lacks == b"PASV":
+                self._forward_command(b"EPSV\r\n", "pasv-via-epsv")
+            else:
+                self._forward_command(line, "pasv")
         elif verb == b"EPSV":
-            kind: EntryKind = "plain" if arg.strip().upper() == b"ALL" else "epsv"
-            self._forward_command(line, kind)
+            argument = arg.strip().upper()
+            if argument == b"ALL":
+                self._forward_command(line, "plain")
+            elif self._server_lacks == b"EPSV" and argument in (b"", b"1"):
+                self._forward_command(b"PASV\r\n", "epsv-via-pasv")
+            else:
+                self._forward_command(line, "epsv")
         elif verb in (b"PORT", b"EPRT"):
             self._active_command(verb, arg)
         elif verb in (b"LPRT", b"LPSV"):
@@ -341,8 +360,7 @@ class ControlChannel:
         if continues:
             self._multiline_code = line[:3]
             head = self._pending[0].kind if self._pending else None
-            if (code, head) in ((227, "pasv"), (229, "epsv"), (227, "converted"),
-                                (229, "converted")):
+            if head in _PASSIVE_KINDS or head == "converted":
                 self._captured = [line]
             else:
                 self.to_client.append(line)
@@ -353,8 +371,10 @@ class ControlChannel:
                             line.rstrip(b"\r\n").decode("latin-1")[:80])
             self.to_client.append(line)
             return
-        self._captured = [line] if code in (227, 229) else None
-        if self._captured is None:
+        head = self._pending[0].kind
+        if code in (227, 229) or head in _PASSIVE_KINDS:
+            self._captured = [line]
+        else:
             self.to_client.append(line)
         self._reply_complete(code, line)
 
@@ -370,8 +390,12 @@ class ControlChannel:
             return
         entry = self._pending.popleft()
         text = b" ".join(l.rstrip(b"\r\n") for l in captured) if captured else last_line
-        if entry.kind in ("pasv", "epsv") and code == (227 if entry.kind == "pasv" else 229):
-            self._passive_reply(entry, code, text)
+        passive = _PASSIVE_KINDS.get(entry.kind)
+        if passive is not None and code == passive[0]:
+            self._passive_reply(code, text, extended=passive[1])
+        elif (entry.kind in ("pasv", "epsv") and code in _NOT_SUPPORTED and captured
+              and not self._pending):
+            self._translate_passive(entry.kind, code)
         elif entry.kind == "converted" and code in (227, 229):
             self._converted_reply(entry, code, text)
         else:
@@ -398,14 +422,25 @@ class ControlChannel:
             return PassiveOffer(host, port, extended=False)
         return PassiveOffer(None, _scan.parse_229(text), extended=True)
 
-    def _passive_reply(self, entry: _Pending, code: int, text: bytes) -> None:
+    def _passive_reply(self, code: int, text: bytes, *, extended: bool) -> None:
         try:
             offer = self._parse_offer(code, text)
         except BadDataAddress as exc:
             log.warning("invalid %d reply from FTP server: %s; answered 425", code, exc)
             self.to_client.append(self.data_failed(str(exc)))
             return
+        if offer.extended != extended:
+            offer = PassiveOffer(offer.host, offer.port, extended)
         self.to_client.append(offer)
+
+    def _translate_passive(self, kind: str, code: int) -> None:
+        """The server refused PASV (or EPSV): ask with the other command instead."""
+        refused, other = (b"PASV", b"EPSV") if kind == "pasv" else (b"EPSV", b"PASV")
+        log.info("FTP server answered %d to %s; translating to %s", code, refused.decode(),
+                 other.decode())
+        self._server_lacks = refused
+        self._pending.append(_Pending("pasv-via-epsv" if kind == "pasv" else "epsv-via-pasv"))
+        self.to_server.append(other + b"\r\n")
 
     def _converted_reply(self, entry: _Pending, code: int, text: bytes) -> None:
         request = entry.request

@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import trio
 
@@ -64,9 +64,15 @@ def _log_transfer(ctx: DataContext, mode: Mode, started: float, result: RelayRes
              f", error: {result.error}" if result.error else "")
 
 
-async def open_data_listener(ctx: DataContext) -> trio.socket.SocketType:
-    """A loopback (or -g: wildcard) listener for one passive data connection."""
+async def open_data_listener(ctx: DataContext, local_host: str) -> trio.socket.SocketType:
+    """A loopback (or -g: wildcard) listener for one passive data connection.
+
+    ``local_host`` is the control connection's local address: an IPv6 client
+    gets an IPv6 listener (it connects to the control connection's host).
+    """
     host = ctx.config.data_bind_host
+    if ":" in local_host and not local_host.startswith("::ffff:"):
+        host = {"127.0.0.1": "::1", "0.0.0.0": "::"}.get(host, host)
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -170,3 +176,27 @@ async def serve_converted(ctx: DataContext, channel: DataChannel) -> None:
     """Active-to-passive conversion: relay an already connected pair until done."""
     started = trio.current_time()
     _log_transfer(ctx, "converted", started, await channel.wait())
+
+
+def ftp_server_only(ftp_host: str) -> Callable[[str, int], bool] | None:
+    """A filter for remote-forward connections: only from the FTP server's address.
+
+    None (accept any) when ftp_host is a name other than localhost: its
+    address as the SSH server sees it is unknown here.
+    """
+    if ftp_host.lower() == "localhost":
+        ftp_host = "127.0.0.1"
+    try:
+        expected = ipaddress.ip_address(ftp_host)
+    except ValueError:
+        return None
+
+    def accept(orig_host: str, _orig_port: int) -> bool:
+        if expected.is_loopback:
+            try:
+                return ipaddress.ip_address(orig_host.split("%")[0]).is_loopback
+            except ValueError:
+                return False
+        return same_address(orig_host, ftp_host)
+
+    return accept

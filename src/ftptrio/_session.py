@@ -78,6 +78,7 @@ class Session:
         self._nursery: trio.Nursery | None = None
         self._waiting_passive: trio.CancelScope | None = None
         self._active_gate = dc.ActiveGate()
+        self._warned_pasv_address = False
 
     async def run(self) -> None:
         """Serve the session until either side closes; always closes the client."""
@@ -182,18 +183,29 @@ class Session:
         self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------- data-channel setup
-    def _passive_destination(self, offer: PassiveOffer) -> str:
-        named = offer.host
-        if named is None:
-            return self.forward.ftp_host
-        cfg = self.config
-        if cfg.trust_pasv_address and named in cfg.pasv_allowed_hosts:
-            return named
-        if named != self.forward.ftp_host:
-            log.log(logging.WARNING if cfg.trust_pasv_address else logging.DEBUG,
-                    "session %d: 227 names %s; data goes to the FTP host %s instead",
-                    self.id, named, self.forward.ftp_host)
-        return self.forward.ftp_host
+    def _passive_destination(self, offer: PassiveOffer) -> str | None:
+        """Where passive data goes; None when policy forbids the named address.
+
+        Default: the control connection's FTP host, whatever a 227 names (no
+        SSRF through a hostile 227; also fixes servers behind NAT). With
+        trust_pasv_address, the named address is used only if allow-listed.
+        """
+        named, ftp_host, cfg = offer.host, self.forward.ftp_host, self.config
+        if named is None or named == ftp_host:
+            return ftp_host
+        if cfg.trust_pasv_address:
+            if named in cfg.pasv_allowed_hosts:
+                log.info("session %d: 227 names %s (allow-listed): data goes there",
+                         self.id, named)
+                return named
+            log.warning("session %d: 227 names %s, which is not allow-listed; refused",
+                        self.id, named)
+            return None
+        if not self._warned_pasv_address:
+            self._warned_pasv_address = True
+            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
+                        self.id, named, ftp_host)
+        return ftp_host
 
     def _reply_address(self) -> str:
         if self.config.passive_address:
@@ -205,13 +217,16 @@ class Session:
 
     async def _passive(self, offer: PassiveOffer) -> bytes:
         host = self._passive_destination(offer)
+        if host is None:
+            return self.control.data_failed(f"passive address {offer.host} not allowed")
         try:
             channel = await self.tunnel.open_data_channel(host, offer.port)
         except TunnelError as exc:
             log.warning("session %d: %s", self.id, exc)
             return self.control.data_failed(str(exc))
         try:
-            listener = await dc.open_data_listener(self.data)
+            local_host = self.client.socket.getsockname()[0]
+            listener = await dc.open_data_listener(self.data, local_host)
         except OSError as exc:
             channel.close()
             return self.control.data_failed(f"no local listener: {exc}")
@@ -229,7 +244,8 @@ class Session:
     async def _active(self, request: ActiveRequest) -> bytes | None:
         cfg = self.config
         try:
-            remote = await self.tunnel.listen_remote(cfg.remote_listen_host, 0)
+            remote = await self.tunnel.listen_remote(
+                cfg.remote_listen_host, 0, accept_filter=dc.ftp_server_only(self.forward.ftp_host))
         except TunnelError as exc:
             log.warning("session %d: %s", self.id, exc)
             self.control.active_failed(request, str(exc))
@@ -246,6 +262,8 @@ class Session:
     async def _converted(self, event: ConvertedActive) -> bytes:
         host = self._passive_destination(
             PassiveOffer(event.server_host, event.server_port, event.extended))
+        if host is None:
+            return self.control.data_failed(f"passive address {event.server_host} not allowed")
         try:
             channel = await self.tunnel.open_data_channel(host, event.server_port)
         except TunnelError as exc:
