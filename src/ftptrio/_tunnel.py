@@ -525,7 +525,33 @@ async def _connect(options: SSHOptions) -> Any:
         raise TunnelError(f"{where}: SSH connection failed: {_reason(exc)}") from exc
     log.info("SSH connection to %s established (cipher %s)", where,
              conn.get_extra_info("send_cipher"))
+    _ack_immediately(conn)
     return conn
+
+
+def _ack_immediately(conn: Any) -> None:
+    """Acknowledge every read from the SSH server at once (Linux TCP_QUICKACK).
+
+    OpenSSH's sshd leaves Nagle on for connections without a pty: when it sends
+    two small packets in a row (a channel-open confirmation or a 150 reply,
+    then the first data), the second waits for our ACK of the first, which
+    the kernel delays by ~40 ms. Setting TCP_QUICKACK after each read sends
+    the pending ACK immediately. Measured: ~48 ms -> ~1 ms per small file.
+    """
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    sock = conn.get_extra_info("socket")
+    if quickack is None or sock is None:
+        return
+    receive = conn.data_received
+
+    def data_received(data: bytes, *args: Any) -> None:
+        receive(data, *args)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except OSError:
+            pass
+
+    conn.data_received = data_received
 
 
 __all__ = ["Tunnel", "ChannelStream", "DataChannel", "RemoteListener", "RelayResult",
