@@ -419,8 +419,12 @@ class ControlChannel:
     def _parse_offer(self, code: int, text: bytes) -> PassiveOffer:
         if code == 227:
             host, port = _scan.parse_227(text)
-            return PassiveOffer(host, port, extended=False)
-        return PassiveOffer(None, _scan.parse_229(text), extended=True)
+            offer = PassiveOffer(host, port, extended=False)
+        else:
+            offer = PassiveOffer(None, _scan.parse_229(text), extended=True)
+        if offer.port < 1024:
+            raise BadDataAddress(f"privileged port {offer.port} in {code} reply")
+        return offer
 
     def _passive_reply(self, code: int, text: bytes, *, extended: bool) -> None:
         try:

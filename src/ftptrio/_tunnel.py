@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 #: SSH channel window: large enough to keep a fast link busy.
 WINDOW = 8 * 1024 * 1024
 MAX_PKTSIZE = 32768
+#: reads smaller than this are acknowledged at once (see _ack_immediately)
+QUICKACK_BELOW = 16384
+#: per-end write buffer before the other end is paused (back-pressure)
+WRITE_HIGH_WATER = 1024 * 1024
 CLOSE_TIMEOUT = 5.0
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 
@@ -184,6 +188,7 @@ class _RelayEnd:
     # -- callbacks
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_HIGH_WATER // 4)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -546,10 +551,11 @@ def _ack_immediately(conn: Any) -> None:
 
     def data_received(data: bytes, *args: Any) -> None:
         receive(data, *args)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-        except OSError:
-            pass
+        if len(data) < QUICKACK_BELOW:  # bulk reads get timely ACKs anyway
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+            except OSError:
+                pass
 
     conn.data_received = data_received
 
