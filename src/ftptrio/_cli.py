@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "passthrough (opaque, data channels then cannot be forwarded)")
     p.add_argument("--data-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="close an unused data listener after this long (default 60)")
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                   help="on SIGINT/SIGTERM, let running sessions finish for up to this "
+                        "long (default 10); a second signal stops at once")
     p.add_argument("-v", dest="verbose", action="count", default=0,
                    help="more logging (-v: rewriting decisions, -vv: protocol lines)")
     p.add_argument("-q", dest="quiet", action="store_true", help="only errors")
@@ -182,7 +185,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 
 
-async def _run(config: Config) -> None:
+async def _run(config: Config, grace: float) -> None:
     from ._server import serve
 
     async with trio.open_nursery() as nursery:
@@ -191,9 +194,26 @@ async def _run(config: Config) -> None:
             log.info("ready: FTP clients connect to %s:%d", host, port)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
                 break
+            log.info("received %s: no new sessions; waiting up to %.0f s for %d running "
+                     "session(s) (signal again to stop at once)", signal.Signals(signum).name,
+                     grace, forwarder.stats.sessions_active)
+            forwarder.stop_accepting()
+            async with trio.open_nursery() as waiters:
+
+                async def second_signal() -> None:
+                    async for _ in signals:
+                        log.info("second signal: stopping now")
+                        waiters.cancel_scope.cancel()
+
+                async def sessions_done() -> None:
+                    with trio.move_on_after(grace):
+                        await forwarder.wait_idle()
+                    waiters.cancel_scope.cancel()
+
+                waiters.start_soon(second_signal)
+                waiters.start_soon(sessions_done)
+            nursery.cancel_scope.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ftptrio: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        trio.run(_run, config)
+        trio.run(_run, config, args.grace)
     except BaseException as exc:  # noqa: BLE001 - turned into one clear line
         leaf = _leaf(exc)
         if isinstance(leaf, KeyboardInterrupt):

@@ -25,23 +25,43 @@ ACCEPT_BACKOFF = 0.1
 
 @dataclass
 class Forwarder:
-    """A running forwarder: where clients connect, and its counters."""
+    """A running forwarder: where clients connect, its counters, and shutdown."""
 
     addresses: list[tuple[str, int]]
     stats: TransferStats = field(default_factory=TransferStats)
     tunnel: Tunnel | None = None
+    _accepting: trio.CancelScope | None = field(default=None, repr=False)
+    _idle: trio.Event = field(default_factory=trio.Event, repr=False)
 
     @property
     def ports(self) -> list[int]:
         return [port for _host, port in self.addresses]
 
+    def stop_accepting(self) -> None:
+        """Close the listeners; sessions in progress go on. serve() returns
+        once the last session ends."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+
+    async def wait_idle(self) -> None:
+        """Wait until no session is running."""
+        while self.stats.sessions_active:
+            await self._idle.wait()
+
+    def _session_ended(self) -> None:
+        if not self.stats.sessions_active:
+            self._idle.set()
+            self._idle = trio.Event()
+
 
 async def _handle_client(stream: trio.SocketStream, forward: ForwardSpec, config: Config,
-                         tunnel: Tunnel, stats: TransferStats) -> None:
+                         tunnel: Tunnel, forwarder: Forwarder) -> None:
     try:
-        await Session(stream, forward, config, tunnel, stats).run()
+        await Session(stream, forward, config, tunnel, forwarder.stats).run()
     except Exception:  # one broken session must never stop the listener
         log.exception("session crashed")
+    finally:
+        forwarder._session_ended()
 
 
 async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
@@ -59,8 +79,7 @@ async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
             nursery.start_soon(handler, stream)
 
 
-async def _serve_in_loop(config: Config, forwarder_out: list[Forwarder],
-                         task_status: trio.TaskStatus[Forwarder]) -> None:
+async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
     install_asyncio_error_handler()
     tunnel = Tunnel(config.ssh, config.ssh_connection)
     try:
@@ -76,14 +95,17 @@ async def _serve_in_loop(config: Config, forwarder_out: list[Forwarder],
             log.info("forwarding FTP %s:%d -> %s:%d via SSH %s", sockname[0], sockname[1],
                      forward.ftp_host, forward.ftp_port, config.ssh.host)
         forwarder = Forwarder(addresses, tunnel=tunnel)
-        forwarder_out.append(forwarder)
-        async with trio.open_nursery() as nursery:
-            for forward, group in listeners:
-                handler = partial(_handle_client, forward=forward, config=config,
-                                  tunnel=tunnel, stats=forwarder.stats)
-                for listener in group:
-                    nursery.start_soon(_accept_loop, listener, nursery, handler)
-            task_status.started(forwarder)
+        async with trio.open_nursery() as sessions:
+            async with trio.open_nursery() as accepting:
+                forwarder._accepting = accepting.cancel_scope
+                for forward, group in listeners:
+                    handler = partial(_handle_client, forward=forward, config=config,
+                                      tunnel=tunnel, forwarder=forwarder)
+                    for listener in group:
+                        accepting.start_soon(_accept_loop, listener, sessions, handler)
+                task_status.started(forwarder)
+            log.info("no longer accepting FTP clients; %d session(s) still running",
+                     forwarder.stats.sessions_active)
     finally:
         await tunnel.aclose()
 
@@ -96,12 +118,11 @@ async def serve(config: Config, *,
     ``Forwarder`` (bound addresses, counters) through ``task_status``. Use with
     ``await nursery.start(ftptrio.serve, config)``.
     """
-    holder: list[Forwarder] = []
     if _has_asyncio_loop():
-        await _serve_in_loop(config, holder, task_status=task_status)
+        await _serve_in_loop(config, task_status=task_status)
         return
     async with trio_asyncio.open_loop():
-        await _serve_in_loop(config, holder, task_status=task_status)
+        await _serve_in_loop(config, task_status=task_status)
 
 
 def _has_asyncio_loop() -> bool:

@@ -129,7 +129,10 @@ class Session:
                 outbox.wake()
                 other.wake()  # locally answered commands go the other way
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("session %d: %s control connection broke: %r", self.id, name, exc)
+            log.info("session %d: %s control connection broke: %s", self.id, name, exc)
+            if name == "server":
+                outbox.items.append(b"421 ftptrio: lost the connection to the FTP server "
+                                    b"(SSH connection lost); closing.\r\n")
         # the other side gets everything queued so far, then the session ends
         outbox.items.append(CLOSE)
         outbox.wake()

@@ -36,6 +36,10 @@ QUICKACK_BELOW = 16384
 #: per-end write buffer before the other end is paused (back-pressure)
 WRITE_HIGH_WATER = 1024 * 1024
 CLOSE_TIMEOUT = 5.0
+#: longest wait between SSH reconnection attempts
+RECONNECT_MAX = 60.0
+#: what asyncssh raises when a request or channel fails (not all derive from asyncssh.Error)
+_SSH_ERRORS = (asyncssh.Error, asyncssh.ChannelOpenError, asyncssh.ChannelListenError, OSError)
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 
 
@@ -125,6 +129,8 @@ class ChannelStream(trio.abc.HalfCloseableStream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         s = self._session
         while not s.buffer:
+            if s.closed and s.closed_exc is not None and not s.eof:
+                raise trio.BrokenResourceError(f"SSH channel lost: {s.closed_exc}")
             if s.eof or s.closed:
                 await trio.lowlevel.checkpoint()
                 return b""
@@ -408,14 +414,23 @@ class Tunnel:
         self._owned = connection is None
         self._lock = trio.Lock()
         self._listen_lock = trio.Lock()
-        self.channels_open = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._last_error = ""
+        #: successful SSH connects (reconnects show as > 1)
+        self.connects = 0
 
     @property
     def connection(self) -> Any:
         return self._conn
 
     async def connect(self) -> Any:
-        """Return the live SSH connection, connecting first if needed."""
+        """Return the live SSH connection, (re)connecting first if needed.
+
+        After a failed attempt, further attempts wait for an exponential
+        backoff (1 s doubling to RECONNECT_MAX); callers during the backoff get
+        a TunnelError at once, so FTP clients get a prompt 421.
+        """
         async with self._lock:
             conn = self._conn
             if conn is not None and not _is_closed(conn):
@@ -423,7 +438,23 @@ class Tunnel:
             if not self._owned:
                 raise TunnelError("the SSH connection given to ftptrio is closed")
             assert self.options is not None
-            self._conn = await _connect(self.options)
+            wait = self._retry_at - trio.current_time()
+            if wait > 0:
+                raise TunnelError(f"SSH connection down; next attempt in {wait:.0f} s "
+                                  f"({self._last_error})")
+            if conn is not None:
+                log.warning("SSH connection lost; reconnecting")
+            try:
+                self._conn = await _connect(self.options)
+            except TunnelError as exc:
+                self._conn = None
+                self._backoff = min(self._backoff * 2, RECONNECT_MAX) if self._backoff else 1.0
+                self._retry_at = trio.current_time() + self._backoff
+                self._last_error = str(exc)
+                log.warning("%s; retrying in %.0f s", exc, self._backoff)
+                raise
+            self._backoff = 0.0
+            self.connects += 1
             return self._conn
 
     async def open_stream(self, host: str, port: int) -> ChannelStream:
@@ -431,7 +462,7 @@ class Tunnel:
         try:
             chan, session = await trio_asyncio.aio_as_trio(conn.create_connection)(
                 _StreamSession, host, port)
-        except (asyncssh.Error, OSError) as exc:
+        except _SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not connect to {host}:{port}: "
                               f"{_reason(exc)}") from exc
         return ChannelStream(chan, session)
@@ -442,7 +473,7 @@ class Tunnel:
         try:
             chan, _ = await trio_asyncio.aio_as_trio(conn.create_connection)(
                 lambda: relay.channel_end, host, port, window=WINDOW, max_pktsize=MAX_PKTSIZE)
-        except (asyncssh.Error, OSError) as exc:
+        except _SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not open data connection to {host}:{port}: "
                               f"{_reason(exc)}") from exc
         return DataChannel(relay, chan)
@@ -461,7 +492,7 @@ class Tunnel:
                 remote._listener = await trio_asyncio.aio_as_trio(conn.create_server)(
                     remote._session_factory, host, port, window=WINDOW,
                     max_pktsize=MAX_PKTSIZE)
-            except (asyncssh.Error, OSError) as exc:
+            except _SSH_ERRORS as exc:
                 raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
                                   f"{_reason(exc)}") from exc
         remote.port = remote._listener.get_port()

@@ -1,6 +1,6 @@
-"""Fixtures for attacks on ftptrio: a scriptable hostile FTP server, raw FTP
-clients, the in-process SSH server recording every forward asked of it, and a
-leak check run after every test."""
+"""Shared fixtures: a scriptable hostile FTP server, raw FTP clients, the
+in-process SSH server recording every forward asked of it, and a leak check
+run after every test that uses ``make_setup``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class HostileFTP:
     replies: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
     greeting: bytes = b"220 hostile ftp\r\n"
     commands: list[bytes] = dataclasses.field(default_factory=list)
+    #: verb -> async handler(line, stream) that answers the command itself
+    handlers: dict[bytes, Callable] = dataclasses.field(default_factory=dict)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         buffer = b""
@@ -44,9 +46,12 @@ class HostileFTP:
                     if verb == b"QUIT":
                         await stream.send_all(b"221 bye\r\n")
                         return
-                    await stream.send_all(self.replies.get(verb, b"200 ok\r\n"))
-        except trio.BrokenResourceError:
-            pass
+                    if verb in self.handlers:
+                        await self.handlers[verb](line, stream)
+                    else:
+                        await stream.send_all(self.replies.get(verb, b"200 ok\r\n"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer went away, or a handler closed the connection on purpose
 
 
 class FTPClient:
