@@ -1,9 +1,17 @@
 """Benchmark the control-channel scanner: Cython extension vs pure-Python twin.
 
-Builds a ~1 MB realistic control transcript (commands, multi-line replies, 227/229/PORT/EPRT
-lines), feeds it to LineSplitter in 1460-byte chunks (one TCP MSS) and, for every line,
-runs parse_reply_code or split_command plus the matching data-address parser, like
-ftptrio._control does. Best of 5, time.perf_counter, fixed seed.
+Builds a ~1 MB realistic control session (commands, multi-line replies, 227/229/PORT/EPRT
+lines) with a fixed seed and splits it into the two directions of the control channel.
+
+Main figure, "control-channel processing": the server stream goes through
+``LineSplitter.feed_replies`` and the client stream through ``LineSplitter.feed_commands``
+in 1460-byte chunks (one TCP MSS), and parse_227 / parse_229 / parse_port_arg /
+parse_eprt_arg run on the lines that need them -- the per-chunk work of ftptrio._control.
+
+Second table, the older per-line path on the interleaved transcript: ``feed`` then, per
+line, parse_reply_code or split_command plus the matching parser, and ``feed`` alone.
+
+Best of ROUNDS, time.perf_counter.
 
 Run: python bench/bench_rewrite.py
 """
@@ -24,13 +32,19 @@ from ftptrio._errors import BadDataAddress  # noqa: E402
 SEED = 20240601
 TARGET_BYTES = 1_000_000
 CHUNK = 1460
-ROUNDS = 5
+ROUNDS = 7
 COMMAND_RATE = 1000  # commands per second for the "% of one core" figure
 
 
-def build_transcript(rng: random.Random) -> tuple[bytes, int]:
-    """(transcript, number of commands): command + reply exchanges until ~1 MB."""
+def build_session(rng: random.Random) -> tuple[bytes, bytes, bytes, int]:
+    """(interleaved transcript, server stream, client stream, number of commands).
+
+    Command + reply exchanges until ~1 MB; the two streams are the same lines sorted
+    by direction (a line starting with a 3-digit code or a space is a reply line).
+    """
     parts: list[bytes] = []
+    server: list[bytes] = []
+    client: list[bytes] = []
     size = 0
     commands = 0
 
@@ -39,6 +53,10 @@ def build_transcript(rng: random.Random) -> tuple[bytes, int]:
         for line in lines:
             parts.append(line)
             size += len(line)
+            if line[:3].isdigit() or line[:1] == b" ":
+                server.append(line)
+            else:
+                client.append(line)
 
     emit(b"220-Welcome to the benchmark FTP server\r\n", b"220 Ready.\r\n")
     while size < TARGET_BYTES:
@@ -82,7 +100,54 @@ def build_transcript(rng: random.Random) -> tuple[bytes, int]:
         else:
             emit(b"NOOP\r\n", b"200 NOOP ok.\r\n")
     emit(b"QUIT\r\n", b"221 Goodbye.\r\n")
-    return b"".join(parts), commands
+    return b"".join(parts), b"".join(server), b"".join(client), commands
+
+
+def build_transcript(rng: random.Random) -> tuple[bytes, int]:
+    """(interleaved transcript, number of commands)."""
+    transcript, _server, _client, commands = build_session(rng)
+    return transcript, commands
+
+
+def control_processing(impl: ModuleType, streams: tuple[list[bytes], list[bytes]]) -> int:
+    """Both directions through the bulk methods; return the number of lines seen."""
+    server_chunks, client_chunks = streams
+    parse_227 = impl.parse_227
+    parse_229 = impl.parse_229
+    parse_port_arg = impl.parse_port_arg
+    parse_eprt_arg = impl.parse_eprt_arg
+    count = 0
+    feed_replies = impl.LineSplitter().feed_replies
+    for chunk in server_chunks:
+        replies = feed_replies(chunk)
+        count += len(replies)
+        for line, code, _flags in replies:
+            if code == 227:
+                parse_227(line)
+            elif code == 229:
+                parse_229(line)
+    feed_commands = impl.LineSplitter().feed_commands
+    for chunk in client_chunks:
+        commands = feed_commands(chunk)
+        count += len(commands)
+        for _line, verb, arg, _flags in commands:
+            try:
+                if verb == b"PORT":
+                    parse_port_arg(arg)
+                elif verb == b"EPRT":
+                    parse_eprt_arg(arg)
+            except BadDataAddress:
+                pass
+    return count
+
+
+def bulk_only(impl: ModuleType, streams: tuple[list[bytes], list[bytes]]) -> int:
+    """feed_replies / feed_commands alone (no parsers, no Python loop over the lines)."""
+    server_chunks, client_chunks = streams
+    feed_replies = impl.LineSplitter().feed_replies
+    feed_commands = impl.LineSplitter().feed_commands
+    return (sum(len(feed_replies(chunk)) for chunk in server_chunks)
+            + sum(len(feed_commands(chunk)) for chunk in client_chunks))
 
 
 def run_once(impl: ModuleType, chunks: list[bytes]) -> int:
@@ -122,20 +187,25 @@ def split_only(impl: ModuleType, chunks: list[bytes]) -> int:
     return sum(len(splitter.feed(chunk)) for chunk in chunks)
 
 
-def bench(func, impl: ModuleType, chunks: list[bytes]) -> tuple[float, int]:
+def bench(func, impl: ModuleType, data) -> tuple[float, int]:
     best = float("inf")
     lines = 0
     for _ in range(ROUNDS):
         start = time.perf_counter()
-        lines = func(impl, chunks)
+        lines = func(impl, data)
         best = min(best, time.perf_counter() - start)
     return best, lines
 
 
+def chunked(data: bytes) -> list[bytes]:
+    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+
 def main() -> None:
     rng = random.Random(SEED)
-    transcript, commands = build_transcript(rng)
-    chunks = [transcript[i:i + CHUNK] for i in range(0, len(transcript), CHUNK)]
+    transcript, server, client, commands = build_session(rng)
+    chunks = chunked(transcript)
+    streams = (chunked(server), chunked(client))
     impls: list[tuple[str, ModuleType]] = [("python", importlib.import_module("ftptrio._rewrite_py"))]
     try:
         impls.append(("cython", importlib.import_module("ftptrio._rewrite")))
@@ -145,33 +215,41 @@ def main() -> None:
 
     print(f"ftptrio._scan.IMPLEMENTATION = {_scan.IMPLEMENTATION}")
     n_lines = transcript.count(b"\n")
-    print(f"transcript: {len(transcript):,} bytes, {n_lines:,} lines, "
-          f"{commands:,} commands, {len(chunks):,} chunks of {CHUNK} bytes; best of {ROUNDS}")
-    results: dict[str, float] = {}
-    split_results: dict[str, float] = {}
-    print("split + parse every line (reply code / command, 227/229/PORT/EPRT):")
-    for name, impl in impls:
-        seconds, lines = bench(run_once, impl, chunks)
-        results[name] = seconds
-        print(f"  {name:>7}: {seconds * 1e3:8.2f} ms  {lines / seconds / 1e6:6.2f} M lines/s  "
-              f"{len(transcript) / seconds / 1e6:7.1f} MB/s  "
-              f"{seconds / commands * 1e6:6.3f} us/command")
-    print("LineSplitter alone:")
-    for name, impl in impls:
-        seconds, lines = bench(split_only, impl, chunks)
-        split_results[name] = seconds
-        print(f"  {name:>7}: {seconds * 1e3:8.2f} ms  {lines / seconds / 1e6:6.2f} M lines/s  "
-              f"{len(transcript) / seconds / 1e6:7.1f} MB/s")
-    if "cython" in results:
-        print(f"cython/python speed ratio: {results['python'] / results['cython']:.1f}x "
-              f"(split + parse), {split_results['python'] / split_results['cython']:.1f}x "
-              "(split alone)")
-    per_command = results["python"] / commands
+    n_server, n_client = server.count(b"\n"), client.count(b"\n")
+    print(f"session: {len(transcript):,} bytes, {n_lines:,} lines, {commands:,} commands; "
+          f"server stream {len(server):,} bytes / {n_server:,} lines, "
+          f"client stream {len(client):,} bytes / {n_client:,} lines; "
+          f"{CHUNK}-byte chunks; best of {ROUNDS}")
+
+    def table(title: str, func, data, size: int) -> dict[str, float]:
+        print(title)
+        results: dict[str, float] = {}
+        for name, impl in impls:
+            seconds, lines = bench(func, impl, data)
+            results[name] = seconds
+            print(f"  {name:>7}: {seconds * 1e3:8.2f} ms  {lines / seconds / 1e6:6.2f} M lines/s  "
+                  f"{size / seconds / 1e6:7.1f} MB/s  {seconds / commands * 1e6:6.3f} us/command")
+        if "cython" in results:
+            print(f"  cython/python speed ratio: {results['python'] / results['cython']:.1f}x")
+        return results
+
+    print()
+    print("== control-channel processing (bulk API) ==")
+    main_results = table(
+        "feed_replies (server) + feed_commands (client), parse 227/229/PORT/EPRT:",
+        control_processing, streams, len(transcript))
+    table("feed_replies + feed_commands alone:", bulk_only, streams, len(transcript))
     print(f"python twin at {COMMAND_RATE:,} commands/s (with their replies): "
-          f"{per_command * COMMAND_RATE * 100:.3f}% of one core")
-    if "cython" in results:
+          f"{main_results['python'] / commands * COMMAND_RATE * 100:.3f}% of one core")
+    if "cython" in main_results:
         print(f"cython at {COMMAND_RATE:,} commands/s: "
-              f"{results['cython'] / commands * COMMAND_RATE * 100:.4f}% of one core")
+              f"{main_results['cython'] / commands * COMMAND_RATE * 100:.4f}% of one core")
+
+    print()
+    print("== per-line API (feed, then parse_reply_code / split_command per line) ==")
+    table("split + parse every line (reply code / command, 227/229/PORT/EPRT), interleaved:",
+          run_once, chunks, len(transcript))
+    table("LineSplitter.feed alone:", split_only, chunks, len(transcript))
 
 
 if __name__ == "__main__":

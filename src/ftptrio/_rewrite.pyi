@@ -3,6 +3,9 @@
 from typing import Final
 
 __all__ = [
+    "FLAG_BARE_CR",
+    "FLAG_CONTINUES",
+    "FLAG_NUL",
     "MAX_LINE",
     "LineSplitter",
     "format_227",
@@ -18,6 +21,10 @@ __all__ = [
 ]
 
 MAX_LINE: Final[int]
+#: ``flags`` bits of ``feed_replies`` / ``feed_commands``
+FLAG_CONTINUES: Final = 1  # reply ``xyz-``
+FLAG_NUL: Final = 2  # line contains a NUL byte
+FLAG_BARE_CR: Final = 4  # line contains a CR not immediately followed by its final LF
 
 class LineSplitter:
     """Split a control stream into lines; raises LineTooLong (with ``.lines``) past max_line."""
@@ -26,6 +33,10 @@ class LineSplitter:
     @property
     def pending(self) -> bytes: ...
     def feed(self, data: bytes) -> list[bytes]: ...
+    def feed_replies(self, data: bytes) -> list[tuple[bytes, int, int]]:
+        """Per complete line ``(line_crlf, code or -1, flags)``; LineTooLong as ``feed``."""
+    def feed_commands(self, data: bytes) -> list[tuple[bytes, bytes, bytes, int]]:
+        """Per complete line ``(line_crlf, VERB, argument, flags)``; LineTooLong as ``feed``."""
 
 def parse_reply_code(line: bytes) -> tuple[int, bool] | None: ...
 def split_command(line: bytes) -> tuple[bytes, bytes]: ...

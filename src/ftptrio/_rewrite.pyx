@@ -8,11 +8,15 @@ same random transcripts and demands identical results, exceptions and messages.
 import ipaddress
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memchr
+from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.string cimport memchr, memcpy
 
 from ftptrio._errors import BadDataAddress, LineTooLong
 
 __all__ = [
+    "FLAG_BARE_CR",
+    "FLAG_CONTINUES",
+    "FLAG_NUL",
     "MAX_LINE",
     "LineSplitter",
     "format_227",
@@ -29,7 +33,15 @@ __all__ = [
 
 MAX_LINE = 4096
 
+FLAG_CONTINUES = 1
+FLAG_NUL = 2
+FLAG_BARE_CR = 4
+
 ctypedef const unsigned char* cbuf
+
+# Reply codes 0..999 as ready-made ints (CPython caches only -5..256).
+cdef tuple _CODES = tuple(range(1000))
+cdef object _NO_CODE = -1
 
 
 cdef inline bint _isdigit(unsigned char ch) noexcept nogil:
@@ -103,6 +115,144 @@ cdef class LineSplitter:
         else:
             self._buf = PyBytes_FromStringAndSize(<const char*>(p + start), n - start)
         return lines
+
+    cdef list _feed_bulk(self, data, bint commands):
+        """One pass over the buffer: split lines and build the per-line tuples."""
+        cdef bytes buf
+        cdef cbuf p
+        cdef cbuf nl
+        cdef Py_ssize_t n, start, length
+        cdef Py_ssize_t max_line = self._max_line
+        cdef list out
+        if self._failed:
+            raise self._fail([])
+        if type(data) is not bytes:
+            data = bytes(data)
+        if PyBytes_GET_SIZE(self._buf):
+            buf = self._buf + <bytes>data
+        else:
+            buf = <bytes>data
+        p = <cbuf>PyBytes_AS_STRING(buf)
+        n = PyBytes_GET_SIZE(buf)
+        out = []
+        start = 0
+        while start < n:
+            nl = <cbuf>memchr(p + start, 10, <size_t>(n - start))
+            if nl == NULL:
+                break
+            length = (nl - p) + 1 - start
+            if length > max_line:
+                raise self._fail(out)
+            if commands:
+                out.append(_command_tuple(p + start, length))
+            else:
+                out.append(_reply_tuple(p + start, length))
+            start += length
+        if n - start > max_line:
+            raise self._fail(out)
+        if start == 0:
+            self._buf = buf
+        elif start == n:
+            self._buf = b""
+        else:
+            self._buf = PyBytes_FromStringAndSize(<const char*>(p + start), n - start)
+        return out
+
+    def feed_replies(self, data):
+        """``feed`` for the server stream: ``(line_crlf, code, flags)`` per complete line."""
+        return self._feed_bulk(data, False)
+
+    def feed_commands(self, data):
+        """``feed`` for the client stream: ``(line_crlf, VERB, argument, flags)`` per line."""
+        return self._feed_bulk(data, True)
+
+
+cdef inline bytes _crlf_line(cbuf s, Py_ssize_t length, bint has_crlf):
+    """The complete line ``s[:length]`` (ends with LF) with a CRLF ending."""
+    cdef bytes line
+    cdef char* v
+    if has_crlf:
+        return PyBytes_FromStringAndSize(<const char*>s, length)
+    line = PyBytes_FromStringAndSize(NULL, length + 1)
+    v = PyBytes_AS_STRING(line)
+    memcpy(v, s, <size_t>(length - 1))
+    v[length - 1] = 13
+    v[length] = 10
+    return line
+
+
+cdef inline int _bad_flags(cbuf s, Py_ssize_t length, bint has_crlf) noexcept nogil:
+    """FLAG_NUL | FLAG_BARE_CR of a complete line (``length`` >= 1, ends with LF)."""
+    cdef int flags = 0
+    cdef Py_ssize_t body = length - 2 if has_crlf else length - 1
+    if memchr(s, 0, <size_t>length) != NULL:
+        flags = 2
+    if body > 0 and memchr(s, 13, <size_t>body) != NULL:
+        flags |= 4
+    return flags
+
+
+cdef tuple _reply_tuple(cbuf s, Py_ssize_t length):
+    cdef bint has_crlf = length >= 2 and s[length - 2] == 13
+    cdef int flags = _bad_flags(s, length, has_crlf)
+    cdef unsigned char sep
+    cdef object code = _NO_CODE
+    # A complete line always has a 4th byte here when it starts with 3 digits.
+    if length >= 4 and _isdigit(s[0]) and _isdigit(s[1]) and _isdigit(s[2]):
+        sep = s[3]
+        if sep == 45:
+            flags |= 1
+            code = <object>PyTuple_GET_ITEM(
+                _CODES, (s[0] - 48) * 100 + (s[1] - 48) * 10 + (s[2] - 48))
+        elif sep == 32 or sep == 13 or sep == 10:
+            code = <object>PyTuple_GET_ITEM(
+                _CODES, (s[0] - 48) * 100 + (s[1] - 48) * 10 + (s[2] - 48))
+    return (_crlf_line(s, length, has_crlf), code, flags)
+
+
+cdef tuple _command_tuple(cbuf s, Py_ssize_t n):
+    """Same split as ``split_command`` on the complete line ``s[:n]``."""
+    cdef bint has_crlf = n >= 2 and s[n - 2] == 13
+    cdef int flags = _bad_flags(s, n, has_crlf)
+    cdef Py_ssize_t i = 0, j, end, k
+    cdef unsigned char ch
+    cdef bytes verb
+    cdef char* v
+    while i < n:
+        ch = s[i]
+        if ch == 0xFF:
+            if i + 1 < n and 251 <= s[i + 1] <= 254:
+                i += 3
+            else:
+                i += 2
+        elif ch == 32:
+            i += 1
+        else:
+            break
+    if i > n:
+        i = n
+    j = i
+    while j < n:
+        ch = s[j]
+        if ch == 32 or ch == 13 or ch == 10:
+            break
+        j += 1
+    verb = PyBytes_FromStringAndSize(NULL, j - i)
+    v = PyBytes_AS_STRING(verb)
+    for k in range(j - i):
+        ch = s[i + k]
+        if 97 <= ch <= 122:
+            ch -= 32
+        v[k] = <char>ch
+    if j < n and s[j] == 32:
+        j += 1
+    end = n
+    if end > j and s[end - 1] == 10:
+        end -= 1
+        if end > j and s[end - 1] == 13:
+            end -= 1
+    return (_crlf_line(s, n, has_crlf), verb,
+            PyBytes_FromStringAndSize(<const char*>(s + j), end - j), flags)
 
 
 def parse_reply_code(bytes line not None):
@@ -335,22 +485,157 @@ def parse_eprt_arg(bytes arg not None):
                 f"invalid {family} address {addr_field[:64]!r} in EPRT argument")
         host = addr_field.decode("ascii")
     else:
-        try:
-            if not addr_field.isascii() or b"%" in addr_field:
-                raise ValueError
-            address = ipaddress.ip_address(addr_field.decode("ascii"))
-            if address.version != 6:
-                raise ValueError
-        except ValueError:
+        host = _ipv6_compressed(addr_field)
+        if host is None:
             raise BadDataAddress(
-                f"invalid {family} address {addr_field[:64]!r} in EPRT argument") from None
-        host = address.compressed
+                f"invalid {family} address {addr_field[:64]!r} in EPRT argument")
+        if host is _SLOW_PATH:
+            try:
+                if not addr_field.isascii() or b"%" in addr_field:
+                    raise ValueError
+                address = ipaddress.ip_address(addr_field.decode("ascii"))
+                if address.version != 6:
+                    raise ValueError
+            except ValueError:
+                raise BadDataAddress(
+                    f"invalid {family} address {addr_field[:64]!r} in EPRT argument") from None
+            host = address.compressed
     p = <cbuf>PyBytes_AS_STRING(port_field)
     n = PyBytes_GET_SIZE(port_field)
     for k in range(n):
         if not _isdigit(p[k]):
             raise BadDataAddress("EPRT port is not a decimal number")
     return proto, host, _port_from_digits(p, n, "EPRT argument")
+
+
+cdef object _SLOW_PATH = object()
+
+
+cdef inline int _hexval(unsigned char ch) noexcept nogil:
+    if 48 <= ch <= 57:
+        return ch - 48
+    if 97 <= ch <= 102:
+        return ch - 87
+    if 65 <= ch <= 70:
+        return ch - 55
+    return -1
+
+
+cdef object _ipv6_compressed(bytes text):
+    """``ipaddress.IPv6Address(text).compressed`` for a hex-and-colons address, in C.
+
+    Returns None when ipaddress would refuse ``text`` and ``_SLOW_PATH`` when the
+    caller must ask ipaddress itself: an IPv4 suffix (``::ffff:1.2.3.4``), an address
+    longer than any valid hex-only form, or an IPv4-mapped result (whose text form
+    differs between Python versions). Mirrors ``_BaseV6._ip_int_from_string`` step by
+    step; the differential tests compare it with ipaddress.
+    """
+    cdef cbuf p = <cbuf>PyBytes_AS_STRING(text)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(text)
+    cdef Py_ssize_t starts[10]
+    cdef Py_ssize_t ends[10]
+    cdef Py_ssize_t i, k, nparts = 0, skip = -1, hi, lo, skipped
+    cdef unsigned int hextets[8]
+    cdef unsigned int value
+    cdef int digit, best_start = -1, best_len = 0, run_start = -1, run_len = 0
+    cdef char out[48]
+    cdef Py_ssize_t o = 0
+    if n == 0:
+        return None
+    if n > 39:  # longer than 8 groups of 4 hex digits: let ipaddress decide
+        return _SLOW_PATH
+    starts[0] = 0
+    for i in range(n):
+        if p[i] == 58:  # ':'
+            if nparts == 8:  # a 10th part: more than 9 parts
+                return None
+            ends[nparts] = i
+            nparts += 1
+            starts[nparts] = i + 1
+        elif p[i] == 46:  # '.': IPv4 suffix
+            return _SLOW_PATH
+        elif _hexval(p[i]) < 0:
+            return None
+    ends[nparts] = n
+    nparts += 1
+    if nparts < 3:
+        return None
+    for i in range(1, nparts - 1):
+        if starts[i] == ends[i]:
+            if skip >= 0:
+                return None
+            skip = i
+    if skip >= 0:
+        hi = skip
+        lo = nparts - skip - 1
+        if starts[0] == ends[0]:
+            hi -= 1
+            if hi:
+                return None
+        if starts[nparts - 1] == ends[nparts - 1]:
+            lo -= 1
+            if lo:
+                return None
+        skipped = 8 - (hi + lo)
+        if skipped < 1:
+            return None
+    else:
+        if nparts != 8:
+            return None
+        if starts[0] == ends[0] or starts[7] == ends[7]:
+            return None
+        hi = 8
+        lo = 0
+        skipped = 0
+    for k in range(8):
+        hextets[k] = 0
+    for k in range(hi + lo):
+        i = k if k < hi else nparts - lo + (k - hi)
+        if ends[i] == starts[i] or ends[i] - starts[i] > 4:
+            return None
+        value = 0
+        for o in range(starts[i], ends[i]):
+            value = value * 16 + <unsigned int>_hexval(p[o])
+        hextets[k if k < hi else k + skipped] = value
+    if (hextets[0] == 0 and hextets[1] == 0 and hextets[2] == 0 and hextets[3] == 0
+            and hextets[4] == 0 and hextets[5] == 0xFFFF):
+        return _SLOW_PATH  # IPv4-mapped
+    # _compress_hextets: the first longest run of >= 2 zero hextets becomes "::".
+    for k in range(8):
+        if hextets[k] == 0:
+            run_len += 1
+            if run_start == -1:
+                run_start = k
+            if run_len > best_len:
+                best_len = run_len
+                best_start = run_start
+        else:
+            run_len = 0
+            run_start = -1
+    if best_len < 2:
+        best_start = 8
+    o = 0
+    k = 0
+    while k < 8:
+        if k == best_start:  # "::" (the hextet before it wrote no separator)
+            out[o] = 58
+            out[o + 1] = 58
+            o += 2
+            k += best_len
+            continue
+        value = hextets[k]
+        digit = 12
+        while digit > 0 and (value >> digit) == 0:
+            digit -= 4
+        while digit >= 0:
+            out[o] = b"0123456789abcdef"[(value >> digit) & 15]
+            o += 1
+            digit -= 4
+        k += 1
+        if k < 8 and k != best_start:
+            out[o] = 58
+            o += 1
+    return out[:o].decode("ascii")
 
 
 cdef bint _is_canonical_ipv4(cbuf p, Py_ssize_t n) noexcept:

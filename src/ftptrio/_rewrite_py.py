@@ -17,6 +17,9 @@ import re
 from ._errors import BadDataAddress, LineTooLong
 
 __all__ = [
+    "FLAG_BARE_CR",
+    "FLAG_CONTINUES",
+    "FLAG_NUL",
     "MAX_LINE",
     "LineSplitter",
     "format_227",
@@ -33,6 +36,11 @@ __all__ = [
 
 #: Longest accepted control line in bytes, terminator included.
 MAX_LINE = 4096
+
+#: ``flags`` bits of ``LineSplitter.feed_replies`` / ``feed_commands``.
+FLAG_CONTINUES = 1  # reply line ``xyz-``: a multi-line reply continues
+FLAG_NUL = 2  # the line contains a NUL byte
+FLAG_BARE_CR = 4  # the line contains a CR not immediately followed by its final LF
 
 _DIGITS = frozenset(b"0123456789")
 _NUMBER_RUN = re.compile(rb"[0-9]+(?:,[0-9]+)*")
@@ -97,6 +105,72 @@ class LineSplitter:
             raise self._fail([p + b"\n" for p in parts])
         self._buf = tail
         return [p + b"\n" for p in parts]
+
+    def feed_replies(self, data: bytes) -> list[tuple[bytes, int, int]]:
+        """``feed`` for the server stream: ``(line, code, flags)`` per complete line.
+
+        ``line`` has its ending normalised to CRLF (a bare LF becomes CRLF); ``code`` is
+        the reply code as ``parse_reply_code`` reads it, or -1; ``flags`` combines
+        ``FLAG_CONTINUES`` (``xyz-``), ``FLAG_NUL`` and ``FLAG_BARE_CR``, the last two
+        judged on the line as received. ``LineTooLong`` is raised exactly as by ``feed``,
+        with ``exc.lines`` in this tuple form.
+        """
+        try:
+            lines = self.feed(data)
+        except LineTooLong as exc:
+            exc.lines = _reply_tuples(exc.lines)  # type: ignore[attr-defined]
+            raise
+        return _reply_tuples(lines)
+
+    def feed_commands(self, data: bytes) -> list[tuple[bytes, bytes, bytes, int]]:
+        """``feed`` for the client stream: ``(line, VERB, argument, flags)`` per line.
+
+        ``line`` is CRLF-normalised as in ``feed_replies``; ``VERB`` and ``argument`` are
+        ``split_command(line)``; ``flags`` combines ``FLAG_NUL`` and ``FLAG_BARE_CR``.
+        ``LineTooLong`` is raised exactly as by ``feed``, ``exc.lines`` in this tuple form.
+        """
+        try:
+            lines = self.feed(data)
+        except LineTooLong as exc:
+            exc.lines = _command_tuples(exc.lines)  # type: ignore[attr-defined]
+            raise
+        return _command_tuples(lines)
+
+
+def _crlf_and_bad_flags(line: bytes) -> tuple[bytes, int]:
+    """(line with a CRLF ending, FLAG_NUL | FLAG_BARE_CR bits) for a complete line."""
+    flags = FLAG_NUL if b"\0" in line else 0
+    if line.endswith(b"\r\n"):
+        if line.find(b"\r", 0, len(line) - 2) >= 0:
+            flags |= FLAG_BARE_CR
+        return line, flags
+    if line.find(b"\r", 0, len(line) - 1) >= 0:
+        flags |= FLAG_BARE_CR
+    return line[:-1] + b"\r\n", flags
+
+
+def _reply_tuples(lines: list[bytes]) -> list[tuple[bytes, int, int]]:
+    result = []
+    for line in lines:
+        crlf, flags = _crlf_and_bad_flags(line)
+        parsed = parse_reply_code(line)
+        if parsed is None:
+            code = -1
+        else:
+            code, continues = parsed
+            if continues:
+                flags |= FLAG_CONTINUES
+        result.append((crlf, code, flags))
+    return result
+
+
+def _command_tuples(lines: list[bytes]) -> list[tuple[bytes, bytes, bytes, int]]:
+    result = []
+    for line in lines:
+        crlf, flags = _crlf_and_bad_flags(line)
+        verb, arg = split_command(line)
+        result.append((crlf, verb, arg, flags))
+    return result
 
 
 def parse_reply_code(line: bytes) -> tuple[int, bool] | None:

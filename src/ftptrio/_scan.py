@@ -32,6 +32,9 @@ else:
         IMPLEMENTATION = "cython"
 
 MAX_LINE: int = _impl.MAX_LINE
+FLAG_CONTINUES: int = _impl.FLAG_CONTINUES
+FLAG_NUL: int = _impl.FLAG_NUL
+FLAG_BARE_CR: int = _impl.FLAG_BARE_CR
 LineSplitter = _impl.LineSplitter
 parse_reply_code = _impl.parse_reply_code
 split_command = _impl.split_command
@@ -47,6 +50,9 @@ format_eprt = _impl.format_eprt
 del _impl, os
 
 __all__ = [
+    "FLAG_BARE_CR",
+    "FLAG_CONTINUES",
+    "FLAG_NUL",
     "IMPLEMENTATION",
     "MAX_LINE",
     "LineSplitter",

@@ -184,6 +184,184 @@ def test_splitter_many_lines_one_chunk(rewrite):
     assert len(lines) == 10000 and lines[-1] == b"NOOP 9999\r\n"
 
 
+# ------------------------------------------- LineSplitter bulk methods (feed_*)
+
+def reference_crlf(line):
+    return line if line.endswith(b"\r\n") else line[:-1] + b"\r\n"
+
+
+def reference_bad_flags(line):
+    """The documented flag rules, written independently of both implementations."""
+    body = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+    return (2 if b"\0" in line else 0) | (4 if b"\r" in body else 0)
+
+
+def reference_reply(rewrite, line):
+    parsed = rewrite.parse_reply_code(line)
+    if parsed is None:
+        return (reference_crlf(line), -1, reference_bad_flags(line))
+    return (reference_crlf(line), parsed[0], reference_bad_flags(line) | int(parsed[1]))
+
+
+def reference_command(rewrite, line):
+    verb, arg = rewrite.split_command(line)
+    return (reference_crlf(line), verb, arg, reference_bad_flags(line))
+
+
+def test_flag_constants(rewrite):
+    assert (rewrite.FLAG_CONTINUES, rewrite.FLAG_NUL, rewrite.FLAG_BARE_CR) == (1, 2, 4)
+
+
+def test_feed_replies_example(rewrite):
+    splitter = rewrite.LineSplitter()
+    got = splitter.feed_replies(b"220-Hi\r\n220 ok\n230\n500 a\x00b\r\n421 x\ry\r\n"
+                                b"211 End\r\r\n hello\n2x0 no\r\n12\n\n226 part")
+    assert got == [
+        (b"220-Hi\r\n", 220, rewrite.FLAG_CONTINUES),
+        (b"220 ok\r\n", 220, 0),
+        (b"230\r\n", 230, 0),
+        (b"500 a\x00b\r\n", 500, rewrite.FLAG_NUL),
+        (b"421 x\ry\r\n", 421, rewrite.FLAG_BARE_CR),
+        (b"211 End\r\r\n", 211, rewrite.FLAG_BARE_CR),
+        (b" hello\r\n", -1, 0),
+        (b"2x0 no\r\n", -1, 0),
+        (b"12\r\n", -1, 0),
+        (b"\r\n", -1, 0),
+    ]
+    assert splitter.pending == b"226 part"
+    assert splitter.feed_replies(b"ial\r") == []
+    assert splitter.feed_replies(b"\n") == [(b"226 partial\r\n", 226, 0)]
+    for line, code, flags in got:
+        assert type(line) is bytes and type(code) is int and type(flags) is int
+
+
+def test_feed_commands_example(rewrite):
+    splitter = rewrite.LineSplitter()
+    got = splitter.feed_commands(b"user anonymous\n\xff\xf4\xff\xf2ABOR\r\nPASV\r\n"
+                                 b"STOR a b\x00\r\nMKD a\rb\r\nx\r\r\n\r\n\nNOOP")
+    assert got == [
+        (b"user anonymous\r\n", b"USER", b"anonymous", 0),
+        (b"\xff\xf4\xff\xf2ABOR\r\n", b"ABOR", b"", 0),
+        (b"PASV\r\n", b"PASV", b"", 0),
+        (b"STOR a b\x00\r\n", b"STOR", b"a b\x00", rewrite.FLAG_NUL),
+        (b"MKD a\rb\r\n", b"MKD", b"a\rb", rewrite.FLAG_BARE_CR),
+        (b"x\r\r\n", b"X", b"\r", rewrite.FLAG_BARE_CR),
+        (b"\r\n", b"", b"", 0),
+        (b"\r\n", b"", b"", 0),
+    ]
+    assert splitter.pending == b"NOOP"
+
+
+@pytest.mark.parametrize(
+    ("line", "flags"),
+    [
+        (b"ok\r\n", 0), (b"ok\n", 0), (b"\r\n", 0), (b"\n", 0),
+        (b"\r\r\n", 4), (b"a\rb\n", 4), (b"a\r\rb\r\n", 4), (b"\rok\r\n", 4),
+        (b"\x00\n", 2), (b"\x00\r\n", 2), (b"\x00\r\r\n", 6), (b"a\r\x00\n", 6),
+    ],
+)
+def test_bulk_bad_byte_flags(rewrite, line, flags):
+    assert rewrite.LineSplitter().feed_replies(line)[0][2] & ~rewrite.FLAG_CONTINUES == flags
+    assert rewrite.LineSplitter().feed_commands(line)[0][3] == flags
+    assert reference_bad_flags(line) == flags
+
+
+def test_bulk_match_feed_and_parsers(rewrite):
+    lines = TRANSCRIPT_LINES + [b"226-x\n", b"2\x0026 y\r\n", b"\xff\xfb\n", b"999-\r\n"]
+    data = b"".join(lines)
+    assert rewrite.LineSplitter().feed_replies(data) == [
+        reference_reply(rewrite, line) for line in lines]
+    assert rewrite.LineSplitter().feed_commands(data) == [
+        reference_command(rewrite, line) for line in lines]
+
+
+def test_bulk_every_split_point(rewrite):
+    replies = [reference_reply(rewrite, line) for line in TRANSCRIPT_LINES]
+    commands = [reference_command(rewrite, line) for line in TRANSCRIPT_LINES]
+    for point in range(len(TRANSCRIPT) + 1):
+        for method, expected in (("feed_replies", replies), ("feed_commands", commands)):
+            splitter = rewrite.LineSplitter()
+            got = []
+            for chunk in chunks_at(TRANSCRIPT, [point]):
+                got.extend(getattr(splitter, method)(chunk))
+            assert got == expected, (method, point)
+            assert splitter.pending == TRANSCRIPT_TAIL
+
+
+def test_bulk_one_byte_at_a_time_and_mixed_methods(rewrite):
+    """The methods share one buffer: switching between them loses or repeats nothing."""
+    splitter = rewrite.LineSplitter()
+    got = []
+    methods = itertools.cycle(["feed", "feed_replies", "feed_commands"])
+    for byte, method in zip(TRANSCRIPT, methods):
+        for item in getattr(splitter, method)(bytes([byte])):
+            got.append(reference_crlf(item) if method == "feed" else item[0])
+    assert got == [reference_crlf(line) for line in TRANSCRIPT_LINES]
+    assert splitter.pending == TRANSCRIPT_TAIL
+
+
+def test_bulk_accepts_bytes_like(rewrite):
+    assert rewrite.LineSplitter().feed_replies(bytearray(b"200 a\n")) == [(b"200 a\r\n", 200, 0)]
+    assert rewrite.LineSplitter().feed_commands(memoryview(b"noop\r\n")) == [
+        (b"noop\r\n", b"NOOP", b"", 0)]
+
+
+@pytest.mark.parametrize("method", ["feed_replies", "feed_commands"])
+def test_bulk_line_too_long(rewrite, method):
+    def reference(lines):
+        if method == "feed_replies":
+            return [reference_reply(rewrite, line) for line in lines]
+        return [reference_command(rewrite, line) for line in lines]
+
+    splitter = rewrite.LineSplitter(8)
+    with pytest.raises(LineTooLong, match="^control line longer than 8 bytes$") as info:
+        getattr(splitter, method)(b"a\r\n200-b\n" + b"c" * 9 + b"\r\nd\r\n")
+    assert info.value.lines == reference([b"a\r\n", b"200-b\n"])
+    assert splitter.pending == b""
+    for again in ("feed", "feed_replies", "feed_commands"):  # failed stays failed
+        with pytest.raises(LineTooLong) as info:
+            getattr(splitter, again)(b"ok\r\n")
+        assert info.value.lines == []
+    # overlong unterminated tail: every complete line of the call is attached
+    splitter = rewrite.LineSplitter(8)
+    with pytest.raises(LineTooLong) as info:
+        getattr(splitter, method)(b"a\r\n" + b"c" * 9)
+    assert info.value.lines == reference([b"a\r\n"])
+    # exactly max_line bytes is fine, one more is not
+    splitter = rewrite.LineSplitter(8)
+    assert getattr(splitter, method)(b"abcdef\r\n") == reference([b"abcdef\r\n"])
+    assert getattr(splitter, method)(b"x" * 8) == []
+    with pytest.raises(LineTooLong):
+        getattr(splitter, method)(b"\n")
+
+
+@pytest.mark.parametrize("method", ["feed_replies", "feed_commands"])
+def test_bulk_line_too_long_raised_where_feed_raises(rewrite, method):
+    stream = b"ok\r\n" + b"q" * 20 + b"\r\nnext\r\n"
+    for point in range(len(stream) + 1):
+        outcomes = []
+        for name in ("feed", method):
+            splitter = rewrite.LineSplitter(10)
+            raised_in = None
+            count = 0
+            for index, chunk in enumerate(chunks_at(stream, [point])):
+                try:
+                    count += len(getattr(splitter, name)(chunk))
+                except LineTooLong as exc:
+                    raised_in, count = index, count + len(exc.lines)
+                    break
+            outcomes.append((raised_in, count))
+        assert outcomes[0] == outcomes[1], point
+
+
+def test_bulk_many_lines_one_chunk(rewrite):
+    data = b"".join(b"200 NOOP %d\n" % i for i in range(10000))
+    replies = rewrite.LineSplitter().feed_replies(data)
+    assert len(replies) == 10000 and replies[-1] == (b"200 NOOP 9999\r\n", 200, 0)
+    commands = rewrite.LineSplitter().feed_commands(data)
+    assert commands[-1] == (b"200 NOOP 9999\r\n", b"200", b"NOOP 9999", 0)
+
+
 # ----------------------------------------------------------- parse_reply_code
 
 @pytest.mark.parametrize(
@@ -502,7 +680,7 @@ def test_format_eprt_bad_host(rewrite, host):
 
 API = {"MAX_LINE", "LineSplitter", "parse_reply_code", "split_command", "parse_227", "parse_229",
        "parse_port_arg", "parse_eprt_arg", "format_227", "format_229", "format_port",
-       "format_eprt"}
+       "format_eprt", "FLAG_CONTINUES", "FLAG_NUL", "FLAG_BARE_CR"}
 
 
 def test_api_names(rewrite):
@@ -515,6 +693,7 @@ def test_scan_exports():
     from ftptrio import _scan
 
     assert set(_scan.__all__) == API | {"IMPLEMENTATION"}
+    assert (_scan.FLAG_CONTINUES, _scan.FLAG_NUL, _scan.FLAG_BARE_CR) == (1, 2, 4)
     assert _scan.IMPLEMENTATION in ("cython", "python")
     module = "ftptrio._rewrite" if _scan.IMPLEMENTATION == "cython" else "ftptrio._rewrite_py"
     assert _scan.parse_227.__module__ == module or _scan.LineSplitter.__module__ == module

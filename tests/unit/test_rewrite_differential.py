@@ -7,6 +7,8 @@ and only the documented exceptions may escape.
 
 from __future__ import annotations
 
+import ipaddress
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,6 +169,97 @@ def test_splitter_split_invariance(both_rewrites, case, points):
         assert collect(split_points(data, points)) == collect([data])
 
 
+FEED_METHODS = ("feed", "feed_replies", "feed_commands")
+
+
+def run_bulk(module, max_line, chunks, methods):
+    """Like run_splitter, with one method (feed / feed_replies / feed_commands) per chunk."""
+    splitter = module.LineSplitter(max_line)
+    events = []
+    for chunk, method in zip(chunks, methods):
+        result = outcome(getattr(splitter, method), chunk)
+        events.append(result)
+        if result[0] == "raised":
+            events.append(outcome(getattr(splitter, method), b"more\r\n"))
+            break
+        events.append(splitter.pending)
+    return events
+
+
+@SETTINGS
+@given(case=splitter_case(), points=st.lists(st.integers(0, 10**6), max_size=12),
+       methods=st.lists(st.sampled_from(FEED_METHODS), min_size=13, max_size=13))
+def test_bulk_differential(both_rewrites, case, points, methods):
+    """feed_replies / feed_commands (mixed with feed): identical results and exceptions."""
+    py, cy = both_rewrites
+    max_line, data = case
+    chunks = split_points(data, points)
+    assert run_bulk(py, max_line, chunks, methods) == run_bulk(cy, max_line, chunks, methods)
+
+
+def crlf(line):
+    return line if line.endswith(b"\r\n") else line[:-1] + b"\r\n"
+
+
+def bad_flags(line):
+    body = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+    return (2 if b"\0" in line else 0) | (4 if b"\r" in body else 0)
+
+
+def expected_bulk(module, method, lines):
+    """What feed_replies / feed_commands must return for lines ``feed`` returned."""
+    result = []
+    for line in lines:
+        if method == "feed_replies":
+            parsed = module.parse_reply_code(line)
+            code, continues = parsed if parsed is not None else (-1, False)
+            result.append((crlf(line), code, bad_flags(line) | int(continues)))
+        else:
+            verb, arg = module.split_command(line)
+            result.append((crlf(line), verb, arg, bad_flags(line)))
+    return result
+
+
+@SETTINGS
+@given(case=splitter_case(), points=st.lists(st.integers(0, 10**6), max_size=12),
+       method=st.sampled_from(["feed_replies", "feed_commands"]))
+def test_bulk_matches_feed_and_split_invariant(both_rewrites, case, points, method):
+    """Any split: the bulk method gives feed's lines + parse_reply_code / split_command +
+    the flag rules, and raises where feed raises (same message, lines in tuple form)."""
+    max_line, data = case
+    for module in both_rewrites:
+        def collect(name, chunks):
+            splitter = module.LineSplitter(max_line)
+            items = []
+            for chunk in chunks:
+                try:
+                    items.extend(getattr(splitter, name)(chunk))
+                except LineTooLong as exc:
+                    return items + exc.lines, str(exc)
+            return items, splitter.pending
+
+        chunks = split_points(data, points)
+        lines, end = collect("feed", chunks)
+        assert collect(method, chunks) == (expected_bulk(module, method, lines), end)
+        assert collect(method, [data]) == collect(method, chunks)
+
+
+def test_bulk_every_split_point_of_sample(both_rewrites):
+    sample = b"".join(REALISTIC_LINES[:-3]) + b"220 tail"
+    results = []
+    for module in both_rewrites:
+        for method in ("feed_replies", "feed_commands"):
+            expected = expected_bulk(module, method, module.LineSplitter().feed(sample))
+            for point in range(len(sample) + 1):
+                splitter = module.LineSplitter()
+                got = getattr(splitter, method)(sample[:point])
+                got += getattr(splitter, method)(sample[point:])
+                assert got == expected, (module.__name__, method, point)
+                assert splitter.pending == b"220 tail"
+            results.append(expected)
+    assert results[:2] == results[2:]
+
+
 @SETTINGS
 @given(data=TRANSCRIPT, points=st.lists(st.integers(0, 10**6), max_size=6))
 def test_functions_differential(both_rewrites, data, points):
@@ -264,3 +357,48 @@ def test_eprt_address_differential(both_rewrites, addr, proto, delim):
     py, cy = both_rewrites
     arg = delim + proto + delim + addr + delim + b"21" + delim
     assert outcome(py.parse_eprt_arg, arg) == outcome(cy.parse_eprt_arg, arg)
+
+
+def _mutate_text(draw, text):
+    chars = list(text)
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.integers(0, 2))
+        pos = draw(st.integers(0, len(chars)))
+        char = draw(st.sampled_from(":0aF19.g%"))
+        if op == 0 or not chars:
+            chars.insert(pos, char)
+        elif op == 1:
+            del chars[min(pos, len(chars) - 1)]
+        else:
+            chars[min(pos, len(chars) - 1)] = char
+    return "".join(chars)
+
+
+@st.composite
+def ipv6_text(draw):
+    """IPv6 addresses in every spelling (compressed, exploded, upper case, with zero runs),
+    then mutated: exercises the Cython EPRT IPv6 fast path against ipaddress."""
+    hextets = draw(st.lists(st.one_of(st.just(0), st.integers(0, 15), st.integers(0, 0xFFFF)),
+                            min_size=8, max_size=8))
+    address = ipaddress.IPv6Address(int.from_bytes(
+        b"".join(h.to_bytes(2, "big") for h in hextets), "big"))
+    text = draw(st.sampled_from([address.compressed, address.exploded,
+                                 address.exploded.upper(), address.compressed.upper()]))
+    if draw(st.booleans()):
+        text = _mutate_text(draw, text)
+    return text.encode("ascii")
+
+
+@SETTINGS
+@given(addr=st.one_of(ipv6_text(), ADDRESS_TEXT))
+def test_eprt_ipv6_matches_ipaddress(both_rewrites, addr):
+    py, cy = both_rewrites
+    arg = b"|2|" + addr + b"|21|"
+    assert outcome(py.parse_eprt_arg, arg) == outcome(cy.parse_eprt_arg, arg)
+    try:
+        address = ipaddress.ip_address(addr.decode("ascii"))
+        expected = address.compressed if address.version == 6 and b"%" not in addr else None
+    except ValueError:
+        expected = None
+    result = outcome(cy.parse_eprt_arg, arg)
+    assert (result[1][1] if result[0] == "ok" else None) == expected
