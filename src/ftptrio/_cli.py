@@ -141,12 +141,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port")
     opts = _apply_ssh_options(args.options)
     user, _, host = args.destination.rpartition("@")
-    port = args.port if args.port is not None else (
-        int(opts["port"]) if "port" in opts else None)
     identities = args.identity or ([opts["identityfile"]] if "identityfile" in opts else None)
     strict = opts.get("stricthostkeychecking", "yes").lower()
     strict = {"ask": "yes", "true": "yes", "false": "no", "off": "no"}.get(strict, strict)
     try:
+        port = args.port if args.port is not None else (
+            int(opts["port"]) if "port" in opts else None)
         ssh = SSHOptions(
             host=host, port=port, username=args.user or user or opts.get("user") or None,
             client_keys=tuple(identities) if identities else None,
@@ -181,6 +181,10 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:  # protocol-line tracing only at -vv
         logging.getLogger("ftptrio._control").setLevel(max(level, logging.INFO)
                                                         if verbose < 1 else logging.DEBUG)
+    if verbose >= 4:
+        import asyncssh
+
+        asyncssh.set_debug_level(2)
     for noisy in ("asyncssh", "trio_asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 

@@ -7,13 +7,15 @@ an event asking the session to set up a data channel first:
 
 * ``PassiveOffer`` (in ``to_client``): the server answered PASV/EPSV. The
   session opens a listener, then sends ``passive_reply(offer, host, port)``
-  (or ``data_failed(offer, reason)``).
+  (or ``data_failed(reason)``).
 * ``ActiveRequest`` (in ``to_server``): the client sent PORT/EPRT. The session
   opens a remote forward, then sends ``active_command(request, host, port)``
   (or calls ``active_failed(request, reason)``).
 * ``ConvertedActive`` (in ``to_client``): active-to-passive conversion; the
   server answered our PASV/EPSV. The session connects the server's data port
   to the client's listener, then sends ``converted_reply(event)``.
+* ``ActiveRefused`` (in ``to_client``): the server refused a rewritten
+  PORT/EPRT; the session cancels that request's remote forward.
 * ``CLOSE`` (in ``to_client``): send what came before it, then end the session.
 
 Replies are matched to commands in FIFO order, so pipelining works and a
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
+_BAD_LINE = _scan.FLAG_NUL | _scan.FLAG_BARE_CR
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,13 @@ class ConvertedActive:
     extended: bool
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ActiveRefused:
+    """The server refused our rewritten PORT/EPRT: its remote forward is unused."""
+
+    request: ActiveRequest
+
+
 class _Close:
     def __repr__(self) -> str:
         return "CLOSE"
@@ -74,7 +84,7 @@ class _Close:
 
 CLOSE = _Close()
 
-Event = Union[PassiveOffer, ActiveRequest, ConvertedActive]
+Event = Union[PassiveOffer, ActiveRequest, ConvertedActive, ActiveRefused]
 OutItem = Union[bytes, Event, _Close]
 
 EntryKind = Literal[
@@ -106,25 +116,9 @@ class _Pending:
 def describe_line(line: bytes) -> str:
     """A loggable form of a control line: never shows PASS/ACCT arguments."""
     verb, _arg = _scan.split_command(line)
-    if verb in (b"PASS", b"ACCT"):
-        return verb.decode("ascii") + " ****"
+    if verb[:4] in (b"PASS", b"ACCT"):  # also "PASS\tsecret", which splits oddly
+        return verb[:4].decode("ascii") + " ****"
     return line.rstrip(b"\r\n").decode("latin-1")[:200]
-
-
-def _crlf(line: bytes) -> bytes:
-    """Normalise a bare-LF line ending to CRLF (never emit bare LF)."""
-    if line.endswith(b"\r\n"):
-        return line
-    return line[:-1] + b"\r\n"
-
-
-def _has_bad_bytes(line: bytes) -> str | None:
-    if b"\0" in line:
-        return "NUL byte"
-    body = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-    if b"\r" in body:
-        return "bare CR"
-    return None
 
 
 class ControlChannel:
@@ -148,6 +142,8 @@ class ControlChannel:
         self.opaque = False
         self._client_lines = _scan.LineSplitter(max_line)
         self._server_lines = _scan.LineSplitter(max_line)
+        #: the client sent QUIT: data channels still waiting for a peer are useless
+        self.quit_requested = False
         self._pending: deque[_Pending] = deque([_Pending("greeting")])
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
@@ -160,20 +156,18 @@ class ControlChannel:
         if self.closed:
             return
         if self.opaque:
-            self.to_server.append(data)
+            self.to_server.append(bytes(data))
             return
         try:
-            lines = self._client_lines.feed(data)
+            commands = self._client_lines.feed_commands(data)
             too_long = False
         except LineTooLong as exc:
-            lines, too_long = list(getattr(exc, "lines", ())), True
-        for line in lines:
+            commands, too_long = list(getattr(exc, "lines", ())), True
+        for line, verb, arg, flags in commands:
             if self.closed:
                 return
-            self._client_line(line)
-            if self.opaque:  # AUTH passthrough: anything after the line is opaque
-                return
-        if too_long:
+            self._client_line(line, verb, arg, flags)
+        if too_long and not self.closed:
             self._fail_client("500 ftptrio: command line too long; closing.")
 
     def receive_server(self, data: bytes) -> None:
@@ -181,26 +175,26 @@ class ControlChannel:
         if self.closed:
             return
         if self.opaque:
-            self.to_client.append(data)
+            self.to_client.append(bytes(data))
             return
+        earlier = self._server_lines.pending
         try:
-            lines = self._server_lines.feed(data)
+            replies = self._server_lines.feed_replies(data)
             too_long = False
         except LineTooLong as exc:
-            lines, too_long = list(getattr(exc, "lines", ())), True
-        for index, line in enumerate(lines):
+            replies, too_long = list(getattr(exc, "lines", ())), True
+        for index, (line, code, flags) in enumerate(replies):
             if self.closed:
                 return
-            self._server_line(line)
-            if self.opaque:
-                rest = b"".join(lines[index + 1:]) + self._server_lines.pending
+            self._server_line(line, code, flags)
+            if self.opaque:  # everything after the 234 line is TLS: pass it on as is
+                rest = _after_lines(earlier + bytes(data), index + 1)
                 if rest:
                     self.to_client.append(rest)
-                client_rest = self._client_lines.pending
-                if client_rest:
-                    self.to_server.append(client_rest)
+                if self._client_lines.pending:
+                    self.to_server.append(self._client_lines.pending)
                 return
-        if too_long:
+        if too_long and not self.closed:
             self._fail_server("reply line too long")
 
     # ---------------------------------------------------- session continuations
@@ -234,17 +228,18 @@ class ControlChannel:
         return b"200 " + verb + b" command successful (ftptrio: converted to passive).\r\n"
 
     # ------------------------------------------------------------ client side
-    def _client_line(self, line: bytes) -> None:
-        bad = _has_bad_bytes(line)
-        if bad:
+    def _client_line(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        if flags & _BAD_LINE:
+            bad = "NUL byte" if flags & _scan.FLAG_NUL else "bare CR"
             log.warning("client sent a command with a %s; answered 500", bad)
             self._answer_locally(f"500 ftptrio: {bad} in command line rejected.")
             return
-        verb, arg = _scan.split_command(line)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("client> %s", describe_line(line))
         if not verb:
             return  # empty line: servers ignore it inconsistently, so do not forward
+        if verb == b"QUIT":
+            self.quit_requested = True
         if verb == b"PASV":
             if self._server_lacks == b"PASV":
                 self._forward_command(b"EPSV\r\n", "pasv-via-epsv")
@@ -310,7 +305,7 @@ class ControlChannel:
 
     def _forward_command(self, line: bytes, kind: EntryKind) -> None:
         self._pending.append(_Pending(kind))
-        self.to_server.append(_crlf(line))
+        self.to_server.append(line)  # already CRLF-terminated by the scanner
 
     def _answer_locally(self, text: str) -> None:
         self._pending.append(_Pending("local", reply=_ascii(text) + b"\r\n"))
@@ -330,14 +325,12 @@ class ControlChannel:
         self._fail_client(f"421 ftptrio: FTP server sent an invalid control line ({reason})")
 
     # ------------------------------------------------------------ server side
-    def _server_line(self, line: bytes) -> None:
-        bad = _has_bad_bytes(line)
-        if bad:
-            self._fail_server(bad)
+    def _server_line(self, line: bytes, code: int, flags: int) -> None:
+        if flags & _BAD_LINE:
+            self._fail_server("NUL byte" if flags & _scan.FLAG_NUL else "bare CR")
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("server< %s", line.rstrip(b"\r\n").decode("latin-1")[:200])
-        line = _crlf(line)
         if self._multiline_code is not None:
             ends = line[:3] == self._multiline_code and line[3:4] == b" "
             if self._captured is not None:
@@ -351,13 +344,11 @@ class ControlChannel:
                 self._multiline_code = None
                 self._reply_complete(int(line[:3]), line)
             return
-        parsed = _scan.parse_reply_code(line)
-        if parsed is None:
+        if code < 0:
             log.warning("FTP server sent a line that is not a reply; passed on: %r", line[:80])
             self.to_client.append(line)
             return
-        code, continues = parsed
-        if continues:
+        if flags & _scan.FLAG_CONTINUES:
             self._multiline_code = line[:3]
             head = self._pending[0].kind if self._pending else None
             if head in _PASSIVE_KINDS or head == "converted":
@@ -409,6 +400,9 @@ class ControlChannel:
                 verb = "EPRT" if entry.request.extended else "PORT"
                 log.warning("server refused passive mode while converting %s: %s", verb,
                             last_line.rstrip(b"\r\n").decode("latin-1")[:80])
+            elif entry.kind == "active" and code >= 400:
+                assert entry.request is not None
+                self.to_client.append(ActiveRefused(entry.request))
             elif entry.kind == "auth" and code == 234:
                 log.warning("AUTH accepted by server: control channel is now opaque")
                 self.opaque = True
@@ -474,3 +468,11 @@ def same_address(a: str, b: str) -> bool:
     if isinstance(ib, ipaddress.IPv6Address) and ib.ipv4_mapped:
         ib = ib.ipv4_mapped
     return ia == ib
+
+
+def _after_lines(buffer: bytes, count: int) -> bytes:
+    """What follows the first ``count`` LF-terminated lines of buffer."""
+    position = -1
+    for _ in range(count):
+        position = buffer.index(b"\n", position + 1)
+    return buffer[position + 1:]

@@ -1,0 +1,253 @@
+"""Unit tests of the command line (``ftptrio._cli``): -L parsing, option precedence,
+exit codes and error messages."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import ftptrio
+from ftptrio._cli import build_parser, config_from_args, main, parse_forward
+from ftptrio._config import Config, ForwardSpec
+from ftptrio._errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """main() configures logging; undo it so other tests see the usual setup."""
+    names = ["", "ftptrio", "ftptrio._control", "asyncssh", "trio_asyncio"]
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.level, list(lg.handlers)) for lg in loggers]
+    yield
+    for lg, (level, handlers) in zip(loggers, saved):
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+
+
+def config(*argv: str) -> Config:
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------- parse_forward
+
+@pytest.mark.parametrize("spec, expected", [
+    ("2121:localhost:21", ForwardSpec("localhost", 21, "127.0.0.1", 2121)),
+    ("0:ftp.internal:2121", ForwardSpec("ftp.internal", 2121, "127.0.0.1", 0)),
+    ("192.0.2.7:2121:ftp.internal:21", ForwardSpec("ftp.internal", 21, "192.0.2.7", 2121)),
+    ("ftp/2121:localhost:21", ForwardSpec("localhost", 21, "127.0.0.1", 2121)),
+    ("FTP/10.0.0.1:2121:localhost:21", ForwardSpec("localhost", 21, "10.0.0.1", 2121)),
+    ("[::1]:2121:localhost:21", ForwardSpec("localhost", 21, "::1", 2121)),
+    ("ftp/[::1]:2121:[2001:db8::5]:21", ForwardSpec("2001:db8::5", 21, "::1", 2121)),
+    ("2121:[::1]:21", ForwardSpec("::1", 21, "127.0.0.1", 2121)),
+    ("*:2121:localhost:21", ForwardSpec("localhost", 21, "0.0.0.0", 2121)),
+    ("localhost:2121:ftp:21", ForwardSpec("ftp", 21, "127.0.0.1", 2121)),
+])
+def test_parse_forward(spec, expected):
+    assert parse_forward(spec) == expected
+
+
+@pytest.mark.parametrize("spec", [
+    "", "2121", "2121:localhost", "ftp/2121:localhost", "1:2:3:4:5",
+    "abc:localhost:21", "2121:localhost:abc", "2121:localhost:0", "2121:localhost:70000",
+    "70000:localhost:21", "-1:localhost:21", "2121::21", "2121:[]:21", "2121:localhost:",
+])
+def test_parse_forward_rejects_bad_specs(spec):
+    with pytest.raises(ConfigError):
+        parse_forward(spec)
+
+
+# ---------------------------------------------------------------- config_from_args
+
+def test_defaults():
+    cfg = config("-L", "2121:localhost:21", "gw.example.net")
+    assert cfg.forwards == (ForwardSpec("localhost", 21, "127.0.0.1", 2121),)
+    assert cfg.ssh.host == "gw.example.net"
+    assert cfg.ssh.port is None
+    assert cfg.ssh.username is None
+    assert cfg.ssh.client_keys is None
+    assert cfg.ssh.known_hosts is None
+    assert cfg.ssh.strict_host_key_checking == "yes"
+    assert cfg.data_bind_host == "127.0.0.1"
+    assert cfg.active_mode == "remote-forward"
+    assert cfg.auth_tls == "refuse"
+
+
+def test_several_forwards():
+    cfg = config("-L", "2121:a:21", "-L", "ftp/[::1]:2122:b:2121", "gw")
+    assert cfg.forwards == (ForwardSpec("a", 21, "127.0.0.1", 2121),
+                            ForwardSpec("b", 2121, "::1", 2122))
+
+
+def test_user_from_destination():
+    cfg = config("-L", "2121:localhost:21", "alice@gw")
+    assert (cfg.ssh.username, cfg.ssh.host) == ("alice", "gw")
+
+
+def test_user_with_at_sign_splits_on_last_at():
+    cfg = config("-L", "2121:localhost:21", "alice@corp@gw")
+    assert (cfg.ssh.username, cfg.ssh.host) == ("alice@corp", "gw")
+
+
+def test_dash_l_wins_over_destination_user():
+    cfg = config("-L", "2121:localhost:21", "-l", "bob", "alice@gw")
+    assert cfg.ssh.username == "bob"
+    assert config("-L", "2121:localhost:21", "alice@gw", "-l", "bob").ssh.username == "bob"
+
+
+def test_user_option():
+    assert config("-L", "2121:h:21", "-o", "User=carol", "gw").ssh.username == "carol"
+    assert config("-L", "2121:h:21", "-o", "user=carol", "gw").ssh.username == "carol"
+    assert config("-L", "2121:h:21", "-l", "bob", "-o", "User=carol", "gw").ssh.username == "bob"
+
+
+def test_port():
+    assert config("-L", "2121:h:21", "-p", "2222", "gw").ssh.port == 2222
+    assert config("-L", "2121:h:21", "-o", "Port=2200", "gw").ssh.port == 2200
+    assert config("-L", "2121:h:21", "-o", "Port 2201", "gw").ssh.port == 2201
+
+
+def test_dash_p_wins_over_port_option():
+    assert config("-L", "2121:h:21", "-p", "2222", "-o", "Port=2200", "gw").ssh.port == 2222
+    assert config("-L", "2121:h:21", "-o", "Port=2200", "-p", "2222", "gw").ssh.port == 2222
+
+
+def test_first_option_value_wins_as_in_ssh():
+    assert config("-L", "2121:h:21", "-o", "Port=2200", "-o", "Port=2300", "gw").ssh.port == 2200
+
+
+def test_identity_files():
+    assert config("-L", "2121:h:21", "-i", "k1", "gw").ssh.client_keys == ("k1",)
+    assert config("-L", "2121:h:21", "-i", "k1", "-i", "k2", "gw").ssh.client_keys == \
+        ("k1", "k2")
+    assert config("-L", "2121:h:21", "-o", "IdentityFile=k3", "gw").ssh.client_keys == ("k3",)
+    assert config("-L", "2121:h:21", "-i", "k1", "-o", "IdentityFile=k3",
+                  "gw").ssh.client_keys == ("k1",)
+
+
+def test_known_hosts_options():
+    cfg = config("-L", "2121:h:21", "-o", "UserKnownHostsFile=/tmp/kh", "gw")
+    assert cfg.ssh.known_hosts == "/tmp/kh"
+    cfg = config("-L", "2121:h:21", "-o", "StrictHostKeyChecking=accept-new", "gw")
+    assert cfg.ssh.strict_host_key_checking == "accept-new"
+    cfg = config("-L", "2121:h:21", "-o", "StrictHostKeyChecking=no", "gw")
+    assert cfg.ssh.strict_host_key_checking == "no"
+    cfg = config("-L", "2121:h:21", "-o", "stricthostkeychecking=Yes", "gw")
+    assert cfg.ssh.strict_host_key_checking == "yes"
+
+
+def test_other_ssh_options():
+    cfg = config("-L", "2121:h:21", "-o", "ConnectTimeout=3", "-o", "ServerAliveInterval=5",
+                 "-o", "ServerAliveCountMax=2", "-o", "Ciphers=aes128-ctr,aes256-ctr",
+                 "-F", "/tmp/ssh_config", "gw")
+    assert cfg.ssh.connect_timeout == 3
+    assert cfg.ssh.keepalive_interval == 5
+    assert cfg.ssh.keepalive_count_max == 2
+    assert cfg.ssh.ciphers == ("aes128-ctr", "aes256-ctr")
+    assert cfg.ssh.config_files == ("/tmp/ssh_config",)
+
+
+@pytest.mark.parametrize("argv", [
+    ["-L", "2121:h:21", "-o", "Compression=yes", "gw"],  # unsupported
+    ["-L", "2121:h:21", "-o", "ProxyCommand=nc %h %p", "gw"],  # unsupported
+    ["-L", "2121:h:21", "-o", "StrictHostKeyChecking=maybe", "gw"],
+    ["-L", "2121:h:21", "-o", "ConnectTimeout=soon", "gw"],
+    ["-L", "2121:h:21", "-o", "ServerAliveInterval=-1", "gw"],
+    ["-L", "2121:h:21", "-o", "Port=abc", "gw"],
+    ["-L", "2121:h:21", "-o", "Port=70000", "gw"],
+    ["-L", "2121:h:21", "-p", "0", "gw"],
+    ["-L", "2121:h:21", "alice@", ],  # empty host
+    ["-L", "nonsense", "gw"],
+    ["gw"],  # no -L
+    ["-L", "2121:h:21"],  # no destination
+])
+def test_bad_options_raise_config_error(argv):
+    with pytest.raises(ConfigError):
+        config(*argv)
+
+
+def test_gateway_option():
+    assert config("-L", "2121:h:21", "-g", "gw").data_bind_host == "0.0.0.0"
+
+
+def test_active_mode_and_auth_tls():
+    cfg = config("-L", "2121:h:21", "--active-mode", "passive", "gw")
+    assert cfg.active_mode == "passive"
+    cfg = config("-L", "2121:h:21", "--auth-tls", "passthrough", "gw")
+    assert cfg.auth_tls == "passthrough"
+
+
+def test_bad_choice_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["-L", "2121:h:21", "--active-mode", "sideways", "gw"])
+    assert info.value.code == 2
+
+
+# ---------------------------------------------------------------- main()
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def test_main_missing_forward(capsys):
+    assert main(["gw.example.net"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    line = one_line(err)
+    assert line.startswith("ftptrio: ") and "-L" in line
+
+
+def test_main_missing_destination(capsys):
+    assert main(["-L", "2121:localhost:21"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("ftptrio: ") and "destination" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["-L", "2121:h:21", "-o", "Compression=yes", "gw"],
+    ["-L", "2121:h:21", "-o", "Port=abc", "gw"],
+    ["-L", "bad", "gw"],
+])
+def test_main_bad_option_is_one_line_and_exit_2(capsys, argv):
+    assert main(argv) == 2
+    assert one_line(capsys.readouterr().err).startswith("ftptrio: ")
+
+
+def test_main_version(capsys):
+    assert main(["--version"]) == 0
+    out, err = capsys.readouterr()
+    line = one_line(out)
+    assert ftptrio.__version__ in line
+    assert ftptrio.IMPLEMENTATION in line
+    assert err == ""
+
+
+def test_help_in_subprocess():
+    proc = subprocess.run([sys.executable, "-m", "ftptrio", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "-L" in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_main_ssh_connection_refused(capsys):
+    port = free_port()  # closed again: nothing listens there
+    code = main(["-L", "0:127.0.0.1:21", "-p", str(port), "-o", "ConnectTimeout=3",
+                 "127.0.0.1"])
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    line = one_line(err)
+    assert line.startswith("ftptrio: ")
+    assert str(port) in line

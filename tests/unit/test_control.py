@@ -1,0 +1,736 @@
+"""Unit tests of the sans-I/O control-channel state machine (``ftptrio._control``).
+
+Every scenario is a scripted transcript of client/server byte chunks. ``check``
+replays it whole, one byte at a time and at random split points, demands identical
+outboxes each time (consecutive bytes joined) and returns the whole-feed result.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import pytest
+
+from ftptrio._control import (
+    CLOSE,
+    ActiveRequest,
+    ControlChannel,
+    ConvertedActive,
+    PassiveOffer,
+    describe_line,
+)
+
+GREETING = b"220 ready\r\n"
+
+Step = tuple  # ("c", bytes) | ("s", bytes) | ("fail", reason)
+
+
+def c(data: bytes) -> Step:
+    return ("c", data)
+
+
+def s(data: bytes) -> Step:
+    return ("s", data)
+
+
+def fail(reason: str) -> Step:
+    """Call active_failed for the oldest ActiveRequest not yet failed."""
+    return ("fail", reason)
+
+
+def joined(items: Sequence[object]) -> list[object]:
+    """Outbox items with consecutive bytes joined (and empty bytes dropped)."""
+    out: list[object] = []
+    for item in items:
+        if isinstance(item, bytes):
+            if not item:
+                continue
+            if out and isinstance(out[-1], bytes):
+                out[-1] = out[-1] + item
+                continue
+        out.append(item)
+    return out
+
+
+@dataclass
+class Result:
+    client: list[object]
+    server: list[object]
+    channel: ControlChannel
+
+    @property
+    def key(self) -> tuple:
+        return (self.client, self.server, self.channel.closed, self.channel.opaque)
+
+
+Splitter = Callable[[bytes], list[bytes]]
+
+
+def whole(data: bytes) -> list[bytes]:
+    return [data]
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i:i + 1] for i in range(len(data))]
+
+
+def random_splitter(seed: int) -> Splitter:
+    rng = random.Random(seed)
+
+    def split(data: bytes) -> list[bytes]:
+        if len(data) < 2:
+            return [data]
+        points = sorted(rng.sample(range(1, len(data)), rng.randint(0, min(6, len(data) - 1))))
+        bounds = [0, *points, len(data)]
+        return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    return split
+
+
+def replay(steps: Sequence[Step], split: Splitter = whole, *, greet: bool = True,
+           client_host: str = "127.0.0.1", **kwargs: object) -> Result:
+    """Feed a transcript; return the outboxes' contents (bytes joined)."""
+    ch = ControlChannel(client_host=client_host, **kwargs)  # type: ignore[arg-type]
+    if greet:
+        ch.receive_server(GREETING)
+        assert list(ch.to_client) == [GREETING]
+        assert not ch.to_server
+        ch.to_client.clear()
+    to_client: list[object] = []
+    to_server: list[object] = []
+    requests: list[ActiveRequest] = []
+    for kind, payload in steps:
+        if kind == "fail":
+            ch.active_failed(requests.pop(0), payload)
+        else:
+            feed = ch.receive_client if kind == "c" else ch.receive_server
+            for chunk in split(payload):
+                feed(chunk)
+        to_client.extend(ch.to_client)
+        ch.to_client.clear()
+        requests.extend(i for i in ch.to_server if isinstance(i, ActiveRequest))
+        to_server.extend(ch.to_server)
+        ch.to_server.clear()
+    return Result(joined(to_client), joined(to_server), ch)
+
+
+def check(steps: Sequence[Step], **kwargs: object) -> Result:
+    """Replay whole, byte by byte and at random splits; all must agree."""
+    expected = replay(steps, whole, **kwargs)
+    for name, splitter in [("bytewise", bytewise)] + [
+            (f"random{seed}", random_splitter(seed)) for seed in range(5)]:
+        got = replay(steps, splitter, **kwargs)
+        assert got.key == expected.key, f"{name} feeding differs from whole feeding"
+    return expected
+
+
+def is_reply(item: object, code: bytes) -> bool:
+    """One single-line reply with this code, CRLF-terminated."""
+    return (isinstance(item, bytes) and item.startswith(code + b" ")
+            and item.endswith(b"\r\n") and item.count(b"\n") == 1 and b"\0" not in item)
+
+
+# ---------------------------------------------------------------- greeting
+
+def test_greeting_passes_through():
+    r = check([s(b"220 (vsFTPd 3.0.5)\r\n")], greet=False)
+    assert r.client == [b"220 (vsFTPd 3.0.5)\r\n"]
+    assert r.server == []
+
+
+def test_multiline_greeting_and_commands_before_it():
+    # a client may send USER before the greeting arrived: the greeting must not
+    # be taken as the reply to USER
+    r = check([c(b"USER anonymous\r\n"),
+               s(b"220-Welcome\r\n220-to the\r\n220 server\r\n"),
+               s(b"331 Password please.\r\n")], greet=False)
+    assert r.server == [b"USER anonymous\r\n"]
+    assert r.client == [b"220-Welcome\r\n220-to the\r\n220 server\r\n331 Password please.\r\n"]
+
+
+def test_simple_login_session():
+    r = check([c(b"USER bob\r\n"), s(b"331 pw\r\n"), c(b"PASS pw\r\n"), s(b"230 ok\r\n"),
+               c(b"SYST\r\n"), s(b"215 UNIX Type: L8\r\n"), c(b"QUIT\r\n"), s(b"221 bye\r\n")])
+    assert r.server == [b"USER bob\r\nPASS pw\r\nSYST\r\nQUIT\r\n"]
+    assert r.client == [b"331 pw\r\n230 ok\r\n215 UNIX Type: L8\r\n221 bye\r\n"]
+    assert not r.channel.closed
+
+
+# ---------------------------------------------------------------- PASV / 227
+
+PASV_227 = [
+    (b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n", "10.0.0.1", 1025),
+    (b"227 Entering passive mode (127,0,0,1,195,80).\r\n", "127.0.0.1", 50000),  # pyftpdlib
+    (b"227 Entering Passive Mode 192,168,1,2,200,13\r\n", "192.168.1.2", 51213),  # no parens
+    (b"227 Entering Passive Mode =10,1,2,3,39,16\r\n", "10.1.2.3", 10000),  # = form
+    (b"227 Entering Passive Mode (10,0,0,1,4,1)\r\n", "10.0.0.1", 1025),  # no trailing dot
+    (b"227 OK 3 ways, use 172,16,0,9,117,48 please (or not).\r\n", "172.16.0.9", 30000),
+    (b"227 =10,0,0,1,4,1\n", "10.0.0.1", 1025),  # bare LF
+]
+
+
+@pytest.mark.parametrize("reply, host, port", PASV_227)
+def test_pasv_227_gives_offer(reply, host, port):
+    r = check([c(b"PASV\r\n"), s(reply)])
+    assert r.server == [b"PASV\r\n"]
+    assert r.client == [PassiveOffer(host, port, False)]
+
+
+@pytest.mark.parametrize("command", [b"PASV\r\n", b"pasv\r\n", b"Pasv\n"])
+def test_pasv_case_insensitive(command):
+    r = check([c(command), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.server == [command if command.endswith(b"\r\n") else command[:-1] + b"\r\n"]
+    assert r.client == [PassiveOffer("10.0.0.1", 1025, False)]
+
+
+def test_passive_reply_formats_227():
+    r = check([c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    (offer,) = r.client
+    assert r.channel.passive_reply(offer, "127.0.0.1", 40000) == \
+        b"227 Entering Passive Mode (127,0,0,1,156,64).\r\n"
+    assert r.channel.passive_reply(offer, "192.168.7.8", 1025) == \
+        b"227 Entering Passive Mode (192,168,7,8,4,1).\r\n"
+
+
+def test_data_failed_is_a_425_line():
+    ch = ControlChannel(client_host="127.0.0.1")
+    reply = ch.data_failed("no listener")
+    assert is_reply(reply, b"425")
+    assert b"no listener" in reply
+
+
+@pytest.mark.parametrize("reply", [
+    b"227 Entering Passive Mode (10,0,0,256,4,1).\r\n",  # octet 256
+    b"227 Entering Passive Mode (10,0,0,1,0,0).\r\n",  # port 0
+    b"227 Entering Passive Mode (10,0,0,1,4).\r\n",  # five numbers
+    b"227 Entering Passive Mode.\r\n",  # no numbers at all
+    b"227 Entering Passive Mode (10,0,0,1,4,1,7).\r\n",  # seven numbers
+])
+def test_invalid_227_gives_425_and_session_continues(reply):
+    r = check([c(b"PASV\r\n"), s(reply),
+               c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.server == [b"PASV\r\nPASV\r\n"]
+    assert len(r.client) == 2
+    assert is_reply(r.client[0], b"425")
+    assert r.client[1] == PassiveOffer("10.0.0.1", 1025, False)
+    assert not r.channel.closed
+
+
+@pytest.mark.parametrize("command, reply", [
+    (b"PASV\r\n", b"227 Entering Passive Mode (10,0,0,1,3,255).\r\n"),  # port 1023
+    (b"PASV\r\n", b"227 Entering Passive Mode (10,0,0,1,0,22).\r\n"),  # port 22
+    (b"EPSV\r\n", b"229 Entering Extended Passive Mode (|||25|)\r\n"),
+])
+def test_passive_port_below_1024_gives_425(command, reply):
+    # PROTOCOL.md: "Port 0, a port below 1024 and octets above 255 are invalid in data
+    # negotiations. When the server's 227/229 is invalid, no forward is made: the
+    # client gets a 425 reply".
+    r = check([c(command), s(reply)])
+    assert len(r.client) == 1
+    assert is_reply(r.client[0], b"425"), r.client
+
+
+def test_multiline_227_to_pasv_gives_one_offer():
+    r = check([c(b"PASV\r\n"),
+               s(b"227-Entering Passive Mode\r\n227-(10,0,0,1,4,1)\r\n227 OK\r\n"),
+               c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.client == [PassiveOffer("10.0.0.1", 1025, False), b"200 ok\r\n"]
+
+
+def test_227_lookalike_inside_multiline_reply_is_text():
+    text = (b"211-Status of server\r\n"
+            b"227 Entering Passive Mode (10,0,0,1,4,1)\r\n"
+            b"229 Entering Extended Passive Mode (|||6446|)\r\n"
+            b"211 End\r\n")
+    r = check([c(b"STAT\r\n"), c(b"PASV\r\n"), s(text),
+               s(b"227 Entering Passive Mode (10,0,0,2,4,2).\r\n")])
+    assert r.server == [b"STAT\r\nPASV\r\n"]
+    assert r.client == [text, PassiveOffer("10.0.0.2", 1026, False)]
+
+
+def test_227_lookalike_inside_multiline_reply_while_pasv_outstanding():
+    # the multi-line 211 answers STAT; the 227 inside it must not be taken for PASV's
+    text = b"211-Status\r\n227 Entering Passive Mode (6,6,6,6,4,1)\r\n211 End\r\n"
+    r = check([c(b"STAT\r\nPASV\r\n"), s(text)])
+    assert r.client == [text]
+    r = check([c(b"STAT\r\nPASV\r\n"), s(text),
+               s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.client == [text, PassiveOffer("10.0.0.1", 1025, False)]
+
+
+def test_unsolicited_227_passes_unrewritten():
+    reply = b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n"
+    r = check([s(reply)])
+    assert r.client == [reply]
+    assert r.server == []
+
+
+def test_227_answering_another_command_passes_unrewritten():
+    bogus = b"227 Entering Passive Mode (6,6,6,6,4,1).\r\n"
+    r = check([c(b"NOOP\r\nPASV\r\n"), s(bogus),
+               s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.client == [bogus, PassiveOffer("10.0.0.1", 1025, False)]
+
+
+def test_unsolicited_227_before_greeting_makes_no_offer():
+    reply = b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n"
+    r = check([s(reply), s(GREETING)], greet=False)
+    assert r.client == [reply + GREETING]
+
+
+# ---------------------------------------------------------------- EPSV / 229
+
+@pytest.mark.parametrize("command", [b"EPSV\r\n", b"epsv\r\n", b"EPSV 1\r\n", b"EPSV 2\r\n"])
+@pytest.mark.parametrize("reply", [
+    b"229 Entering Extended Passive Mode (|||6446|)\r\n",
+    b"229 Entering Extended Passive Mode (!!!6446!)\r\n",
+    b"229 Extended Passive mode OK (|||6446|)\r\n",
+])
+def test_epsv_229_gives_offer(command, reply):
+    r = check([c(command), s(reply)])
+    assert r.server == [command]
+    assert r.client == [PassiveOffer(None, 6446, True)]
+    assert r.channel.passive_reply(r.client[0], "127.0.0.1", 40000) == \
+        b"229 Entering Extended Passive Mode (|||40000|)\r\n"
+
+
+@pytest.mark.parametrize("reply", [
+    b"229 Entering Extended Passive Mode (|||0|)\r\n",
+    b"229 Entering Extended Passive Mode (|||65536|)\r\n",
+    b"229 Entering Extended Passive Mode\r\n",
+    b"229 Entering Extended Passive Mode (|1|6446|)\r\n",
+])
+def test_invalid_229_gives_425(reply):
+    r = check([c(b"EPSV\r\n"), s(reply), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert len(r.client) == 1
+    body = r.client[0]
+    assert body.startswith(b"425 ") and body.endswith(b"\r\n200 ok\r\n")
+    assert body.count(b"\n") == 2
+
+
+def test_epsv_all_passes_through_without_offer():
+    r = check([c(b"EPSV ALL\r\n"), s(b"200 EPSV ALL ok.\r\n"),
+               c(b"EPSV\r\n"), s(b"229 Entering Extended Passive Mode (|||6446|)\r\n")])
+    assert r.server == [b"EPSV ALL\r\nEPSV\r\n"]
+    assert r.client == [b"200 EPSV ALL ok.\r\n", PassiveOffer(None, 6446, True)]
+
+
+def test_229_reply_to_epsv_all_is_not_an_offer():
+    reply = b"229 Entering Extended Passive Mode (|||6446|)\r\n"
+    r = check([c(b"epsv all\r\n"), s(reply)])
+    assert r.client == [reply]
+
+
+def test_multiline_229_to_epsv_gives_one_offer():
+    r = check([c(b"EPSV\r\n"),
+               s(b"229-Extended passive\r\n229 Entering Extended Passive Mode (|||6446|)\r\n")])
+    assert r.client == [PassiveOffer(None, 6446, True)]
+
+
+# ---------------------------------------------------------------- pipelining / FIFO
+
+def test_pipelined_pasv_noop():
+    r = check([c(b"PASV\r\nNOOP\r\n"),
+               s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n200 NOOP ok.\r\n")])
+    assert r.server == [b"PASV\r\nNOOP\r\n"]
+    assert r.client == [PassiveOffer("10.0.0.1", 1025, False), b"200 NOOP ok.\r\n"]
+
+
+def test_pipelined_noop_pasv_epsv():
+    r = check([c(b"NOOP\r\nPASV\r\nEPSV\r\nNOOP\r\n"),
+               s(b"200 ok\r\n227 Entering Passive Mode (10,0,0,1,4,1).\r\n"
+                 b"229 Entering Extended Passive Mode (|||6446|)\r\n200 ok\r\n")])
+    assert r.client == [b"200 ok\r\n", PassiveOffer("10.0.0.1", 1025, False),
+                        PassiveOffer(None, 6446, True), b"200 ok\r\n"]
+
+
+def test_preliminary_replies_do_not_consume_pending_command():
+    r = check([c(b"RETR file\r\n"), c(b"PASV\r\n"),
+               s(b"150 Opening BINARY mode data connection.\r\n"),
+               s(b"150-multi\r\n150 line preliminary\r\n"),
+               s(b"226 Transfer complete.\r\n"),
+               s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.client == [b"150 Opening BINARY mode data connection.\r\n"
+                        b"150-multi\r\n150 line preliminary\r\n"
+                        b"226 Transfer complete.\r\n",
+                        PassiveOffer("10.0.0.1", 1025, False)]
+
+
+def test_preliminary_reply_to_pasv_then_227():
+    r = check([c(b"PASV\r\n"), s(b"120 wait a moment\r\n"),
+               s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.client == [b"120 wait a moment\r\n", PassiveOffer("10.0.0.1", 1025, False)]
+
+
+def test_abor_with_telnet_sequences_passes_byte_identical():
+    abor = b"\xff\xf4\xff\xf2ABOR\r\n"
+    r = check([c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n"),
+               c(b"RETR big\r\n"), s(b"150 Opening\r\n"),
+               c(abor), s(b"426 Connection closed; transfer aborted.\r\n226 ABOR ok.\r\n"),
+               c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,2).\r\n")])
+    assert r.server == [b"PASV\r\nRETR big\r\n" + abor + b"PASV\r\n"]
+    assert r.client == [PassiveOffer("10.0.0.1", 1025, False),
+                        b"150 Opening\r\n426 Connection closed; transfer aborted.\r\n"
+                        b"226 ABOR ok.\r\n",
+                        PassiveOffer("10.0.0.1", 1026, False)]
+
+
+def test_rein_passes_through():
+    r = check([c(b"USER a\r\n"), s(b"331 pw\r\n"), c(b"REIN\r\n"),
+               s(b"120 soon\r\n220 Service ready for new user.\r\n"),
+               c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.server == [b"USER a\r\nREIN\r\nPASV\r\n"]
+    assert r.client == [b"331 pw\r\n120 soon\r\n220 Service ready for new user.\r\n",
+                        PassiveOffer("10.0.0.1", 1025, False)]
+
+
+# ---------------------------------------------------------------- PORT / EPRT
+
+@pytest.mark.parametrize("command, request_", [
+    (b"PORT 127,0,0,1,195,80\r\n", ActiveRequest("127.0.0.1", 50000, False)),
+    (b"port 127,0,0,1,4,0\r\n", ActiveRequest("127.0.0.1", 1024, False)),
+    (b"EPRT |1|127.0.0.1|50000|\r\n", ActiveRequest("127.0.0.1", 50000, True)),
+    (b"eprt !1!127.0.0.1!1024!\n", ActiveRequest("127.0.0.1", 1024, True)),
+])
+def test_port_eprt_give_active_request(command, request_):
+    r = check([c(command)])
+    assert r.server == [request_]
+    assert r.client == []
+    r = check([c(command), s(b"200 PORT command successful.\r\n")])
+    assert r.client == [b"200 PORT command successful.\r\n"]
+
+
+def test_active_command_formats_port_and_eprt():
+    ch = ControlChannel(client_host="127.0.0.1")
+    port = ActiveRequest("127.0.0.1", 50000, False)
+    eprt = ActiveRequest("127.0.0.1", 50000, True)
+    assert ch.active_command(port, "10.9.8.7", 40000) == b"PORT 10,9,8,7,156,64\r\n"
+    assert ch.active_command(eprt, "10.9.8.7", 40000) == b"EPRT |1|10.9.8.7|40000|\r\n"
+    assert ch.active_command(eprt, "::1", 40000) == b"EPRT |2|::1|40000|\r\n"
+
+
+@pytest.mark.parametrize("command", [
+    b"EPRT |2|::1|50000|\r\n", b"EPRT |2|0:0:0:0:0:0:0:1|50000|\r\n"])
+def test_eprt_ipv6_from_ipv6_client(command):
+    r = check([c(command)], client_host="::1")
+    assert r.server == [ActiveRequest("::1", 50000, True)]
+    assert r.client == []
+
+
+def test_port_from_ipv4_mapped_client_address():
+    r = check([c(b"PORT 127,0,0,1,195,80\r\n")], client_host="::ffff:127.0.0.1")
+    assert r.server == [ActiveRequest("127.0.0.1", 50000, False)]
+
+
+@pytest.mark.parametrize("command", [
+    b"PORT 10,0,0,9,195,80\r\n", b"EPRT |1|10.0.0.9|50000|\r\n",
+    b"EPRT |2|::1|50000|\r\n", b"PORT 127,0,0,2,195,80\r\n"])
+def test_port_to_foreign_address_is_refused_locally(command):
+    r = check([c(command), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert len(r.client) == 1
+    assert r.client[0].startswith(b"500 ") and r.client[0].endswith(b"\r\n200 ok\r\n")
+    assert r.client[0].count(b"\n") == 2
+
+
+@pytest.mark.parametrize("command", [
+    b"PORT 127,0,0,1,0,21\r\n", b"PORT 127,0,0,1,3,255\r\n",
+    b"EPRT |1|127.0.0.1|21|\r\n", b"EPRT |1|127.0.0.1|1023|\r\n"])
+def test_port_below_1024_is_refused_with_501(command):
+    r = check([c(command)])
+    assert r.server == []
+    assert len(r.client) == 1 and is_reply(r.client[0], b"501")
+
+
+@pytest.mark.parametrize("command", [
+    b"PORT\r\n", b"PORT 127,0,0,1,195\r\n", b"PORT 127,0,0,1,256,1\r\n",
+    b"PORT 127,0,0,1,0,0\r\n", b"PORT a,b,c,d,e,f\r\n", b"PORT 127,0,0,1,195,80,1\r\n",
+    b"PORT 127.0.0.1:50000\r\n",
+    b"EPRT |3|127.0.0.1|50000|\r\n", b"EPRT |1|::1|50000|\r\n", b"EPRT |1|127.0.0.1|0|\r\n",
+    b"EPRT |1|127.0.0.1|70000|\r\n", b"EPRT 1|127.0.0.1|50000\r\n", b"EPRT\r\n",
+    b"EPRT |1|127.0.0.1|5x|\r\n",
+])
+def test_malformed_port_eprt_is_refused_with_501(command):
+    r = check([c(command), c(b"NOOP\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert len(r.client) == 1 and is_reply(r.client[0], b"501"), r.client
+
+
+def test_active_failed_answers_425_at_its_fifo_position():
+    r = check([c(b"NOOP\r\nPORT 127,0,0,1,195,80\r\nSYST\r\n"), fail("remote forward refused"),
+               s(b"200 noop ok\r\n"), s(b"215 UNIX\r\n")])
+    assert r.server == [b"NOOP\r\n", ActiveRequest("127.0.0.1", 50000, False), b"SYST\r\n"]
+    assert len(r.client) == 1
+    lines = r.client[0].split(b"\r\n")
+    assert lines[0] == b"200 noop ok"
+    assert lines[1].startswith(b"425 ") and b"remote forward refused" in lines[1]
+    assert lines[2:] == [b"215 UNIX", b""]
+
+
+def test_active_failed_at_head_answers_at_once():
+    r = check([c(b"PORT 127,0,0,1,195,80\r\n"), fail("nope")])
+    assert len(r.client) == 1 and is_reply(r.client[0], b"425")
+
+
+def test_active_failed_releases_local_replies_queued_behind_it():
+    r = check([c(b"PORT 127,0,0,1,195,80\r\nLPSV\r\n"), fail("nope")])
+    assert len(r.client) == 1
+    lines = r.client[0].split(b"\r\n")
+    assert lines[0].startswith(b"425 ") and lines[1].startswith(b"502 ") and lines[2:] == [b""]
+
+
+def test_active_failed_for_unknown_request_is_harmless():
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.active_failed(ActiveRequest("127.0.0.1", 50000, False), "stale")
+    assert not ch.to_client and not ch.to_server
+
+
+# ---------------------------------------------------------------- local replies wait
+
+@pytest.mark.parametrize("command, code", [
+    (b"LPRT 4,4,127,0,0,1,2,195,80\r\n", b"502"),
+    (b"LPSV\r\n", b"502"),
+    (b"AUTH TLS\r\n", b"534"),
+    (b"auth ssl\r\n", b"534"),
+])
+def test_local_replies_wait_behind_outstanding_commands(command, code):
+    steps = [c(b"NOOP\r\n"), c(command), c(b"SYST\r\n")]
+    r = check(steps)
+    assert r.server == [b"NOOP\r\nSYST\r\n"]
+    assert r.client == []  # NOOP's reply has not come yet
+    r = check(steps + [s(b"200 ok\r\n")])
+    lines = r.client[0].split(b"\r\n")
+    assert lines[0] == b"200 ok" and lines[1].startswith(code + b" ") and lines[2:] == [b""]
+    r = check(steps + [s(b"200 ok\r\n215 UNIX\r\n")])
+    lines = r.client[0].split(b"\r\n")
+    assert lines[0] == b"200 ok" and lines[1].startswith(code + b" ")
+    assert lines[2:] == [b"215 UNIX", b""]
+
+
+def test_local_reply_with_nothing_outstanding_is_immediate():
+    r = check([c(b"LPSV\r\n")])
+    assert len(r.client) == 1 and is_reply(r.client[0], b"502")
+    assert r.server == []
+
+
+# ---------------------------------------------------------------- active -> passive
+
+def test_converted_port_sends_pasv_and_yields_converted_active():
+    r = check([c(b"PORT 127,0,0,1,195,80\r\n"),
+               s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")], active_mode="passive")
+    assert r.server == [b"PASV\r\n"]
+    assert r.client == [ConvertedActive("127.0.0.1", 50000, "10.0.0.1", 1025, False)]
+    reply = r.channel.converted_reply(r.client[0])
+    assert is_reply(reply, b"200")
+
+
+def test_converted_eprt_sends_epsv():
+    r = check([c(b"EPRT |1|127.0.0.1|50000|\r\n"),
+               s(b"229 Entering Extended Passive Mode (|||6446|)\r\n")], active_mode="passive")
+    assert r.server == [b"EPSV\r\n"]
+    assert r.client == [ConvertedActive("127.0.0.1", 50000, None, 6446, True)]
+    assert is_reply(r.channel.converted_reply(r.client[0]), b"200")
+
+
+def test_converted_refusals_and_errors():
+    # foreign PORT: refused locally, no PASV to the server
+    r = check([c(b"PORT 10,0,0,9,195,80\r\n")], active_mode="passive")
+    assert r.server == [] and is_reply(r.client[0], b"500")
+    # invalid 227 to our PASV: 425
+    r = check([c(b"PORT 127,0,0,1,195,80\r\n"),
+               s(b"227 Entering Passive Mode (10,0,0,1,0,0).\r\n")], active_mode="passive")
+    assert len(r.client) == 1 and is_reply(r.client[0], b"425")
+    # the server refuses passive mode: its reply reaches the client as PORT's answer
+    r = check([c(b"PORT 127,0,0,1,195,80\r\n"), s(b"421 go away\r\n")], active_mode="passive")
+    assert r.client == [b"421 go away\r\n"]
+
+
+def test_converted_pipelined_with_pasv():
+    r = check([c(b"PORT 127,0,0,1,195,80\r\nPASV\r\n"),
+               s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n"
+                 b"227 Entering Passive Mode (10,0,0,1,4,2).\r\n")], active_mode="passive")
+    assert r.server == [b"PASV\r\nPASV\r\n"]
+    assert r.client == [ConvertedActive("127.0.0.1", 50000, "10.0.0.1", 1025, False),
+                        PassiveOffer("10.0.0.1", 1026, False)]
+
+
+# ---------------------------------------------------------------- AUTH TLS
+
+BLOB = bytes(range(256)) * 8 + b"PASV\r\nPORT 10,0,0,9,0,21\r\n\x00\r\r\n227 (1,2,3,4,5,6)\r\n"
+
+
+def test_auth_refused_by_default():
+    r = check([c(b"AUTH TLS\r\n"), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert r.client[0].startswith(b"534 ")
+    assert not r.channel.opaque
+
+
+def test_auth_passthrough_makes_channel_opaque():
+    r = check([c(b"AUTH TLS\r\n"), s(b"234 Proceed with negotiation.\r\n"),
+               c(BLOB), s(BLOB), c(BLOB[::-1]), s(b"\x16\x03\x01" * 3000)],
+              auth_tls="passthrough")
+    assert r.channel.opaque
+    assert r.server == [b"AUTH TLS\r\n" + BLOB + BLOB[::-1]]
+    assert r.client == [b"234 Proceed with negotiation.\r\n" + BLOB + b"\x16\x03\x01" * 3000]
+    assert not r.channel.closed
+
+
+def test_auth_passthrough_bytes_in_same_segment_as_234():
+    # whatever follows the 234 in the same read is TLS and passes unchanged
+    r = check([c(b"AUTH TLS\r\n"), s(b"234 Proceed.\r\n" + BLOB)], auth_tls="passthrough")
+    assert r.client == [b"234 Proceed.\r\n" + BLOB]
+
+
+def test_auth_passthrough_long_tls_record_in_same_segment_as_234():
+    # a TLS record is not a line: more than max_line bytes without LF right after
+    # the 234 must pass unchanged, as they do when they come in a later segment
+    record = bytes(i % 10 for i in range(10000))  # no LF
+    r = check([c(b"AUTH TLS\r\n"), s(b"234 Proceed.\r\n" + record)], auth_tls="passthrough")
+    assert r.client == [b"234 Proceed.\r\n" + record]
+    assert not r.channel.closed
+
+
+def test_auth_passthrough_refused_by_server_stays_plain():
+    r = check([c(b"AUTH TLS\r\n"), s(b"504 not implemented\r\n"),
+               c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")],
+              auth_tls="passthrough")
+    assert not r.channel.opaque
+    assert r.client == [b"504 not implemented\r\n", PassiveOffer("10.0.0.1", 1025, False)]
+
+
+# ---------------------------------------------------------------- hostile bytes
+
+@pytest.mark.parametrize("command", [
+    b"NO\x00OP\r\n", b"LIST\rfoo\r\n", b"PASS a\rb\r\n", b"\x00\r\n", b"RETR x\r\r\n"])
+def test_client_nul_or_bare_cr_is_refused_locally(command):
+    r = check([c(command), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    body = r.client[0]
+    assert body.startswith(b"500 ") and body.endswith(b"\r\n200 ok\r\n")
+    assert body.count(b"\n") == 2
+    assert not r.channel.closed
+
+
+@pytest.mark.parametrize("max_line", [512, 4096])
+def test_client_line_over_max_line_closes(max_line):
+    long = b"STOR " + b"a" * max_line + b"\r\n"
+    r = check([c(b"NOOP\r\n" + long), s(b"200 ok\r\n"), c(b"PASV\r\n")], max_line=max_line)
+    assert r.server == [b"NOOP\r\n"]
+    assert len(r.client) == 2
+    assert is_reply(r.client[0], b"500")
+    assert r.client[1] is CLOSE
+    assert r.channel.closed
+
+
+def test_client_unterminated_overlong_data_closes():
+    r = check([c(b"x" * 600)], max_line=512)
+    assert r.server == []
+    assert len(r.client) == 2 and is_reply(r.client[0], b"500") and r.client[1] is CLOSE
+
+
+def test_line_of_exactly_max_line_is_accepted():
+    line = b"STOR " + b"a" * (512 - 7) + b"\r\n"
+    assert len(line) == 512
+    r = check([c(line), s(b"150 ok\r\n")], max_line=512)
+    assert r.server == [line]
+    assert r.client == [b"150 ok\r\n"]
+
+
+@pytest.mark.parametrize("data", [
+    b"200 " + b"x" * 600 + b"\r\n",
+    b"211-" + b"y" * 700,
+])
+def test_server_line_over_max_line_closes_with_421(data):
+    r = check([c(b"NOOP\r\n"), s(data), c(b"NOOP\r\n")], max_line=512)
+    assert r.server == [b"NOOP\r\n"]
+    assert len(r.client) == 2
+    assert is_reply(r.client[0], b"421")
+    assert r.client[1] is CLOSE
+    assert r.channel.closed
+
+
+@pytest.mark.parametrize("data", [b"200 o\x00k\r\n", b"200 a\rb\r\n"])
+def test_server_line_with_nul_or_bare_cr_closes_with_421(data):
+    r = check([c(b"NOOP\r\n"), s(b"150 fine\r\n" + data + b"200 late\r\n")])
+    assert len(r.client) == 2
+    assert r.client[0].startswith(b"150 fine\r\n421 ")
+    assert r.client[0].count(b"\n") == 2
+    assert r.client[1] is CLOSE
+    assert b"late" not in r.client[0]
+
+
+def test_server_nul_line_then_overlong_line_in_one_read_closes_once():
+    # the NUL line closes the session; the overlong tail of the same read must not
+    # produce a second 421 and a second CLOSE
+    r = check([c(b"NOOP\r\n"), s(b"200 o\x00k\r\n" + b"x" * 600)], max_line=512)
+    assert len(r.client) == 2, r.client
+    assert is_reply(r.client[0], b"421") and b"NUL" in r.client[0]
+    assert r.client[1] is CLOSE
+
+
+def test_nothing_happens_after_close():
+    r = check([s(b"200 " + b"x" * 600 + b"\r\n"), c(b"NOOP\r\n"), s(b"200 ok\r\n")],
+              max_line=512)
+    assert r.server == []
+    assert r.client[-1] is CLOSE and len(r.client) == 2
+
+
+def test_bare_lf_lines_are_forwarded_with_crlf():
+    r = check([c(b"NOOP\n"), s(b"200 ok\n"),
+               c(b"STAT\n"), s(b"211-status\n 227 Entering Passive Mode (1,2,3,4,5,6)\n211 End\n"),
+               c(b"PASV\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1)\n")])
+    assert r.server == [b"NOOP\r\nSTAT\r\nPASV\r\n"]
+    assert r.client == [b"200 ok\r\n211-status\r\n 227 Entering Passive Mode (1,2,3,4,5,6)\r\n"
+                        b"211 End\r\n", PassiveOffer("10.0.0.1", 1025, False)]
+
+
+def test_empty_client_line_is_not_forwarded():
+    r = check([c(b"\r\n\nNOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert r.client == [b"200 ok\r\n"]
+
+
+# ---------------------------------------------------------------- passwords never logged
+
+@pytest.mark.parametrize("password_line", [
+    b"PASS s3cret\r\n", b"pass s3cret\r\n", b"PASS s3cret\n", b"  PASS s3cret\r\n",
+    b"\xff\xf4PASS s3cret\r\n", b"ACCT s3cret\r\n",
+])
+def test_password_never_logged(caplog, password_line):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="ftptrio")
+    caplog.set_level(logging.DEBUG, logger="ftptrio._control")
+    check([c(b"USER bob\r\n"), s(b"331 Password required.\r\n"),
+           c(password_line), s(b"230 Logged in.\r\n")])
+    assert any(r.levelno == logging.DEBUG and r.name == "ftptrio._control"
+               for r in caplog.records), "no DEBUG records: the test would prove nothing"
+    for record in caplog.records:
+        assert "s3cret" not in record.getMessage()
+        assert "S3CRET" not in record.getMessage().upper()
+    assert "s3cret" not in caplog.text.lower()
+
+
+@pytest.mark.parametrize("password_line", [
+    b"PASS s3\x00cret\r\n", b"PASS s3cr\ret\r\n", b"PASS s3cret" + b"x" * 600 + b"\r\n"])
+def test_bad_password_lines_never_logged(caplog, password_line):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="ftptrio._control")
+    check([c(b"USER bob\r\n"), s(b"331 Password required.\r\n"), c(password_line)],
+          max_line=512)
+    for record in caplog.records:
+        message = record.getMessage()
+        assert "s3" not in message and "cret" not in message
+
+
+def test_describe_line_masks_pass_and_acct():
+    assert describe_line(b"PASS s3cret\r\n") == "PASS ****"
+    assert describe_line(b"pass s3cret\n") == "PASS ****"
+    assert describe_line(b"ACCT s3cret\r\n") == "ACCT ****"
+    assert describe_line(b"\xff\xf4PASS s3cret\r\n") == "PASS ****"
+    assert "s3cret" not in describe_line(b"  Pass s3cret\r\n")
+    assert describe_line(b"USER bob\r\n") == "USER bob"
+    assert describe_line(b"RETR file.txt\r\n") == "RETR file.txt"
