@@ -144,18 +144,21 @@ class ActiveGate:
 
 
 async def serve_active(ctx: DataContext, remote: RemoteListener, client_host: str,
-                       client_port: int, gate: ActiveGate) -> None:
-    """Wait for the FTP server on the remote forward, cancel it, relay to the client."""
+                       client_port: int, gate: ActiveGate, waiting: trio.CancelScope) -> None:
+    """Wait for the FTP server on the remote forward, cancel it, relay to the client.
+
+    ``waiting`` bounds the wait (idle timeout, or the session's control ended).
+    """
     incoming = None
     try:
         try:
-            with trio.move_on_after(ctx.config.data_idle_timeout):
+            with waiting:
                 incoming = await remote.accept()
         finally:
             await remote.aclose()  # cancel-tcpip-forward as soon as accepted
         if incoming is None:
-            log.info("session %d: remote forward port %d closed unused (timeout)",
-                     ctx.session_id, remote.port)
+            log.info("session %d: remote forward port %d closed unused", ctx.session_id,
+                     remote.port)
             return
         channel, orig_host, orig_port = incoming
         log.debug("session %d: FTP server connected from %s:%d to remote forward %d",

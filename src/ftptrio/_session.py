@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import weakref
 import logging
 from collections import deque
 from typing import Any
@@ -18,8 +19,8 @@ import trio
 
 from . import _datachannel as dc
 from ._config import Config, ForwardSpec
-from ._control import (CLOSE, ActiveRequest, ControlChannel, ConvertedActive, OutItem,
-                       PassiveOffer)
+from ._control import (CLOSE, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
+                       OutItem, PassiveOffer)
 from ._errors import TunnelError
 from ._tunnel import Tunnel
 
@@ -31,6 +32,8 @@ MAX_OUTBOX_ITEMS = 64
 RECEIVE_SIZE = 65536
 #: longest a transfer-complete reply waits for its active data connection
 ACTIVE_HOLD_TIMEOUT = 10.0
+#: after the control connection ends, running transfers get this long to finish
+DATA_DRAIN_TIMEOUT = 5.0
 _TRANSFER_DONE = re.compile(rb"(?:^|\n)(?:226|250)[ -]")
 
 
@@ -75,8 +78,12 @@ class Session:
         self._to_client = _Outbox(self.control.to_client)
         self._to_server = _Outbox(self.control.to_server)
         self._server: Any = None
-        self._nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None  # owns every data forward
+        self._control_scope: trio.CancelScope | None = None
+        self._waiting: weakref.WeakSet[trio.CancelScope] = weakref.WeakSet()
         self._waiting_passive: trio.CancelScope | None = None
+        #: id(ActiveRequest) -> the wait of its remote forward
+        self._active_waiting: dict[int, trio.CancelScope] = {}
         self._active_gate = dc.ActiveGate()
         self._warned_pasv_address = False
 
@@ -98,14 +105,21 @@ class Session:
                         b"421 ftptrio: cannot reach the FTP server through SSH: "
                         + str(exc).encode("ascii", "replace")[:300] + b"\r\n")
                 return
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._read, self.client, self.control.receive_client,
-                                   self._to_server, self._to_client, "client")
-                nursery.start_soon(self._read, self._server, self.control.receive_server,
-                                   self._to_client, self._to_server, "server")
-                nursery.start_soon(self._write_client)
-                nursery.start_soon(self._write_server)
+            async with trio.open_nursery() as data_forwards:
+                self._nursery = data_forwards
+                async with trio.open_nursery() as control:
+                    self._control_scope = control.cancel_scope
+                    control.start_soon(self._read, self.client, self.control.receive_client,
+                                       self._to_server, self._to_client, "client")
+                    control.start_soon(self._read, self._server, self.control.receive_server,
+                                       self._to_client, self._to_server, "server")
+                    control.start_soon(self._write_client)
+                    control.start_soon(self._write_server)
+                # control ended: unused listeners and forwards close now; transfers
+                # still flushing get a short grace, then the session is torn down
+                for waiting in self._waiting:
+                    waiting.cancel()
+                data_forwards.cancel_scope.deadline = trio.current_time() + DATA_DRAIN_TIMEOUT
         finally:
             with trio.CancelScope(shield=True):
                 if self._server is not None:
@@ -151,6 +165,10 @@ class Session:
                 await self._send(self.client, await self._passive(item))
             elif isinstance(item, ConvertedActive):
                 await self._send(self.client, await self._converted(item))
+            elif isinstance(item, ActiveRefused):
+                scope = self._active_waiting.pop(id(item.request), None)
+                if scope is not None:
+                    scope.cancel()
             elif item is CLOSE:
                 self._end()
                 return
@@ -160,6 +178,9 @@ class Session:
             item = await self._to_server.next()
             if isinstance(item, bytes):
                 await self._send(self._server, self._coalesce(item, self._to_server))
+                if self.control.quit_requested:  # no transfer can follow a QUIT
+                    for waiting in self._waiting:
+                        waiting.cancel()
             elif isinstance(item, ActiveRequest):
                 command = await self._active(item)
                 if command is not None:
@@ -182,8 +203,15 @@ class Session:
             self._end()
 
     def _end(self) -> None:
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+        assert self._control_scope is not None
+        self._control_scope.cancel()
+
+    def _waiting_scope(self) -> trio.CancelScope:
+        """A scope for a data channel's wait for its peer: idle timeout, and
+        cancelled when the control connection ends."""
+        scope = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
+        self._waiting.add(scope)
+        return scope
 
     # ------------------------------------------------------- data-channel setup
     def _passive_destination(self, offer: PassiveOffer) -> str | None:
@@ -235,7 +263,7 @@ class Session:
             return self.control.data_failed(f"no local listener: {exc}")
         if self._waiting_passive is not None:
             self._waiting_passive.cancel()  # superseded by this PASV/EPSV
-        waiting = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
+        waiting = self._waiting_scope()
         self._waiting_passive = waiting
         assert self._nursery is not None
         self._nursery.start_soon(dc.serve_passive, self.data, listener, channel, waiting)
@@ -256,8 +284,10 @@ class Session:
             return None
         assert self._nursery is not None
         self._active_gate.opened()
+        waiting = self._waiting_scope()
+        self._active_waiting[id(request)] = waiting
         self._nursery.start_soon(dc.serve_active, self.data, remote, request.host, request.port,
-                                 self._active_gate)
+                                 self._active_gate, waiting)
         log.debug("session %d: active %s:%d via remote forward %s:%d", self.id, request.host,
                   request.port, cfg.active_address, remote.port)
         return self.control.active_command(request, cfg.active_address, remote.port)

@@ -1,0 +1,93 @@
+"""`python -m ftptrio` shutdown: SIGTERM/SIGINT stop accepting, let sessions finish
+within the grace period and exit 0; a second signal exits at once."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from ftp_fakes import FTPClient
+
+
+async def start_cli(setup, *extra: str) -> tuple[trio.Process, int, list[bytes]]:
+    ssh = setup.ssh
+    args = [sys.executable, "-m", "ftptrio", "-L", f"127.0.0.1:0:127.0.0.1:{setup.ftp.port}",
+            "-p", str(ssh.port), "-i", ssh.client_key_path,
+            "-o", f"UserKnownHostsFile={ssh.known_hosts}", *extra, f"{ssh.username}@127.0.0.1"]
+    proc = await trio.lowlevel.open_process(args, stderr=subprocess.PIPE)
+    output: list[bytes] = []
+    with trio.fail_after(20):
+        while True:
+            chunk = await proc.stderr.receive_some(4096)
+            assert chunk, b"".join(output)
+            output.append(chunk)
+            found = re.search(rb"ready: FTP clients connect to [\d.]+:(\d+)", b"".join(output))
+            if found:
+                return proc, int(found.group(1)), output
+
+
+async def drain(proc: trio.Process, output: list[bytes]) -> None:
+    while chunk := await proc.stderr.receive_some(4096):
+        output.append(chunk)
+
+
+async def open_client(port: int) -> FTPClient:
+    client = FTPClient(await trio.open_tcp_stream("127.0.0.1", port))
+    assert (await client.reply())[0].startswith(b"220")
+    return client
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_lets_running_session_finish_then_exits_0(make_setup, nursery, signum):
+    setup = await make_setup()
+    proc, port, output = await start_cli(setup, "--grace", "20")
+    nursery.start_soon(drain, proc, output)
+    try:
+        client = await open_client(port)
+        proc.send_signal(signum)
+        await trio.sleep(0.5)
+        with pytest.raises(OSError):  # no longer accepting
+            await trio.open_tcp_stream("127.0.0.1", port)
+        assert (await client.command(b"NOOP"))[0].startswith(b"200")  # session goes on
+        assert (await client.command(b"QUIT"))[0].startswith(b"221")
+        await client.stream.aclose()
+        with trio.fail_after(10):
+            assert await proc.wait() == 0, b"".join(output)
+    finally:
+        proc.kill()
+
+
+async def test_grace_period_expires_then_exits_0(make_setup, nursery):
+    setup = await make_setup()
+    proc, port, output = await start_cli(setup, "--grace", "1")
+    nursery.start_soon(drain, proc, output)
+    try:
+        client = await open_client(port)
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await proc.wait() == 0, b"".join(output)
+        with pytest.raises(EOFError):
+            await client.line()
+    finally:
+        proc.kill()
+
+
+async def test_second_signal_exits_at_once(make_setup, nursery):
+    setup = await make_setup()
+    proc, port, output = await start_cli(setup, "--grace", "60")
+    nursery.start_soon(drain, proc, output)
+    try:
+        await open_client(port)
+        proc.send_signal(signal.SIGINT)
+        await trio.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(5):
+            assert await proc.wait() == 0, b"".join(output)
+        assert b"Traceback" not in b"".join(output)
+    finally:
+        proc.kill()
