@@ -1,0 +1,254 @@
+"""Client-side helpers for the integration tests (blocking ftplib and a tiny
+raw trio FTP client), plus polling and leak-inspection utilities."""
+
+from __future__ import annotations
+
+import ftplib
+import hashlib
+import io
+import os
+import re
+import socket
+from typing import Any, Callable
+
+import trio
+
+CLIENT_TIMEOUT = 30.0
+BLOCK = 256 * 1024
+#: pyftpdlib's passive port range in ftptrio._testservers.threaded_ftp_server
+FTP_PASSIVE_PORTS = range(20000, 32000)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return sha256(f.read())
+
+
+def write_random(path: str | os.PathLike, size: int) -> bytes:
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
+# ----------------------------------------------------------------- ftplib (threads)
+def login(addr: tuple[str, int], ftp_info: Any) -> ftplib.FTP:
+    ftp = ftplib.FTP()
+    ftp.connect(addr[0], addr[1], timeout=CLIENT_TIMEOUT)
+    ftp.login(ftp_info.user, ftp_info.password)
+    return ftp
+
+
+def download(addr: tuple[str, int], ftp_info: Any, name: str, *, passive: bool = True,
+             rest: int | None = None) -> bytes:
+    sink = io.BytesIO()
+    with login(addr, ftp_info) as ftp:
+        ftp.set_pasv(passive)
+        ftp.retrbinary(f"RETR {name}", sink.write, blocksize=BLOCK, rest=rest)
+        ftp.quit()
+    return sink.getvalue()
+
+
+def upload(addr: tuple[str, int], ftp_info: Any, name: str, payload: bytes, *,
+           passive: bool = True) -> None:
+    with login(addr, ftp_info) as ftp:
+        ftp.set_pasv(passive)
+        ftp.storbinary(f"STOR {name}", io.BytesIO(payload), blocksize=BLOCK)
+        ftp.quit()
+
+
+def listing(addr: tuple[str, int], ftp_info: Any, *, passive: bool = True
+            ) -> tuple[list[str], list[str]]:
+    lines: list[str] = []
+    with login(addr, ftp_info) as ftp:
+        ftp.set_pasv(passive)
+        ftp.retrlines("LIST", lines.append)
+        names = ftp.nlst()
+        ftp.quit()
+    return lines, names
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = sock.recv(BLOCK)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def epsv_download(addr: tuple[str, int], ftp_info: Any, name: str) -> tuple[str, bytes]:
+    """RETR over EPSV sent by hand (ftplib only uses EPSV on IPv6)."""
+    with login(addr, ftp_info) as ftp:
+        ftp.voidcmd("TYPE I")
+        reply = ftp.sendcmd("EPSV")
+        assert reply.startswith("229"), reply
+        port = ftplib.parse229(reply, ftp.sock.getpeername())[1]
+        with socket.create_connection((addr[0], port), timeout=CLIENT_TIMEOUT) as data:
+            start = ftp.sendcmd(f"RETR {name}")
+            assert start.startswith("1"), start
+            payload = _recv_all(data)
+        ftp.voidresp()
+        ftp.quit()
+    return reply, payload
+
+
+def eprt_download(addr: tuple[str, int], ftp_info: Any, name: str) -> tuple[str, bytes]:
+    """RETR over EPRT |1|127.0.0.1|port| naming our own listening socket."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(CLIENT_TIMEOUT)
+        port = listener.getsockname()[1]
+        with login(addr, ftp_info) as ftp:
+            ftp.voidcmd("TYPE I")
+            reply = ftp.sendcmd(f"EPRT |1|127.0.0.1|{port}|")
+            assert reply.startswith("200"), reply
+            start = ftp.sendcmd(f"RETR {name}")
+            assert start.startswith("1"), start
+            conn, _peer = listener.accept()
+            with conn:
+                conn.settimeout(CLIENT_TIMEOUT)
+                payload = _recv_all(conn)
+            ftp.voidresp()
+            ftp.quit()
+    return reply, payload
+
+
+# ------------------------------------------------------------------ raw trio client
+_REPLY_END = re.compile(rb"^(\d{3}) ", re.M)
+
+
+class RawFTP:
+    """A minimal FTP control client on a trio TCP stream (no ftplib)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def connect(cls, addr: tuple[str, int]) -> "RawFTP":
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream(*addr)
+        return cls(stream)
+
+    async def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError(f"control connection closed; pending {self.buffer!r}")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line + b"\r\n"
+
+    async def reply(self, timeout: float = 10.0) -> str:
+        """One complete (possibly multi-line) reply, as text."""
+        with trio.fail_after(timeout):
+            first = await self._line()
+            lines = [first]
+            if first[3:4] == b"-":
+                code = first[:3]
+                while True:
+                    line = await self._line()
+                    lines.append(line)
+                    if line[:3] == code and line[3:4] == b" ":
+                        break
+        return b"".join(lines).decode("latin-1")
+
+    async def send(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        await self.stream.send_all(data)
+
+    async def cmd(self, line: str) -> str:
+        await self.send(line + "\r\n")
+        return await self.reply()
+
+    async def login(self, ftp_info: Any) -> None:
+        greeting = await self.reply()
+        assert greeting.startswith("220"), greeting
+        r = await self.cmd(f"USER {ftp_info.user}")
+        assert r.startswith("331"), r
+        r = await self.cmd(f"PASS {ftp_info.password}")
+        assert r.startswith("230"), r
+
+    async def pasv(self) -> int:
+        r = await self.cmd("PASV")
+        assert r.startswith("227"), r
+        nums = re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", r)
+        assert nums is not None, r
+        assert ".".join(nums.groups()[:4]) == "127.0.0.1", r
+        return int(nums.group(5)) * 256 + int(nums.group(6))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def wait_closed(stream: trio.SocketStream, timeout: float) -> bytes:
+    """Read until EOF/reset; fails if the peer does not close within timeout."""
+    got = b""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                data = await stream.receive_some(BLOCK)
+            except trio.BrokenResourceError:  # reset counts as closed
+                return got
+            if not data:
+                return got
+            got += data
+
+
+async def connect_refused(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing accepts on host:port."""
+    try:
+        with trio.fail_after(5):
+            stream = await trio.open_tcp_stream(host, port)
+    except OSError:
+        return True
+    await stream.aclose()
+    return False
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,
+                     what: str = "condition") -> None:
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.02)
+    assert predicate(), f"timed out after {timeout} s waiting for {what}"
+
+
+# ------------------------------------------------------------------ leak inspection
+def open_channels(conn: Any) -> list[Any]:
+    """SSH channels asyncssh still tracks on one connection (private API)."""
+    if conn is None:
+        return []
+    return list(conn._channels.values())  # noqa: SLF001
+
+
+def remote_listeners(conn: Any) -> list[Any]:
+    """Remote (tcpip-forward) listeners a client connection still holds."""
+    if conn is None:
+        return []
+    return list(conn._remote_listeners.values())  # noqa: SLF001
+
+
+def server_listeners(conn: Any) -> list[Any]:
+    """Listeners an SSH server connection still holds for tcpip-forward."""
+    return list(conn._local_listeners.values())  # noqa: SLF001
+
+
+def server_channels(ssh_info: Any) -> list[Any]:
+    chans: list[Any] = []
+    for conn in ssh_info.connections:
+        chans.extend(open_channels(conn))
+    return chans
+
+
+def assert_direct_requests_only_ftp(ssh_info: Any, ftp_info: Any) -> None:
+    """Every direct-tcpip named the FTP host and its control or passive ports."""
+    assert ssh_info.direct_requests, "no direct-tcpip request at all"
+    for host, port in ssh_info.direct_requests:
+        assert host == ftp_info.host == "127.0.0.1", ssh_info.direct_requests
+        assert port == ftp_info.port or port in FTP_PASSIVE_PORTS, ssh_info.direct_requests
