@@ -48,3 +48,17 @@ def ftp_server(request):
     """Each real FTP server in turn."""
     name = "pyftpdlib_server" if request.param == "pyftpdlib" else request.param
     return request.getfixturevalue(name)
+
+
+@pytest.fixture(scope="session")
+def openssh_local_only(tmp_path_factory):
+    """A second sshd that allows local (direct-tcpip) forwarding only: remote
+    forwards (tcpip-forward) are refused, as for ``--active-mode passive``."""
+    servers.require_tool("sshd")
+    servers.require_tool("ssh-keygen")
+    server = servers.start_openssh(tmp_path_factory.mktemp("sshd-local"),
+                                   extra_config=["AllowTcpForwarding local"])
+    try:
+        yield server
+    finally:
+        server.stop()

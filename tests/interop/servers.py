@@ -40,7 +40,10 @@ DATA_FILES: dict[str, tuple[int, int]] = {
     "empty.bin": (0, 0),
     "one_mib.bin": (1 << 20, 1),
     "big.bin": (32 << 20, 2),
+    # the interop matrix downloads this once per client
+    "random_64mib.bin": (64 << 20, 3),
 }
+BIG_FILE_NAME = "random_64mib.bin"
 TEXT_FILE_NAME = "with space.txt"
 TEXT_FILE_CONTENT = b"a file whose name has a space\r\nline two\n"
 UPLOAD_DIR = "upload"
@@ -87,6 +90,11 @@ def free_port(host: str = HOST) -> int:
 
 def _port_is_free(port: int, host: str = HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the FTP servers' passive listeners do (vsftpd, pyftpdlib): a port
+        # whose old connections linger in TIME_WAIT is free for them.  Without
+        # this, the hundreds of data connections of one interop run made
+        # "no free range of 400 ports" likely in the next run.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -131,6 +139,52 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0, process: subproce
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{host}:{port} did not accept connections within {timeout}s: {last_error}")
         time.sleep(0.05)
+
+
+_WAIT_SCRIPT = r"""
+import socket, sys, time
+host, port, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+        sys.exit(0)
+    except OSError as exc:
+        if time.monotonic() >= deadline:
+            sys.exit("%s:%d did not accept connections: %s" % (host, port, exc))
+    time.sleep(0.05)
+"""
+
+
+def netns_prefix(netns: str | None) -> list[str]:
+    """Command prefix that runs a program in network namespace ``netns``."""
+    return [] if netns is None else [find_tool("ip") or "ip", "netns", "exec", netns]
+
+
+def wait_for_port_in(netns: str | None, host: str, port: int, timeout: float = 10.0,
+                     process: subprocess.Popen | None = None) -> None:
+    """``wait_for_port`` run inside network namespace ``netns`` (None: this one)."""
+    if netns is None:
+        wait_for_port(host, port, timeout=timeout, process=process)
+        return
+    waiter = subprocess.Popen(
+        [*netns_prefix(netns), sys.executable, "-c", _WAIT_SCRIPT, host, str(port), str(timeout)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        while waiter.poll() is None:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(
+                    f"process exited with code {process.returncode} before {host}:{port} accepted")
+            time.sleep(0.05)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+        waiter.wait()
+        err = waiter.stderr.read().decode(errors="replace") if waiter.stderr else ""
+        if waiter.stderr:
+            waiter.stderr.close()
+    if waiter.returncode != 0:
+        raise TimeoutError(f"in netns {netns}: {err.strip()}")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -261,8 +315,14 @@ def start_openssh(
     tmpdir: str | os.PathLike,
     extra_config: str | list[str] | tuple[str, ...] = (),
     timeout: float = 10.0,
+    *,
+    host: str = HOST,
+    netns: str | None = None,
 ) -> OpenSSHServer:
     """Start ``/usr/sbin/sshd -D -e`` on a free 127.0.0.1 port.
+
+    ``host``/``netns``: listen on another address, inside network namespace
+    ``netns`` (run through ``ip netns exec``).
 
     ``extra_config`` lines are appended to sshd_config (e.g.
     ``"AllowTcpForwarding local"``).  sshd uses the first value it reads for
@@ -294,7 +354,7 @@ def start_openssh(
     for _attempt in range(3):
         port = free_port()
         defaults = [
-            f"ListenAddress {HOST}",
+            f"ListenAddress {host}",
             f"Port {port}",
             f"HostKey {host_key}",
             f"PidFile {d / 'sshd.pid'}",
@@ -330,7 +390,7 @@ def start_openssh(
         log = open(log_path, "ab")
         try:
             process = subprocess.Popen(
-                [sshd, "-D", "-e", "-f", str(config_path)],
+                [*netns_prefix(netns), sshd, "-D", "-e", "-f", str(config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -339,7 +399,7 @@ def start_openssh(
         finally:
             log.close()
         try:
-            wait_for_port(HOST, port, timeout=timeout, process=process)
+            wait_for_port_in(netns, host, port, timeout=timeout, process=process)
         except (TimeoutError, RuntimeError) as exc:
             stop_process(process)
             last_error = f"{exc}\n--- sshd log tail ({log_path}) ---\n{_tail(log_path)}"
@@ -348,9 +408,9 @@ def start_openssh(
             raise RuntimeError(f"sshd did not start: {last_error}") from None
 
         known_hosts = d / "known_hosts"
-        known_hosts.write_text(f"[{HOST}]:{port} {host_public_key}\n")
+        known_hosts.write_text(f"[{host}]:{port} {host_public_key}\n")
         return OpenSSHServer(
-            host=HOST,
+            host=host,
             port=port,
             username=getpass.getuser(),
             client_key=str(client_key),
@@ -418,7 +478,8 @@ def _ensure_ftp_user() -> None:
         )
 
 
-def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count: int = 50) -> FTPServer:
+def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count: int = 50, *,
+                 host: str = HOST, port: int | None = None, netns: str | None = None) -> FTPServer:
     """Run vsftpd in the foreground with anonymous login.
 
     Login: user ``anonymous``, any password.  Anonymous avoids PAM and creating
@@ -446,8 +507,9 @@ def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count
     # before dropping privileges, so only the data dir itself must be readable.
 
     last_error = ""
+    fixed_port = port
     for _attempt in range(3):
-        port = free_port()
+        port = fixed_port or free_port()
         pasv = free_port_range(passive_count)
         log_path = d / "vsftpd.log"
         xferlog = d / "xferlog"
@@ -455,7 +517,7 @@ def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count
             f"""\
             listen=YES
             listen_ipv6=NO
-            listen_address={HOST}
+            listen_address={host}
             listen_port={port}
             background=NO
             seccomp_sandbox=NO
@@ -505,7 +567,7 @@ def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count
         out = open(stderr_path, "ab")
         try:
             process = subprocess.Popen(
-                [vsftpd, str(config_path)],
+                [*netns_prefix(netns), vsftpd, str(config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -514,7 +576,7 @@ def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count
         finally:
             out.close()
         try:
-            wait_for_port(HOST, port, timeout=timeout, process=process)
+            wait_for_port_in(netns, host, port, timeout=timeout, process=process)
         except (TimeoutError, RuntimeError) as exc:
             stop_process(process)
             last_error = f"{exc}\n--- vsftpd output ---\n{_tail(stderr_path)}\n--- log ---\n{_tail(log_path)}"
@@ -522,7 +584,7 @@ def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count
                 continue
             raise RuntimeError(f"vsftpd did not start: {last_error}") from None
         return FTPServer(
-            host=HOST,
+            host=host,
             port=port,
             user="anonymous",
             password="ftptrio@example.invalid",
@@ -542,6 +604,8 @@ from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.servers import FTPServer
 
 host, user, password, root, pasv_lo, pasv_hi, log_path = sys.argv[1:8]
+listen_port = int(sys.argv[8]) if len(sys.argv) > 8 else 0
+max_cons = int(sys.argv[9]) if len(sys.argv) > 9 else 512
 logging.basicConfig(filename=log_path, level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(message)s")
 authorizer = DummyAuthorizer()
@@ -557,8 +621,8 @@ Handler.passive_ports = range(int(pasv_lo), int(pasv_hi) + 1)
 Handler.permit_foreign_addresses = False
 Handler.banner = "ftptrio test pyftpdlib"
 Handler.timeout = 300
-server = FTPServer((host, 0), Handler)
-server.max_cons = 512
+server = FTPServer((host, listen_port), Handler)
+server.max_cons = max_cons
 server.max_cons_per_ip = 0
 sys.stdout.write("PORT %d\n" % server.address[1])
 sys.stdout.flush()
@@ -566,22 +630,30 @@ server.serve_forever(handle_exit=True)
 """
 
 
-def start_pyftpdlib(tmpdir: str | os.PathLike, timeout: float = 15.0, passive_count: int = 400) -> FTPServer:
-    """Run pyftpdlib in a subprocess (user ``ftptrio``/``secret``, all perms)."""
+def start_pyftpdlib(tmpdir: str | os.PathLike, timeout: float = 15.0, passive_count: int = 400, *,
+                    host: str = HOST, port: int = 0, netns: str | None = None,
+                    max_cons: int = 512, passive_ports: range | None = None) -> FTPServer:
+    """Run pyftpdlib in a subprocess (user ``ftptrio``/``secret``, all perms).
+
+    ``max_cons``: pyftpdlib's limit on open sockets (control, data and passive
+    listeners together) before it answers new control connections with 421.
+    ``passive_ports``: use this range instead of picking ``passive_count`` free ports.
+    """
     d = Path(tmpdir)
     d.mkdir(parents=True, exist_ok=True)
     root = d / "data"
     populate_data_dir(root)
     script = d / "pyftpdlib_server.py"
     script.write_text(_PYFTPDLIB_SCRIPT)
-    pasv = free_port_range(passive_count)
+    pasv = passive_ports if passive_ports is not None else free_port_range(passive_count)
     log_path = d / "pyftpdlib.log"
     stderr_path = d / "pyftpdlib.stderr"
     user, password = "ftptrio", "secret"
     err = open(stderr_path, "ab")
     try:
         process = subprocess.Popen(
-            [sys.executable, str(script), HOST, user, password, str(root), str(pasv.start), str(pasv.stop - 1), str(log_path)],
+            [*netns_prefix(netns), sys.executable, str(script), host, user, password, str(root),
+             str(pasv.start), str(pasv.stop - 1), str(log_path), str(port), str(max_cons)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -602,12 +674,12 @@ def start_pyftpdlib(tmpdir: str | os.PathLike, timeout: float = 15.0, passive_co
         raise RuntimeError(f"pyftpdlib did not start (got {line!r}):\n{_tail(stderr_path)}")
     port = int(m.group(1))
     try:
-        wait_for_port(HOST, port, timeout=timeout, process=process)
+        wait_for_port_in(netns, host, port, timeout=timeout, process=process)
     except (TimeoutError, RuntimeError) as exc:
         stop_process(process)
         raise RuntimeError(f"pyftpdlib did not start: {exc}\n{_tail(stderr_path)}") from None
     return FTPServer(
-        host=HOST,
+        host=host,
         port=port,
         user=user,
         password=password,
