@@ -1,0 +1,357 @@
+"""Shared helpers for the ftptrio end-to-end benchmarks (throughput, many_files,
+concurrency).
+
+Everything runs on loopback: a real OpenSSH sshd and pyftpdlib started with the
+interop test helpers (``tests/interop/servers.py``), and ftptrio as a
+subprocess through its command line, so that its CPU time (utime+stime from
+/proc/<pid>/stat) and RSS (VmRSS from /proc/<pid>/status) can be measured from
+outside.  Every process started here is stopped in ``finally`` blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "interop"))
+
+import servers  # noqa: E402  (tests/interop/servers.py)
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+# ------------------------------------------------------------------ header/output
+def print_header(title: str) -> None:
+    import ftptrio
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        affinity = os.cpu_count()
+    print(f"# {title}")
+    print(f"ftptrio.IMPLEMENTATION = {ftptrio.IMPLEMENTATION}")
+    print(f"cores: os.cpu_count() = {os.cpu_count()}, usable (affinity) = {affinity}")
+    versions = [f"python {platform.python_version()}", f"ftptrio {ftptrio.__version__}"]
+    for mod in ("trio", "trio_asyncio", "asyncssh", "pyftpdlib"):
+        try:
+            m = __import__(mod)
+            versions.append(f"{mod} {getattr(m, '__version__', getattr(m, '__ver__', '?'))}")
+        except ImportError:
+            versions.append(f"{mod} missing")
+    ssh = shutil.which("ssh")
+    if ssh:
+        out = subprocess.run([ssh, "-V"], capture_output=True, text=True).stderr.strip()
+        versions.append(out.split(",")[0])
+    print("versions: " + ", ".join(versions))
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    sys.stdout.flush()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Plain-text table; numbers right-aligned."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = []
+        for i, c in enumerate(row):
+            numeric = n > 0 and i > 0
+            parts.append(c.rjust(widths[i]) if numeric else c.ljust(widths[i]))
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(c: object) -> str:
+    if c is None:
+        return "-"
+    if isinstance(c, float):
+        if c != c:  # nan
+            return "-"
+        if abs(c) >= 100:
+            return f"{c:.0f}"
+        if abs(c) >= 10:
+            return f"{c:.1f}"
+        return f"{c:.2f}"
+    return str(c)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (p99 of 1000 samples = 990th smallest)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-pct * len(s) // 100)) - 1))
+    return s[k]
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and a == a and b == b else float("nan")
+
+
+# ------------------------------------------------------------------ /proc
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def proc_status_kib(pid: int, key: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def open_files_limit(pid: int) -> str:
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return line.split()[3]
+    return "?"
+
+
+# ------------------------------------------------------------------ data files
+def write_random_file(path: Path, size: int, seed: int, chunk: int = 8 * MIB) -> None:
+    """``size`` pseudo-random bytes from ``random.Random(seed)`` (fixed content)."""
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            f.write(rng.randbytes(n))
+            left -= n
+    os.chmod(path, 0o644)
+
+
+def bench_tmpdir(prefix: str) -> str:
+    """A temp dir on tmpfs (/dev/shm) when available, so disk I/O stays out."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+# ------------------------------------------------------------------ processes
+def stop(proc: subprocess.Popen | None) -> None:
+    servers.stop_process(proc)
+
+
+@dataclass
+class Ftptrio:
+    """ftptrio running as a subprocess via ``python -m ftptrio``."""
+
+    process: subprocess.Popen
+    port: int
+    mode: str
+    log_path: str
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmHWM")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def start_ftptrio(ssh: "servers.OpenSSHServer", ftp: "servers.FTPServer", workdir: str,
+                  *, active_mode: str | None = None, extra: Sequence[str] = (),
+                  tag: str = "ftptrio") -> Ftptrio:
+    """Start ftptrio on a free local port forwarding to ``ftp`` through ``ssh``
+    and wait until it accepts connections."""
+    last = ""
+    for _attempt in range(3):
+        port = servers.free_port()
+        args = [sys.executable, "-m", "ftptrio",
+                "-L", f"{HOST}:{port}:{ftp.host}:{ftp.port}",
+                "-p", str(ssh.port), "-i", ssh.client_key,
+                "-o", f"UserKnownHostsFile={ssh.known_hosts}", os.environ.get("FTPTRIO_BENCH_VERBOSITY", "-q")]
+        if active_mode:
+            args += ["--active-mode", active_mode]
+        args += list(extra)
+        args.append(f"{ssh.username}@{ssh.host}")
+        log_path = os.path.join(workdir, f"{tag}-{port}.log")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True)
+        fx = Ftptrio(proc, port, active_mode or "remote-forward", log_path, args)
+        try:
+            servers.wait_for_port(HOST, port, timeout=30, process=proc)
+            return fx
+        except (TimeoutError, RuntimeError) as exc:
+            fx.stop()
+            last = f"{exc}\n{fx.log()[-3000:]}"
+            if "cannot listen" in last or "in use" in last:
+                continue
+            break
+    raise RuntimeError(f"ftptrio did not start: {last}")
+
+
+def ssh_base_args(ssh: "servers.OpenSSHServer", cipher: str | None = None) -> list[str]:
+    args = ["-F", "/dev/null", "-p", str(ssh.port), "-i", ssh.client_key,
+            "-o", f"UserKnownHostsFile={ssh.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+    if cipher:
+        args += ["-c", cipher]
+    return args
+
+
+def start_ssh_forward(ssh: "servers.OpenSSHServer", dest_port: int, workdir: str,
+                      cipher: str | None = None) -> tuple[subprocess.Popen, int]:
+    """``ssh -N -L 127.0.0.1:PORT:127.0.0.1:dest_port`` (OpenSSH cannot listen on
+    port 0, so a free port is picked first)."""
+    last = ""
+    for _attempt in range(3):
+        port = servers.free_port()
+        args = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes",
+                "-L", f"{HOST}:{port}:{HOST}:{dest_port}", *ssh_base_args(ssh, cipher),
+                f"{ssh.username}@{ssh.host}"]
+        log_path = os.path.join(workdir, f"ssh-L-{port}.log")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True)
+        try:
+            servers.wait_for_port(HOST, port, timeout=30, process=proc)
+            return proc, port
+        except (TimeoutError, RuntimeError) as exc:
+            stop(proc)
+            last = f"{exc}: {Path(log_path).read_text(errors='replace')[-2000:]}"
+    raise RuntimeError(f"ssh -L did not start: {last}")
+
+
+def negotiated_cipher(ssh: "servers.OpenSSHServer") -> str:
+    """Cipher of the most recent SSH connection, from sshd's DEBUG1 log."""
+    cipher = "?"
+    for line in ssh.log().splitlines():
+        if "kex: client->server cipher:" in line:
+            cipher = line.split("cipher:")[1].split()[0]
+    return cipher
+
+
+def sshd_limits(ssh: "servers.OpenSSHServer") -> str:
+    """Effective MaxSessions / MaxStartups of the test sshd (``sshd -T``)."""
+    sshd = servers.find_tool("sshd") or "sshd"
+    out = subprocess.run([sshd, "-T", "-f", ssh.config_path, "-C",
+                          f"user={ssh.username},host=localhost,addr={HOST}"],
+                         capture_output=True, text=True, timeout=30).stdout
+    keep = [ln for ln in out.splitlines()
+            if ln.split(" ")[0] in ("maxsessions", "maxstartups", "allowtcpforwarding")]
+    return ", ".join(keep)
+
+
+@dataclass
+class Bed:
+    """A test bed: sshd + pyftpdlib in one temp dir."""
+
+    workdir: str
+    ssh: "servers.OpenSSHServer"
+    ftp: "servers.FTPServer"
+    stack: contextlib.ExitStack
+
+    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self.stack.callback(stop, proc)
+        return proc
+
+    def ftptrio(self, active_mode: str | None = None, **kw) -> Ftptrio:
+        fx = start_ftptrio(self.ssh, self.ftp, self.workdir, active_mode=active_mode, **kw)
+        self.stack.callback(fx.stop)
+        return fx
+
+
+def _bindable(port: int) -> bool:
+    # pyftpdlib binds passive ports with SO_REUSEADDR, so ports still in
+    # TIME_WAIT (from earlier runs) are usable: test the same way.
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def passive_range(count: int, low: int = servers.PASSIVE_SEARCH_LOW,
+                  high: int = servers.PASSIVE_SEARCH_HIGH) -> range:
+    """``count`` consecutive ports outside the ephemeral range, bindable with
+    SO_REUSEADDR (servers.free_port_range refuses ports in TIME_WAIT, which
+    the many-files runs leave behind by the thousand)."""
+    rng = random.Random()
+    for _ in range(500):
+        start = rng.randrange(low, high - count)
+        candidate = range(start, start + count)
+        if all(_bindable(p) for p in candidate):
+            return candidate
+    raise RuntimeError(f"no bindable range of {count} ports in {low}-{high}")
+
+
+@contextlib.contextmanager
+def test_bed(prefix: str, *, passive_count: int = 400, max_cons: int = 512,
+             keep: bool = False) -> Iterator[Bed]:
+    """Start sshd and pyftpdlib on loopback; stop everything (and remove the
+    temp dir unless ``keep``) on exit."""
+    workdir = bench_tmpdir(prefix)
+    with contextlib.ExitStack() as stack:
+        if not keep:
+            stack.callback(shutil.rmtree, workdir, True)
+        ssh = servers.start_openssh(os.path.join(workdir, "sshd"))
+        stack.callback(ssh.stop)
+        ftp = servers.start_pyftpdlib(os.path.join(workdir, "ftp"), max_cons=max_cons,
+                                      passive_ports=passive_range(passive_count))
+        stack.callback(ftp.stop)
+        yield Bed(workdir, ssh, ftp, stack)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def connect(port: int, timeout: float = 30.0) -> socket.socket:
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Bulk throughput of ftptrio against the routes a user would otherwise take.
+
+Against a real OpenSSH sshd and pyftpdlib on loopback, one file (fixed seed)
+is downloaded and uploaded over every route:
+
+  direct FTP            curl -> pyftpdlib, EPSV, no SSH
+  ftptrio passive       curl (EPSV) -> ftptrio -> SSH -> pyftpdlib
+  ftptrio active        curl -P - (EPRT) -> ftptrio (tcpip-forward on sshd)
+  ftptrio act->pasv     curl -P - through ftptrio --active-mode passive
+  ssh -L default        plain TCP stream through `ssh -N -L` (default cipher)
+  ssh -L aes128-gcm     same, `-c aes128-gcm@openssh.com`
+  asyncssh asyncio      same TCP stream through asyncssh forward_local_port on
+                        a stock asyncio loop (subprocess, aes128-gcm)
+  sftp default/aes-gcm  `sftp -b` get / put of the same file
+
+The TCP stream server (a subprocess) serves with os.sendfile and sinks with
+4 MiB recv_into; the bench's client side uses 1 MiB buffers.  FTP routes use
+curl (time = curl's time_total, i.e. login + transfer, without process start).
+sftp times exclude SSH connection setup (the median wall time of an sftp batch
+that only runs `pwd` is subtracted, and printed).
+
+Reported: MB/s (10^6 B/s, median of --repeat), ftptrio's ratio to each
+baseline, and CPU seconds per GiB of the forwarding process (ftptrio, the ssh
+client of `ssh -L`, the asyncssh subprocess).  Repetitions are interleaved
+(rep outer, route inner) to spread background noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402
+
+AES = "aes128-gcm@openssh.com"
+SEED = 20240607
+
+_STREAM_SERVER = r'''
+import os, socket, struct, sys, threading
+path = sys.argv[1]
+lsock = socket.socket()
+lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lsock.bind(("127.0.0.1", 0)); lsock.listen(64)
+print("PORT", lsock.getsockname()[1], flush=True)
+
+def recv_exact(c, n):
+    b = b""
+    while len(b) < n:
+        x = c.recv(n - len(b))
+        if not x:
+            raise EOFError
+        b += x
+    return b
+
+def handle(c):
+    try:
+        cmd, size = struct.unpack("!cQ", recv_exact(c, 9))
+        if cmd == b"D":   # download: send `size` bytes of the file
+            with open(path, "rb") as f:
+                off = 0
+                while off < size:
+                    n = os.sendfile(c.fileno(), f.fileno(), off, size - off)
+                    if n == 0:
+                        break
+                    off += n
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)
+        else:             # upload: read to EOF, answer with the byte count
+            buf = bytearray(4 << 20); total = 0
+            while True:
+                n = c.recv_into(buf)
+                if not n:
+                    break
+                total += n
+            c.sendall(struct.pack("!Q", total))
+    except Exception as exc:
+        print("stream server error:", repr(exc), file=sys.stderr, flush=True)
+    finally:
+        c.close()
+
+while True:
+    c, _ = lsock.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+'''
+
+_ASYNCSSH_FORWARDER = r'''
+import asyncio, sys, asyncssh
+host, port, user, key, kh, dport, cipher = sys.argv[1:8]
+async def main():
+    conn = await asyncssh.connect(host, port=int(port), username=user, client_keys=[key],
+                                  known_hosts=kh, encryption_algs=[cipher])
+    listener = await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", int(dport))
+    print("PORT", listener.get_port(), flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+'''
+
+
+def start_script(bed: C.Bed, name: str, source: str, *args: str) -> tuple[subprocess.Popen, int]:
+    """Run a helper script that prints 'PORT n' once it listens."""
+    script = Path(bed.workdir) / f"{name}.py"
+    script.write_text(source)
+    err = open(Path(bed.workdir) / f"{name}.stderr", "ab")
+    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
+                                    stderr=err, stdin=subprocess.DEVNULL, start_new_session=True))
+    err.close()
+    line = proc.stdout.readline().decode()
+    if not line.startswith("PORT "):
+        raise RuntimeError(f"{name} did not start: {line!r} "
+                           f"{(Path(bed.workdir) / f'{name}.stderr').read_text()[-2000:]}")
+    port = int(line.split()[1])
+    C.servers.wait_for_port(C.HOST, port, timeout=30, process=proc)
+    return proc, port
+
+
+# ---------------------------------------------------------------- transfers
+def stream_download(port: int, size: int) -> float:
+    import struct
+
+    buf = bytearray(C.MIB)
+    with C.connect(port, timeout=120) as s:
+        t0 = time.perf_counter()
+        s.sendall(struct.pack("!cQ", b"D", size))
+        total = 0
+        while True:
+            n = s.recv_into(buf)
+            if not n:
+                break
+            total += n
+        dt = time.perf_counter() - t0
+    if total != size:
+        raise RuntimeError(f"stream download got {total} of {size} bytes")
+    return dt
+
+
+def stream_upload(port: int, path: Path, size: int) -> float:
+    import struct
+
+    buf = bytearray(C.MIB)
+    view = memoryview(buf)
+    with C.connect(port, timeout=120) as s, open(path, "rb", buffering=0) as f:
+        t0 = time.perf_counter()
+        s.sendall(struct.pack("!cQ", b"U", size))
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            s.sendall(view[:n])
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while len(got) < 8:
+            x = s.recv(8 - len(got))
+            if not x:
+                break
+            got += x
+        dt = time.perf_counter() - t0
+    total = struct.unpack("!Q", got)[0] if len(got) == 8 else -1
+    if total != size:
+        raise RuntimeError(f"stream upload: sink got {total} of {size} bytes")
+    return dt
+
+
+def curl(ftp: C.servers.FTPServer, port: int, direction: str, path: Path, size: int,
+         active: bool, upload_name: str) -> float:
+    args = ["curl", "-s", "-S", "--max-time", "600", "--no-ftp-skip-pasv-ip"]
+    if active:
+        args += ["-P", "-"]
+    if direction == "down":
+        args += ["-o", "/dev/null", "-w", "%{time_total} %{size_download}",
+                 ftp.url(path.name, host=C.HOST, port=port)]
+    else:
+        args += ["-T", str(path), "-w", "%{time_total} %{size_upload}",
+                 ftp.url(f"{ftp.upload_dir}/{upload_name}", host=C.HOST, port=port)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"curl {direction} failed ({out.returncode}): {out.stderr.strip()}")
+    t, n = out.stdout.split()
+    if int(float(n)) != size:
+        raise RuntimeError(f"curl {direction}: {n} of {size} bytes")
+    if direction == "up":
+        dest = ftp.path(f"{ftp.upload_dir}/{upload_name}")
+        got = dest.stat().st_size
+        dest.unlink()
+        if got != size:
+            raise RuntimeError(f"upload stored {got} of {size} bytes")
+    return float(t)
+
+
+def sftp_run(bed: C.Bed, batch: str, cipher: str | None) -> float:
+    bf = Path(bed.workdir) / "sftp.batch"
+    bf.write_text(batch)
+    ssh = bed.ssh
+    args = ["sftp", "-q", "-b", str(bf), *C.ssh_base_args(ssh, cipher)]
+    # sftp takes -P for the port, not -p
+    args[args.index("-p")] = "-P"
+    args.append(f"{ssh.username}@{ssh.host}")
+    t0 = time.perf_counter()
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    dt = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"sftp failed: {out.stderr.strip()} {out.stdout.strip()}")
+    return dt
+
+
+# ---------------------------------------------------------------- main
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=C.GIB,
+                    help="file size in bytes (default 1 GiB = 1073741824)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="repetitions per route and direction; medians reported (default 3)")
+    ap.add_argument("--quick", action="store_true",
+                    help="64 MiB, 1 repetition (well under a minute)")
+    ap.add_argument("--no-sftp", action="store_true", help="skip the sftp baselines")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
+    args = ap.parse_args()
+    if args.quick:
+        args.size, args.repeat = 64 * C.MIB, 1
+    size, repeat = args.size, args.repeat
+
+    C.print_header("ftptrio throughput benchmark")
+    print(f"file: {size} bytes ({size / C.MIB:.0f} MiB), random.Random({SEED}); "
+          f"repeat {repeat}, median reported; MB/s = 10^6 B/s")
+    t_start = time.monotonic()
+
+    with C.test_bed("ftptrio-bench-tp-", keep=args.keep) as bed:
+        ftp = bed.ftp
+        data = Path(ftp.root) / "bench_throughput.bin"
+        C.write_random_file(data, size, SEED)
+        upload_src = data  # same file both directions
+
+        stream_proc, stream_port = start_script(bed, "stream_server", _STREAM_SERVER, str(data))
+
+        # forwarders
+        fx_pasv = bed.ftptrio(tag="ftptrio-default")  # passive + active (remote-forward)
+        cipher_ftptrio = C.negotiated_cipher(bed.ssh)
+        fx_conv = bed.ftptrio(active_mode="passive", tag="ftptrio-conv")
+        ssh_def, ssh_def_port = C.start_ssh_forward(bed.ssh, stream_port, bed.workdir)
+        bed.add(ssh_def)
+        C.wait_until(lambda: False, 0.2)
+        cipher_ssh_def = C.negotiated_cipher(bed.ssh)
+        ssh_aes, ssh_aes_port = C.start_ssh_forward(bed.ssh, stream_port, bed.workdir, AES)
+        bed.add(ssh_aes)
+        ash_proc, ash_port = start_script(
+            bed, "asyncssh_forwarder", _ASYNCSSH_FORWARDER, bed.ssh.host, str(bed.ssh.port),
+            bed.ssh.username, bed.ssh.client_key, bed.ssh.known_hosts, str(stream_port), AES)
+        print(f"ciphers: ftptrio {cipher_ftptrio} (its default), ssh -L default {cipher_ssh_def}, "
+              f"asyncssh {AES}")
+        print(f"ftptrio pids: default {fx_pasv.pid}, --active-mode passive {fx_conv.pid}")
+
+        sftp_overhead: dict[str | None, float] = {}
+        if not args.no_sftp:
+            for cph in (None, AES):
+                sftp_overhead[cph] = C.median([sftp_run(bed, "pwd\n", cph) for _ in range(3)])
+            print("sftp session overhead subtracted (median of 3 `pwd` batches): "
+                  + ", ".join(f"{'default' if k is None else 'aes128-gcm'} {v * 1000:.0f} ms"
+                              for k, v in sftp_overhead.items()))
+        sys.stdout.flush()
+
+        # route -> (function(direction) -> seconds, pid whose CPU is measured or None)
+        up_name = "up.bin"
+
+        def ftp_route(port: int, active: bool):
+            return lambda d: curl(ftp, port, d, data if d == "down" else upload_src, size,
+                                  active, up_name)
+
+        def stream_route(port: int):
+            return lambda d: (stream_download(port, size) if d == "down"
+                              else stream_upload(port, upload_src, size))
+
+        def sftp_route(cph: str | None):
+            def run(d: str) -> float:
+                if d == "down":
+                    batch = f'get "{data}" /dev/null\n'
+                else:
+                    dest = Path(ftp.root) / ftp.upload_dir / "up_sftp.bin"
+                    batch = f'put "{upload_src}" "{dest}"\n'
+                dt = sftp_run(bed, batch, cph) - sftp_overhead[cph]
+                if d == "up":
+                    got = dest.stat().st_size
+                    dest.unlink()
+                    if got != size:
+                        raise RuntimeError(f"sftp put stored {got} of {size}")
+                return dt
+            return run
+
+        routes: list[tuple[str, object, int | None]] = [
+            ("direct FTP (EPSV)", ftp_route(ftp.port, False), None),
+            ("ftptrio passive (EPSV)", ftp_route(fx_pasv.port, False), fx_pasv.pid),
+            ("ftptrio active (EPRT)", ftp_route(fx_pasv.port, True), fx_pasv.pid),
+            ("ftptrio active->passive", ftp_route(fx_conv.port, True), fx_conv.pid),
+            ("ssh -L default cipher", stream_route(ssh_def_port), ssh_def.pid),
+            ("ssh -L aes128-gcm", stream_route(ssh_aes_port), ssh_aes.pid),
+            ("asyncssh asyncio aes128-gcm", stream_route(ash_port), ash_proc.pid),
+        ]
+        if not args.no_sftp:
+            routes += [("sftp default cipher", sftp_route(None), None),
+                       ("sftp aes128-gcm", sftp_route(AES), None)]
+
+        times: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
+        errors: list[str] = []
+        for rep in range(repeat):
+            for name, fn, pid in routes:
+                for d in ("down", "up"):
+                    c0 = C.cpu_seconds(pid) if pid else 0.0
+                    try:
+                        dt = fn(d)  # type: ignore[operator]
+                    except Exception as exc:  # report and go on
+                        errors.append(f"rep {rep} {name} {d}: {exc}")
+                        print(f"ERROR {name} {d}: {exc}", flush=True)
+                        continue
+                    if pid:
+                        cpu.setdefault((name, d), []).append(C.cpu_seconds(pid) - c0)
+                    times.setdefault((name, d), []).append(dt)
+            print(f"... repetition {rep + 1}/{repeat} done "
+                  f"({time.monotonic() - t_start:.0f} s)", flush=True)
+
+        for fx in (fx_pasv, fx_conv):
+            if not fx.alive():
+                errors.append(f"ftptrio pid {fx.pid} exited with {fx.process.returncode}")
+        ftptrio_rss = {fx.mode: fx.hwm_kib() for fx in (fx_pasv, fx_conv) if fx.alive()}
+        logs = (fx_pasv.log() + fx_conv.log()).strip()
+
+    def mbps(name: str, d: str) -> float:
+        return size / C.median(times[(name, d)]) / 1e6 if (name, d) in times else float("nan")
+
+    def cpu_gib(name: str, d: str) -> float:
+        v = cpu.get((name, d))
+        return C.median(v) * C.GIB / size if v else float("nan")
+
+    print()
+    print("## Throughput (MB/s, median) and CPU of the forwarding process (s per GiB)")
+    rows = []
+    for name, _fn, pid in routes:
+        rows.append([name, mbps(name, "down"), mbps(name, "up"),
+                     cpu_gib(name, "down") if pid else None, cpu_gib(name, "up") if pid else None,
+                     " ".join(f"{size / t / 1e6:.0f}" for t in times.get((name, "down"), [])),
+                     " ".join(f"{size / t / 1e6:.0f}" for t in times.get((name, "up"), []))])
+    print(C.table(["route", "down MB/s", "up MB/s", "CPU s/GiB down", "CPU s/GiB up",
+                   "all down", "all up"], rows))
+
+    ftptrio_routes = [r[0] for r in routes if r[0].startswith("ftptrio")]
+    baselines = [r[0] for r in routes if not r[0].startswith("ftptrio")]
+    print()
+    print("## Ratios, same run: ftptrio MB/s / baseline MB/s (goal: >= 1.0 vs ssh -L aes128-gcm, "
+          ">= 1.3 vs sftp)")
+    rows = []
+    for f in ftptrio_routes:
+        for d in ("down", "up"):
+            rows.append([f"{f} {d}"] + [C.ratio(mbps(f, d), mbps(b, d)) for b in baselines])
+    print(C.table(["ftptrio route"] + baselines, rows))
+
+    print()
+    print("## CPU ratio: ftptrio CPU s/GiB / asyncssh-on-asyncio CPU s/GiB (goal <= 1.2)")
+    ref = "asyncssh asyncio aes128-gcm"
+    rows = [[f, C.ratio(cpu_gib(f, "down"), cpu_gib(ref, "down")),
+             C.ratio(cpu_gib(f, "up"), cpu_gib(ref, "up"))] for f in ftptrio_routes]
+    print(C.table(["ftptrio route", "down", "up"], rows))
+    print()
+    print("ftptrio peak RSS (VmHWM, KiB): " + ", ".join(f"{k} {v}" for k, v in ftptrio_rss.items()))
+    print(f"direct FTP download reaches {mbps('direct FTP (EPSV)', 'down'):.0f} MB/s "
+          f"(curl is {'not ' if mbps('direct FTP (EPSV)', 'down') > 1000 else ''}"
+          f"the bottleneck if this is > 1000)")
+    if logs:
+        print("ftptrio stderr (last 2000 chars):\n" + logs[-2000:])
+    print(f"errors: {len(errors)}")
+    for e in errors:
+        print("  " + e)
+    print(f"total wall time {time.monotonic() - t_start:.0f} s")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
