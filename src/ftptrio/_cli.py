@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import signal
@@ -12,6 +13,7 @@ from typing import Sequence
 import trio
 
 from ._config import Config, ForwardSpec, SSHOptions
+from ._datachannel import TransferStats
 from ._errors import ConfigError, FtptrioError
 
 log = logging.getLogger("ftptrio")
@@ -43,7 +45,7 @@ exit codes: 0 clean exit, 2 usage or option error, 3 SSH connection failed,
             4 local port could not be bound, 1 anything else.
 """
 
-_SSH_OPTIONS = {"port", "user", "identityfile", "userknownhostsfile",
+_SSH_OPTIONS = {"port", "user", "identityfile", "userknownhostsfile", "proxyjump",
                 "stricthostkeychecking", "serveraliveinterval", "serveralivecountmax",
                 "ciphers", "connecttimeout"}
 
@@ -84,8 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="options", action="append", default=[], metavar="Option=value",
                    help="ssh-style option: Port, User, IdentityFile, UserKnownHostsFile, "
                         "StrictHostKeyChecking (yes|accept-new|no), ServerAliveInterval, "
-                        "ServerAliveCountMax, Ciphers, ConnectTimeout")
+                        "ServerAliveCountMax, Ciphers, ConnectTimeout, ProxyJump")
     p.add_argument("-F", dest="config_file", help="ssh_config file (default ~/.ssh/config)")
+    p.add_argument("-J", dest="jump", metavar="[user@]host[:port]",
+                   help="connect through this jump host (ssh -J / ProxyJump; comma-separated "
+                        "for several)")
     p.add_argument("-g", dest="gateway", action="store_true",
                    help="let other hosts connect to data listeners (binds 0.0.0.0)")
     p.add_argument("-N", action="store_true", help="accepted for ssh compatibility (no-op)")
@@ -113,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGINT/SIGTERM, let running sessions finish for up to this "
                         "long (default 10); a second signal stops at once")
+    p.add_argument("--stats", action="store_true",
+                   help="print a summary (sessions, transfers, bytes, errors) at exit")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="log lines as text (default) or one JSON object per line")
     p.add_argument("-v", dest="verbose", action="count", default=0,
                    help="more logging (-v: rewriting decisions, -vv: protocol lines)")
     p.add_argument("-q", dest="quiet", action="store_true", help="only errors")
@@ -157,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             keepalive_interval=float(opts.get("serveraliveinterval", 15)),
             keepalive_count_max=int(opts.get("serveralivecountmax", 3)),
             connect_timeout=float(opts.get("connecttimeout", 15)),
+            proxy_jump=args.jump or opts.get("proxyjump"),
         )
     except ValueError as exc:
         raise ConfigError(f"bad option value: {exc}") from None
@@ -174,10 +184,26 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (+ transfer fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                 "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        if hasattr(record, "transfer"):
+            entry["transfer"] = record.transfer
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s",
-                        datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONFormatter() if log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     if verbose < 2:  # protocol-line tracing only at -vv
         logging.getLogger("ftptrio._control").setLevel(max(level, logging.INFO)
                                                         if verbose < 1 else logging.DEBUG)
@@ -189,11 +215,12 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 
 
-async def _run(config: Config, grace: float) -> None:
+async def _run(config: Config, grace: float, stats_out: list) -> None:
     from ._server import serve
 
     async with trio.open_nursery() as nursery:
         forwarder = await nursery.start(serve, config)
+        stats_out.append(forwarder.stats)
         for host, port in forwarder.addresses:
             log.info("ready: FTP clients connect to %s:%d", host, port)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -234,14 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"ftptrio {__version__} (rewriter: {IMPLEMENTATION})")
         return EXIT_OK
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose, args.quiet, args.log_format)
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         print(f"ftptrio: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    stats: list = []
     try:
-        trio.run(_run, config, args.grace)
+        trio.run(_run, config, args.grace, stats)
     except BaseException as exc:  # noqa: BLE001 - turned into one clear line
         leaf = _leaf(exc)
         if isinstance(leaf, KeyboardInterrupt):
@@ -253,7 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ftptrio: cannot listen: {leaf}", file=sys.stderr)
             return EXIT_BIND
         raise
+    finally:
+        if args.stats and stats:
+            print(format_stats(stats[0]), file=sys.stderr)
     return EXIT_OK
+
+
+def format_stats(stats: "TransferStats") -> str:
+    modes = ", ".join(f"{mode} {count}" for mode, count in sorted(stats.by_mode.items()))
+    return (f"ftptrio stats: {stats.sessions} sessions, {stats.transfers} transfers "
+            f"({modes or 'none'}), {stats.transfer_errors} transfer errors, "
+            f"{stats.bytes_to_client:,} bytes to clients, "
+            f"{stats.bytes_to_server:,} bytes to servers")
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -49,6 +49,8 @@ class SSHOptions:
     strict_host_key_checking: Literal["yes", "accept-new", "no"] = "yes"
     config_files: tuple[str, ...] | None = None
     ciphers: tuple[str, ...] | None = None
+    #: ProxyJump: "[user@]host[:port]" jump host(s), comma-separated (ssh -J)
+    proxy_jump: str | None = None
     keepalive_interval: float = 15.0
     keepalive_count_max: int = 3
     connect_timeout: float = 15.0

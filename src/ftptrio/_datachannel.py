@@ -52,6 +52,7 @@ class DataContext:
 
 
 def _log_transfer(ctx: DataContext, mode: Mode, started: float, result: RelayResult) -> None:
+    """One log line per transfer: client, mode, direction, bytes, time, rate, result."""
     to_server, to_client = result.to_ssh, result.from_ssh
     ctx.stats.bytes_to_server += to_server
     ctx.stats.bytes_to_client += to_client
@@ -59,9 +60,14 @@ def _log_transfer(ctx: DataContext, mode: Mode, started: float, result: RelayRes
     seconds = max(trio.current_time() - started, 1e-9)
     total = to_server + to_client
     direction = "upload" if to_server > to_client else "download"
-    log.info("session %d: %s %s data: %d bytes in %.3f s (%.1f MB/s)%s", ctx.session_id,
-             mode, direction, total, seconds, total / seconds / 1e6,
-             f", error: {result.error}" if result.error else "")
+    log.info("session %d: transfer client=%s mode=%s direction=%s bytes=%d seconds=%.3f "
+             "rate=%.1fMB/s result=%s", ctx.session_id, ctx.client_host, mode, direction,
+             total, seconds, total / seconds / 1e6,
+             f"error ({result.error})" if result.error else "ok",
+             extra={"transfer": {"session": ctx.session_id, "client": ctx.client_host,
+                                 "mode": mode, "direction": direction, "bytes": total,
+                                 "seconds": round(seconds, 6),
+                                 "result": result.error or "ok"}})
 
 
 async def open_data_listener(ctx: DataContext, local_host: str) -> trio.socket.SocketType:

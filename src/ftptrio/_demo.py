@@ -11,6 +11,7 @@ import ftplib
 import hashlib
 import io
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -33,8 +34,13 @@ class DemoResult:
 
 
 def _transfer(host: str, port: int, user: str, password: str, passive: bool,
-              direction: str, payload: bytes, name: str) -> DemoResult:
+              direction: str, payload: bytes, name: str, moved: list[int]) -> DemoResult:
+    """One ftplib transfer; ``moved[0]`` counts bytes as they go (for progress)."""
     start = time.perf_counter()
+
+    def count(chunk: bytes) -> None:
+        moved[0] += len(chunk)
+
     try:
         with ftplib.FTP() as ftp:
             ftp.connect(host, port, timeout=60)
@@ -42,11 +48,16 @@ def _transfer(host: str, port: int, user: str, password: str, passive: bool,
             ftp.set_pasv(passive)
             if direction == "download":
                 sink = io.BytesIO()
-                ftp.retrbinary(f"RETR {name}", sink.write, blocksize=256 * 1024)
+
+                def write(chunk: bytes) -> None:
+                    sink.write(chunk)
+                    count(chunk)
+
+                ftp.retrbinary(f"RETR {name}", write, blocksize=256 * 1024)
                 got = sink.getvalue()
             else:
                 ftp.storbinary(f"STOR {os.path.basename(name)}", io.BytesIO(payload),
-                               blocksize=256 * 1024)
+                               blocksize=256 * 1024, callback=count)
             ftp.quit()
         if direction == "upload":  # name is the server-side path: check what arrived
             with open(name, "rb") as f:
@@ -87,9 +98,14 @@ async def run_demo(size: int = 16 * 1024 * 1024, out=print) -> bool:
                         for direction in ("download", "upload"):
                             name = ("demo.bin" if direction == "download" else
                                     os.path.join(ftp.root, f"up-{mode.replace('->', '-to-')}.bin"))
-                            result = await trio.to_thread.run_sync(
-                                _transfer, host, port, ftp.user, ftp.password, passive,
-                                direction, payload, name)
+                            moved = [0]
+                            async with trio.open_nursery() as nursery:
+                                nursery.start_soon(_show_progress, mode, direction, moved,
+                                                   size, out)
+                                result = await trio.to_thread.run_sync(
+                                    _transfer, host, port, ftp.user, ftp.password, passive,
+                                    direction, payload, name, moved)
+                                nursery.cancel_scope.cancel()
                             result.mode = mode
                             results.append(result)
                             out(_format(result))
@@ -98,6 +114,26 @@ async def run_demo(size: int = 16 * 1024 * 1024, out=print) -> bool:
     out(f"{'ALL TRANSFERS VERIFIED' if ok else 'SOME TRANSFERS FAILED'}: "
         f"{sum(r.ok for r in results)}/{len(results)} ok, {total / 1e6:.1f} MB moved")
     return ok
+
+
+async def _show_progress(mode: str, direction: str, moved: list[int], size: int,
+                         out) -> None:
+    """A live line on a terminal; plain lines (every 2 s) otherwise."""
+    live = out is print and sys.stdout.isatty()
+    interval = 0.1 if live else 2.0
+    try:
+        while True:
+            await trio.sleep(interval)
+            line = (f"  {mode:<16} {direction:<9} {moved[0] / max(size, 1):6.1%} "
+                    f"{moved[0]:>11,} bytes")
+            if live:
+                sys.stdout.write("\r" + line)
+                sys.stdout.flush()
+            else:
+                out(line)
+    finally:
+        if live:
+            sys.stdout.write("\r" + " " * 60 + "\r")
 
 
 def _format(r: DemoResult) -> str:

@@ -126,7 +126,8 @@ class Session:
                     await self._server.aclose()
                 await self.client.aclose()
             self.stats.sessions_active -= 1
-            log.info("session %d: closed after %.1f s", self.id,
+            log.info("session %d: closed client=%s ftp=%s:%d seconds=%.1f", self.id,
+                     self.client_addr, self.forward.ftp_host, self.forward.ftp_port,
                      trio.current_time() - started)
 
     # ------------------------------------------------------------------ readers

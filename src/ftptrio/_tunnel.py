@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -414,6 +415,7 @@ class Tunnel:
         self._owned = connection is None
         self._lock = trio.Lock()
         self._listen_lock = trio.Lock()
+        self._jumps: list[Any] = []  # ProxyJump connections under self._conn
         self._backoff = 0.0
         self._retry_at = 0.0
         self._last_error = ""
@@ -445,13 +447,14 @@ class Tunnel:
             if conn is not None:
                 log.warning("SSH connection lost; reconnecting")
             try:
-                self._conn = await _connect(self.options)
+                self._conn, self._jumps = await _connect_via_jumps(self.options)
             except TunnelError as exc:
                 self._conn = None
                 self._backoff = min(self._backoff * 2, RECONNECT_MAX) if self._backoff else 1.0
                 self._retry_at = trio.current_time() + self._backoff
                 self._last_error = str(exc)
-                log.warning("%s; retrying in %.0f s", exc, self._backoff)
+                if self.connects:  # a reconnect: the next client triggers another try
+                    log.warning("%s; retrying in %.0f s", exc, self._backoff)
                 raise
             self._backoff = 0.0
             self.connects += 1
@@ -501,15 +504,17 @@ class Tunnel:
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
+        jumps, self._jumps = self._jumps, []
         if conn is None or not self._owned:
             return
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
-            conn.close()
-            try:
-                await trio_asyncio.aio_as_trio(conn.wait_closed)()
-            except Exception as exc:
-                log.debug("closing SSH connection: %r", exc)
+            for each in [conn, *reversed(jumps)]:
+                each.close()
+                try:
+                    await trio_asyncio.aio_as_trio(each.wait_closed)()
+                except Exception as exc:
+                    log.debug("closing SSH connection: %r", exc)
 
 
 def _is_closed(conn: Any) -> bool:
@@ -520,7 +525,39 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
 
-async def _connect(options: SSHOptions) -> Any:
+def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
+    """ProxyJump "[user@]host[:port],..." as options for each hop."""
+    hops = []
+    for hop in filter(None, (options.proxy_jump or "").split(",")):
+        user, _, hostport = hop.strip().rpartition("@")
+        if hostport.startswith("["):  # [ipv6]:port
+            host, _, port = hostport[1:].partition("]")
+            port = port.lstrip(":")
+        else:
+            host, _, port = hostport.partition(":")
+        try:
+            hops.append(dataclasses.replace(options, host=host, port=int(port) if port else None,
+                                            username=user or None, proxy_jump=None))
+        except ValueError:
+            raise TunnelError(f"bad jump host {hop!r}: expected [user@]host[:port]") from None
+    return hops
+
+
+async def _connect_via_jumps(options: SSHOptions) -> tuple[Any, list[Any]]:
+    """Connect, through ProxyJump hosts first if any (each checked and
+    authenticated with the same known_hosts, keys and policy as the target)."""
+    jumps: list[Any] = []
+    try:
+        for hop in _jump_hosts(options):
+            jumps.append(await _connect(hop, via=jumps[-1] if jumps else None))
+        return await _connect(options, via=jumps[-1] if jumps else None), jumps
+    except BaseException:
+        for jump in jumps:
+            jump.close()
+        raise
+
+
+async def _connect(options: SSHOptions, via: Any = None) -> Any:
     kwargs: dict[str, Any] = {
         "encryption_algs": _encryption_algs(options.ciphers),
         "keepalive_interval": options.keepalive_interval or None,
@@ -537,6 +574,8 @@ async def _connect(options: SSHOptions) -> Any:
         kwargs["password"] = options.password
     if options.config_files is not None:
         kwargs["config"] = list(options.config_files)
+    if via is not None:
+        kwargs["tunnel"] = via
     if options.strict_host_key_checking == "no":
         kwargs["known_hosts"] = None
     elif options.known_hosts is not None:
