@@ -1,7 +1,8 @@
 """Shared helpers for the ftptrio end-to-end benchmarks (throughput, many_files,
 concurrency).
 
-Everything runs on loopback: a real OpenSSH sshd and pyftpdlib started with the
+Everything runs on loopback: a real OpenSSH sshd and an FTP server (pyftpdlib
+by default, or vsftpd with anonymous login) started with the
 interop test helpers (``tests/interop/servers.py``), and ftptrio as a
 subprocess through its command line, so that its CPU time (utime+stime from
 /proc/<pid>/stat) and RSS (VmRSS from /proc/<pid>/status) can be measured from
@@ -58,6 +59,14 @@ def print_header(title: str) -> None:
     if ssh:
         out = subprocess.run([ssh, "-V"], capture_output=True, text=True).stderr.strip()
         versions.append(out.split(",")[0])
+    vsftpd = servers.find_tool("vsftpd")
+    if vsftpd:  # vsftpd -v writes its version to fd 0
+        try:
+            out = subprocess.run(f"'{vsftpd}' -v 0>&1", shell=True, capture_output=True,
+                                 text=True, timeout=10).stdout.strip()
+            versions.append(out.replace("version ", "") or "vsftpd ?")
+        except (OSError, subprocess.TimeoutExpired):
+            versions.append("vsftpd ?")
     print("versions: " + ", ".join(versions))
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     sys.stdout.flush()
@@ -126,6 +135,25 @@ def proc_status_kib(pid: int, key: str = "VmRSS") -> int:
     raise KeyError(key)
 
 
+def proc_fds(pid: int) -> tuple[int, int]:
+    """(open file descriptors, of which sockets) from /proc/<pid>/fd."""
+    total = sockets = 0
+    base = f"/proc/{pid}/fd"
+    for name in os.listdir(base):
+        try:
+            target = os.readlink(os.path.join(base, name))
+        except OSError:  # closed between listdir and readlink
+            continue
+        total += 1
+        if target.startswith("socket:"):
+            sockets += 1
+    return total, sockets
+
+
+def proc_threads(pid: int) -> int:
+    return proc_status_kib(pid, "Threads")
+
+
 def open_files_limit(pid: int) -> str:
     with open(f"/proc/{pid}/limits") as f:
         for line in f:
@@ -181,6 +209,19 @@ class Ftptrio:
 
     def hwm_kib(self) -> int:
         return proc_status_kib(self.pid, "VmHWM")
+
+    def fds(self) -> tuple[int, int]:
+        """(open fds, of which sockets)."""
+        return proc_fds(self.pid)
+
+    def threads(self) -> int:
+        return proc_threads(self.pid)
+
+    def snapshot(self) -> dict:
+        """fds, sockets, threads, RSS and peak RSS (KiB) right now."""
+        fds, socks = self.fds()
+        return {"fds": fds, "socks": socks, "threads": self.threads(),
+                "rss": self.rss_kib(), "hwm": self.hwm_kib()}
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -280,14 +321,64 @@ def sshd_limits(ssh: "servers.OpenSSHServer") -> str:
     return ", ".join(keep)
 
 
+def fmt_snapshot(snap: dict) -> str:
+    return (f"fds {snap['fds']} ({snap['socks']} sockets), threads {snap['threads']}, "
+            f"RSS {snap['rss']} KiB")
+
+
+SERVERS = ("pyftpdlib", "vsftpd")
+
+
+def _config_value(path: str, key: str) -> str:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.split("=", 1)[0].strip() == key:
+                return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def start_vsftpd_bench(tmpdir: str, passive_count: int = 1000) -> "servers.FTPServer":
+    """vsftpd via servers.start_vsftpd (anonymous login, user ``anonymous``).
+
+    Its config already has ``max_clients=0`` and ``max_per_ip=0`` (0 = no
+    limit), so nothing needs raising for 200+ sessions from 127.0.0.1; only the
+    passive range is widened (default there is 50 ports).  The limits are
+    checked here so that a future change in servers.py shows up at once.
+    """
+    ftp = servers.start_vsftpd(tmpdir, passive_count=passive_count)
+    conf = os.path.join(tmpdir, "vsftpd.conf")
+    for key in ("max_clients", "max_per_ip"):
+        if _config_value(conf, key) != "0":
+            ftp.stop()
+            raise RuntimeError(f"vsftpd {key}={_config_value(conf, key)} in {conf}: "
+                               "the bench expects 0 (unlimited)")
+    return ftp
+
+
+def ftp_server_info(ftp: "servers.FTPServer", max_cons: int | None = None) -> str:
+    pr = ftp.passive_ports
+    text = f"{ftp.name} on {ftp.host}:{ftp.port}, passive ports {pr.start}-{pr.stop - 1} ({len(pr)})"
+    if ftp.name == "vsftpd":
+        conf = os.path.join(os.path.dirname(ftp.root), "vsftpd.conf")
+        text += (f", login {ftp.user} (anonymous), max_clients={_config_value(conf, 'max_clients')}"
+                 f" max_per_ip={_config_value(conf, 'max_per_ip')} (0 = unlimited), "
+                 f"one forked process pair per session")
+    elif max_cons is not None:
+        text += f", max_cons {max_cons}, max_cons_per_ip 0"
+    return text
+
+
 @dataclass
 class Bed:
-    """A test bed: sshd + pyftpdlib in one temp dir."""
+    """A test bed: sshd + an FTP server (pyftpdlib or vsftpd) in one temp dir."""
 
     workdir: str
     ssh: "servers.OpenSSHServer"
     ftp: "servers.FTPServer"
     stack: contextlib.ExitStack
+    server: str = "pyftpdlib"
 
     def add(self, proc: subprocess.Popen) -> subprocess.Popen:
         self.stack.callback(stop, proc)
@@ -327,19 +418,24 @@ def passive_range(count: int, low: int = servers.PASSIVE_SEARCH_LOW,
 
 @contextlib.contextmanager
 def test_bed(prefix: str, *, passive_count: int = 400, max_cons: int = 512,
-             keep: bool = False) -> Iterator[Bed]:
-    """Start sshd and pyftpdlib on loopback; stop everything (and remove the
-    temp dir unless ``keep``) on exit."""
+             keep: bool = False, server: str = "pyftpdlib") -> Iterator[Bed]:
+    """Start sshd and the FTP server (``server``: pyftpdlib or vsftpd) on
+    loopback; stop everything (and remove the temp dir unless ``keep``) on exit."""
+    if server not in SERVERS:
+        raise ValueError(f"unknown FTP server {server!r}")
     workdir = bench_tmpdir(prefix)
     with contextlib.ExitStack() as stack:
         if not keep:
             stack.callback(shutil.rmtree, workdir, True)
         ssh = servers.start_openssh(os.path.join(workdir, "sshd"))
         stack.callback(ssh.stop)
-        ftp = servers.start_pyftpdlib(os.path.join(workdir, "ftp"), max_cons=max_cons,
-                                      passive_ports=passive_range(passive_count))
+        if server == "vsftpd":
+            ftp = start_vsftpd_bench(os.path.join(workdir, "ftp"), passive_count=passive_count)
+        else:
+            ftp = servers.start_pyftpdlib(os.path.join(workdir, "ftp"), max_cons=max_cons,
+                                          passive_ports=passive_range(passive_count))
         stack.callback(ftp.stop)
-        yield Bed(workdir, ssh, ftp, stack)
+        yield Bed(workdir, ssh, ftp, stack, server)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Many concurrent FTP sessions through one ftptrio process (one SSH connection).
 
-A real OpenSSH sshd and pyftpdlib (wide passive range outside the ephemeral
-range, max_cons raised) on loopback.  For each mode (fresh ftptrio process
+A real OpenSSH sshd and an FTP server on loopback: pyftpdlib (default; wide
+passive range outside the ephemeral range, max_cons raised) or, with
+--server vsftpd, vsftpd (anonymous login, max_clients/max_per_ip 0 = unlimited,
+1000 passive ports; one forked process per session, so its stalls cannot be
+an event-loop artefact of the FTP server).  For each mode (fresh ftptrio process
 each):
 
   passive    EPSV through ftptrio
@@ -16,7 +19,10 @@ close.  Reported per mode and round: errors (printed; target 0), wall time of
 the transfer phase, aggregate MB/s (10^6), ftptrio RSS idle before / with all
 sessions idle-connected / peak / after all closed, memory per idle session in
 KiB, ftptrio CPU seconds of the round, and sshd log counts (channel/forward
-requests and failures).
+requests and failures).  ftptrio's open file descriptors (/proc/<pid>/fd, with
+the socket count), thread count and RSS are also shown before the round, with
+all sessions idle-connected and after all closed, so that a return to the
+baseline (no leaked sockets or threads) is visible.
 """
 
 from __future__ import annotations
@@ -94,7 +100,7 @@ class Round:
 
 
 async def session(i: int, port: int, mode: str, size: int, digest: str, rnd: Round,
-                  timeout: float) -> None:
+                  timeout: float, user: str, password: str) -> None:
     phase = "connect"
     arrived = False
     ctl = None
@@ -104,8 +110,11 @@ async def session(i: int, port: int, mode: str, size: int, digest: str, rnd: Rou
             ctl = Control(stream)
             phase = "login"
             await ctl.cmd(None, "220")
-            await ctl.cmd("USER ftptrio", "331")
-            await ctl.cmd("PASS secret", "230")
+            line = await ctl.cmd(f"USER {user}", "")  # 331, or 230 (vsftpd anonymous)
+            if line.startswith("331"):
+                await ctl.cmd(f"PASS {password}", "230")
+            elif not line.startswith("230"):
+                raise RuntimeError(f"USER -> {line!r}")
             await ctl.cmd("TYPE I", "200")
             rnd.logged_in += 1
             rnd.arrive()
@@ -171,21 +180,24 @@ def sshd_counts(text: str) -> dict[str, int]:
 
 
 async def run_round(fx: C.Ftptrio, mode: str, n: int, size: int, digest: str,
-                    timeout: float, settle: float) -> dict:
+                    timeout: float, settle: float, user: str, password: str) -> dict:
     rnd = Round(n)
     res: dict = {}
     await trio.sleep(settle)
-    res["rss_before"] = fx.rss_kib()
+    res["snap_before"] = fx.snapshot()
+    res["rss_before"] = res["snap_before"]["rss"]
     async with trio.open_nursery() as nursery:
         t_login = time.perf_counter()
         for i in range(n):
-            nursery.start_soon(session, i, fx.port, mode, size, digest, rnd, timeout)
+            nursery.start_soon(session, i, fx.port, mode, size, digest, rnd, timeout,
+                               user, password)
         with trio.move_on_after(timeout):
             await rnd.all_arrived.wait()
         res["login_s"] = time.perf_counter() - t_login
         res["logged_in"] = rnd.logged_in
         await trio.sleep(settle)
-        res["rss_idle"] = fx.rss_kib()
+        res["snap_idle"] = fx.snapshot()
+        res["rss_idle"] = res["snap_idle"]["rss"]
         c0 = fx.cpu()
         t0 = time.perf_counter()
         rnd.go.set()
@@ -193,7 +205,8 @@ async def run_round(fx: C.Ftptrio, mode: str, n: int, size: int, digest: str,
     res["cpu"] = fx.cpu() - c0
     res["hwm"] = fx.hwm_kib()
     await trio.sleep(settle)
-    res["rss_after"] = fx.rss_kib()
+    res["snap_after"] = fx.snapshot()
+    res["rss_after"] = res["snap_after"]["rss"]
     res["errors"] = rnd.errors
     res["done"] = rnd.done
     res["bytes"] = rnd.bytes_ok
@@ -213,6 +226,8 @@ def main() -> int:
                     help="per-session timeout in seconds (default 120)")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds to wait before each RSS reading (default 1)")
+    ap.add_argument("--server", choices=C.SERVERS, default="pyftpdlib",
+                    help="FTP server behind sshd (default pyftpdlib; vsftpd: anonymous login)")
     ap.add_argument("--quick", action="store_true", help="50 sessions (well under a minute)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
     args = ap.parse_args()
@@ -227,18 +242,18 @@ def main() -> int:
     size, seed = C.servers.DATA_FILES[FILE]
     digest = hashlib.sha256(C.servers.random_bytes(size, seed)).hexdigest()
     n = args.sessions
+    print(f"FTP server: {args.server}")
     print(f"{n} concurrent sessions x {size} bytes ({FILE}, sha256 checked), "
           f"{args.rounds} round(s) per mode; client: trio sockets, one process")
     t_start = time.monotonic()
     rows = []
     mem_rows = []
+    res_rows = []
     all_errors: list[str] = []
     extra_lines: list[str] = []
     with C.test_bed("ftptrio-bench-conc-", passive_count=1000, max_cons=4 * n + 512,
-                    keep=args.keep) as bed:
-        print(f"pyftpdlib passive ports {bed.ftp.passive_ports.start}-"
-              f"{bed.ftp.passive_ports.stop - 1} ({len(bed.ftp.passive_ports)}), "
-              f"max_cons {4 * n + 512}")
+                    keep=args.keep, server=args.server) as bed:
+        print(C.ftp_server_info(bed.ftp, 4 * n + 512))
         print(f"sshd effective: {C.sshd_limits(bed.ssh)} (MaxSessions counts shell/exec/"
               "subsystem sessions and MaxStartups unauthenticated connections, not "
               "direct-tcpip/forwarded-tcpip channels; see the sshd failure counts below)")
@@ -248,12 +263,13 @@ def main() -> int:
                              tag=f"ftptrio-{mode}")
             client_mode = "passive" if mode == "passive" else "active"
             print(f"[{mode}] ftptrio pid {fx.pid}, open files limit "
-                  f"{C.open_files_limit(fx.pid)}, cipher {C.negotiated_cipher(bed.ssh)}", flush=True)
+                  f"{C.open_files_limit(fx.pid)}, cipher {C.negotiated_cipher(bed.ssh)}; "
+                  f"at start: {C.fmt_snapshot(fx.snapshot())}", flush=True)
             try:
                 for r in range(args.rounds):
                     log0 = len(bed.ssh.log())
                     res = trio.run(run_round, fx, client_mode, n, size, digest, args.timeout,
-                                   args.settle)
+                                   args.settle, bed.ftp.user, bed.ftp.password)
                     counts = sshd_counts(bed.ssh.log()[log0:])
                     errs = res["errors"]
                     all_errors += [f"[{mode} round {r + 1}] {e}" for e in errs]
@@ -265,6 +281,11 @@ def main() -> int:
                     per = (res["rss_idle"] - res["rss_before"]) / max(res["logged_in"], 1)
                     mem_rows.append([label, res["rss_before"], res["rss_idle"], per,
                                      res["hwm"], res["rss_after"]])
+                    sb, si, sa = res["snap_before"], res["snap_idle"], res["snap_after"]
+                    res_rows.append([label, sb["fds"], si["fds"], sa["fds"],
+                                     sa["fds"] - sb["fds"], sb["socks"], si["socks"], sa["socks"],
+                                     sb["threads"], si["threads"], sa["threads"],
+                                     sb["rss"], sa["rss"], sa["rss"] - sb["rss"]])
                     print(f"... {label}: {res['done']}/{n} ok, {len(errs)} errors, "
                           f"{res['wall']:.2f} s", flush=True)
                 if not fx.alive():
@@ -284,6 +305,12 @@ def main() -> int:
     print("## ftptrio memory (KiB; VmRSS, peak = VmHWM since start)")
     print(C.table(["mode", "RSS idle before", f"RSS {n} idle sessions", "KiB per idle session",
                    "peak RSS", "RSS after close"], mem_rows))
+    print()
+    print(f"## ftptrio resources before / with {n} idle sessions / after all closed "
+          f"(/proc/<pid>/fd, Threads, VmRSS KiB; readings {args.settle:g} s after each phase)")
+    print(C.table(["mode", "fds before", "fds idle", "fds after", "fds delta", "sockets before",
+                   "sockets idle", "sockets after", "threads before", "threads idle",
+                   "threads after", "RSS before", "RSS after", "RSS delta"], res_rows))
     for line in extra_lines:
         print(line)
     print(f"errors: {len(all_errors)} (target 0)")
@@ -291,6 +318,7 @@ def main() -> int:
         print("  " + e)
     if len(all_errors) > 60:
         print(f"  ... {len(all_errors) - 60} more")
+    print(f"FTP server: {args.server}")
     print(f"load average at end: {os.getloadavg()[0]:.2f}; total wall time "
           f"{time.monotonic() - t_start:.0f} s")
     return 1 if all_errors else 0

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Many small files: one FTP session per route, one data channel per file.
 
-Routes (real OpenSSH sshd and pyftpdlib on loopback):
+Routes (real OpenSSH sshd and an FTP server on loopback: pyftpdlib by
+default, vsftpd with --server vsftpd; --routes picks a subset by key):
 
-  direct (EPSV)            ftplib-style client -> pyftpdlib, no SSH
-  direct (EPRT)            same, active mode (reference for the active routes)
-  ftptrio passive (EPSV)   client -> ftptrio -> SSH -> pyftpdlib
-  ftptrio active (EPRT)    ftptrio asks sshd for a remote forward per transfer
-  ftptrio active->passive  EPRT through ftptrio --active-mode passive
+  direct-passive  direct (EPSV)            ftplib-style client -> FTP server, no SSH
+  direct-active   direct (EPRT)            same, active mode (reference for the active routes)
+  passive         ftptrio passive (EPSV)   client -> ftptrio -> SSH -> FTP server
+  active          ftptrio active (EPRT)    ftptrio asks sshd for a remote forward per transfer
+  converted       ftptrio active->passive  EPRT through ftptrio --active-mode passive
+
+Each ftptrio route's process holds one SSH connection for the whole run, so
+``--routes passive`` with many files is a soak of that many sequential data
+channels (direct-tcpip channels) over one SSH connection: ftptrio's open file
+descriptors (/proc/<pid>/fd), thread count and RSS are reported at its start
+and before / after each route, so leaks show as a difference.
 
 Each route logs in once, then downloads every file (fixed seed, --size bytes
 each) over its own data channel: EPSV/EPRT (PASV/PORT with --legacy), RETR,
@@ -46,13 +53,17 @@ def recv_all(sock: socket.socket, first: bytes, bufsize: int = 65536) -> int:
         n += len(chunk)
 
 
+ROUTE_KEYS = ("direct-passive", "direct-active", "passive", "active", "converted")
+
+
 def run_route(port: int, names: list[str], size: int, mode: str, legacy: bool,
-              timeout: float) -> tuple[float, list[float], list[str]]:
+              timeout: float, user: str = "ftptrio",
+              password: str = "secret") -> tuple[float, list[float], list[str]]:
     """Download every file over its own data channel. Returns (elapsed, setup
     latencies in s, errors)."""
     ftp = ftplib.FTP(timeout=timeout)
     ftp.connect(C.HOST, port)
-    ftp.login("ftptrio", "secret")
+    ftp.login(user, password)  # vsftpd anonymous: 230 after USER, ftplib skips PASS
     ftp.voidcmd("TYPE I")
     ftp.cwd(SUBDIR)
     ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -120,58 +131,105 @@ def main() -> int:
     ap.add_argument("--legacy", action="store_true",
                     help="use PASV/PORT instead of EPSV/EPRT")
     ap.add_argument("--timeout", type=float, default=30.0, help="socket timeout (default 30 s)")
+    ap.add_argument("--server", choices=C.SERVERS, default="pyftpdlib",
+                    help="FTP server behind sshd (default pyftpdlib; vsftpd: anonymous login)")
+    ap.add_argument("--routes", default=",".join(ROUTE_KEYS),
+                    help="comma list of " + ", ".join(ROUTE_KEYS) + " (default all)")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds to wait before each ftptrio resource reading (default 1)")
     ap.add_argument("--quick", action="store_true", help="200 files (well under a minute)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
     args = ap.parse_args()
     if args.quick:
         args.files = 200
+    keys = [k.strip() for k in args.routes.split(",") if k.strip()]
+    for k in keys:
+        if k not in ROUTE_KEYS:
+            ap.error(f"unknown route {k!r} (choose from {', '.join(ROUTE_KEYS)})")
+    keys = [k for k in ROUTE_KEYS if k in keys]  # fixed order, no duplicates
 
     C.print_header("ftptrio many-small-files benchmark")
     pcmd, acmd = ("PASV", "PORT") if args.legacy else ("EPSV", "EPRT")
+    print(f"FTP server: {args.server}; routes: {', '.join(keys)}")
     print(f"{args.files} files x {args.size} bytes, random.Random({SEED}); one session per route, "
           f"one data channel per file ({pcmd}/{acmd}); client: ftplib primitives, TCP_NODELAY")
     t_start = time.monotonic()
     results = []
     errors_all: list[str] = []
-    with C.test_bed("ftptrio-bench-many-", keep=args.keep) as bed:
+    res_rows = []
+    with C.test_bed("ftptrio-bench-many-", keep=args.keep, server=args.server) as bed:
+        print(C.ftp_server_info(bed.ftp, 512))
         d = Path(bed.ftp.root) / SUBDIR
         d.mkdir()
+        os.chmod(d, 0o755)
         import random
 
         rng = random.Random(SEED)
         names = [f"f{i:05d}.bin" for i in range(args.files)]
         for name in names:
             (d / name).write_bytes(rng.randbytes(args.size))
-        fx_default = bed.ftptrio(tag="ftptrio-default")
-        fx_conv = bed.ftptrio(active_mode="passive", tag="ftptrio-conv")
-        print(f"ftptrio cipher: {C.negotiated_cipher(bed.ssh)}; pids {fx_default.pid}, "
-              f"{fx_conv.pid}", flush=True)
-        routes = [
-            (f"direct ({pcmd})", bed.ftp.port, "passive", None),
-            (f"direct ({acmd})", bed.ftp.port, "active", None),
-            (f"ftptrio passive ({pcmd})", fx_default.port, "passive", fx_default),
-            (f"ftptrio active ({acmd})", fx_default.port, "active", fx_default),
-            (f"ftptrio active->passive ({acmd})", fx_conv.port, "active", fx_conv),
-        ]
+        fx_default = fx_conv = None
+        if {"passive", "active"} & set(keys):
+            fx_default = bed.ftptrio(tag="ftptrio-default")
+        if "converted" in keys:
+            fx_conv = bed.ftptrio(active_mode="passive", tag="ftptrio-conv")
+        fxs = [fx for fx in (fx_default, fx_conv) if fx is not None]
+        time.sleep(args.settle)
+        at_start = {}
+        for fx in fxs:
+            at_start[fx.pid] = fx.snapshot()
+            print(f"ftptrio pid {fx.pid} ({fx.mode}) at start: {C.fmt_snapshot(at_start[fx.pid])}")
+        if fxs:
+            print(f"ftptrio cipher: {C.negotiated_cipher(bed.ssh)}", flush=True)
+        all_routes = {
+            "direct-passive": (f"direct ({pcmd})", bed.ftp.port, "passive", None),
+            "direct-active": (f"direct ({acmd})", bed.ftp.port, "active", None),
+            "passive": (f"ftptrio passive ({pcmd})", fx_default and fx_default.port, "passive",
+                        fx_default),
+            "active": (f"ftptrio active ({acmd})", fx_default and fx_default.port, "active",
+                       fx_default),
+            "converted": (f"ftptrio active->passive ({acmd})", fx_conv and fx_conv.port, "active",
+                          fx_conv),
+        }
+        routes = [all_routes[k] for k in keys]
+        user, password = bed.ftp.user, bed.ftp.password
         # warm-up: a few files per route (imports, first channel, caches)
         for name, port, mode, fx in routes:
-            run_route(port, names[:5], args.size, mode, args.legacy, args.timeout)
+            run_route(port, names[:5], args.size, mode, args.legacy, args.timeout, user, password)
         for name, port, mode, fx in routes:
+            if fx:
+                time.sleep(args.settle)
+                before = fx.snapshot()
             c0 = fx.cpu() if fx else None
-            elapsed, lat, errs = run_route(port, names, args.size, mode, args.legacy, args.timeout)
+            elapsed, lat, errs = run_route(port, names, args.size, mode, args.legacy, args.timeout,
+                                           user, password)
             cpu = (fx.cpu() - c0) if fx else None
             ok = len(lat)
             results.append((name, ok, elapsed, lat, cpu))
             errors_all += [f"{name}: {e}" for e in errs]
             print(f"... {name}: {ok} files in {elapsed:.2f} s", flush=True)
-        for fx in (fx_default, fx_conv):
+            if fx:
+                time.sleep(args.settle)
+                after = fx.snapshot()
+                st = at_start[fx.pid]
+                res_rows.append([name, fx.pid, st["fds"], before["fds"], after["fds"],
+                                 after["fds"] - before["fds"], before["socks"], after["socks"],
+                                 st["threads"], before["threads"], after["threads"],
+                                 st["rss"], before["rss"], after["rss"], after["hwm"]])
+        for fx in fxs:
             if not fx.alive():
                 errors_all.append(f"ftptrio pid {fx.pid} exited with {fx.process.returncode}")
-        logs = (fx_default.log() + fx_conv.log()).strip()
+        logs = "".join(fx.log() for fx in fxs).strip()
 
     mode_of = {r[0]: r[2] for r in routes}
-    direct = results[0][1] / results[0][2]
-    direct_active = results[1][1] / results[1][2]
+    by_name = {r[0]: r for r in results}
+
+    def rate_of(name: str) -> float:
+        r = by_name.get(name)
+        return r[1] / r[2] if r and r[2] else float("nan")
+
+    direct = rate_of(f"direct ({pcmd})")
+    direct_active = rate_of(f"direct ({acmd})")
     print()
     print("## Files/s and data-channel setup latency "
           f"({pcmd}/{acmd} sent -> first data byte received)")
@@ -186,10 +244,20 @@ def main() -> int:
     print(C.table(["route", "files", "files/s", "ratio vs direct", "vs direct same mode",
                    "setup median ms", "setup p99 ms", "max ms", "n > 30 ms", "ftptrio CPU ms/file"],
                   rows))
+    if res_rows:
+        print()
+        print("## ftptrio resources: at its start / before the route / after the route "
+              f"(/proc/<pid>/fd, Threads, VmRSS and peak VmHWM in KiB; readings {args.settle:g} s "
+              "after the last transfer)")
+        print(C.table(["route", "pid", "fds at start", "fds before", "fds after", "fds delta",
+                       "sockets before", "sockets after", "threads at start", "threads before",
+                       "threads after", "RSS at start", "RSS before", "RSS after", "peak RSS"],
+                      res_rows))
     print()
     print("goals: files/s >= 0.5 x direct; setup p99 < 5 ms through OpenSSH sshd")
     if logs:
         print("ftptrio stderr (last 2000 chars):\n" + logs[-2000:])
+    print(f"FTP server: {args.server}")
     print(f"errors: {len(errors_all)}")
     for e in errors_all[:50]:
         print("  " + e)
