@@ -582,16 +582,14 @@ async def _connect(options: SSHOptions, via: Any = None) -> Any:
         kwargs["known_hosts"] = options.known_hosts
     where = options.host + (f":{options.port}" if options.port else "")
     try:
-        try:
-            conn = await trio_asyncio.aio_as_trio(asyncssh.connect)(options.host, **kwargs)
-        except asyncssh.HostKeyNotVerifiable:
-            if options.strict_host_key_checking != "accept-new" or _host_is_known(options):
-                raise
+        if options.strict_host_key_checking == "accept-new" and not _host_is_known(options):
             conn = await _connect_trust_on_first_use(options, kwargs)
+        else:
+            conn = await trio_asyncio.aio_as_trio(asyncssh.connect)(options.host, **kwargs)
     except asyncssh.HostKeyNotVerifiable as exc:
         raise TunnelError(
             f"{where}: host key not verified ({exc.reason}); check the known_hosts file "
-            f"({options.known_hosts or '~/.ssh/known_hosts'}) or use "
+            f"({_known_hosts_path(options)}) or use "
             f"-o StrictHostKeyChecking=accept-new for a first connection") from exc
     except asyncssh.PermissionDenied as exc:
         raise TunnelError(f"{where}: authentication failed ({exc.reason}); "
@@ -634,34 +632,71 @@ __all__ = ["Tunnel", "ChannelStream", "DataChannel", "RemoteListener", "RelayRes
            "install_asyncio_error_handler"]
 
 
+@dataclasses.dataclass(frozen=True)
+class _KnownHostsTarget:
+    """Host, port and known_hosts files after ssh_config is applied (as asyncssh does)."""
+
+    host: str
+    port: int
+    files: tuple[str, ...]
+
+    @property
+    def pattern(self) -> str:
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+def _known_hosts_target(options: SSHOptions) -> _KnownHostsTarget:
+    kwargs: dict[str, Any] = {"host": options.host}
+    if options.port is not None:
+        kwargs["port"] = options.port
+    if options.config_files is not None:
+        kwargs["config"] = list(options.config_files)
+    if options.known_hosts is not None:
+        kwargs["known_hosts"] = options.known_hosts
+    resolved = asyncssh.SSHClientConnectionOptions(**kwargs)
+    files = resolved.known_hosts
+    if files is None or files == ():
+        files = ["~/.ssh/known_hosts"]
+    elif isinstance(files, (str, bytes)):
+        files = [files]
+    paths = tuple(os.path.expanduser(f) for f in files if isinstance(f, str))
+    return _KnownHostsTarget(resolved.host or options.host, resolved.port or 22,
+                             paths or (os.path.expanduser("~/.ssh/known_hosts"),))
+
+
 def _known_hosts_path(options: SSHOptions) -> str:
-    return os.path.expanduser(options.known_hosts or "~/.ssh/known_hosts")
-
-
-def _host_pattern(options: SSHOptions) -> str:
-    port = options.port or 22
-    return options.host if port == 22 else f"[{options.host}]:{port}"
+    """The known_hosts file that was (or would be) checked, for error messages."""
+    try:
+        return ", ".join(_known_hosts_target(options).files)
+    except (asyncssh.Error, OSError, ValueError):
+        return os.path.expanduser(options.known_hosts or "~/.ssh/known_hosts")
 
 
 def _host_is_known(options: SSHOptions) -> bool:
-    """Whether known_hosts has any key for this host (then a mismatch is fatal)."""
-    path = _known_hosts_path(options)
-    if not os.path.exists(path):
-        return False
-    known = asyncssh.read_known_hosts(path)
-    keys = known.match(options.host, "", options.port or 22)
-    return any(keys)
+    """Whether any known_hosts file has a key for this host (then a mismatch is
+    fatal, as with OpenSSH's accept-new). When in doubt, answer True (refuse)."""
+    try:
+        target = _known_hosts_target(options)
+        for path in target.files:
+            if os.path.exists(path):
+                known = asyncssh.read_known_hosts(path)
+                if any(known.match(target.host, "", target.port)):
+                    return True
+    except (asyncssh.Error, OSError, ValueError) as exc:
+        log.warning("cannot read known_hosts (%s); refusing to accept a new host key", exc)
+        return True
+    return False
 
 
 async def _connect_trust_on_first_use(options: SSHOptions, kwargs: dict[str, Any]) -> Any:
     """StrictHostKeyChecking=accept-new: accept an unknown host's key and remember it."""
+    target = _known_hosts_target(options)
     conn = await trio_asyncio.aio_as_trio(asyncssh.connect)(
         options.host, **{**kwargs, "known_hosts": None})
     key = conn.get_server_host_key()
-    path = _known_hosts_path(options)
+    path = target.files[0]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "a") as f:
-        f.write(f"{_host_pattern(options)} {key.export_public_key().decode().strip()}\n")
-    log.warning("permanently added %s (%s) to %s", _host_pattern(options),
-                key.get_algorithm(), path)
+        f.write(f"{target.pattern} {key.export_public_key().decode().strip()}\n")
+    log.warning("permanently added %s (%s) to %s", target.pattern, key.get_algorithm(), path)
     return conn

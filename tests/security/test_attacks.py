@@ -226,3 +226,34 @@ async def test_host_key_mismatch_refuses_to_connect(make_setup, tmp_path):
                 await nursery.start(ftptrio.serve, bad)
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
+
+
+async def test_accept_new_trusts_first_use_then_pins_the_key(make_setup, tmp_path):
+    setup = await make_setup()
+    known = tmp_path / "known_hosts"
+
+    def config(strict: str) -> ftptrio.Config:
+        return ftptrio.Config(
+            ssh=ftptrio.SSHOptions(host="127.0.0.1", port=setup.ssh.port,
+                                   username=setup.ssh.username,
+                                   client_keys=(setup.ssh.client_key_path,),
+                                   known_hosts=str(known), strict_host_key_checking=strict),
+            forwards=setup.config.forwards)
+
+    async with ftptrio.open_forwarder(config("accept-new")):
+        pass  # unknown host: accepted and remembered
+    line = known.read_text()
+    assert line.startswith(f"[127.0.0.1]:{setup.ssh.port} ssh-ed25519 ")
+    assert line.split()[2] in setup.ssh.host_key.export_public_key().decode()
+    async with ftptrio.open_forwarder(config("yes")):
+        pass  # now pinned: strict checking passes
+    import asyncssh
+
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    known.write_text(f"[127.0.0.1]:{setup.ssh.port} {other}")
+    with pytest.raises(ftptrio.TunnelError, match="host key not verified"):
+        try:
+            async with ftptrio.open_forwarder(config("accept-new")):
+                pass
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
