@@ -140,9 +140,12 @@ async def assert_no_leaks(forwarder: ftptrio.Forwarder, timeout: float = 10) -> 
 
 
 def _leak_state(forwarder: ftptrio.Forwarder, conn: object, tasks: list[str]) -> dict:
+    # the SSH server's listeners of remote (-R) tunnels live as long as the forwarder
+    control = {(r.host, r.port) for r in getattr(forwarder, "remote_listeners", [])}
+    remote = list(getattr(conn, "_remote_listeners", {}).keys()) if conn else []
     return {
         "sessions_active": forwarder.stats.sessions_active,
         "tasks": tasks,
         "ssh_channels": list(getattr(conn, "_channels", {}).keys()) if conn else [],
-        "remote_forwards": list(getattr(conn, "_remote_listeners", {}).keys()) if conn else [],
+        "remote_forwards": [key for key in remote if key not in control],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,6 +11,9 @@ from ._errors import ConfigError
 
 ActiveMode = Literal["remote-forward", "passive"]
 AuthTLSPolicy = Literal["refuse", "passthrough"]
+Direction = Literal["local", "remote"]
+ACTIVE_MODES = ("remote-forward", "passive")
+AUTH_TLS_POLICIES = ("refuse", "passthrough")
 
 
 def _check_port(name: str, port: int, *, allow_zero: bool) -> None:
@@ -19,18 +23,77 @@ def _check_port(name: str, port: int, *, allow_zero: bool) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ForwardSpec:
-    """One FTP forward: listen on listen_host:listen_port, reach ftp_host:ftp_port via SSH."""
+    """One FTP forward.
+
+    ``direction="local"`` (-L): listen locally on listen_host:listen_port and
+    reach ftp_host:ftp_port *from the SSH server* (direct-tcpip).
+    ``direction="remote"`` (-R): the SSH server listens on
+    listen_host:listen_port (tcpip-forward) and ftptrio connects to
+    ftp_host:ftp_port *from its own machine* (plain TCP).
+
+    The optional per-tunnel fields override the Config options of the same
+    meaning for this forward only (None: use the Config's).
+    """
 
     ftp_host: str
     ftp_port: int = 21
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
+    direction: Direction = "local"
+    active_mode: ActiveMode | None = None
+    auth_tls: AuthTLSPolicy | None = None
+    #: local tunnels: data listeners bind 0.0.0.0 (-g) for this forward
+    gateway: bool | None = None
+    #: remote tunnels: address written into rewritten 227 replies
+    #: (--remote-reply-address)
+    reply_address: str | None = None
 
     def __post_init__(self) -> None:
         if not self.ftp_host:
             raise ConfigError("FTP host must not be empty")
         _check_port("FTP port", self.ftp_port, allow_zero=False)
         _check_port("listen port", self.listen_port, allow_zero=True)
+        if self.direction not in ("local", "remote"):
+            raise ConfigError("tunnel direction must be 'local' or 'remote'")
+        if self.active_mode is not None and self.active_mode not in ACTIVE_MODES:
+            raise ConfigError("active mode must be 'remote-forward' or 'passive'")
+        if self.auth_tls is not None and self.auth_tls not in AUTH_TLS_POLICIES:
+            raise ConfigError("AUTH TLS policy must be 'refuse' or 'passthrough'")
+        if self.gateway is not None and not isinstance(self.gateway, bool):
+            raise ConfigError("gateway must be true or false")
+        if self.direction == "remote" and self.active_mode == "passive":
+            raise ConfigError("active mode 'passive' (PORT/EPRT converted to PASV/EPSV) is "
+                              "only available for local (-L) tunnels")
+        if self.reply_address is not None:
+            if self.direction != "remote":
+                raise ConfigError("reply address applies to remote (-R) tunnels only")
+            _check_ip("remote reply address", self.reply_address, v4_only=True)
+
+    def effective(self, config: "Config") -> "Config":
+        """The Config with this forward's overrides applied."""
+        changes: dict[str, object] = {}
+        if self.active_mode is not None:
+            changes["active_mode"] = self.active_mode
+        if self.auth_tls is not None:
+            changes["auth_tls"] = self.auth_tls
+        if self.gateway is not None:
+            changes["data_bind_host"] = "0.0.0.0" if self.gateway else "127.0.0.1"
+        if self.reply_address is not None:
+            changes["remote_reply_address"] = self.reply_address
+        return dataclasses.replace(config, **changes) if changes else config
+
+    def remote_reply_host(self, config: "Config") -> str:
+        """Remote tunnels: the address written into rewritten 227 replies."""
+        chosen = self.reply_address or config.remote_reply_address
+        if chosen:
+            return chosen
+        try:
+            addr = ipaddress.ip_address(self.listen_host)
+        except ValueError:
+            return "127.0.0.1"  # a name (e.g. localhost)
+        if addr.is_unspecified or addr.version != 4:
+            return "127.0.0.1"
+        return self.listen_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,19 +154,31 @@ class Config:
     auth_tls: AuthTLSPolicy = "refuse"
     data_idle_timeout: float = 60.0
     max_line: int = 4096
+    #: remote (-R) tunnels: address written into rewritten 227 replies (the SSH
+    #: host as the remote clients reach it); None: the -R listen address, or
+    #: 127.0.0.1 when that is a wildcard
+    remote_reply_address: str | None = None
     ssh_connection: object | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.forwards:
-            raise ConfigError("at least one forward (-L) is required")
-        if self.active_mode not in ("remote-forward", "passive"):
+            raise ConfigError("at least one forward (-L or -R) is required")
+        if self.active_mode not in ACTIVE_MODES:
             raise ConfigError("active mode must be 'remote-forward' or 'passive'")
-        if self.auth_tls not in ("refuse", "passthrough"):
+        if self.auth_tls not in AUTH_TLS_POLICIES:
             raise ConfigError("AUTH TLS policy must be 'refuse' or 'passthrough'")
         for name in ("active_address", "data_bind_host"):
             _check_ip(name, getattr(self, name))
         if self.passive_address is not None:
             _check_ip("passive_address", self.passive_address, v4_only=True)
+        if self.remote_reply_address is not None:
+            _check_ip("remote reply address", self.remote_reply_address, v4_only=True)
+        for forward in self.forwards:
+            if (forward.direction == "remote" and forward.active_mode is None
+                    and self.active_mode == "passive"):
+                raise ConfigError("active mode 'passive' (PORT/EPRT converted to PASV/EPSV) "
+                                  "is only available for local (-L) tunnels; give the remote "
+                                  "tunnel active_mode = \"remote-forward\"")
         if self.data_idle_timeout <= 0:
             raise ConfigError("data idle timeout must be positive")
         if not 512 <= self.max_line <= 65536:

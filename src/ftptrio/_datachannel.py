@@ -13,6 +13,7 @@ import trio
 
 from ._config import Config
 from ._control import same_address
+from ._errors import TunnelError
 from ._tunnel import DataChannel, RelayResult, RemoteListener, Tunnel
 
 log = logging.getLogger(__name__)
@@ -209,3 +210,101 @@ def ftp_server_only(ftp_host: str) -> Callable[[str, int], bool] | None:
         return same_address(orig_host, ftp_host)
 
     return accept
+
+
+# ------------------------------------------------------ remote (-R) tunnels
+# Mirrored: the FTP client is on the SSH server's side, the FTP server on ours.
+
+def client_only(client_host: str) -> Callable[[str, int], bool]:
+    """A filter for a remote tunnel's passive forward: only the control client's address."""
+
+    def accept(orig_host: str, _orig_port: int) -> bool:
+        return same_address(orig_host, client_host)
+
+    return accept
+
+
+async def serve_remote_passive(ctx: DataContext, remote: RemoteListener, ftp_port: int,
+                               waiting: trio.CancelScope) -> None:
+    """Wait for the client on the SSH server's forward, relay it to ftp_host:ftp_port.
+
+    The data port is always on the control connection's FTP host (``ctx.ftp_host``),
+    whatever address the 227 named. The forward is cancelled once used.
+    """
+    incoming = None
+    try:
+        with waiting:
+            incoming = await remote.accept()
+    finally:
+        await remote.aclose()  # cancel-tcpip-forward as soon as accepted
+    if incoming is None:
+        log.info("session %d: remote passive forward port %d closed unused (%s)",
+                 ctx.session_id, remote.port,
+                 "timeout" if waiting.deadline <= trio.current_time() else "superseded")
+        return
+    channel, orig_host, orig_port = incoming
+    log.debug("session %d: client connected from %s:%d to remote forward %d", ctx.session_id,
+              orig_host, orig_port, remote.port)
+    started = trio.current_time()
+    try:
+        await channel.connect_socket(ctx.ftp_host, ftp_port)
+    except OSError as exc:
+        log.warning("session %d: cannot connect to FTP data port %s:%d: %s", ctx.session_id,
+                    ctx.ftp_host, ftp_port, exc)
+        return
+    _log_transfer(ctx, "passive", started, await channel.wait())
+
+
+async def open_local_listener(host: str) -> trio.socket.SocketType:
+    """A one-shot listener on host (the local address of the FTP server connection)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.bind((host, 0))
+        sock.listen(4)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_remote_active(ctx: DataContext, listener: trio.socket.SocketType,
+                              server_host: str, client_host: str, client_port: int,
+                              gate: ActiveGate, waiting: trio.CancelScope) -> None:
+    """Accept the FTP server's data connection (only from server_host) and relay it
+    through SSH (direct-tcpip) to the client's data listener client_host:client_port."""
+    port = listener.getsockname()[1]
+    sock = None
+    channel: DataChannel | None = None
+    try:
+        try:
+            with waiting:
+                while True:
+                    sock, peer = await listener.accept()
+                    if same_address(peer[0], server_host):
+                        break
+                    log.warning("session %d: refused data connection from %s to port %d "
+                                "(only the FTP server %s may connect)", ctx.session_id,
+                                peer[0], port, server_host)
+                    sock.close()
+                    sock = None
+        finally:
+            listener.close()
+        if sock is None:
+            log.info("session %d: active listener on port %d closed unused", ctx.session_id,
+                     port)
+            return
+        started = trio.current_time()
+        try:
+            channel = await ctx.tunnel.open_data_channel(client_host, client_port)
+        except TunnelError as exc:
+            log.warning("session %d: %s", ctx.session_id, exc)
+            sock.close()
+            return
+        taken, sock = sock, None
+        await channel.attach_socket(taken)
+    finally:
+        if sock is not None:
+            sock.close()
+        gate.settled()
+    _log_transfer(ctx, "active", started, await channel.wait())

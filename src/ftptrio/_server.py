@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import trio
 import trio_asyncio
@@ -15,7 +15,7 @@ import trio_asyncio
 from ._config import Config, ForwardSpec
 from ._datachannel import TransferStats
 from ._session import Session
-from ._tunnel import Tunnel, install_asyncio_error_handler
+from ._tunnel import RemoteStreamListener, Tunnel, install_asyncio_error_handler
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,13 @@ ACCEPT_BACKOFF = 0.1
 class Forwarder:
     """A running forwarder: where clients connect, its counters, and shutdown."""
 
+    #: where clients connect, per forward in Config order (remote tunnels:
+    #: the listen address and port on the SSH server)
     addresses: list[tuple[str, int]]
     stats: TransferStats = field(default_factory=TransferStats)
     tunnel: Tunnel | None = None
+    #: the SSH server's listeners of remote (-R) tunnels (not per-session resources)
+    remote_listeners: list[RemoteStreamListener] = field(default_factory=list)
     _accepting: trio.CancelScope | None = field(default=None, repr=False)
     _idle: trio.Event = field(default_factory=trio.Event, repr=False)
 
@@ -55,9 +59,10 @@ class Forwarder:
 
 
 async def _handle_client(stream: trio.SocketStream, forward: ForwardSpec, config: Config,
-                         tunnel: Tunnel, forwarder: Forwarder) -> None:
+                         tunnel: Tunnel, forwarder: Forwarder,
+                         peer: tuple[str, int] | None = None) -> None:
     try:
-        await Session(stream, forward, config, tunnel, forwarder.stats).run()
+        await Session(stream, forward, config, tunnel, forwarder.stats, peer).run()
     except Exception:  # one broken session must never stop the listener
         log.exception("session crashed")
     finally:
@@ -79,28 +84,60 @@ async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
             nursery.start_soon(handler, stream)
 
 
+async def _accept_remote(listener: RemoteStreamListener, nursery: trio.Nursery,
+                         handler: partial) -> None:
+    """Every connection to a remote (-R) tunnel's listener on the SSH server."""
+    try:
+        async for stream, orig_host, orig_port in listener:
+            nursery.start_soon(partial(handler, stream, peer=(orig_host, orig_port)))
+    finally:
+        await listener.aclose()
+
+
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
     install_asyncio_error_handler()
     tunnel = Tunnel(config.ssh, config.ssh_connection)
     try:
         await tunnel.connect()
-        listeners: list[tuple[ForwardSpec, list[trio.SocketListener]]] = []
-        for forward in config.forwards:
-            listeners.append((forward, await trio.open_tcp_listeners(
-                forward.listen_port, host=forward.listen_host)))
+        listeners: list[tuple[ForwardSpec, Any]] = []
+        remote_listeners: list[RemoteStreamListener] = []
+        try:
+            for forward in config.forwards:
+                if forward.direction == "remote":
+                    remote = await tunnel.listen_remote_streams(forward.listen_host,
+                                                                forward.listen_port)
+                    remote_listeners.append(remote)
+                    listeners.append((forward, remote))
+                else:
+                    listeners.append((forward, await trio.open_tcp_listeners(
+                        forward.listen_port, host=forward.listen_host)))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for remote in remote_listeners:
+                    await remote.aclose()
+            raise
         addresses = []
         for forward, group in listeners:
+            if isinstance(group, RemoteStreamListener):
+                addresses.append((group.host, group.port))
+                log.info("forwarding FTP %s:%d on SSH server %s -> %s:%d from here",
+                         group.host, group.port, config.ssh.host, forward.ftp_host,
+                         forward.ftp_port)
+                continue
             sockname = group[0].socket.getsockname()
             addresses.append((sockname[0], sockname[1]))
             log.info("forwarding FTP %s:%d -> %s:%d via SSH %s", sockname[0], sockname[1],
                      forward.ftp_host, forward.ftp_port, config.ssh.host)
-        forwarder = Forwarder(addresses, tunnel=tunnel)
+        forwarder = Forwarder(addresses, tunnel=tunnel, remote_listeners=remote_listeners)
         async with trio.open_nursery() as sessions:
             async with trio.open_nursery() as accepting:
                 forwarder._accepting = accepting.cancel_scope
                 for forward, group in listeners:
                     handler = partial(_handle_client, forward=forward, config=config,
                                       tunnel=tunnel, forwarder=forwarder)
+                    if isinstance(group, RemoteStreamListener):
+                        accepting.start_soon(_accept_remote, group, sessions, handler)
+                        continue
                     for listener in group:
                         accepting.start_soon(_accept_loop, listener, sessions, handler)
                 task_status.started(forwarder)

@@ -19,7 +19,7 @@ import trio
 
 from . import _datachannel as dc
 from ._config import Config, ForwardSpec
-from ._control import (CLOSE, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
+from ._control import (CLOSE, same_address, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
                        OutItem, PassiveOffer)
 from ._errors import TunnelError
 from ._tunnel import Tunnel
@@ -62,19 +62,30 @@ class _Outbox:
 
 
 class Session:
-    def __init__(self, client: trio.SocketStream, forward: ForwardSpec, config: Config,
-                 tunnel: Tunnel, stats: dc.TransferStats) -> None:
+    def __init__(self, client: Any, forward: ForwardSpec, config: Config,
+                 tunnel: Tunnel, stats: dc.TransferStats,
+                 peer: tuple[str, int] | None = None) -> None:
+        """``client`` is a trio SocketStream (local tunnels) or a ChannelStream
+        from the SSH server (remote tunnels, then ``peer`` is the forwarded-tcpip
+        originator as the SSH server reports it)."""
         self.id = next(_session_ids)
         self.client = client
         self.forward = forward
+        config = forward.effective(config)
         self.config = config
         self.tunnel = tunnel
         self.stats = stats
-        peer = client.socket.getpeername()
+        self.remote = forward.direction == "remote"
+        if peer is None:
+            peer = client.socket.getpeername()[:2]
         self.client_addr = f"{peer[0]}:{peer[1]}"
         self.data = dc.DataContext(config, tunnel, forward.ftp_host, peer[0], stats, self.id)
-        self.control = ControlChannel(client_host=peer[0], active_mode=config.active_mode,
-                                      auth_tls=config.auth_tls, max_line=config.max_line)
+        self.control = ControlChannel(
+            client_host=peer[0],
+            active_mode="remote-forward" if self.remote else config.active_mode,
+            auth_tls=config.auth_tls, max_line=config.max_line)
+        self.strategy: LocalData | RemoteData = (RemoteData(self) if self.remote
+                                                  else LocalData(self))
         self._to_client = _Outbox(self.control.to_client)
         self._to_server = _Outbox(self.control.to_server)
         self._server: Any = None
@@ -92,18 +103,22 @@ class Session:
         started = trio.current_time()
         self.stats.sessions += 1
         self.stats.sessions_active += 1
-        log.info("session %d: client %s -> ftp %s:%d", self.id, self.client_addr,
+        log.info("session %d: %s client %s -> ftp %s:%d", self.id,
+                 "remote" if self.remote else "local", self.client_addr,
                  self.forward.ftp_host, self.forward.ftp_port)
         try:
             try:
-                self._server = await self.tunnel.open_stream(self.forward.ftp_host,
-                                                             self.forward.ftp_port)
+                self._server = await self._connect_server()
             except TunnelError as exc:
                 log.warning("session %d: %s", self.id, exc)
+                how = "" if self.remote else " through SSH"
                 with trio.move_on_after(5):
-                    await self.client.send_all(
-                        b"421 ftptrio: cannot reach the FTP server through SSH: "
-                        + str(exc).encode("ascii", "replace")[:300] + b"\r\n")
+                    try:
+                        await self.client.send_all(
+                            f"421 ftptrio: cannot reach the FTP server{how}: ".encode()
+                            + str(exc).encode("ascii", "replace")[:300] + b"\r\n")
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                 return
             async with trio.open_nursery() as data_forwards:
                 self._nursery = data_forwards
@@ -129,6 +144,18 @@ class Session:
             log.info("session %d: closed client=%s ftp=%s:%d seconds=%.1f", self.id,
                      self.client_addr, self.forward.ftp_host, self.forward.ftp_port,
                      trio.current_time() - started)
+
+    async def _connect_server(self) -> Any:
+        fwd = self.forward
+        if not self.remote:
+            return await self.tunnel.open_stream(fwd.ftp_host, fwd.ftp_port)
+        # remote tunnel: the FTP server is reached from this machine
+        try:
+            with trio.fail_after(self.config.ssh.connect_timeout):
+                return await trio.open_tcp_stream(fwd.ftp_host, fwd.ftp_port)
+        except (OSError, trio.TooSlowError) as exc:
+            raise TunnelError(f"cannot connect to {fwd.ftp_host}:{fwd.ftp_port}: "
+                              f"{exc or 'timeout'}") from exc
 
     # ------------------------------------------------------------------ readers
     async def _read(self, stream: Any, feed: Any, outbox: _Outbox, other: _Outbox,
@@ -163,9 +190,9 @@ class Session:
                         await self._active_gate.wait_settled()
                 await self._send(self.client, data)
             elif isinstance(item, PassiveOffer):
-                await self._send(self.client, await self._passive(item))
+                await self._send(self.client, await self.strategy.passive(item))
             elif isinstance(item, ConvertedActive):
-                await self._send(self.client, await self._converted(item))
+                await self._send(self.client, await self.strategy.converted(item))
             elif isinstance(item, ActiveRefused):
                 scope = self._active_waiting.pop(id(item.request), None)
                 if scope is not None:
@@ -183,7 +210,7 @@ class Session:
                     for waiting in self._waiting:
                         waiting.cancel()
             elif isinstance(item, ActiveRequest):
-                command = await self._active(item)
+                command = await self.strategy.active(item)
                 if command is not None:
                     await self._send(self._server, command)
             elif item is CLOSE:
@@ -214,7 +241,20 @@ class Session:
         self._waiting.add(scope)
         return scope
 
-    # ------------------------------------------------------- data-channel setup
+
+
+# ------------------------------------------------------------ data strategies
+class LocalData:
+    """Local (-L) tunnels: the client is here, the FTP server behind the SSH server.
+
+    Passive: direct-tcpip to the data port + a local one-shot listener.
+    Active: a remote forward (tcpip-forward) on the SSH server, or conversion to
+    passive (``active_mode="passive"``).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
     def _passive_destination(self, offer: PassiveOffer) -> str | None:
         """Where passive data goes; None when policy forbids the named address.
 
@@ -222,93 +262,168 @@ class Session:
         SSRF through a hostile 227; also fixes servers behind NAT). With
         trust_pasv_address, the named address is used only if allow-listed.
         """
-        named, ftp_host, cfg = offer.host, self.forward.ftp_host, self.config
+        named, ftp_host, cfg = offer.host, self.s.forward.ftp_host, self.s.config
         if named is None or named == ftp_host:
             return ftp_host
         if cfg.trust_pasv_address:
             if named in cfg.pasv_allowed_hosts:
                 log.info("session %d: 227 names %s (allow-listed): data goes there",
-                         self.id, named)
+                         self.s.id, named)
                 return named
             log.warning("session %d: 227 names %s, which is not allow-listed; refused",
-                        self.id, named)
+                        self.s.id, named)
             return None
-        if not self._warned_pasv_address:
-            self._warned_pasv_address = True
+        if not self.s._warned_pasv_address:
+            self.s._warned_pasv_address = True
             log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
-                        self.id, named, ftp_host)
+                        self.s.id, named, ftp_host)
         return ftp_host
 
     def _reply_address(self) -> str:
-        if self.config.passive_address:
-            return self.config.passive_address
-        local = self.client.socket.getsockname()[0]
+        if self.s.config.passive_address:
+            return self.s.config.passive_address
+        local = self.s.client.socket.getsockname()[0]
         if local.startswith("::ffff:"):
             local = local[7:]
         return local if ":" not in local else "127.0.0.1"
 
-    async def _passive(self, offer: PassiveOffer) -> bytes:
+    async def passive(self, offer: PassiveOffer) -> bytes:
         host = self._passive_destination(offer)
         if host is None:
-            return self.control.data_failed(f"passive address {offer.host} not allowed")
+            return self.s.control.data_failed(f"passive address {offer.host} not allowed")
         try:
-            channel = await self.tunnel.open_data_channel(host, offer.port)
+            channel = await self.s.tunnel.open_data_channel(host, offer.port)
         except TunnelError as exc:
-            log.warning("session %d: %s", self.id, exc)
-            return self.control.data_failed(str(exc))
+            log.warning("session %d: %s", self.s.id, exc)
+            return self.s.control.data_failed(str(exc))
         try:
-            local_host = self.client.socket.getsockname()[0]
-            listener = await dc.open_data_listener(self.data, local_host)
+            local_host = self.s.client.socket.getsockname()[0]
+            listener = await dc.open_data_listener(self.s.data, local_host)
         except OSError as exc:
             channel.close()
-            return self.control.data_failed(f"no local listener: {exc}")
-        if self._waiting_passive is not None:
-            self._waiting_passive.cancel()  # superseded by this PASV/EPSV
-        waiting = self._waiting_scope()
-        self._waiting_passive = waiting
-        assert self._nursery is not None
-        self._nursery.start_soon(dc.serve_passive, self.data, listener, channel, waiting)
+            return self.s.control.data_failed(f"no local listener: {exc}")
+        if self.s._waiting_passive is not None:
+            self.s._waiting_passive.cancel()  # superseded by this PASV/EPSV
+        waiting = self.s._waiting_scope()
+        self.s._waiting_passive = waiting
+        assert self.s._nursery is not None
+        self.s._nursery.start_soon(dc.serve_passive, self.s.data, listener, channel, waiting)
         port = listener.getsockname()[1]
-        log.debug("session %d: passive %s:%d via SSH, client connects to port %d", self.id,
+        log.debug("session %d: passive %s:%d via SSH, client connects to port %d", self.s.id,
                   host, offer.port, port)
-        return self.control.passive_reply(offer, self._reply_address(), port)
+        return self.s.control.passive_reply(offer, self._reply_address(), port)
 
-    async def _active(self, request: ActiveRequest) -> bytes | None:
-        cfg = self.config
+    async def active(self, request: ActiveRequest) -> bytes | None:
+        cfg = self.s.config
         try:
-            remote = await self.tunnel.listen_remote(
-                cfg.remote_listen_host, 0, accept_filter=dc.ftp_server_only(self.forward.ftp_host))
+            remote = await self.s.tunnel.listen_remote(
+                cfg.remote_listen_host, 0, accept_filter=dc.ftp_server_only(self.s.forward.ftp_host))
         except TunnelError as exc:
-            log.warning("session %d: %s", self.id, exc)
-            self.control.active_failed(request, str(exc))
-            self._to_client.wake()
+            log.warning("session %d: %s", self.s.id, exc)
+            self.s.control.active_failed(request, str(exc))
+            self.s._to_client.wake()
             return None
-        assert self._nursery is not None
-        self._active_gate.opened()
-        waiting = self._waiting_scope()
-        self._active_waiting[id(request)] = waiting
-        self._nursery.start_soon(dc.serve_active, self.data, remote, request.host, request.port,
-                                 self._active_gate, waiting)
-        log.debug("session %d: active %s:%d via remote forward %s:%d", self.id, request.host,
+        assert self.s._nursery is not None
+        self.s._active_gate.opened()
+        waiting = self.s._waiting_scope()
+        self.s._active_waiting[id(request)] = waiting
+        self.s._nursery.start_soon(dc.serve_active, self.s.data, remote, request.host, request.port,
+                                 self.s._active_gate, waiting)
+        log.debug("session %d: active %s:%d via remote forward %s:%d", self.s.id, request.host,
                   request.port, cfg.active_address, remote.port)
-        return self.control.active_command(request, cfg.active_address, remote.port)
+        return self.s.control.active_command(request, cfg.active_address, remote.port)
 
-    async def _converted(self, event: ConvertedActive) -> bytes:
+    async def converted(self, event: ConvertedActive) -> bytes:
         host = self._passive_destination(
             PassiveOffer(event.server_host, event.server_port, event.extended))
         if host is None:
-            return self.control.data_failed(f"passive address {event.server_host} not allowed")
+            return self.s.control.data_failed(f"passive address {event.server_host} not allowed")
         try:
-            channel = await self.tunnel.open_data_channel(host, event.server_port)
+            channel = await self.s.tunnel.open_data_channel(host, event.server_port)
         except TunnelError as exc:
-            log.warning("session %d: %s", self.id, exc)
-            return self.control.data_failed(str(exc))
+            log.warning("session %d: %s", self.s.id, exc)
+            return self.s.control.data_failed(str(exc))
         try:
             await channel.connect_socket(event.client_host, event.client_port)
         except OSError as exc:
-            log.warning("session %d: cannot connect to client data port %s:%d: %s", self.id,
+            log.warning("session %d: cannot connect to client data port %s:%d: %s", self.s.id,
                         event.client_host, event.client_port, exc)
-            return self.control.data_failed(f"cannot connect to your data port: {exc}")
-        assert self._nursery is not None
-        self._nursery.start_soon(dc.serve_converted, self.data, channel)
-        return self.control.converted_reply(event)
+            return self.s.control.data_failed(f"cannot connect to your data port: {exc}")
+        assert self.s._nursery is not None
+        self.s._nursery.start_soon(dc.serve_converted, self.s.data, channel)
+        return self.s.control.converted_reply(event)
+
+
+class RemoteData:
+    """Remote (-R) tunnels, mirrored: the client is behind the SSH server, the FTP
+    server here (plain TCP from this machine).
+
+    Passive: a port-0 remote forward on the SSH server whose one connection (only
+    from the control client's address) is relayed to the FTP server's data port
+    on the FTP host; the 227/229 is rewritten to the SSH server's listen address.
+    Active: a local one-shot listener (only the FTP server may connect) relayed
+    through SSH (direct-tcpip) to the client's data listener; the PORT/EPRT is
+    rewritten to that listener. Active-to-passive conversion is local-only.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def _passive_port_allowed(self, offer: PassiveOffer) -> bool:
+        s = self.s
+        named, ftp_host = offer.host, s.forward.ftp_host
+        if named is not None and not same_address(named, ftp_host) \
+                and not s._warned_pasv_address:
+            s._warned_pasv_address = True
+            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
+                        s.id, named, ftp_host)
+        return True
+
+    async def passive(self, offer: PassiveOffer) -> bytes:
+        s = self.s
+        self._passive_port_allowed(offer)
+        try:
+            remote = await s.tunnel.listen_remote(
+                s.forward.listen_host, 0, accept_filter=dc.client_only(s.data.client_host))
+        except TunnelError as exc:
+            log.warning("session %d: %s", s.id, exc)
+            return s.control.data_failed(str(exc))
+        if s._waiting_passive is not None:
+            s._waiting_passive.cancel()  # superseded by this PASV/EPSV
+        waiting = s._waiting_scope()
+        s._waiting_passive = waiting
+        assert s._nursery is not None
+        s._nursery.start_soon(dc.serve_remote_passive, s.data, remote, offer.port, waiting)
+        reply_host = s.forward.remote_reply_host(s.config)
+        log.debug("session %d: passive %s:%d locally, client connects to SSH server port %d",
+                  s.id, s.forward.ftp_host, offer.port, remote.port)
+        return s.control.passive_reply(offer, reply_host, remote.port)
+
+    async def active(self, request: ActiveRequest) -> bytes | None:
+        s = self.s
+        local_host, server_host = _sock_host(s._server, "getsockname"), \
+            _sock_host(s._server, "getpeername")
+        try:
+            listener = await dc.open_local_listener(local_host)
+        except OSError as exc:
+            s.control.active_failed(request, f"no local listener: {exc}")
+            s._to_client.wake()
+            return None
+        assert s._nursery is not None
+        s._active_gate.opened()
+        waiting = s._waiting_scope()
+        s._active_waiting[id(request)] = waiting
+        port = listener.getsockname()[1]
+        s._nursery.start_soon(dc.serve_remote_active, s.data, listener, server_host,
+                              request.host, request.port, s._active_gate, waiting)
+        log.debug("session %d: active %s:%d via SSH, FTP server connects to %s:%d", s.id,
+                  request.host, request.port, local_host, port)
+        return s.control.active_command(request, local_host, port)
+
+    async def converted(self, event: ConvertedActive) -> bytes:  # pragma: no cover
+        raise AssertionError("remote tunnels never convert active mode to passive")
+
+
+def _sock_host(stream: Any, which: str) -> str:
+    host = getattr(stream.socket, which)()[0]
+    return host[7:] if host.startswith("::ffff:") else host

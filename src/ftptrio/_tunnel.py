@@ -6,7 +6,9 @@
   TCP socket entirely inside asyncio (``attach_socket`` / ``connect_socket``), so
   data never crosses the trio/asyncio bridge per chunk; trio owns its lifetime.
 * ``RemoteListener``: a tcpip-forward on the SSH server that hands its first
-  connection to trio and refuses the rest.
+  connection to trio and refuses the rest (one-shot data forwards).
+* ``RemoteStreamListener``: a tcpip-forward on the SSH server that yields every
+  incoming connection as a ``ChannelStream`` (the control listener of -R tunnels).
 """
 
 from __future__ import annotations
@@ -405,6 +407,76 @@ class RemoteListener:
                 log.debug("closing remote forward: %r", exc)
 
 
+class _IncomingStreamSession(_StreamSession):
+    """A forwarded-tcpip control connection; handed to trio once open."""
+
+    def __init__(self, listener: "RemoteStreamListener", orig_host: str,
+                 orig_port: int) -> None:
+        super().__init__()
+        self._listener = listener
+        self._orig = (orig_host, orig_port)
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel) -> None:
+        super().connection_made(chan)
+        self._listener._deliver(ChannelStream(chan, self), chan, *self._orig)
+
+
+class RemoteStreamListener:
+    """A tcpip-forward on the SSH server whose every connection becomes a trio
+    stream: ``async for stream, orig_host, orig_port in listener``."""
+
+    def __init__(self) -> None:
+        self._listener: Any = None
+        self.host = ""
+        self.port = 0
+        self._send, self._receive = trio.open_memory_channel[
+            tuple[ChannelStream, str, int]](256)
+        self._pending_chans: list[Any] = []
+
+    def _session_factory(self, orig_host: str, orig_port: int) -> _IncomingStreamSession:
+        if self._listener is None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
+                                            "ftptrio: listener closed")
+        return _IncomingStreamSession(self, orig_host, orig_port)
+
+    def _deliver(self, stream: ChannelStream, chan: Any, orig_host: str, orig_port: int) -> None:
+        try:
+            self._send.send_nowait((stream, orig_host, orig_port))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.warning("refused connection from %s:%s on remote listener port %d "
+                        "(not accepting)", orig_host, orig_port, self.port)
+            chan.close()
+
+    def __aiter__(self) -> "RemoteStreamListener":
+        return self
+
+    async def __anext__(self) -> tuple[ChannelStream, str, int]:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Cancel the forward and close connections not yet accepted; shielded."""
+        listener, self._listener = self._listener, None
+        self._send.close()
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            while True:
+                try:
+                    stream, _h, _p = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                await stream.aclose()
+            self._receive.close()
+            if listener is not None:
+                listener.close()
+                try:
+                    await trio_asyncio.aio_as_trio(listener.wait_closed)()
+                except Exception as exc:  # connection already gone
+                    log.debug("closing remote listener: %r", exc)
+
+
 # ---------------------------------------------------------------------- tunnel
 class Tunnel:
     """One shared SSH connection. Use inside ``trio_asyncio.open_loop()``."""
@@ -496,6 +568,23 @@ class Tunnel:
                     remote._session_factory, host, port, window=WINDOW,
                     max_pktsize=MAX_PKTSIZE)
             except _SSH_ERRORS as exc:
+                raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
+                                  f"{_reason(exc)}") from exc
+        remote.port = remote._listener.get_port()
+        remote.host = host
+        return remote
+
+    async def listen_remote_streams(self, host: str, port: int) -> RemoteStreamListener:
+        """tcpip-forward on the SSH server for FTP control connections (-R)."""
+        conn = await self.connect()
+        remote = RemoteStreamListener()
+        remote._listener = True  # accepting from now on
+        async with self._listen_lock:
+            try:
+                remote._listener = await trio_asyncio.aio_as_trio(conn.create_server)(
+                    remote._session_factory, host, port)
+            except _SSH_ERRORS as exc:
+                remote._listener = None
                 raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
                                   f"{_reason(exc)}") from exc
         remote.port = remote._listener.get_port()
@@ -628,7 +717,8 @@ def _ack_immediately(conn: Any) -> None:
     conn.data_received = data_received
 
 
-__all__ = ["Tunnel", "ChannelStream", "DataChannel", "RemoteListener", "RelayResult",
+__all__ = ["Tunnel", "ChannelStream", "DataChannel", "RemoteListener", "RemoteStreamListener",
+           "RelayResult",
            "install_asyncio_error_handler"]
 
 

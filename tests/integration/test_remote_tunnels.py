@@ -1,0 +1,179 @@
+"""Remote (-R) tunnels through the in-process asyncssh server: the FTP client
+connects to a listener on the SSH server, ftptrio reaches pyftpdlib from its own
+side. Transfers are sha256-verified in both directions and both data modes."""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import os
+import socket
+
+import pytest
+import trio
+
+import ftptrio
+from ftp_fakes import assert_no_leaks
+
+try:
+    from .integration_helpers import (CLIENT_TIMEOUT, download, eprt_download, epsv_download,
+                                      file_sha256, login, sha256, upload, write_random)
+except ImportError:
+    from integration_helpers import (CLIENT_TIMEOUT, download, eprt_download,  # type: ignore
+                                     epsv_download, file_sha256, login, sha256, upload,
+                                     write_random)
+
+SIZE = 1024 * 1024 + 4321
+
+
+async def run(fn, *args, **kwargs):
+    return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+def remote_config(ssh_server, ftp_server, **options) -> ftptrio.Config:
+    return ftptrio.Config(
+        ssh=ftptrio.SSHOptions(host=ssh_server.host, port=ssh_server.port,
+                               username=ssh_server.username,
+                               client_keys=(ssh_server.client_key_path,),
+                               known_hosts=ssh_server.known_hosts, connect_timeout=10.0),
+        forwards=(ftptrio.ForwardSpec(ftp_host=ftp_server.host, ftp_port=ftp_server.port,
+                                      direction="remote"),),
+        **options)
+
+
+@pytest.fixture
+async def remote_forwarder(ssh_server, ftp_server):
+    async with ftptrio.open_forwarder(remote_config(ssh_server, ftp_server)) as fwd:
+        yield fwd
+        await assert_no_leaks(fwd)
+
+
+def _no_direct_to_ftp(ssh_server, ftp_server) -> None:
+    # control and data reach the FTP server from ftptrio's side, never via direct-tcpip
+    assert (ftp_server.host, ftp_server.port) not in ssh_server.direct_requests
+
+
+@pytest.mark.parametrize("passive", [True, False], ids=["PASV", "PORT"])
+async def test_remote_download_and_upload(remote_forwarder, ssh_server, ftp_server, passive):
+    addr = remote_forwarder.addresses[0]
+    # the control listener is the SSH server's (tcpip-forward), not ours
+    assert (addr[0], 0) in ssh_server.forward_requests
+    payload = write_random(os.path.join(ftp_server.root, "down.bin"), SIZE)
+    got = await run(download, addr, ftp_server, "down.bin", passive=passive)
+    assert sha256(got) == sha256(payload)
+    up = os.urandom(SIZE)
+    await run(upload, addr, ftp_server, "up.bin", up, passive=passive)
+    assert file_sha256(os.path.join(ftp_server.root, "up.bin")) == sha256(up)
+    stats = remote_forwarder.stats
+    assert stats.by_mode == {"passive" if passive else "active": 2}
+    assert stats.transfer_errors == 0
+    _no_direct_to_ftp(ssh_server, ftp_server)
+    if passive:  # one port-0 remote forward per PASV (plus the control listener)
+        assert ssh_server.forward_requests.count(("127.0.0.1", 0)) == 3
+    else:  # active data goes through SSH to the client's own address
+        assert {h for h, _p in ssh_server.direct_requests} == {"127.0.0.1"}
+
+
+async def test_remote_epsv_and_eprt(remote_forwarder, ssh_server, ftp_server):
+    addr = remote_forwarder.addresses[0]
+    payload = write_random(os.path.join(ftp_server.root, "e.bin"), 200_000)
+    reply, got = await run(epsv_download, addr, ftp_server, "e.bin")
+    assert sha256(got) == sha256(payload)
+    reply, got = await run(eprt_download, addr, ftp_server, "e.bin")
+    assert sha256(got) == sha256(payload)
+    assert remote_forwarder.stats.by_mode == {"passive": 1, "active": 1}
+
+
+async def test_remote_227_names_ssh_listen_address(remote_forwarder, ssh_server, ftp_server):
+    """The rewritten 227 names the SSH server's listener; honouring it works."""
+    addr = remote_forwarder.addresses[0]
+    payload = write_random(os.path.join(ftp_server.root, "p.bin"), 100_000)
+
+    def honour_227() -> tuple[str, bytes]:
+        with login(addr, ftp_server) as ftp:
+            ftp.voidcmd("TYPE I")
+            reply = ftp.sendcmd("PASV")
+            host, port = ftplib.parse227(reply)
+            with socket.create_connection((host, port), timeout=CLIENT_TIMEOUT) as data:
+                assert ftp.sendcmd("RETR p.bin").startswith("1")
+                chunks = []
+                while chunk := data.recv(65536):
+                    chunks.append(chunk)
+            ftp.voidresp()
+            ftp.quit()
+        return reply, b"".join(chunks)
+
+    reply, got = await run(honour_227)
+    assert "127,0,0,1" in reply and sha256(got) == sha256(payload)
+
+
+async def test_remote_port_must_name_client_address(remote_forwarder, ftp_server):
+    addr = remote_forwarder.addresses[0]
+
+    def foreign_port() -> tuple[str, str]:
+        with login(addr, ftp_server) as ftp:
+            try:
+                ftp.sendcmd("PORT 10,1,2,3,100,100")
+            except ftplib.error_perm as exc:
+                bad = str(exc)
+            try:
+                ftp.sendcmd("PORT 127,0,0,1,0,80")
+            except ftplib.error_perm as exc:
+                low = str(exc)
+            ftp.quit()
+        return bad, low
+
+    bad, low = await run(foreign_port)
+    assert bad.startswith("500") and low.startswith("501")
+
+
+async def test_remote_reply_address_option(ssh_server, ftp_server):
+    config = remote_config(ssh_server, ftp_server, remote_reply_address="192.0.2.7")
+    async with ftptrio.open_forwarder(config) as fwd:
+        addr = fwd.addresses[0]
+
+        def pasv() -> str:
+            with login(addr, ftp_server) as ftp:
+                reply = ftp.sendcmd("PASV")
+                ftp.quit()
+            return reply
+
+        assert "192,0,2,7" in await run(pasv)
+        await assert_no_leaks(fwd)
+
+
+async def test_mixed_local_and_remote(ssh_server, ftp_server):
+    base = remote_config(ssh_server, ftp_server)
+    local = ftptrio.ForwardSpec(ftp_host=ftp_server.host, ftp_port=ftp_server.port)
+    config = ftptrio.Config(ssh=base.ssh, forwards=(local, base.forwards[0]))
+    payload = write_random(os.path.join(ftp_server.root, "m.bin"), 300_000)
+    async with ftptrio.open_forwarder(config) as fwd:
+        for addr in fwd.addresses:
+            for passive in (True, False):
+                got = await run(download, addr, ftp_server, "m.bin", passive=passive)
+                assert sha256(got) == sha256(payload)
+        assert fwd.stats.by_mode == {"passive": 2, "active": 2}
+        await assert_no_leaks(fwd)
+    # after the forwarder stops, the SSH server's listener is gone as well
+    assert fwd.tunnel.connection is None
+
+
+async def test_remote_session_cancel_tears_down(ssh_server, ftp_server):
+    """Closing the client mid-session (after PASV) leaves no forward or task."""
+    async with ftptrio.open_forwarder(remote_config(ssh_server, ftp_server)) as fwd:
+        addr = fwd.addresses[0]
+
+        def pasv_then_drop() -> None:
+            ftp = login(addr, ftp_server)
+            ftp.sendcmd("PASV")
+            ftp.sendcmd("TYPE I")
+            ftp.sock.close()
+
+        await run(pasv_then_drop)
+        await assert_no_leaks(fwd)
+        assert fwd.stats.sessions == 1
+
+
+def test_remote_passive_conversion_refused():
+    with pytest.raises(ftptrio.ConfigError, match="only available for local"):
+        ftptrio.ForwardSpec(ftp_host="h", direction="remote", active_mode="passive")
