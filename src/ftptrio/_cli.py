@@ -50,8 +50,14 @@ _SSH_OPTIONS = {"port", "user", "identityfile", "userknownhostsfile", "proxyjump
                 "ciphers", "connecttimeout"}
 
 
-def parse_forward(spec: str) -> ForwardSpec:
-    """``[ftp/][bind_address:]port:ftp_host:ftp_port`` (IPv6 in brackets)."""
+def parse_forward(spec: str, direction: str = "local") -> ForwardSpec:
+    """``[ftp/][bind_address:]port:ftp_host:ftp_port`` (IPv6 in brackets).
+
+    For remote (-R) tunnels bind_address is the listen address on the SSH server.
+    """
+    flag = "-R" if direction == "remote" else "-L"
+    if not isinstance(spec, str):
+        raise ConfigError(f"bad {flag} {spec!r}: expected a string")
     text = spec[4:] if spec.lower().startswith("ftp/") else spec
     parts = re.findall(r"\[[^\]]*\]|[^:]+", text)
     parts = [p[1:-1] if p.startswith("[") else p for p in parts]
@@ -61,16 +67,26 @@ def parse_forward(spec: str) -> ForwardSpec:
         bind, port, host, hostport = parts
         bind = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(bind, bind)
     else:
-        raise ConfigError(f"bad -L {spec!r}: expected [bind_address:]port:ftp_host:ftp_port")
+        raise ConfigError(f"bad {flag} {spec!r}: expected "
+                          "[bind_address:]port:ftp_host:ftp_port")
     try:
         return ForwardSpec(ftp_host=host, ftp_port=int(hostport), listen_host=bind,
-                           listen_port=int(port))
+                           listen_port=int(port), direction=direction)  # type: ignore[arg-type]
     except ValueError:
-        raise ConfigError(f"bad -L {spec!r}: ports must be numbers") from None
+        raise ConfigError(f"bad {flag} {spec!r}: ports must be numbers") from None
+    except ConfigError as exc:
+        raise ConfigError(f"bad {flag} {spec!r}: {exc}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class _RaisingParser(argparse.ArgumentParser):
+    """For --config files: a bad value is a ConfigError, not a usage message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
+    p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
         prog="ftptrio", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("destination", nargs="?", metavar="[user@]ssh_host",
@@ -79,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="[bind_address:]port:ftp_host:ftp_port",
                    help="listen on port (default bind 127.0.0.1) and forward FTP sessions "
                         "to ftp_host:ftp_port as seen from the SSH server; repeatable")
+    p.add_argument("-R", dest="remote_forwards", action="append", default=[],
+                   metavar="ftp/[listen_address:]port:ftp_host:ftp_port",
+                   help="remote tunnel: the SSH server listens on port (default "
+                        "127.0.0.1) and ftptrio relays its FTP sessions to ftp_host:ftp_port "
+                        "as seen from this machine; repeatable, may be mixed with -L")
+    p.add_argument("--config", dest="config", metavar="FILE",
+                   help="TOML file naming the SSH host, its tunnels and options (see README); "
+                        "command-line options add to it (single values: command line wins)")
     p.add_argument("-p", dest="port", type=int, help="SSH server port (default 22)")
     p.add_argument("-l", dest="user", help="SSH user name")
     p.add_argument("-i", dest="identity", action="append",
@@ -105,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-listen-address", default="127.0.0.1", metavar="ADDRESS",
                    help="where the SSH server listens for active-mode data (tcpip-forward); "
                         "non-loopback needs GatewayPorts on the SSH server (default 127.0.0.1)")
+    p.add_argument("--remote-reply-address", default=None, metavar="ADDRESS",
+                   help="remote (-R) tunnels: address written into rewritten 227 replies, "
+                        "for clients that reach the SSH host under another address "
+                        "(default: the -R listen address, or 127.0.0.1 for a wildcard)")
     p.add_argument("--trust-pasv-address", dest="pasv_allow", action="append", default=[],
                    metavar="ADDRESS",
                    help="let passive data go to ADDRESS when a 227 reply names it "
@@ -143,11 +171,13 @@ def _apply_ssh_options(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace,
+                     extra_forwards: tuple[ForwardSpec, ...] = ()) -> Config:
     if not args.destination:
         raise ConfigError("missing SSH destination ([user@]ssh_host)")
-    if not args.forwards:
-        raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port")
+    if not args.forwards and not args.remote_forwards and not extra_forwards:
+        raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port "
+                          "or -R ftp/[listen_address:]port:ftp_host:ftp_port")
     opts = _apply_ssh_options(args.options)
     user, _, host = args.destination.rpartition("@")
     identities = args.identity or ([opts["identityfile"]] if "identityfile" in opts else None)
@@ -172,7 +202,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ConfigError(f"bad option value: {exc}") from None
     return Config(
         ssh=ssh,
-        forwards=tuple(parse_forward(spec) for spec in args.forwards),
+        forwards=(*extra_forwards, *(parse_forward(spec) for spec in args.forwards),
+                  *(parse_forward(spec, "remote") for spec in args.remote_forwards)),
+        remote_reply_address=args.remote_reply_address,
         active_mode=args.active_mode,
         active_address=args.active_address,
         remote_listen_host=args.remote_listen_address,
@@ -263,7 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     setup_logging(args.verbose, args.quiet, args.log_format)
     try:
-        config = config_from_args(args)
+        if args.config:
+            from ._configfile import load_config
+
+            config, args = load_config(args.config, argv)
+            setup_logging(args.verbose, args.quiet, args.log_format)
+        else:
+            config = config_from_args(args)
     except ConfigError as exc:
         print(f"ftptrio: {exc}", file=sys.stderr)
         return EXIT_USAGE

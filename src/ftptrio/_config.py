@@ -70,7 +70,7 @@ class ForwardSpec:
             _check_ip("remote reply address", self.reply_address, v4_only=True)
 
     def effective(self, config: "Config") -> "Config":
-        """The Config with this forward's overrides applied."""
+        """The Config with this forward's overrides applied (its only forward: this)."""
         changes: dict[str, object] = {}
         if self.active_mode is not None:
             changes["active_mode"] = self.active_mode
@@ -80,7 +80,9 @@ class ForwardSpec:
             changes["data_bind_host"] = "0.0.0.0" if self.gateway else "127.0.0.1"
         if self.reply_address is not None:
             changes["remote_reply_address"] = self.reply_address
-        return dataclasses.replace(config, **changes) if changes else config
+        if not changes:
+            return config
+        return dataclasses.replace(config, forwards=(self,), **changes)
 
     def remote_reply_host(self, config: "Config") -> str:
         """Remote tunnels: the address written into rewritten 227 replies."""
