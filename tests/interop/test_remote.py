@@ -1,0 +1,84 @@
+"""Remote (-R) tunnels through a real OpenSSH sshd (GatewayPorts at its default):
+curl connects to 127.0.0.1:<remote forward port> on the SSH server (this
+machine's loopback), ftptrio relays the session to vsftpd / pyftpdlib from its
+own side. EPSV, PASV, EPRT and PORT, curl honouring the 227 address
+(``--no-ftp-skip-pasv-ip``); every transfer sha256-checked by ``clients.exercise``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import trio
+
+import ftptrio
+from ftp_fakes import assert_no_leaks
+
+try:
+    from . import clients, servers
+except ImportError:  # pragma: no cover
+    import clients  # type: ignore[no-redef]
+    import servers  # type: ignore[no-redef]
+
+CASE_TIMEOUT = 120
+MODES = ("EPSV", "PASV", "EPRT", "PORT")
+
+
+def remote_config(sshd, ftp, **options) -> ftptrio.Config:
+    return ftptrio.Config(
+        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
+                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
+        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port,
+                                      direction="remote"),),
+        **options)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_remote_tunnel_curl(openssh, ftp_server, mode, tmp_path):
+    client = clients.Curl(mode)
+    with trio.fail_after(CASE_TIMEOUT):
+        async with ftptrio.open_forwarder(remote_config(openssh, ftp_server)) as fwd:
+            host, port = fwd.addresses[0]
+            assert host == "127.0.0.1" and port > 0
+            await clients.exercise(client, clients.Target.for_server(ftp_server, "127.0.0.1",
+                                                                     port),
+                                   ftp_server, tmp_path)
+            await assert_no_leaks(fwd)
+            stats = fwd.stats
+    expected = "active" if mode in ("EPRT", "PORT") else "passive"
+    assert set(stats.by_mode) == {expected}
+    assert stats.transfer_errors == 0
+    # the control listener was a tcpip-forward on sshd, as were the passive data
+    # forwards (port 0); active data went through direct-tcpip to curl's listener
+    log = openssh.log()
+    assert f"Allocated listen port {port}\n" in log
+    assert f"Connection to port {port} forwarding to" in log
+    if expected == "active":
+        assert "cancel-tcpip-forward" in log  # the control listener, at the end
+    else:  # every passive data connection came through its own remote forward
+        assert re.search(r"rtype cancel-tcpip-forward", log)
+
+
+async def test_remote_tunnel_from_cli_config_file(openssh, pyftpdlib_server, tmp_path):
+    """The same tunnel described by a TOML file (load_config) works end to end."""
+    from ftptrio._configfile import load_config
+
+    path = tmp_path / "tunnels.toml"
+    path.write_text(
+        f'host = "{openssh.username}@{openssh.host}"\nport = {openssh.port}\n'
+        f'identity = "{openssh.client_key}"\n'
+        f'options = {{ UserKnownHostsFile = "{openssh.known_hosts}" }}\n'
+        f'[[tunnel]]\nremote = "ftp/127.0.0.1:0:{pyftpdlib_server.host}:'
+        f'{pyftpdlib_server.port}"\n'
+        f'[[tunnel]]\nlocal = "0:{pyftpdlib_server.host}:{pyftpdlib_server.port}"\n')
+    config, _args = load_config(str(path))
+    with trio.fail_after(CASE_TIMEOUT):
+        async with ftptrio.open_forwarder(config) as fwd:
+            for host, port in fwd.addresses:
+                target = clients.Target.for_server(pyftpdlib_server, host, port)
+                local = tmp_path / f"one-{port}.bin"
+                await clients.Curl("EPSV").download(target, "one_mib.bin", local)
+                assert servers.sha256_file(local) == servers.sha256_file(
+                    pyftpdlib_server.path("one_mib.bin"))
+            await assert_no_leaks(fwd)
