@@ -38,6 +38,11 @@ examples:
   ftptrio -L 2121:ftp.internal:21 -p 2222 -i ~/.ssh/id_ed25519 gw.example.net
       FTP server behind an SSH gateway (active mode: --active-address must be
       the SSH host's address as the FTP server sees it)
+  ftptrio -R ftp/2121:localhost:21 user@sshhost
+      remote tunnel: FTP clients on sshhost use ftp://127.0.0.1:2121 to reach
+      the FTP server on this machine
+  ftptrio --config tunnels.toml
+      SSH host, tunnels and options from a TOML file (see README)
   ftptrio demo
       self-contained demonstration with embedded SSH and FTP servers
 

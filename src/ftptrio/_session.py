@@ -1,5 +1,9 @@
 """One FTP control session: a nursery owning the control relay and every data forward.
 
+The session's data-channel strategy depends on its forward's direction:
+``LocalData`` (-L: client here, FTP server behind SSH) or ``RemoteData`` (-R:
+client behind the SSH server, FTP server here; the mirror image).
+
 Four tasks share one ``ControlChannel``: two readers feed it bytes, two writers
 drain its outboxes in order, setting up data channels where it asks. Cancelling
 the nursery (client gone, server gone, protocol error, shutdown) closes the

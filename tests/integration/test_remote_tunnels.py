@@ -64,6 +64,7 @@ async def test_remote_download_and_upload(remote_forwarder, ssh_server, ftp_serv
     up = os.urandom(SIZE)
     await run(upload, addr, ftp_server, "up.bin", up, passive=passive)
     assert file_sha256(os.path.join(ftp_server.root, "up.bin")) == sha256(up)
+    await assert_no_leaks(remote_forwarder)  # sessions over: counters are final
     stats = remote_forwarder.stats
     assert stats.by_mode == {"passive" if passive else "active": 2}
     assert stats.transfer_errors == 0
@@ -81,6 +82,7 @@ async def test_remote_epsv_and_eprt(remote_forwarder, ssh_server, ftp_server):
     assert sha256(got) == sha256(payload)
     reply, got = await run(eprt_download, addr, ftp_server, "e.bin")
     assert sha256(got) == sha256(payload)
+    await assert_no_leaks(remote_forwarder)
     assert remote_forwarder.stats.by_mode == {"passive": 1, "active": 1}
 
 
@@ -152,8 +154,8 @@ async def test_mixed_local_and_remote(ssh_server, ftp_server):
             for passive in (True, False):
                 got = await run(download, addr, ftp_server, "m.bin", passive=passive)
                 assert sha256(got) == sha256(payload)
-        assert fwd.stats.by_mode == {"passive": 2, "active": 2}
         await assert_no_leaks(fwd)
+        assert fwd.stats.by_mode == {"passive": 2, "active": 2}
     # after the forwarder stops, the SSH server's listener is gone as well
     assert fwd.tunnel.connection is None
 

@@ -203,3 +203,14 @@ def test_main_bad_remote_option_is_one_line(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ftptrio: ") and "\n" not in err
+
+
+def test_readme_example_file_is_valid(tmp_path):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    config, _ = load_config(write(tmp_path, block))
+    assert [f.direction for f in config.forwards] == ["local", "remote"]
+    assert config.forwards[1].reply_address == "10.0.0.1"
