@@ -14,6 +14,7 @@ import trio_asyncio
 
 from ._config import Config, ForwardSpec
 from ._datachannel import TransferStats
+from ._errors import TunnelError
 from ._session import Session
 from ._tunnel import RemoteStreamListener, Tunnel, install_asyncio_error_handler
 
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: pause before accepting again when out of file descriptors
 ACCEPT_BACKOFF = 0.1
+#: first and longest wait between attempts to re-establish a remote (-R) listener
+REMOTE_RETRY_FIRST = 0.5
+REMOTE_RETRY_MAX = 30.0
 
 
 @dataclass
@@ -85,13 +89,36 @@ async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
 
 
 async def _accept_remote(listener: RemoteStreamListener, nursery: trio.Nursery,
-                         handler: partial) -> None:
-    """Every connection to a remote (-R) tunnel's listener on the SSH server."""
-    try:
-        async for stream, orig_host, orig_port in listener:
-            nursery.start_soon(partial(handler, stream, peer=(orig_host, orig_port)))
-    finally:
-        await listener.aclose()
+                         handler: partial, tunnel: Tunnel, forwarder: Forwarder) -> None:
+    """Every connection to a remote (-R) tunnel's listener on the SSH server.
+
+    When the SSH connection is lost, the listener goes with it: it is requested
+    again (same port) on a new connection, retrying with a growing delay.
+    """
+    while True:
+        try:
+            async with trio.open_nursery() as watch:
+                watch.start_soon(listener.wait_lost)
+                async for stream, orig_host, orig_port in listener:
+                    nursery.start_soon(partial(handler, stream, peer=(orig_host, orig_port)))
+                watch.cancel_scope.cancel()
+        finally:
+            await listener.aclose()
+        host, port = listener.host, listener.port
+        log.warning("SSH connection lost: remote tunnel %s:%d on the SSH server is down; "
+                    "re-establishing", host, port)
+        delay = REMOTE_RETRY_FIRST
+        while True:
+            try:
+                fresh = await tunnel.listen_remote_streams(host, port)
+                break
+            except TunnelError as exc:
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, REMOTE_RETRY_MAX)
+        forwarder.remote_listeners[forwarder.remote_listeners.index(listener)] = fresh
+        listener = fresh
+        log.info("remote tunnel %s:%d on the SSH server re-established", host, port)
 
 
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
@@ -136,7 +163,8 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                     handler = partial(_handle_client, forward=forward, config=config,
                                       tunnel=tunnel, forwarder=forwarder)
                     if isinstance(group, RemoteStreamListener):
-                        accepting.start_soon(_accept_remote, group, sessions, handler)
+                        accepting.start_soon(_accept_remote, group, sessions, handler,
+                                             tunnel, forwarder)
                         continue
                     for listener in group:
                         accepting.start_soon(_accept_loop, listener, sessions, handler)

@@ -431,7 +431,7 @@ class RemoteStreamListener:
         self.port = 0
         self._send, self._receive = trio.open_memory_channel[
             tuple[ChannelStream, str, int]](256)
-        self._pending_chans: list[Any] = []
+        self._conn: Any = None
 
     def _session_factory(self, orig_host: str, orig_port: int) -> _IncomingStreamSession:
         if self._listener is None:
@@ -446,6 +446,16 @@ class RemoteStreamListener:
             log.warning("refused connection from %s:%s on remote listener port %d "
                         "(not accepting)", orig_host, orig_port, self.port)
             chan.close()
+
+    async def wait_lost(self) -> None:
+        """Return when the SSH connection under this listener closes; iteration
+        then ends (the forward is gone with the connection)."""
+        if self._conn is not None:
+            try:
+                await trio_asyncio.aio_as_trio(self._conn.wait_closed)()
+            except Exception as exc:  # noqa: BLE001 - closed either way
+                log.debug("SSH connection closed: %r", exc)
+        self._send.close()
 
     def __aiter__(self) -> "RemoteStreamListener":
         return self
@@ -578,6 +588,7 @@ class Tunnel:
         """tcpip-forward on the SSH server for FTP control connections (-R)."""
         conn = await self.connect()
         remote = RemoteStreamListener()
+        remote._conn = conn
         remote._listener = True  # accepting from now on
         async with self._listen_lock:
             try:

@@ -179,3 +179,22 @@ async def test_remote_session_cancel_tears_down(ssh_server, ftp_server):
 def test_remote_passive_conversion_refused():
     with pytest.raises(ftptrio.ConfigError, match="only available for local"):
         ftptrio.ForwardSpec(ftp_host="h", direction="remote", active_mode="passive")
+
+
+async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, ftp_server):
+    payload = write_random(os.path.join(ftp_server.root, "r.bin"), 100_000)
+    async with ftptrio.open_forwarder(remote_config(ssh_server, ftp_server)) as fwd:
+        addr = fwd.addresses[0]
+        assert sha256(await run(download, addr, ftp_server, "r.bin")) == sha256(payload)
+        await assert_no_leaks(fwd)
+        first = fwd.remote_listeners[0]
+        for conn in list(ssh_server.connections):
+            conn.close()  # the SSH server drops ftptrio
+        with trio.fail_after(20):
+            while fwd.remote_listeners[0] is first:
+                await trio.sleep(0.05)
+        assert fwd.tunnel.connects == 2
+        assert (fwd.remote_listeners[0].host, fwd.remote_listeners[0].port) == addr
+        assert sha256(await run(download, addr, ftp_server, "r.bin", passive=False)) == \
+            sha256(payload)
+        await assert_no_leaks(fwd)
