@@ -82,3 +82,44 @@ async def test_remote_tunnel_from_cli_config_file(openssh, pyftpdlib_server, tmp
                 assert servers.sha256_file(local) == servers.sha256_file(
                     pyftpdlib_server.path("one_mib.bin"))
             await assert_no_leaks(fwd)
+
+
+async def test_cli_config_file_starts_every_tunnel(openssh, vsftpd, tmp_path):
+    """``python -m ftptrio --config FILE`` with one -R and one -L tunnel: both
+    carry a curl download (EPSV through -L, PORT through -R); SIGINT exits 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "tunnels.toml"
+    path.write_text(
+        f'host = "{openssh.username}@{openssh.host}"\nport = {openssh.port}\n'
+        f'identity = "{openssh.client_key}"\n'
+        f'options = {{ UserKnownHostsFile = "{openssh.known_hosts}" }}\n'
+        f'[[tunnel]]\nremote = "ftp/0:{vsftpd.host}:{vsftpd.port}"\n'
+        f'[[tunnel]]\nlocal = "0:{vsftpd.host}:{vsftpd.port}"\nactive_mode = "passive"\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "ftptrio", "--config", str(path)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready: list[tuple[str, int]] = []
+        with trio.fail_after(30):
+            while len(ready) < 2:
+                line = await trio.to_thread.run_sync(proc.stderr.readline)
+                assert line, "ftptrio exited early"
+                if m := re.search(r"ready: FTP clients connect to ([\d.]+):(\d+)", line):
+                    ready.append((m.group(1), int(m.group(2))))
+        expected = servers.sha256_file(vsftpd.path("one_mib.bin"))
+        for (host, port), mode in zip(ready, ("PORT", "EPSV")):
+            local = tmp_path / f"cli-{mode}.bin"
+            await clients.Curl(mode).download(clients.Target.for_server(vsftpd, host, port),
+                                              "one_mib.bin", local)
+            assert servers.sha256_file(local) == expected
+        proc.send_signal(signal.SIGINT)
+        assert await trio.to_thread.run_sync(lambda: proc.wait(30)) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
