@@ -24,8 +24,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tomllib
 from typing import Any, Callable, Sequence
+
+try:
+    import tomllib  # Python >= 3.11
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        tomllib = None  # type: ignore[assignment]
 
 from ._config import ForwardSpec, Config
 from ._errors import ConfigError
@@ -95,6 +102,9 @@ def _tokens(flag: str, kind: str, value: Any) -> list[str]:
 
 
 def read(path: str) -> dict[str, Any]:
+    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+        raise ConfigError(f"{path}: --config needs Python >= 3.11 (tomllib) or the tomli "
+                          "package")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

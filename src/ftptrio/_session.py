@@ -373,7 +373,8 @@ class RemoteData:
     def __init__(self, session: Session) -> None:
         self.s = session
 
-    def _passive_port_allowed(self, offer: PassiveOffer) -> bool:
+    def _warn_named_address(self, offer: PassiveOffer) -> None:
+        """Data always goes to the FTP host (no SSRF through a 227); say so once."""
         s = self.s
         named, ftp_host = offer.host, s.forward.ftp_host
         if named is not None and not same_address(named, ftp_host) \
@@ -381,11 +382,10 @@ class RemoteData:
             s._warned_pasv_address = True
             log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
                         s.id, named, ftp_host)
-        return True
 
     async def passive(self, offer: PassiveOffer) -> bytes:
         s = self.s
-        self._passive_port_allowed(offer)
+        self._warn_named_address(offer)
         try:
             remote = await s.tunnel.listen_remote(
                 s.forward.listen_host, 0, accept_filter=dc.client_only(s.data.client_host))
