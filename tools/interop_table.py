@@ -34,6 +34,7 @@ SETUPS: dict[str, tuple[int, str]] = {
     "test_matrix_converted": (1, "sshd `AllowTcpForwarding local`, `--active-mode passive`"),
     "test_ipv6": (2, "IPv6 client, ftptrio on `[::1]`"),
     "test_netns": (3, "3 network namespaces, ftptrio CLI"),
+    "test_remote_tunnel_curl": (4, "`-R` remote tunnel, client on the SSH host's side"),
 }
 CONVERTED = {"PORT": "PORT → PASV", "EPRT": "EPRT → EPSV"}
 SERVER_ORDER = ["vsftpd", "pyftpdlib"]
@@ -41,6 +42,20 @@ CLIENT_ORDER = ["curl", "lftp", "wget", "ftplib"]
 MODE_ORDER = ["EPSV", "PASV", "EPRT", "PORT"]
 MARK = {"passed": "✅", "failed": "❌", "skipped": "skipped"}
 CASE_NAME = re.compile(r"^(?P<func>test_\w+)\[(?P<server>[^-\]]+)-(?P<client>[^-\]]+)-(?P<mode>[^\]]+)\]$")
+#: remote-tunnel cases are parametrized by server and mode only (the client is curl)
+REMOTE_NAME = re.compile(r"^(?P<func>test_remote_tunnel_curl)\[(?P<a>[^-\]]+)-(?P<b>[^\]]+)\]$")
+
+
+def _case(name: str) -> tuple[str, str, str, str] | None:
+    """(function, server, client, mode) of a matrix-style test name, else None."""
+    m = CASE_NAME.match(name)
+    if m:
+        return m["func"], m["server"], m["client"], m["mode"]
+    m = REMOTE_NAME.match(name)
+    if m:
+        server, mode = (m["a"], m["b"]) if m["a"] in SERVER_ORDER else (m["b"], m["a"])
+        return m["func"], server, "curl", mode
+    return None
 
 
 @dataclass
@@ -86,11 +101,12 @@ def render(results: list[Result], total_time: float) -> tuple[str, bool]:
     matrix, other = Counter(), Counter()
     failed_cases: list[str] = []
     for r in results:
-        m = CASE_NAME.match(r.name)
-        if m and m["func"] in SETUPS:
-            key = (m["func"], m["client"], m["mode"])
-            cells.setdefault(key, {})[m["server"]] = r.outcome
-            servers.add(m["server"])
+        case = _case(r.name)
+        if case and case[0] in SETUPS:
+            func, server, client, mode = case
+            key = (func, client, mode)
+            cells.setdefault(key, {})[server] = r.outcome
+            servers.add(server)
             matrix[r.outcome] += 1
         else:
             other[r.outcome] += 1
