@@ -80,16 +80,7 @@ async def open_data_listener(ctx: DataContext, local_host: str) -> trio.socket.S
     host = ctx.config.data_bind_host
     if ":" in local_host and not local_host.startswith("::ffff:"):
         host = {"127.0.0.1": "::1", "0.0.0.0": "::"}.get(host, host)
-    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind((host, 0))
-        sock.listen(4)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return await open_local_listener(host)
 
 
 async def serve_passive(ctx: DataContext, listener: trio.socket.SocketType,
@@ -256,10 +247,11 @@ async def serve_remote_passive(ctx: DataContext, remote: RemoteListener, ftp_por
 
 
 async def open_local_listener(host: str) -> trio.socket.SocketType:
-    """A one-shot listener on host (the local address of the FTP server connection)."""
+    """A listener on host:<OS-picked port> for one data connection."""
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         await sock.bind((host, 0))
         sock.listen(4)
     except BaseException:
