@@ -26,7 +26,7 @@ from ._config import Config, ForwardSpec
 from ._control import (CLOSE, same_address, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
                        OutItem, PassiveOffer)
 from ._errors import TunnelError
-from ._tunnel import Tunnel
+from ._tunnel import DataChannel, Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +291,21 @@ class LocalData:
             local = local[7:]
         return local if ":" not in local else "127.0.0.1"
 
-    async def passive(self, offer: PassiveOffer) -> bytes:
+    async def _server_data_channel(self, offer: PassiveOffer) -> DataChannel | bytes:
+        """An SSH channel to the server's passive port, or the 425 reply to send."""
         host = self._passive_destination(offer)
         if host is None:
             return self.s.control.data_failed(f"passive address {offer.host} not allowed")
         try:
-            channel = await self.s.tunnel.open_data_channel(host, offer.port)
+            return await self.s.tunnel.open_data_channel(host, offer.port)
         except TunnelError as exc:
             log.warning("session %d: %s", self.s.id, exc)
             return self.s.control.data_failed(str(exc))
+
+    async def passive(self, offer: PassiveOffer) -> bytes:
+        channel = await self._server_data_channel(offer)
+        if isinstance(channel, bytes):
+            return channel
         try:
             local_host = self.s.client.socket.getsockname()[0]
             listener = await dc.open_data_listener(self.s.data, local_host)
@@ -313,8 +319,8 @@ class LocalData:
         assert self.s._nursery is not None
         self.s._nursery.start_soon(dc.serve_passive, self.s.data, listener, channel, waiting)
         port = listener.getsockname()[1]
-        log.debug("session %d: passive %s:%d via SSH, client connects to port %d", self.s.id,
-                  host, offer.port, port)
+        log.debug("session %d: passive data port %d via SSH, client connects to port %d",
+                  self.s.id, offer.port, port)
         return self.s.control.passive_reply(offer, self._reply_address(), port)
 
     async def active(self, request: ActiveRequest) -> bytes | None:
@@ -338,15 +344,10 @@ class LocalData:
         return self.s.control.active_command(request, cfg.active_address, remote.port)
 
     async def converted(self, event: ConvertedActive) -> bytes:
-        host = self._passive_destination(
+        channel = await self._server_data_channel(
             PassiveOffer(event.server_host, event.server_port, event.extended))
-        if host is None:
-            return self.s.control.data_failed(f"passive address {event.server_host} not allowed")
-        try:
-            channel = await self.s.tunnel.open_data_channel(host, event.server_port)
-        except TunnelError as exc:
-            log.warning("session %d: %s", self.s.id, exc)
-            return self.s.control.data_failed(str(exc))
+        if isinstance(channel, bytes):
+            return channel
         try:
             await channel.connect_socket(event.client_host, event.client_port)
         except OSError as exc:
