@@ -83,6 +83,55 @@ async def open_data_listener(ctx: DataContext, local_host: str) -> trio.socket.S
     return await open_local_listener(host)
 
 
+async def _accept_one(ctx: DataContext, listener: trio.socket.SocketType, allowed_host: str,
+                      who: str, waiting: trio.CancelScope) -> trio.socket.SocketType | None:
+    """The first connection to listener from allowed_host (others are refused and
+    logged), or None when ``waiting`` ends first. The listener is closed either way."""
+    port = listener.getsockname()[1]
+    try:
+        with waiting:
+            while True:
+                sock, peer = await listener.accept()
+                if same_address(peer[0], allowed_host):
+                    return sock
+                log.warning("session %d: refused data connection from %s to port %d "
+                            "(only %s %s may connect)", ctx.session_id, peer[0], port, who,
+                            allowed_host)
+                sock.close()
+    finally:
+        listener.close()
+    return None
+
+
+async def _forwarded_connection(ctx: DataContext, remote: RemoteListener,
+                                waiting: trio.CancelScope, host: str, port: int,
+                                who: str) -> DataChannel | None:
+    """Wait for the one connection on a remote forward (bounded by ``waiting``),
+    cancel the forward, and connect it locally to host:port. None if unused or
+    the local connect failed (both logged)."""
+    incoming = None
+    try:
+        with waiting:
+            incoming = await remote.accept()
+    finally:
+        await remote.aclose()  # cancel-tcpip-forward as soon as accepted
+    if incoming is None:
+        log.info("session %d: remote forward port %d closed unused (%s)", ctx.session_id,
+                 remote.port, "timeout" if waiting.deadline <= trio.current_time()
+                 else "superseded or session ended")
+        return None
+    channel, orig_host, orig_port = incoming
+    log.debug("session %d: %s connected from %s:%d to remote forward %d", ctx.session_id,
+              who, orig_host, orig_port, remote.port)
+    try:
+        await channel.connect_socket(host, port)
+    except OSError as exc:
+        log.warning("session %d: cannot connect to data port %s:%d: %s", ctx.session_id,
+                    host, port, exc)
+        return None
+    return channel
+
+
 async def serve_passive(ctx: DataContext, listener: trio.socket.SocketType,
                         channel: DataChannel, waiting: trio.CancelScope) -> None:
     """Accept the client's one data connection on listener and relay it to channel.
@@ -94,18 +143,8 @@ async def serve_passive(ctx: DataContext, listener: trio.socket.SocketType,
     port = listener.getsockname()[1]
     sock = None
     try:
-        with waiting:
-            while True:
-                sock, peer = await listener.accept()
-                if same_address(peer[0], ctx.client_host):
-                    break
-                log.warning("session %d: refused data connection from %s to port %d "
-                            "(only the client %s may connect)", ctx.session_id, peer[0], port,
-                            ctx.client_host)
-                sock.close()
-                sock = None
+        sock = await _accept_one(ctx, listener, ctx.client_host, "the client", waiting)
     finally:
-        listener.close()
         if sock is None:
             channel.close()
     if sock is None:
@@ -147,30 +186,13 @@ async def serve_active(ctx: DataContext, remote: RemoteListener, client_host: st
 
     ``waiting`` bounds the wait (idle timeout, or the session's control ended).
     """
-    incoming = None
     try:
-        try:
-            with waiting:
-                incoming = await remote.accept()
-        finally:
-            await remote.aclose()  # cancel-tcpip-forward as soon as accepted
-        if incoming is None:
-            log.info("session %d: remote forward port %d closed unused", ctx.session_id,
-                     remote.port)
-            return
-        channel, orig_host, orig_port = incoming
-        log.debug("session %d: FTP server connected from %s:%d to remote forward %d",
-                  ctx.session_id, orig_host, orig_port, remote.port)
-        started = trio.current_time()
-        try:
-            await channel.connect_socket(client_host, client_port)
-        except OSError as exc:
-            log.warning("session %d: cannot connect to client data port %s:%d: %s",
-                        ctx.session_id, client_host, client_port, exc)
-            return
+        channel = await _forwarded_connection(ctx, remote, waiting, client_host, client_port,
+                                               "FTP server")
     finally:
         gate.settled()
-    _log_transfer(ctx, "active", started, await channel.wait())
+    if channel is not None:
+        _log_transfer(ctx, "active", trio.current_time(), await channel.wait())
 
 
 async def serve_converted(ctx: DataContext, channel: DataChannel) -> None:
@@ -222,28 +244,10 @@ async def serve_remote_passive(ctx: DataContext, remote: RemoteListener, ftp_por
     The data port is always on the control connection's FTP host (``ctx.ftp_host``),
     whatever address the 227 named. The forward is cancelled once used.
     """
-    incoming = None
-    try:
-        with waiting:
-            incoming = await remote.accept()
-    finally:
-        await remote.aclose()  # cancel-tcpip-forward as soon as accepted
-    if incoming is None:
-        log.info("session %d: remote passive forward port %d closed unused (%s)",
-                 ctx.session_id, remote.port,
-                 "timeout" if waiting.deadline <= trio.current_time() else "superseded")
-        return
-    channel, orig_host, orig_port = incoming
-    log.debug("session %d: client connected from %s:%d to remote forward %d", ctx.session_id,
-              orig_host, orig_port, remote.port)
-    started = trio.current_time()
-    try:
-        await channel.connect_socket(ctx.ftp_host, ftp_port)
-    except OSError as exc:
-        log.warning("session %d: cannot connect to FTP data port %s:%d: %s", ctx.session_id,
-                    ctx.ftp_host, ftp_port, exc)
-        return
-    _log_transfer(ctx, "passive", started, await channel.wait())
+    channel = await _forwarded_connection(ctx, remote, waiting, ctx.ftp_host, ftp_port,
+                                          "client")
+    if channel is not None:
+        _log_transfer(ctx, "passive", trio.current_time(), await channel.wait())
 
 
 async def open_local_listener(host: str) -> trio.socket.SocketType:
@@ -269,19 +273,7 @@ async def serve_remote_active(ctx: DataContext, listener: trio.socket.SocketType
     sock = None
     channel: DataChannel | None = None
     try:
-        try:
-            with waiting:
-                while True:
-                    sock, peer = await listener.accept()
-                    if same_address(peer[0], server_host):
-                        break
-                    log.warning("session %d: refused data connection from %s to port %d "
-                                "(only the FTP server %s may connect)", ctx.session_id,
-                                peer[0], port, server_host)
-                    sock.close()
-                    sock = None
-        finally:
-            listener.close()
+        sock = await _accept_one(ctx, listener, server_host, "the FTP server", waiting)
         if sock is None:
             log.info("session %d: active listener on port %d closed unused", ctx.session_id,
                      port)

@@ -238,6 +238,28 @@ class Session:
         assert self._control_scope is not None
         self._control_scope.cancel()
 
+    def _warn_ignored_pasv_address(self, named: str) -> None:
+        """Say once per session that a 227's address is ignored (no SSRF)."""
+        if not self._warned_pasv_address:
+            self._warned_pasv_address = True
+            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
+                        self.id, named, self.forward.ftp_host)
+
+    def _new_passive_wait(self) -> trio.CancelScope:
+        """The wait of a new passive listener/forward; it supersedes the previous one."""
+        if self._waiting_passive is not None:
+            self._waiting_passive.cancel()
+        self._waiting_passive = self._waiting_scope()
+        return self._waiting_passive
+
+    def _new_active_wait(self, request: ActiveRequest) -> trio.CancelScope:
+        """The wait of an active data connection: holds 226 until it is connected
+        (ActiveGate) and is cancelled if the server refuses the PORT/EPRT."""
+        self._active_gate.opened()
+        waiting = self._waiting_scope()
+        self._active_waiting[id(request)] = waiting
+        return waiting
+
     def _waiting_scope(self) -> trio.CancelScope:
         """A scope for a data channel's wait for its peer: idle timeout, and
         cancelled when the control connection ends."""
@@ -277,18 +299,13 @@ class LocalData:
             log.warning("session %d: 227 names %s, which is not allow-listed; refused",
                         self.s.id, named)
             return None
-        if not self.s._warned_pasv_address:
-            self.s._warned_pasv_address = True
-            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
-                        self.s.id, named, ftp_host)
+        self.s._warn_ignored_pasv_address(named)
         return ftp_host
 
     def _reply_address(self) -> str:
         if self.s.config.passive_address:
             return self.s.config.passive_address
-        local = self.s.client.socket.getsockname()[0]
-        if local.startswith("::ffff:"):
-            local = local[7:]
+        local = _sock_host(self.s.client, "getsockname")
         return local if ":" not in local else "127.0.0.1"
 
     async def _server_data_channel(self, offer: PassiveOffer) -> DataChannel | bytes:
@@ -312,10 +329,7 @@ class LocalData:
         except OSError as exc:
             channel.close()
             return self.s.control.data_failed(f"no local listener: {exc}")
-        if self.s._waiting_passive is not None:
-            self.s._waiting_passive.cancel()  # superseded by this PASV/EPSV
-        waiting = self.s._waiting_scope()
-        self.s._waiting_passive = waiting
+        waiting = self.s._new_passive_wait()
         assert self.s._nursery is not None
         self.s._nursery.start_soon(dc.serve_passive, self.s.data, listener, channel, waiting)
         port = listener.getsockname()[1]
@@ -334,11 +348,9 @@ class LocalData:
             self.s._to_client.wake()
             return None
         assert self.s._nursery is not None
-        self.s._active_gate.opened()
-        waiting = self.s._waiting_scope()
-        self.s._active_waiting[id(request)] = waiting
-        self.s._nursery.start_soon(dc.serve_active, self.s.data, remote, request.host, request.port,
-                                 self.s._active_gate, waiting)
+        waiting = self.s._new_active_wait(request)
+        self.s._nursery.start_soon(dc.serve_active, self.s.data, remote, request.host,
+                                   request.port, self.s._active_gate, waiting)
         log.debug("session %d: active %s:%d via remote forward %s:%d", self.s.id, request.host,
                   request.port, cfg.active_address, remote.port)
         return self.s.control.active_command(request, cfg.active_address, remote.port)
@@ -374,29 +386,17 @@ class RemoteData:
     def __init__(self, session: Session) -> None:
         self.s = session
 
-    def _warn_named_address(self, offer: PassiveOffer) -> None:
-        """Data always goes to the FTP host (no SSRF through a 227); say so once."""
-        s = self.s
-        named, ftp_host = offer.host, s.forward.ftp_host
-        if named is not None and not same_address(named, ftp_host) \
-                and not s._warned_pasv_address:
-            s._warned_pasv_address = True
-            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
-                        s.id, named, ftp_host)
-
     async def passive(self, offer: PassiveOffer) -> bytes:
         s = self.s
-        self._warn_named_address(offer)
+        if offer.host is not None and not same_address(offer.host, s.forward.ftp_host):
+            s._warn_ignored_pasv_address(offer.host)  # data always goes to the FTP host
         try:
             remote = await s.tunnel.listen_remote(
                 s.forward.listen_host, 0, accept_filter=dc.client_only(s.data.client_host))
         except TunnelError as exc:
             log.warning("session %d: %s", s.id, exc)
             return s.control.data_failed(str(exc))
-        if s._waiting_passive is not None:
-            s._waiting_passive.cancel()  # superseded by this PASV/EPSV
-        waiting = s._waiting_scope()
-        s._waiting_passive = waiting
+        waiting = s._new_passive_wait()
         assert s._nursery is not None
         s._nursery.start_soon(dc.serve_remote_passive, s.data, remote, offer.port, waiting)
         reply_host = s.forward.remote_reply_host(s.config)
@@ -415,9 +415,7 @@ class RemoteData:
             s._to_client.wake()
             return None
         assert s._nursery is not None
-        s._active_gate.opened()
-        waiting = s._waiting_scope()
-        s._active_waiting[id(request)] = waiting
+        waiting = s._new_active_wait(request)
         port = listener.getsockname()[1]
         s._nursery.start_soon(dc.serve_remote_active, s.data, listener, server_host,
                               request.host, request.port, s._active_gate, waiting)
