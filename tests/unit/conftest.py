@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -43,3 +44,15 @@ def rewrite(request: pytest.FixtureRequest) -> ModuleType:
 def both_rewrites() -> tuple[ModuleType, ModuleType]:
     """(python, cython) pair for differential tests."""
     return load_rewrite("python"), load_rewrite("cython")
+
+
+@pytest.fixture
+def restore_logging():
+    """main() configures logging; undo it so other tests see the usual setup."""
+    names = ["", "ftptrio", "ftptrio._control", "asyncssh", "trio_asyncio"]
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.level, list(lg.handlers)) for lg in loggers]
+    yield
+    for lg, (level, handlers) in zip(loggers, saved):
+        lg.setLevel(level)
+        lg.handlers[:] = handlers

@@ -3,7 +3,6 @@ exit codes and error messages."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import subprocess
 import sys
@@ -16,16 +15,8 @@ from ftptrio._config import Config, ForwardSpec
 from ftptrio._errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() configures logging; undo it so other tests see the usual setup."""
-    names = ["", "ftptrio", "ftptrio._control", "asyncssh", "trio_asyncio"]
-    loggers = [logging.getLogger(name) for name in names]
-    saved = [(lg.level, list(lg.handlers)) for lg in loggers]
-    yield
-    for lg, (level, handlers) in zip(loggers, saved):
-        lg.setLevel(level)
-        lg.handlers[:] = handlers
+# main() configures logging: undo it after each test (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def config(*argv: str) -> Config:

@@ -3,7 +3,6 @@ options, precedence and one-line errors (exit 2) for bad files."""
 
 from __future__ import annotations
 
-import logging
 import textwrap
 
 import pytest
@@ -16,15 +15,8 @@ from ftptrio._errors import ConfigError
 needs_toml = pytest.mark.skipif(tomllib is None, reason="Python 3.10 without tomli")
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    names = ["", "ftptrio", "ftptrio._control", "asyncssh", "trio_asyncio"]
-    loggers = [logging.getLogger(name) for name in names]
-    saved = [(lg.level, list(lg.handlers)) for lg in loggers]
-    yield
-    for lg, (level, handlers) in zip(loggers, saved):
-        lg.setLevel(level)
-        lg.handlers[:] = handlers
+# main() configures logging: undo it after each test (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def write(tmp_path, text: str) -> str:
