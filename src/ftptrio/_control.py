@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
-_BAD_LINE = _scan.FLAG_NUL | _scan.FLAG_BARE_CR
+_BAD_LINE = _scan.FLAG_NUL | _scan.FLAG_BARE_CR | _scan.FLAG_BAD_TELNET
+#: Telnet "interrupt process" + "data mark": the Synch clients put before ABOR; vsftpd
+#: matches it byte for byte, servers that read Telnet remove it
+ABOR_SYNCH = b"\xff\xf4\xff\xf2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +117,28 @@ class _Pending:
 
 
 def describe_line(line: bytes) -> str:
-    """A loggable form of a control line: never shows PASS/ACCT arguments."""
+    """A loggable form of a control line: never shows PASS/ACCT arguments.
+
+    The verb is read as the server reads it (Telnet sequences interpreted), so
+    ``PA<IAC IP>SS secret`` is masked too; non-printable bytes are escaped.
+    """
     verb, _arg = _scan.split_command(line)
     if verb[:4] in (b"PASS", b"ACCT"):  # also "PASS\tsecret", which splits oddly
         return verb[:4].decode("ascii") + " ****"
-    return line.rstrip(b"\r\n").decode("latin-1")[:200]
+    return printable(line.rstrip(b"\r\n")[:200])
+
+
+def printable(data: bytes) -> str:
+    """``data`` for a text log: printable ASCII as is, every other byte as ``\\xNN``."""
+    text = data.decode("latin-1")
+    if text.isprintable() and text.isascii():
+        return text
+    return "".join(ch if " " <= ch <= "~" else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def is_command_word(verb: bytes) -> bool:
+    """An FTP command word: 3 or 4 ASCII letters (RFC 959)."""
+    return 3 <= len(verb) <= 4 and verb.isalpha()
 
 
 class ControlChannel:
@@ -230,7 +250,8 @@ class ControlChannel:
     # ------------------------------------------------------------ client side
     def _client_line(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
         if flags & _BAD_LINE:
-            bad = "NUL byte" if flags & _scan.FLAG_NUL else "bare CR"
+            bad = ("NUL byte" if flags & _scan.FLAG_NUL else "bare CR"
+                   if flags & _scan.FLAG_BARE_CR else "invalid Telnet sequence")
             log.warning("client sent a command with a %s; answered 500", bad)
             self._answer_locally(f"500 ftptrio: {bad} in command line rejected.")
             return
@@ -238,6 +259,13 @@ class ControlChannel:
             log.debug("client> %s", describe_line(line))
         if not verb:
             return  # empty line: servers ignore it inconsistently, so do not forward
+        if not is_command_word(verb):
+            log.warning("client sent %r, not a command word (3-4 letters); answered 500",
+                        printable(verb[:4]) if verb[:4] in (b"PASS", b"ACCT")
+                        else printable(verb[:40]))
+            self._answer_locally("500 ftptrio: command not understood "
+                                 "(a command is 3 or 4 letters).")
+            return
         if verb == b"QUIT":
             self.quit_requested = True
         if verb == b"PASV":
@@ -269,6 +297,8 @@ class ControlChannel:
                 self._forward_command(line, "auth")
         elif verb == b"REIN":
             self._forward_command(line, "rein")
+        elif verb == b"ABOR" and flags & _scan.FLAG_TELNET:
+            self._forward_command(ABOR_SYNCH + line, "plain")
         else:
             self._forward_command(line, "plain")
 
@@ -330,7 +360,7 @@ class ControlChannel:
             self._fail_server("NUL byte" if flags & _scan.FLAG_NUL else "bare CR")
             return
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("server< %s", line.rstrip(b"\r\n").decode("latin-1")[:200])
+            log.debug("server< %s", printable(line.rstrip(b"\r\n")[:200]))
         if self._multiline_code is not None:
             ends = line[:3] == self._multiline_code and line[3:4] == b" "
             if self._captured is not None:

@@ -14,9 +14,11 @@ from libc.string cimport memchr, memcpy
 from ftptrio._errors import BadDataAddress, LineTooLong
 
 __all__ = [
+    "FLAG_BAD_TELNET",
     "FLAG_BARE_CR",
     "FLAG_CONTINUES",
     "FLAG_NUL",
+    "FLAG_TELNET",
     "MAX_LINE",
     "LineSplitter",
     "format_227",
@@ -29,6 +31,7 @@ __all__ = [
     "parse_port_arg",
     "parse_reply_code",
     "split_command",
+    "telnet_decode",
 ]
 
 MAX_LINE = 4096
@@ -36,6 +39,8 @@ MAX_LINE = 4096
 FLAG_CONTINUES = 1
 FLAG_NUL = 2
 FLAG_BARE_CR = 4
+FLAG_TELNET = 8
+FLAG_BAD_TELNET = 16
 
 ctypedef const unsigned char* cbuf
 
@@ -211,26 +216,70 @@ cdef tuple _reply_tuple(cbuf s, Py_ssize_t length):
 
 
 cdef tuple _command_tuple(cbuf s, Py_ssize_t n):
-    """Same split as ``split_command`` on the complete line ``s[:n]``."""
+    """Same as the Python twin's ``_command_tuples`` for the complete line ``s[:n]``."""
     cdef bint has_crlf = n >= 2 and s[n - 2] == 13
     cdef int flags = _bad_flags(s, n, has_crlf)
-    cdef Py_ssize_t i = 0, j, end, k
+    cdef Py_ssize_t body_len = n - 2 if has_crlf else n - 1
+    cdef bytes body
+    cdef int telnet_flags
+    if memchr(s, 0xFF, <size_t>n) != NULL:
+        body, telnet_flags = _telnet_decode(s, body_len)
+        verb, arg = _split_body(<cbuf>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+        return (body.replace(b"\xff", b"\xff\xff") + b"\r\n", verb, arg,
+                flags | telnet_flags)
+    verb, arg = _split_body(s, body_len)
+    return (_crlf_line(s, n, has_crlf), verb, arg, flags)
+
+
+cdef tuple _telnet_decode(cbuf s, Py_ssize_t n):
+    """``telnet_decode`` of the body ``s[:n]``."""
+    cdef bytes out
+    cdef char* v
+    cdef Py_ssize_t i = 0, k = 0
+    cdef int flags = 0
+    cdef unsigned char ch, command
+    if memchr(s, 0xFF, <size_t>n) == NULL:
+        return (PyBytes_FromStringAndSize(<const char*>s, n), 0)
+    out = PyBytes_FromStringAndSize(NULL, n)
+    v = PyBytes_AS_STRING(out)
+    while i < n:
+        ch = s[i]
+        if ch != 0xFF:
+            v[k] = <char>ch
+            k += 1
+            i += 1
+            continue
+        if i + 1 >= n:
+            flags |= 16
+            break
+        command = s[i + 1]
+        if command == 0xFF:
+            v[k] = <char>0xFF
+            k += 1
+            i += 2
+        elif 251 <= command <= 254:
+            if i + 2 >= n:
+                flags |= 16
+                break
+            flags |= 8
+            i += 3
+        elif (241 <= command <= 246) or command == 249:
+            flags |= 8
+            i += 2
+        else:
+            flags |= 16
+            i += 2
+    return (out[:k], flags)
+
+
+cdef tuple _split_body(cbuf s, Py_ssize_t n):
+    """``(VERB, argument)`` of a line body ``s[:n]`` (no terminator, Telnet decoded)."""
+    cdef Py_ssize_t i = 0, j, k
     cdef unsigned char ch
     cdef bytes verb
     cdef char* v
-    while i < n:
-        ch = s[i]
-        if ch == 0xFF:
-            if i + 1 < n and 251 <= s[i + 1] <= 254:
-                i += 3
-            else:
-                i += 2
-        elif ch == 32:
-            i += 1
-        else:
-            break
-    if i > n:
-        i = n
+    while i < n and s[i] == 32:
+        i += 1
     j = i
     while j < n:
         ch = s[j]
@@ -246,13 +295,21 @@ cdef tuple _command_tuple(cbuf s, Py_ssize_t n):
         v[k] = <char>ch
     if j < n and s[j] == 32:
         j += 1
-    end = n
-    if end > j and s[end - 1] == 10:
-        end -= 1
-        if end > j and s[end - 1] == 13:
-            end -= 1
-    return (_crlf_line(s, n, has_crlf), verb,
-            PyBytes_FromStringAndSize(<const char*>(s + j), end - j), flags)
+    return (verb, PyBytes_FromStringAndSize(<const char*>(s + j), n - j))
+
+
+cdef inline Py_ssize_t _body_length(cbuf p, Py_ssize_t n) noexcept nogil:
+    """Length of ``p[:n]`` without its terminator (a final LF, with the CR before it)."""
+    if n >= 1 and p[n - 1] == 10:
+        if n >= 2 and p[n - 2] == 13:
+            return n - 2
+        return n - 1
+    return n
+
+
+def telnet_decode(bytes body not None):
+    """``(decoded, flags)``: a command line body as a Telnet-reading server sees it."""
+    return _telnet_decode(<cbuf>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
 
 
 def parse_reply_code(bytes line not None):
@@ -275,47 +332,15 @@ def parse_reply_code(bytes line not None):
 
 
 def split_command(bytes line not None):
-    """``(VERB, argument)`` of a command line (see the Python twin)."""
+    """``(VERB, argument)`` of a command line as the server reads it (see the Python twin)."""
     cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
     cdef cbuf p = <cbuf>PyBytes_AS_STRING(line)
-    cdef Py_ssize_t i = 0, j, end, k
-    cdef unsigned char ch
-    cdef bytes verb
-    cdef char* v
-    while i < n:
-        ch = p[i]
-        if ch == 0xFF:
-            if i + 1 < n and 251 <= p[i + 1] <= 254:
-                i += 3
-            else:
-                i += 2
-        elif ch == 32:
-            i += 1
-        else:
-            break
-    if i > n:
-        i = n
-    j = i
-    while j < n:
-        ch = p[j]
-        if ch == 32 or ch == 13 or ch == 10:
-            break
-        j += 1
-    verb = PyBytes_FromStringAndSize(NULL, j - i)
-    v = PyBytes_AS_STRING(verb)
-    for k in range(j - i):
-        ch = p[i + k]
-        if 97 <= ch <= 122:
-            ch -= 32
-        v[k] = <char>ch
-    if j < n and p[j] == 32:
-        j += 1
-    end = n
-    if end > j and p[end - 1] == 10:
-        end -= 1
-        if end > j and p[end - 1] == 13:
-            end -= 1
-    return verb, PyBytes_FromStringAndSize(<const char*>(p + j), end - j)
+    cdef bytes body
+    n = _body_length(p, n)
+    if memchr(p, 0xFF, <size_t>n) == NULL:
+        return _split_body(p, n)
+    body = _telnet_decode(p, n)[0]
+    return _split_body(<cbuf>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
 
 
 def parse_227(bytes line not None):

@@ -17,9 +17,11 @@ import re
 from ._errors import BadDataAddress, LineTooLong
 
 __all__ = [
+    "FLAG_BAD_TELNET",
     "FLAG_BARE_CR",
     "FLAG_CONTINUES",
     "FLAG_NUL",
+    "FLAG_TELNET",
     "MAX_LINE",
     "LineSplitter",
     "format_227",
@@ -32,6 +34,7 @@ __all__ = [
     "parse_port_arg",
     "parse_reply_code",
     "split_command",
+    "telnet_decode",
 ]
 
 #: Longest accepted control line in bytes, terminator included.
@@ -41,6 +44,14 @@ MAX_LINE = 4096
 FLAG_CONTINUES = 1  # reply line ``xyz-``: a multi-line reply continues
 FLAG_NUL = 2  # the line contains a NUL byte
 FLAG_BARE_CR = 4  # the line contains a CR not immediately followed by its final LF
+FLAG_TELNET = 8  # command line: Telnet commands (IAC IP, IAC DM, IAC WILL x ...) were removed
+FLAG_BAD_TELNET = 16  # command line: an IAC that is no supported Telnet command, or cut short
+
+IAC = 0xFF
+#: Telnet commands removed from a command line: NOP, DM, BRK, IP, AO, AYT, GA (2 bytes)
+_TELNET_SKIP = frozenset((241, 242, 243, 244, 245, 246, 249))
+#: WILL, WONT, DO, DONT: 3 bytes with the option
+_TELNET_OPTION = frozenset((251, 252, 253, 254))
 
 _DIGITS = frozenset(b"0123456789")
 _NUMBER_RUN = re.compile(rb"[0-9]+(?:,[0-9]+)*")
@@ -125,8 +136,12 @@ class LineSplitter:
     def feed_commands(self, data: bytes) -> list[tuple[bytes, bytes, bytes, int]]:
         """``feed`` for the client stream: ``(line, VERB, argument, flags)`` per line.
 
-        ``line`` is CRLF-normalised as in ``feed_replies``; ``VERB`` and ``argument`` are
-        ``split_command(line)``; ``flags`` combines ``FLAG_NUL`` and ``FLAG_BARE_CR``.
+        Telnet sequences are interpreted everywhere in the line (``telnet_decode``), as a
+        server such as ProFTPD reads it: ``line`` is the decoded line in canonical form
+        (every literal 0xFF written as IAC IAC, CRLF ending), the only form that may be
+        forwarded; ``VERB`` and ``argument`` are ``split_command(line)`` of the decoded
+        line; ``flags`` combines ``FLAG_NUL`` and ``FLAG_BARE_CR`` (judged on the line as
+        received), ``FLAG_TELNET`` and ``FLAG_BAD_TELNET``.
         ``LineTooLong`` is raised exactly as by ``feed``, ``exc.lines`` in this tuple form.
         """
         try:
@@ -168,9 +183,64 @@ def _command_tuples(lines: list[bytes]) -> list[tuple[bytes, bytes, bytes, int]]
     result = []
     for line in lines:
         crlf, flags = _crlf_and_bad_flags(line)
-        verb, arg = split_command(line)
+        if IAC in line:
+            body, telnet_flags = telnet_decode(crlf[:-2])
+            flags |= telnet_flags
+            crlf = body.replace(b"\xff", b"\xff\xff") + b"\r\n"
+            verb, arg = _split_body(body)
+        else:
+            verb, arg = split_command(line)
         result.append((crlf, verb, arg, flags))
     return result
+
+
+def _line_body(line: bytes) -> bytes:
+    """``line`` without its terminator (a final LF, with the CR before it)."""
+    if line[-1:] == b"\n":
+        return line[:-2] if line[-2:-1] == b"\r" else line[:-1]
+    return line
+
+
+def telnet_decode(body: bytes) -> tuple[bytes, int]:
+    """``(decoded, flags)``: a command line body as a Telnet-reading server sees it.
+
+    RFC 854 on the whole body, not only its start: IAC IAC is a literal 0xFF; IAC
+    NOP/DM/BRK/IP/AO/AYT/GA (2 bytes) and IAC WILL/WONT/DO/DONT x (3 bytes) are removed
+    (``FLAG_TELNET``); any other IAC sequence (SB, SE, EC, EL, a non-command byte) or one
+    cut short by the end of the line sets ``FLAG_BAD_TELNET`` and is dropped.
+    """
+    if IAC not in body:
+        return body, 0
+    out = bytearray()
+    flags = 0
+    n = len(body)
+    i = 0
+    while i < n:
+        ch = body[i]
+        if ch != IAC:
+            out.append(ch)
+            i += 1
+            continue
+        if i + 1 >= n:
+            flags |= FLAG_BAD_TELNET
+            break
+        command = body[i + 1]
+        if command == IAC:
+            out.append(IAC)
+            i += 2
+        elif command in _TELNET_OPTION:
+            if i + 2 >= n:
+                flags |= FLAG_BAD_TELNET
+                break
+            flags |= FLAG_TELNET
+            i += 3
+        elif command in _TELNET_SKIP:
+            flags |= FLAG_TELNET
+            i += 2
+        else:
+            flags |= FLAG_BAD_TELNET
+            i += 2
+    return bytes(out), flags
 
 
 def parse_reply_code(line: bytes) -> tuple[int, bool] | None:
@@ -194,42 +264,31 @@ def parse_reply_code(line: bytes) -> tuple[int, bool] | None:
 
 
 def split_command(line: bytes) -> tuple[bytes, bytes]:
-    """``(VERB, argument)`` of a command line.
+    """``(VERB, argument)`` of a command line as the server reads it.
 
-    Leading Telnet sequences (IAC WILL/WONT/DO/DONT x: 3 bytes, IAC x: 2 bytes) and
-    spaces are skipped; the verb is ASCII upper-cased; one space separating the
-    argument is dropped, as is the trailing CRLF or LF.
+    Telnet sequences anywhere in the line are interpreted first (``telnet_decode``);
+    leading spaces are skipped; the verb runs to the first space, CR or LF and is ASCII
+    upper-cased; one space separating the argument is dropped, as is the line's
+    terminator (a final LF, with the CR before it).
     """
-    n = len(line)
+    return _split_body(telnet_decode(_line_body(line))[0])
+
+
+def _split_body(body: bytes) -> tuple[bytes, bytes]:
+    n = len(body)
     i = 0
-    while i < n:
-        ch = line[i]
-        if ch == 0xFF:
-            if i + 1 < n and 251 <= line[i + 1] <= 254:
-                i += 3
-            else:
-                i += 2
-        elif ch == 32:
-            i += 1
-        else:
-            break
-    if i > n:
-        i = n
+    while i < n and body[i] == 32:
+        i += 1
     j = i
     while j < n:
-        ch = line[j]
+        ch = body[j]
         if ch == 32 or ch == 13 or ch == 10:
             break
         j += 1
-    verb = line[i:j].upper()
-    if j < n and line[j] == 32:
+    verb = body[i:j].upper()
+    if j < n and body[j] == 32:
         j += 1
-    end = n
-    if end > j and line[end - 1] == 10:
-        end -= 1
-        if end > j and line[end - 1] == 13:
-            end -= 1
-    return verb, line[j:end]
+    return verb, body[j:]
 
 
 def parse_227(line: bytes) -> tuple[str, int]:

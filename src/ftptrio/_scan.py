@@ -35,9 +35,12 @@ MAX_LINE: int = _impl.MAX_LINE
 FLAG_CONTINUES: int = _impl.FLAG_CONTINUES
 FLAG_NUL: int = _impl.FLAG_NUL
 FLAG_BARE_CR: int = _impl.FLAG_BARE_CR
+FLAG_TELNET: int = _impl.FLAG_TELNET
+FLAG_BAD_TELNET: int = _impl.FLAG_BAD_TELNET
 LineSplitter = _impl.LineSplitter
 parse_reply_code = _impl.parse_reply_code
 split_command = _impl.split_command
+telnet_decode = _impl.telnet_decode
 parse_227 = _impl.parse_227
 parse_229 = _impl.parse_229
 parse_port_arg = _impl.parse_port_arg
@@ -50,9 +53,11 @@ format_eprt = _impl.format_eprt
 del _impl, os
 
 __all__ = [
+    "FLAG_BAD_TELNET",
     "FLAG_BARE_CR",
     "FLAG_CONTINUES",
     "FLAG_NUL",
+    "FLAG_TELNET",
     "IMPLEMENTATION",
     "MAX_LINE",
     "LineSplitter",
@@ -66,4 +71,5 @@ __all__ = [
     "parse_port_arg",
     "parse_reply_code",
     "split_command",
+    "telnet_decode",
 ]

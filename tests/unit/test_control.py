@@ -734,3 +734,91 @@ def test_describe_line_masks_pass_and_acct():
     assert "s3cret" not in describe_line(b"  Pass s3cret\r\n")
     assert describe_line(b"USER bob\r\n") == "USER bob"
     assert describe_line(b"RETR file.txt\r\n") == "RETR file.txt"
+
+
+# ------------------------------------------- Telnet sequences anywhere (FTP bounce, issue 18)
+# ProFTPD removes Telnet sequences anywhere in a line, so "PO<IAC IP>RT" is PORT to it:
+# every check must judge the line as the server will read it.
+
+IAC_IP, IAC_DM, IAC_WILL_ECHO = b"\xff\xf4", b"\xff\xf2", b"\xff\xfb\x01"
+
+
+@pytest.mark.parametrize("command", [
+    b"PO" + IAC_IP + b"RT 10,0,0,9,195,80\r\n",
+    b"P" + IAC_DM + b"ORT" + IAC_IP + b" 10,0,0,9,195,80\r\n",
+    b"EP" + IAC_IP + b"RT |1|10.0.0.9|50000|\r\n",
+    b"EPR" + IAC_WILL_ECHO + b"T |2|::1|50000|\r\n",
+    IAC_IP + b"PORT 10,0,0,9,195,80\r\n",
+    b"PORT 10,0,0,9,195,80" + IAC_IP + b"\r\n",
+])
+def test_telnet_inside_port_cannot_bounce(command):
+    r = check([c(command), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert r.client[0].startswith(b"500 ") and r.client[0].endswith(b"\r\n200 ok\r\n")
+
+
+@pytest.mark.parametrize("command", [
+    b"PO" + IAC_IP + b"RT 127,0,0,1,0,22\r\n", b"EP" + IAC_IP + b"RT |1|127.0.0.1|22|\r\n"])
+def test_telnet_inside_port_to_low_port_is_refused(command):
+    r = check([c(command)])
+    assert r.server == [] and is_reply(r.client[0], b"501")
+
+
+def test_telnet_inside_own_port_is_a_port_command():
+    r = check([c(b"PO" + IAC_IP + b"RT 127,0,0,1,195,80\r\n")])
+    assert r.server == [ActiveRequest("127.0.0.1", 50000, False)]
+
+
+def test_telnet_inside_auth_is_refused():
+    r = check([c(b"AU" + IAC_IP + b"TH TLS\r\n"), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert r.client[0].startswith(b"534 ")
+
+
+@pytest.mark.parametrize("command", [
+    b"PORT\t10,0,0,9,195,80\r\n",  # ProFTPD splits words on any whitespace
+    b"PORTX 10,0,0,9,195,80\r\n", b"PO 10,0,0,9,195,80\r\n", b"P0RT 10,0,0,9,195,80\r\n",
+    b"PO\xff\xffRT 10,0,0,9,195,80\r\n", b"\xe9tat x\r\n", b"PORT\x0b10,0,0,9,195,80\r\n",
+])
+def test_command_word_must_be_three_or_four_letters(command):
+    r = check([c(command), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert r.client[0].startswith(b"500 ")
+
+
+@pytest.mark.parametrize("command", [
+    b"RETR a\xffb\r\n", b"NOOP\xff\r\n", b"NOOP" + b"\xff\xfb\r\n", b"NO\xff\xfaOP\r\n",
+    b"STOR x\xff\xf7\r\n"])
+def test_unsupported_or_cut_short_telnet_is_refused(command):
+    r = check([c(command), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert r.server == [b"NOOP\r\n"]
+    assert r.client[0].startswith(b"500 ftptrio: invalid Telnet sequence")
+
+
+@pytest.mark.parametrize(("command", "forwarded"), [
+    (b"NO" + IAC_IP + b"OP\r\n", b"NOOP\r\n"),
+    (b"RETR caf\xff\xffe\r\n", b"RETR caf\xff\xffe\r\n"),  # IAC IAC: literal 0xFF, kept escaped
+    (IAC_WILL_ECHO + b"CWD /a" + IAC_IP + b"b\n", b"CWD /ab\r\n"),
+    (b"PA" + IAC_IP + b"SS secret\r\n", b"PASS secret\r\n"),
+    (b"AB" + IAC_IP + b"OR\r\n", b"\xff\xf4\xff\xf2ABOR\r\n"),  # the standard Synch prefix
+    (IAC_IP + IAC_DM + b"abor\r\n", b"\xff\xf4\xff\xf2abor\r\n"),
+])
+def test_only_the_decoded_line_is_forwarded(command, forwarded):
+    r = check([c(command)])
+    assert r.server == [forwarded]
+
+
+def test_telnet_inside_pass_is_masked_in_logs(caplog):
+    caplog.set_level(logging.DEBUG, logger="ftptrio._control")
+    check([c(b"USER bob\r\n"), s(b"331 Password required.\r\n"),
+           c(b"PA" + IAC_IP + b"SS s3cret\r\n"), s(b"230 Logged in.\r\n"),
+           c(b"PASS\ts3cret\r\n")])
+    assert "PASS ****" in caplog.text
+    assert "s3cret" not in caplog.text.lower()
+
+
+def test_control_bytes_are_escaped_in_logs(caplog):
+    caplog.set_level(logging.DEBUG, logger="ftptrio._control")
+    check([c(b"CWD \x1b[2Jx\r\n"), s(b"250 \x1b]0;title\x07ok\r\n"), c(b"X\x1bYZ a\r\n")])
+    assert "\x1b" not in caplog.text and "\x07" not in caplog.text
+    assert "CWD \\x1b[2Jx" in caplog.text and "250 \\x1b]0;title\\x07ok" in caplog.text

@@ -205,11 +205,15 @@ def reference_reply(rewrite, line):
 
 def reference_command(rewrite, line):
     verb, arg = rewrite.split_command(line)
-    return (reference_crlf(line), verb, arg, reference_bad_flags(line))
+    crlf = reference_crlf(line)
+    decoded, telnet_flags = rewrite.telnet_decode(crlf[:-2])
+    return (decoded.replace(b"\xff", b"\xff\xff") + b"\r\n", verb, arg,
+            reference_bad_flags(line) | telnet_flags)
 
 
 def test_flag_constants(rewrite):
-    assert (rewrite.FLAG_CONTINUES, rewrite.FLAG_NUL, rewrite.FLAG_BARE_CR) == (1, 2, 4)
+    assert (rewrite.FLAG_CONTINUES, rewrite.FLAG_NUL, rewrite.FLAG_BARE_CR,
+            rewrite.FLAG_TELNET, rewrite.FLAG_BAD_TELNET) == (1, 2, 4, 8, 16)
 
 
 def test_feed_replies_example(rewrite):
@@ -241,7 +245,7 @@ def test_feed_commands_example(rewrite):
                                  b"STOR a b\x00\r\nMKD a\rb\r\nx\r\r\n\r\n\nNOOP")
     assert got == [
         (b"user anonymous\r\n", b"USER", b"anonymous", 0),
-        (b"\xff\xf4\xff\xf2ABOR\r\n", b"ABOR", b"", 0),
+        (b"ABOR\r\n", b"ABOR", b"", rewrite.FLAG_TELNET),
         (b"PASV\r\n", b"PASV", b"", 0),
         (b"STOR a b\x00\r\n", b"STOR", b"a b\x00", rewrite.FLAG_NUL),
         (b"MKD a\rb\r\n", b"MKD", b"a\rb", rewrite.FLAG_BARE_CR),
@@ -410,7 +414,13 @@ def test_parse_reply_code(rewrite, line, expected):
         (b"RETR caf\xc3\xa9\r\n", (b"RETR", b"caf\xc3\xa9")),
         (b"\xe9tat x\r\n", (b"\xe9TAT", b"x")),
         (b"\xff\xfb\x01\xff\xfd\x03 quit\r\n", (b"QUIT", b"")),
-        (b"\xff\xff\xff\xf2abor\r\n", (b"ABOR", b"")),
+        (b"\xff\xff\xff\xf2abor\r\n", (b"\xffABOR", b"")),
+        (b"PO\xff\xf4RT 127,0,0,1,0,22\r\n", (b"PORT", b"127,0,0,1,0,22")),
+        (b"EP\xff\xfb\x01RT |1|127.0.0.1|22|\r\n", (b"EPRT", b"|1|127.0.0.1|22|")),
+        (b"PA\xff\xf2SS sec\xff\xffret\r\n", (b"PASS", b"sec\xffret")),
+        (b"AUTH\xff\xf6 TLS\r\n", (b"AUTH", b"TLS")),
+        (b"RETR a\xff\xf4\r\n", (b"RETR", b"a")),
+        (b"NOOP\xff\r\n", (b"NOOP", b"")),
         (b"\xff", (b"", b"")),
         (b"\xff\xfb", (b"", b"")),
         (b"\xff\xfbX", (b"", b"")),
@@ -425,6 +435,46 @@ def test_parse_reply_code(rewrite, line, expected):
 )
 def test_split_command(rewrite, line, expected):
     assert rewrite.split_command(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"PORT 1,2,3,4,5,6", (b"PORT 1,2,3,4,5,6", 0)),
+        (b"PO\xff\xf4RT", (b"PORT", 8)),  # IAC IP
+        (b"\xff\xf4\xff\xf2ABOR", (b"ABOR", 8)),  # IAC IP IAC DM
+        (b"A\xff\xf1B\xff\xf3C\xff\xf5D\xff\xf6E\xff\xf9F", (b"ABCDEF", 8)),  # NOP BRK AO AYT GA
+        (b"A\xff\xfb\x01B\xff\xfc\xffC\xff\xfd\x03D\xff\xfe\x00E", (b"ABCDE", 8)),  # options
+        (b"a\xff\xffb", (b"a\xffb", 0)),  # IAC IAC: a literal 0xFF
+        (b"\xff\xff\xff\xff", (b"\xff\xff", 0)),
+        (b"AB\xff", (b"AB", 16)),  # cut short
+        (b"AB\xff\xfb", (b"AB", 16)),
+        (b"A\xff\xf0B", (b"AB", 16)),  # SE
+        (b"A\xff\xf7B\xff\xf8C", (b"ABC", 16)),  # EC, EL
+        (b"A\xff\xfaB", (b"AB", 16)),  # SB
+        (b"A\xffB", (b"A", 16)),  # not a Telnet command: both bytes dropped
+        (b"A\xff\xf4\xff", (b"A", 24)),
+        (b"", (b"", 0)),
+    ],
+)
+def test_telnet_decode(rewrite, body, expected):
+    assert rewrite.telnet_decode(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"PO\xff\xf4RT 1,2,3,4,5,6\r\n", (b"PORT 1,2,3,4,5,6\r\n", b"PORT", b"1,2,3,4,5,6", 8)),
+        (b"RETR a\xff\xffb\n", (b"RETR a\xff\xffb\r\n", b"RETR", b"a\xffb", 0)),
+        (b"RETR a\xffb\r\n", (b"RETR a\r\n", b"RETR", b"a", 16)),
+        (b"PASS \xff\xfb\r\n", (b"PASS \r\n", b"PASS", b"", 16)),
+        (b"\xff\xfb\n", (b"\r\n", b"", b"", 16)),
+        (b"P\xff\xf4O\x00\r\n", (b"PO\x00\r\n", b"PO\x00", b"", 10)),
+    ],
+)
+def test_feed_commands_interprets_telnet_everywhere(rewrite, line, expected):
+    """The forwarded line is the decoded one, every literal 0xFF doubled; no other IAC."""
+    assert rewrite.LineSplitter().feed_commands(line) == [expected]
 
 
 # ------------------------------------------------------------------ parse_227
@@ -680,7 +730,8 @@ def test_format_eprt_bad_host(rewrite, host):
 
 API = {"MAX_LINE", "LineSplitter", "parse_reply_code", "split_command", "parse_227", "parse_229",
        "parse_port_arg", "parse_eprt_arg", "format_227", "format_229", "format_port",
-       "format_eprt", "FLAG_CONTINUES", "FLAG_NUL", "FLAG_BARE_CR"}
+       "format_eprt", "FLAG_CONTINUES", "FLAG_NUL", "FLAG_BARE_CR", "FLAG_TELNET",
+       "FLAG_BAD_TELNET", "telnet_decode"}
 
 
 def test_api_names(rewrite):

@@ -132,6 +132,7 @@ def all_results(module, line):
     return [
         outcome(module.parse_reply_code, line),
         outcome(module.split_command, line),
+        outcome(module.telnet_decode, line),
         outcome(module.parse_227, line),
         outcome(module.parse_229, line),
         outcome(module.parse_port_arg, arg),
@@ -216,7 +217,9 @@ def expected_bulk(module, method, lines):
             result.append((crlf(line), code, bad_flags(line) | int(continues)))
         else:
             verb, arg = module.split_command(line)
-            result.append((crlf(line), verb, arg, bad_flags(line)))
+            decoded, telnet_flags = module.telnet_decode(crlf(line)[:-2])
+            result.append((decoded.replace(b"\xff", b"\xff\xff") + b"\r\n", verb, arg,
+                           bad_flags(line) | telnet_flags))
     return result
 
 
@@ -402,3 +405,61 @@ def test_eprt_ipv6_matches_ipaddress(both_rewrites, addr):
         expected = None
     result = outcome(cy.parse_eprt_arg, arg)
     assert (result[1][1] if result[0] == "ok" else None) == expected
+
+
+# ------------------------------------------------- Telnet sequences anywhere in a command
+TELNET_SEQUENCES = [
+    b"\xff\xf4", b"\xff\xf2", b"\xff\xf1", b"\xff\xf5", b"\xff\xf6", b"\xff\xf3",
+    b"\xff\xf9", b"\xff\xfb\x01", b"\xff\xfc\xff", b"\xff\xfd\x03", b"\xff\xfe\x00",
+    b"\xff\xff", b"\xff", b"\xff\xfb", b"\xff\xf0", b"\xff\xf7", b"\xff\xf8",
+    b"\xff\xfa", b"\xff\x41", b"\xff\r", b"\xff\x00",
+]
+COMMANDS = [b"PORT 127,0,0,1,0,22\r\n", b"EPRT |1|127.0.0.1|22|\r\n", b"PASS secret\r\n",
+            b"AUTH TLS\r\n", b"ABOR\r\n", b"RETR file\n", b"PASV\r\n", b"EPSV ALL\r\n"]
+
+
+@st.composite
+def command_with_telnet(draw):
+    """A command line with Telnet sequences (valid, invalid, cut short) at random places."""
+    line = bytearray(draw(st.sampled_from(COMMANDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(line)))
+        line[pos:pos] = draw(st.sampled_from(TELNET_SEQUENCES))
+    return bytes(line)
+
+
+@SETTINGS
+@given(lines=st.lists(command_with_telnet(), min_size=1, max_size=8),
+       points=st.lists(st.integers(0, 10**6), max_size=8))
+def test_telnet_anywhere_differential(both_rewrites, lines, points):
+    """Both twins agree on lines with IAC sequences anywhere, whatever the split."""
+    py, cy = both_rewrites
+    data = b"".join(lines)
+    chunks = split_points(data, points)
+    methods = ["feed_commands"] * len(chunks)
+    assert run_bulk(py, 4096, chunks, methods) == run_bulk(cy, 4096, chunks, methods)
+    for line in lines:
+        assert all_results(py, line) == all_results(cy, line)
+
+
+@SETTINGS
+@given(line=command_with_telnet())
+def test_forwarded_line_reads_the_same_to_every_server(both_rewrites, line):
+    """What may be forwarded carries no Telnet command, only IAC IAC pairs: a server that
+    interprets Telnet and one that does not read the same command word and argument."""
+    for module in both_rewrites:
+        [(forwarded, verb, arg, flags)] = module.LineSplitter().feed_commands(line)
+        body = forwarded[:-2]
+        assert forwarded.endswith(b"\r\n")
+        if not flags & module.FLAG_BARE_CR:
+            assert b"\r" not in body
+        assert body.replace(b"\xff\xff", b"").count(b"\xff") == 0
+        # a Telnet-reading server (ProFTPD) sees exactly what ftptrio checked
+        assert module.split_command(forwarded) == (verb, arg)
+        assert module.telnet_decode(body)[1] == 0
+        # a server that ignores Telnet (vsftpd) reads the same command word on every
+        # line ftptrio forwards (well-formed, with a 3-4 letter command word)
+        raw_verb = body.lstrip(b" ").split(b" ", 1)[0].upper()
+        bad = module.FLAG_NUL | module.FLAG_BARE_CR | module.FLAG_BAD_TELNET
+        if not flags & bad and 3 <= len(verb) <= 4 and verb.isalpha():
+            assert raw_verb == verb
