@@ -1,4 +1,4 @@
-"""Fixtures that run real servers (OpenSSH sshd, vsftpd, pyftpdlib) on 127.0.0.1."""
+"""Fixtures that run real servers (OpenSSH sshd, vsftpd, ProFTPD, pyftpdlib) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def pyftpdlib_server(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(params=["vsftpd", "pyftpdlib"])
+@pytest.fixture(params=["vsftpd", "proftpd", "pyftpdlib"])
 def ftp_server(request):
     """Each real FTP server in turn."""
     name = "pyftpdlib_server" if request.param == "pyftpdlib" else request.param
@@ -58,6 +58,18 @@ def openssh_local_only(tmp_path_factory):
     servers.require_tool("ssh-keygen")
     server = servers.start_openssh(tmp_path_factory.mktemp("sshd-local"),
                                    extra_config=["AllowTcpForwarding local"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def proftpd(tmp_path_factory):
+    """ProFTPD (unpacked by .ci/install-proftpd), anonymous login, uploads
+    allowed into upload/."""
+    servers.require_tool("proftpd")
+    server = servers.start_proftpd(tmp_path_factory.mktemp("proftpd"))
     try:
         yield server
     finally:

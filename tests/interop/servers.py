@@ -1,4 +1,4 @@
-"""Start and stop real servers (OpenSSH sshd, vsftpd, pyftpdlib) for interop tests.
+"""Start and stop real servers (OpenSSH sshd, vsftpd, ProFTPD, pyftpdlib) for interop tests.
 
 Everything here is plain synchronous code.  Every server listens on 127.0.0.1
 only, on an OS-picked free port, with its files in a caller-supplied temp dir,
@@ -57,8 +57,23 @@ _reserved_ports: set[int] = set()
 # --------------------------------------------------------------------------
 
 
+#: Tools that are not installed on PATH.  ProFTPD conflicts with vsftpd as a
+#: Debian package: ``.ci/install-proftpd`` unpacks it into /opt/proftpd, with a
+#: wrapper that sets LD_LIBRARY_PATH; $FTPTRIO_PROFTPD overrides.
+_UNPACKED_TOOLS: dict[str, tuple[str, str]] = {
+    "proftpd": ("FTPTRIO_PROFTPD", "/opt/proftpd/bin/proftpd"),
+}
+_INSTALL_HINTS = {"proftpd": " (run .ci/install-proftpd)"}
+
+
 def find_tool(name: str) -> str | None:
-    """Path of an executable, also looking in the sbin directories."""
+    """Path of an executable, also looking in the sbin directories (and, for
+    ProFTPD, at $FTPTRIO_PROFTPD and /opt/proftpd/bin/proftpd first)."""
+    if name in _UNPACKED_TOOLS:
+        env_var, default = _UNPACKED_TOOLS[name]
+        for candidate in (os.environ.get(env_var), default):
+            if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
     return shutil.which(name, path=_SBIN_PATH)
 
 
@@ -68,7 +83,7 @@ def require_tool(name: str) -> str:
     if path is None:
         import pytest
 
-        msg = f"required tool {name!r} is not installed"
+        msg = f"required tool {name!r} is not installed{_INSTALL_HINTS.get(name, '')}"
         if os.environ.get("CI"):
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
@@ -595,6 +610,181 @@ def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count
             log_path=str(log_path),
         )
     raise RuntimeError(f"vsftpd did not start: {last_error}")
+
+
+@dataclass
+class ProFTPDServer(FTPServer):
+    """An FTPServer whose data root is a temp dir of its own (see start_proftpd)."""
+
+    def stop(self) -> None:
+        try:
+            stop_process(self.process)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_proftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count: int = 50, *,
+                  host: str = HOST) -> FTPServer:
+    """Run ProFTPD in the foreground (``proftpd -n``) with anonymous login.
+
+    Login: user ``anonymous``, any password (the session runs as the system
+    user ``ftp``, chrooted into the data dir).  Uploads go to ``upload/``
+    (owned by ``ftp``).  No PAM, no DNS or ident lookups, no wtmp, no
+    scoreboard/pid/log files outside ``tmpdir``; only the compiled-in modules.
+    ``AllowForeignAddress off`` (the default, spelled out): ProFTPD refuses a
+    PORT/EPRT naming another address than the control connection's peer.
+
+    ``log()`` returns ProFTPD's system log and, interleaved, one line per
+    command as ProFTPD parsed it (``CMD <command> <argument> -> <reply code>``).
+    """
+    proftpd = find_tool("proftpd")
+    if proftpd is None:
+        raise RuntimeError("proftpd is not installed (run .ci/install-proftpd)")
+    _ensure_ftp_user()
+    import grp
+    import pwd
+    import tempfile
+
+    d = Path(tmpdir)
+    d.mkdir(parents=True, exist_ok=True)
+    # ProFTPD checks the anonymous root as the user ftp before it chroots, so
+    # every parent must be traversable: pytest's temp dirs are 0700.  The data
+    # lives in a dir of its own under the system temp dir, removed by stop().
+    root = Path(tempfile.mkdtemp(prefix="ftptrio-proftpd-"))
+    os.chmod(root, 0o755)
+    populate_data_dir(root)
+    ftp_pw = pwd.getpwnam("ftp")
+    ftp_group = grp.getgrgid(ftp_pw.pw_gid).gr_name
+    os.chown(root / UPLOAD_DIR, ftp_pw.pw_uid, ftp_pw.pw_gid)
+    os.chmod(root / UPLOAD_DIR, 0o755)
+    # The listener process drops to an unprivileged user after binding.
+    try:
+        pwd.getpwnam("nobody")
+        server_user = "nobody"
+    except KeyError:
+        server_user = "ftp"
+    try:
+        grp.getgrnam("nogroup")
+        server_group = "nogroup"
+    except KeyError:
+        server_group = ftp_group
+    # ProFTPD refuses log files in a world-writable directory: give it its own.
+    # With -n it writes its system log to stderr; the command log (ExtendedLog)
+    # goes to the same file, so log() shows both in order.
+    log_dir = d / "log"
+    log_dir.mkdir(exist_ok=True)
+    os.chmod(log_dir, 0o755)
+    log_path = log_dir / "proftpd.log"
+    module_dir = Path(proftpd).resolve().parent.parent / "usr" / "lib" / "proftpd"
+
+    last_error = ""
+    for _attempt in range(3):
+        port = free_port()
+        pasv = free_port_range(passive_count)
+        # SocketBindTight: listen on ``host`` only (it makes DefaultServer moot,
+        # ProFTPD says so and ignores it, so DefaultServer is left out).
+        config = textwrap.dedent(
+            f"""\
+            ServerType standalone
+            ServerName "ftptrio test proftpd"
+            ServerIdent on "ftptrio test proftpd"
+            DefaultAddress {host}
+            SocketBindTight on
+            Port {port}
+            UseIPv6 off
+            User {server_user}
+            Group {server_group}
+            Umask 022
+            UseReverseDNS off
+            <IfModule mod_ident.c>
+              IdentLookups off
+            </IfModule>
+            <IfModule mod_delay.c>
+              DelayEngine off
+            </IfModule>
+            <IfModule mod_ctrls.c>
+              ControlsEngine off
+            </IfModule>
+            <IfModule mod_auth_pam.c>
+              AuthPAM off
+            </IfModule>
+            <IfModule mod_lang.c>
+              LangEngine off
+            </IfModule>
+            <IfModule mod_dso.c>
+              ModulePath {module_dir}
+            </IfModule>
+            AuthOrder mod_auth_unix.c
+            WtmpLog off
+            UseFtpUsers off
+            RequireValidShell off
+            AllowForeignAddress off
+            PassivePorts {pasv.start} {pasv.stop - 1}
+            ScoreboardFile {d / "proftpd.scoreboard"}
+            PidFile {d / "proftpd.pid"}
+            TransferLog {log_dir / "xferlog"}
+            LogFormat commands "CMD %m %J -> %s"
+            ExtendedLog {log_path} ALL commands
+            TimeoutIdle 300
+            TimeoutNoTransfer 300
+            MaxInstances 200
+            AllowOverwrite on
+            <Anonymous {root}>
+              User ftp
+              Group {ftp_group}
+              UserAlias anonymous ftp
+              RequireValidShell off
+              MaxClients 200
+              <Directory {UPLOAD_DIR}>
+                <Limit WRITE>
+                  AllowAll
+                </Limit>
+              </Directory>
+            </Anonymous>
+            """
+        )
+        config_path = d / "proftpd.conf"
+        config_path.write_text(config)
+        os.chmod(config_path, 0o644)
+        check = subprocess.run([proftpd, "-t", "-c", str(config_path)], capture_output=True,
+                               text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"proftpd rejected its config:\n{check.stdout}{check.stderr}\n"
+                               f"--- config ---\n{config}")
+        stderr_path = log_path
+        out = open(stderr_path, "ab")
+        try:
+            process = subprocess.Popen(
+                [proftpd, "-n", "-c", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+        try:
+            wait_for_port(host, port, timeout=timeout, process=process)
+        except (TimeoutError, RuntimeError) as exc:
+            stop_process(process)
+            last_error = f"{exc}\n--- proftpd log ---\n{_tail(log_path)}"
+            if "Address already in use" in last_error:
+                continue
+            shutil.rmtree(root, ignore_errors=True)
+            raise RuntimeError(f"proftpd did not start: {last_error}") from None
+        return ProFTPDServer(
+            host=host,
+            port=port,
+            user="anonymous",
+            password="ftptrio@example.invalid",
+            root=str(root),
+            process=process,
+            name="proftpd",
+            passive_ports=pasv,
+            log_path=str(log_path),
+        )
+    shutil.rmtree(root, ignore_errors=True)
+    raise RuntimeError(f"proftpd did not start: {last_error}")
 
 
 _PYFTPDLIB_SCRIPT = r"""
