@@ -245,9 +245,9 @@ def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
         logging.getLogger("ftptrio._control").setLevel(max(level, logging.INFO)
                                                         if verbose < 1 else logging.DEBUG)
     if verbose >= 4:
-        import asyncssh
+        from ._ssh import set_debug_level
 
-        asyncssh.set_debug_level(2)
+        set_debug_level(2)
     for noisy in ("asyncssh", "trio_asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 

@@ -14,7 +14,7 @@ import trio
 from ._config import Config
 from ._control import same_address
 from ._errors import TunnelError
-from ._tunnel import DataChannel, RelayResult, RemoteListener, Tunnel
+from ._ssh import RelayResult, RemoteListener, SSHDataRelay, Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ async def _accept_one(ctx: DataContext, listener: trio.socket.SocketType, allowe
 
 async def _forwarded_connection(ctx: DataContext, remote: RemoteListener,
                                 waiting: trio.CancelScope, host: str, port: int,
-                                who: str) -> DataChannel | None:
+                                who: str) -> SSHDataRelay | None:
     """Wait for the one connection on a remote forward (bounded by ``waiting``),
     cancel the forward, and connect it locally to host:port. None if unused or
     the local connect failed (both logged)."""
@@ -133,7 +133,7 @@ async def _forwarded_connection(ctx: DataContext, remote: RemoteListener,
 
 
 async def serve_passive(ctx: DataContext, listener: trio.socket.SocketType,
-                        channel: DataChannel, waiting: trio.CancelScope) -> None:
+                        channel: SSHDataRelay, waiting: trio.CancelScope) -> None:
     """Accept the client's one data connection on listener and relay it to channel.
 
     ``waiting`` is cancelled when a newer PASV supersedes this listener; its
@@ -195,7 +195,7 @@ async def serve_active(ctx: DataContext, remote: RemoteListener, client_host: st
         _log_transfer(ctx, "active", trio.current_time(), await channel.wait())
 
 
-async def serve_converted(ctx: DataContext, channel: DataChannel) -> None:
+async def serve_converted(ctx: DataContext, channel: SSHDataRelay) -> None:
     """Active-to-passive conversion: relay an already connected pair until done."""
     started = trio.current_time()
     _log_transfer(ctx, "converted", started, await channel.wait())
@@ -271,7 +271,7 @@ async def serve_remote_active(ctx: DataContext, listener: trio.socket.SocketType
     through SSH (direct-tcpip) to the client's data listener client_host:client_port."""
     port = listener.getsockname()[1]
     sock = None
-    channel: DataChannel | None = None
+    channel: SSHDataRelay | None = None
     try:
         sock = await _accept_one(ctx, listener, server_host, "the FTP server", waiting)
         if sock is None:
@@ -280,7 +280,7 @@ async def serve_remote_active(ctx: DataContext, listener: trio.socket.SocketType
             return
         started = trio.current_time()
         try:
-            channel = await ctx.tunnel.open_data_channel(client_host, client_port)
+            channel = await ctx.tunnel.open_data_relay(client_host, client_port)
         except TunnelError as exc:
             log.warning("session %d: %s", ctx.session_id, exc)
             sock.close()

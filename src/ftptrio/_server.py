@@ -10,13 +10,12 @@ from functools import partial
 from typing import Any, AsyncIterator
 
 import trio
-import trio_asyncio
 
 from ._config import Config, ForwardSpec
 from ._datachannel import TransferStats
 from ._errors import TunnelError
 from ._session import Session
-from ._tunnel import RemoteStreamListener, Tunnel, install_asyncio_error_handler
+from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,6 @@ async def _accept_remote(listener: RemoteStreamListener, nursery: trio.Nursery,
 
 
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
-    install_asyncio_error_handler()
     tunnel = Tunnel(config.ssh, config.ssh_connection)
     try:
         await tunnel.connect()
@@ -183,18 +181,8 @@ async def serve(config: Config, *,
     ``Forwarder`` (bound addresses, counters) through ``task_status``. Use with
     ``await nursery.start(ftptrio.serve, config)``.
     """
-    if _has_asyncio_loop():
+    async with asyncio_loop():
         await _serve_in_loop(config, task_status=task_status)
-        return
-    async with trio_asyncio.open_loop():
-        await _serve_in_loop(config, task_status=task_status)
-
-
-def _has_asyncio_loop() -> bool:
-    try:
-        return trio_asyncio.current_loop.get() is not None
-    except LookupError:
-        return False
 
 
 @asynccontextmanager

@@ -26,7 +26,7 @@ from ._config import Config, ForwardSpec
 from ._control import (CLOSE, same_address, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
                        OutItem, PassiveOffer)
 from ._errors import TunnelError
-from ._tunnel import DataChannel, Tunnel
+from ._ssh import SSHDataRelay, Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Session:
     def __init__(self, client: Any, forward: ForwardSpec, config: Config,
                  tunnel: Tunnel, stats: dc.TransferStats,
                  peer: tuple[str, int] | None = None) -> None:
-        """``client`` is a trio SocketStream (local tunnels) or a ChannelStream
+        """``client`` is a trio SocketStream (local tunnels) or an SSHStream
         from the SSH server (remote tunnels, then ``peer`` is the forwarded-tcpip
         originator as the SSH server reports it)."""
         self.id = next(_session_ids)
@@ -308,13 +308,13 @@ class LocalData:
         local = _sock_host(self.s.client, "getsockname")
         return local if ":" not in local else "127.0.0.1"
 
-    async def _server_data_channel(self, offer: PassiveOffer) -> DataChannel | bytes:
+    async def _server_data_channel(self, offer: PassiveOffer) -> SSHDataRelay | bytes:
         """An SSH channel to the server's passive port, or the 425 reply to send."""
         host = self._passive_destination(offer)
         if host is None:
             return self.s.control.data_failed(f"passive address {offer.host} not allowed")
         try:
-            return await self.s.tunnel.open_data_channel(host, offer.port)
+            return await self.s.tunnel.open_data_relay(host, offer.port)
         except TunnelError as exc:
             log.warning("session %d: %s", self.s.id, exc)
             return self.s.control.data_failed(str(exc))

@@ -19,7 +19,7 @@ import asyncssh
 import trio
 import trio_asyncio
 
-from ._tunnel import relayed_connection
+from ._ssh import relayed_connection
 
 log = logging.getLogger(__name__)
 

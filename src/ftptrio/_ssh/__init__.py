@@ -1,0 +1,33 @@
+"""The SSH layer: the only code in ftptrio that imports asyncssh or trio_asyncio.
+
+* ``_connect``: ``Tunnel``, the shared SSH connection (connect, authentication,
+  known_hosts, jump hosts, keepalive, reconnect).
+* ``_relay``: ``SSHDataRelay``, an SSH channel relayed to a TCP socket entirely
+  inside asyncio (data never crosses the trio/asyncio bridge per chunk).
+* ``_streams``: ``SSHStream`` (a trio stream over an SSH channel) and the remote
+  (tcpip-forward) listeners ``RemoteListener`` and ``RemoteStreamListener``.
+* ``_bridge``: the trio-asyncio loop and error handling scoped to ftptrio's own
+  callbacks and sockets.
+"""
+
+from ._bridge import asyncio_loop as asyncio_loop
+from ._connect import Tunnel as Tunnel
+from ._connect import set_debug_level as set_debug_level
+from ._relay import RelayResult as RelayResult
+from ._relay import SSHDataRelay as SSHDataRelay
+from ._relay import relayed_connection as relayed_connection
+from ._streams import RemoteListener as RemoteListener
+from ._streams import RemoteStreamListener as RemoteStreamListener
+from ._streams import SSHStream as SSHStream
+
+__all__ = [
+    "RelayResult",
+    "RemoteListener",
+    "RemoteStreamListener",
+    "SSHDataRelay",
+    "SSHStream",
+    "Tunnel",
+    "asyncio_loop",
+    "relayed_connection",
+    "set_debug_level",
+]

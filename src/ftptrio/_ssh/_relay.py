@@ -1,0 +1,313 @@
+"""The asyncio-side byte relay between a TCP socket and an SSH channel.
+
+Data never crosses the trio/asyncio bridge per chunk: both ends are asyncio
+callbacks in the same thread, with back-pressure (a full write buffer pauses
+the other end's reading) and half-close (EOF in one direction keeps the other
+open). trio owns the relay's lifetime through ``SSHDataRelay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Union, cast
+
+import asyncssh
+import trio
+
+from ._bridge import TEARDOWN_ERRNOS, aio, guard_callback, run_future
+
+log = logging.getLogger(__name__)
+
+#: SSH channel window: large enough to keep a fast link busy.
+WINDOW = 8 * 1024 * 1024
+MAX_PKTSIZE = 32768
+#: per-end write buffer before the other end is paused (back-pressure)
+WRITE_HIGH_WATER = 1024 * 1024
+
+#: what one relay end writes to: a socket transport or an SSH channel
+_Transport = Union[asyncio.Transport, "asyncssh.SSHTCPChannel[bytes]"]
+
+
+class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
+    """One end of a relay: a TCP transport or an SSH channel.
+
+    Works both as an asyncio Protocol and as an asyncssh session. Reading is
+    paused until the other end is attached, so no early byte is lost. Every
+    callback is guarded: an error ends this end (as a transport error would)
+    instead of reaching asyncio or asyncssh.
+    """
+
+    def __init__(self, relay: _Relay) -> None:
+        self.relay = relay
+        self.transport: _Transport | None = None
+        self.peer: _RelayEnd | None = None
+        self.eof = False
+        self.lost = False
+        self.count = 0
+        self.early: list[bytes] = []  # data received before the peer was attached
+
+    def _live_peer(self) -> _Transport | None:
+        """The other end's transport, if attached and not lost."""
+        peer = self.peer
+        if peer is None or peer.transport is None or peer.lost:
+            return None
+        return peer.transport
+
+    # -- callbacks
+    @guard_callback
+    def connection_made(self, transport: asyncio.BaseTransport | asyncssh.SSHTCPChannel[bytes],
+                        ) -> None:
+        # asyncio gives a socket transport, asyncssh a channel: both are _Transport
+        self.transport = transport = cast(_Transport, transport)
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_HIGH_WATER // 4)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            transport.pause_reading()
+            return
+        # the other end was first: flush what it got before we existed
+        if peer.early:
+            transport.write(b"".join(peer.early))
+            peer.early.clear()
+        if peer.eof:
+            transport.write_eof()
+        if peer.lost or self.relay.finishing:
+            self.relay.finish()
+        else:
+            peer.transport.resume_reading()
+
+    def session_started(self) -> None:
+        pass
+
+    @guard_callback
+    def data_received(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
+        self.count += len(data)
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.early.append(data)
+        elif not peer.lost:
+            peer.transport.write(data)
+
+    @guard_callback
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        target = self._live_peer()
+        if target is not None:
+            try:
+                target.write_eof()
+            except (OSError, asyncssh.Error, RuntimeError) as exc:
+                log.debug("relay: EOF not passed on: %r (peer already gone)", exc)
+        if peer is not None and peer.eof and peer.transport is not None:
+            self.relay.finish()
+            return False
+        return True
+
+    @guard_callback
+    def pause_writing(self) -> None:
+        target = self._live_peer()
+        if target is not None:
+            target.pause_reading()
+
+    @guard_callback
+    def resume_writing(self) -> None:
+        target = self._live_peer()
+        if target is not None:
+            target.resume_reading()
+
+    @guard_callback
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        if exc is not None and self.relay.error is None:
+            self.relay.error = exc
+        self.relay.finish()
+
+    def on_error(self, exc: Exception) -> None:
+        """A callback failed: end this end as a transport error would (the relay
+        then closes the other end gracefully)."""
+        if self.relay.error is None:
+            self.relay.error = exc
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.close()
+
+
+class _Relay:
+    """Pairs a socket end and a channel end; ``done`` resolves when both closed."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_event_loop()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.error: BaseException | None = None
+        self.socket_end = _RelayEnd(self)
+        self.channel_end = _RelayEnd(self)
+        self.socket_end.peer = self.channel_end
+        self.channel_end.peer = self.socket_end
+        self.finishing = False
+
+    def finish(self) -> None:
+        """Close both ends (gracefully: queued data is still flushed)."""
+        if self.finishing:
+            self._check_done()
+            return
+        self.finishing = True
+        self.socket_end.close()
+        self.channel_end.close()
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.socket_end.lost and self.channel_end.lost and not self.done.done():
+            self.done.set_result(None)
+
+    def abort(self) -> None:
+        """Close both ends at once, discarding queued data (cancellation)."""
+        self.finishing = True
+        for end in (self.socket_end, self.channel_end):
+            if end.transport is not None and not end.lost:
+                end.transport.abort()
+
+
+@dataclass(slots=True)
+class RelayResult:
+    to_ssh: int  # bytes read from the local socket and sent into SSH
+    from_ssh: int  # bytes read from SSH and written to the local socket
+    error: str | None = None
+
+
+class RelaySocket(socket.socket):
+    """A socket handed to an asyncio transport by the relay.
+
+    asyncio shuts down a transport's sending half (``write_eof``) from its own
+    write callback once the buffer drains; if the peer has reset the connection
+    by then, ``shutdown`` fails with ENOTCONN inside asyncio, out of reach of
+    any protocol callback (and under trio-asyncio such an error would end the
+    process). Here that error is expected and ignored: the connection is gone,
+    and the transport reports the loss on its next read or write.
+    """
+
+    __slots__ = ()
+
+    def shutdown(self, how: int) -> None:
+        try:
+            super().shutdown(how)
+        except OSError as exc:
+            if exc.errno not in TEARDOWN_ERRNOS:
+                raise
+            log.debug("shutdown of a relayed socket: %r (peer already gone)", exc)
+
+
+async def _connect_relay_socket(host: str, port: int) -> RelaySocket:
+    """Connect a RelaySocket to host:port (asyncio coroutine), trying every
+    address in turn as ``loop.create_connection`` does."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError("getaddrinfo() returned empty list")
+    errors: list[OSError] = []
+    for family, type_, proto, _canonname, address in infos:
+        sock = RelaySocket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
+
+
+async def _connect_socket_end(relay: _Relay, host: str, port: int) -> None:
+    """Connect to host:port and make that connection the relay's socket end."""
+    sock = await _connect_relay_socket(host, port)
+    try:
+        await asyncio.get_running_loop().create_connection(lambda: relay.socket_end, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+class SSHDataRelay:
+    """An opened (or incoming) SSH channel, relayed to a TCP socket once paired."""
+
+    def __init__(self, relay: _Relay) -> None:
+        self._relay = relay
+
+    async def attach_socket(self, sock: trio.socket.SocketType) -> None:
+        """Pair an accepted trio socket with this channel (the socket moves to asyncio)."""
+        relay = self._relay
+        fd_sock = RelaySocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        loop = asyncio.get_event_loop()
+        try:
+            await aio(loop.connect_accepted_socket)(lambda: relay.socket_end, fd_sock)
+        except BaseException:
+            fd_sock.close()
+            self.close()
+            raise
+
+    async def connect_socket(self, host: str, port: int) -> None:
+        """Connect to host:port locally and pair that connection with this channel."""
+        try:
+            await aio(_connect_socket_end)(self._relay, host, port)
+        except BaseException:
+            self.close()
+            raise
+
+    async def relay_socket(self, sock: trio.socket.SocketType) -> RelayResult:
+        """Relay between an accepted trio socket and this channel until both close."""
+        await self.attach_socket(sock)
+        return await self.wait()
+
+    async def wait(self) -> RelayResult:
+        """Wait until both ends closed; on cancellation abort both."""
+        relay = self._relay
+        try:
+            await run_future(asyncio.shield(relay.done))
+        finally:
+            if not relay.done.done():
+                relay.abort()
+        err = None if relay.error is None else str(relay.error) or type(relay.error).__name__
+        return RelayResult(relay.socket_end.count, relay.channel_end.count, err)
+
+    def close(self) -> None:
+        self._relay.abort()
+
+
+async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str,
+                          port: int) -> SSHDataRelay:
+    """Open a direct-tcpip channel to host:port for relaying (asyncssh errors propagate)."""
+    relay = _Relay()
+    await aio(conn.create_connection)(lambda: relay.channel_end, host, port,
+                                      window=WINDOW, max_pktsize=MAX_PKTSIZE)
+    return SSHDataRelay(relay)
+
+
+def incoming_data_relay() -> tuple[SSHDataRelay, _RelayEnd]:
+    """For a forwarded-tcpip channel: the relay, and the session to give asyncssh."""
+    relay = _Relay()
+    return SSHDataRelay(relay), relay.channel_end
+
+
+async def relayed_connection(host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
+    """For SSH *servers* (asyncio coroutine): connect to host:port and return the
+    channel session that relays it. Unlike asyncssh's own forwarder it loses no
+    byte the destination sends before the channel is open."""
+    relay = _Relay()
+    try:
+        await _connect_socket_end(relay, host, port)
+    except OSError as exc:
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+    return relay.channel_end
