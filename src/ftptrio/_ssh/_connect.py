@@ -244,6 +244,17 @@ def _ack_immediately(conn: asyncssh.SSHClientConnection) -> None:
     then the first data), the second waits for our ACK of the first, which
     the kernel delays by ~40 ms. Setting TCP_QUICKACK after each read sends
     the pending ACK immediately. Measured: ~48 ms -> ~1 ms per small file.
+
+    Why this wraps the connection's ``data_received`` on the instance: asyncssh
+    offers no per-read hook. ``asyncssh.connect`` builds its
+    ``SSHClientConnection`` in a local factory, so a subclass cannot be given;
+    the ``tunnel=`` and ``sock=`` hooks could interpose ftptrio's own protocol
+    or socket, but they bypass what asyncssh resolves from ssh_config for the
+    TCP connection (ProxyJump, ProxyCommand, BindAddress, AddressFamily,
+    canonicalization), and a host reached through an ssh_config ProxyJump would
+    lose the fix. The wrapper calls asyncssh's own method first and only adds
+    a setsockopt on the connection's socket (for a tunnelled connection, the
+    jump connection's socket, which carries its bytes).
     """
     quickack = getattr(socket, "TCP_QUICKACK", None)
     sock = conn.get_extra_info("socket")
