@@ -9,6 +9,7 @@ open). trio owns the relay's lifetime through ``SSHDataRelay``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
@@ -208,12 +209,19 @@ async def _connect_relay_socket(host: str, port: int) -> RelaySocket:
     """Connect a RelaySocket to host:port (asyncio coroutine), trying every
     address in turn as ``loop.create_connection`` does."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    if not infos:
+    targets: list[tuple[int, int, int, tuple[object, ...]]]
+    try:  # an address needs no resolver thread (as in loop.create_connection)
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        targets = [(fam, kind, proto, address) for fam, kind, proto, _name, address in infos]
+    else:
+        targets = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, (host, port))]
+    if not targets:
         raise OSError("getaddrinfo() returned empty list")
     errors: list[OSError] = []
-    for family, type_, proto, _canonname, address in infos:
-        sock = RelaySocket(family, type_, proto)
+    for fam, kind, proto, address in targets:
+        sock = RelaySocket(fam, kind, proto)
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, address)
