@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import signal
 import sys
 from typing import Sequence
 
 import trio
 
-from ._config import Config, ForwardSpec, SSHOptions
+from . import _options
+from ._config import Config
 from ._datachannel import TransferStats
 from ._errors import ConfigError, FtptrioError
 
@@ -50,175 +50,9 @@ exit codes: 0 clean exit, 2 usage or option error, 3 SSH connection failed,
             4 local port could not be bound, 1 anything else.
 """
 
-_SSH_OPTIONS = {"port", "user", "identityfile", "userknownhostsfile", "proxyjump",
-                "stricthostkeychecking", "serveraliveinterval", "serveralivecountmax",
-                "ciphers", "connecttimeout"}
-
-
-def parse_forward(spec: str, direction: str = "local") -> ForwardSpec:
-    """``[ftp/][bind_address:]port:ftp_host:ftp_port`` (IPv6 in brackets).
-
-    For remote (-R) tunnels bind_address is the listen address on the SSH server.
-    """
-    flag = "-R" if direction == "remote" else "-L"
-    if not isinstance(spec, str):
-        raise ConfigError(f"bad {flag} {spec!r}: expected a string")
-    text = spec[4:] if spec.lower().startswith("ftp/") else spec
-    parts = re.findall(r"\[[^\]]*\]|[^:]+", text)
-    parts = [p[1:-1] if p.startswith("[") else p for p in parts]
-    if len(parts) == 3:
-        bind, (port, host, hostport) = "127.0.0.1", parts
-    elif len(parts) == 4:
-        bind, port, host, hostport = parts
-        bind = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(bind, bind)
-    else:
-        raise ConfigError(f"bad {flag} {spec!r}: expected "
-                          "[bind_address:]port:ftp_host:ftp_port")
-    try:
-        return ForwardSpec(ftp_host=host, ftp_port=int(hostport), listen_host=bind,
-                           listen_port=int(port), direction=direction)  # type: ignore[arg-type]
-    except ValueError:
-        raise ConfigError(f"bad {flag} {spec!r}: ports must be numbers") from None
-    except ConfigError as exc:
-        raise ConfigError(f"bad {flag} {spec!r}: {exc}") from None
-
-
-class _RaisingParser(argparse.ArgumentParser):
-    """For --config files: a bad value is a ConfigError, not a usage message."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
-
-
-def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
-    p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
-        prog="ftptrio", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("destination", nargs="?", metavar="[user@]ssh_host",
-                   help="SSH server to forward through")
-    p.add_argument("-L", dest="forwards", action="append", default=[],
-                   metavar="[bind_address:]port:ftp_host:ftp_port",
-                   help="listen on port (default bind 127.0.0.1) and forward FTP sessions "
-                        "to ftp_host:ftp_port as seen from the SSH server; repeatable")
-    p.add_argument("-R", dest="remote_forwards", action="append", default=[],
-                   metavar="ftp/[listen_address:]port:ftp_host:ftp_port",
-                   help="remote tunnel: the SSH server listens on port (default "
-                        "127.0.0.1) and ftptrio relays its FTP sessions to ftp_host:ftp_port "
-                        "as seen from this machine; repeatable, may be mixed with -L")
-    p.add_argument("--config", dest="config", metavar="FILE",
-                   help="TOML file naming the SSH host, its tunnels and options (see README); "
-                        "command-line options add to it (single values: command line wins)")
-    p.add_argument("-p", dest="port", type=int, help="SSH server port (default 22)")
-    p.add_argument("-l", dest="user", help="SSH user name")
-    p.add_argument("-i", dest="identity", action="append",
-                   help="private key file for SSH authentication; repeatable")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="Option=value",
-                   help="ssh-style option: Port, User, IdentityFile, UserKnownHostsFile, "
-                        "StrictHostKeyChecking (yes|accept-new|no), ServerAliveInterval, "
-                        "ServerAliveCountMax, Ciphers, ConnectTimeout, ProxyJump")
-    p.add_argument("-F", dest="config_file", help="ssh_config file (default ~/.ssh/config)")
-    p.add_argument("-J", dest="jump", metavar="[user@]host[:port]",
-                   help="connect through this jump host (ssh -J / ProxyJump; comma-separated "
-                        "for several)")
-    p.add_argument("-g", dest="gateway", action="store_true",
-                   help="let other hosts connect to data listeners (binds 0.0.0.0)")
-    p.add_argument("-N", action="store_true", help="accepted for ssh compatibility (no-op)")
-    p.add_argument("--active-mode", choices=["remote-forward", "passive"],
-                   default="remote-forward",
-                   help="PORT/EPRT handling: remote-forward (tcpip-forward on the SSH "
-                        "server, default) or passive (convert to PASV/EPSV; no remote "
-                        "forwarding needed)")
-    p.add_argument("--active-address", default="127.0.0.1", metavar="ADDRESS",
-                   help="address the FTP server connects to for active data: the SSH "
-                        "host as the FTP server sees it (default 127.0.0.1)")
-    p.add_argument("--remote-listen-address", default="127.0.0.1", metavar="ADDRESS",
-                   help="where the SSH server listens for active-mode data (tcpip-forward); "
-                        "non-loopback needs GatewayPorts on the SSH server (default 127.0.0.1)")
-    p.add_argument("--remote-reply-address", default=None, metavar="ADDRESS",
-                   help="remote (-R) tunnels: address written into rewritten 227 replies, "
-                        "for clients that reach the SSH host under another address "
-                        "(default: the -R listen address, or 127.0.0.1 for a wildcard)")
-    p.add_argument("--trust-pasv-address", dest="pasv_allow", action="append", default=[],
-                   metavar="ADDRESS",
-                   help="let passive data go to ADDRESS when a 227 reply names it "
-                        "(repeatable allow-list); by default data always goes to the FTP "
-                        "host of the control connection")
-    p.add_argument("--auth-tls", choices=["refuse", "passthrough"], default="refuse",
-                   help="AUTH TLS/SSL: refuse (534, default; SSH already encrypts) or "
-                        "passthrough (opaque, data channels then cannot be forwarded)")
-    p.add_argument("--data-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="close an unused data listener after this long (default 60)")
-    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                   help="on SIGINT/SIGTERM, let running sessions finish for up to this "
-                        "long (default 10); a second signal stops at once")
-    p.add_argument("--stats", action="store_true",
-                   help="print a summary (sessions, transfers, bytes, errors) at exit")
-    p.add_argument("--log-format", choices=["text", "json"], default="text",
-                   help="log lines as text (default) or one JSON object per line")
-    p.add_argument("-v", dest="verbose", action="count", default=0,
-                   help="more logging (-v: rewriting decisions, -vv: protocol lines)")
-    p.add_argument("-q", dest="quiet", action="store_true", help="only errors")
-    p.add_argument("--version", action="store_true", help="print version and exit")
-    return p
-
-
-def _apply_ssh_options(pairs: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            key, _, value = pair.partition(" ")
-        key = key.strip().lower()
-        if key not in _SSH_OPTIONS:
-            raise ConfigError(f"unsupported -o option {key!r}; supported: "
-                              + ", ".join(sorted(_SSH_OPTIONS)))
-        out.setdefault(key, value.strip())  # first value wins, as in ssh
-    return out
-
-
-def config_from_args(args: argparse.Namespace,
-                     extra_forwards: tuple[ForwardSpec, ...] = ()) -> Config:
-    if not args.destination:
-        raise ConfigError("missing SSH destination ([user@]ssh_host)")
-    if not args.forwards and not args.remote_forwards and not extra_forwards:
-        raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port "
-                          "or -R ftp/[listen_address:]port:ftp_host:ftp_port")
-    opts = _apply_ssh_options(args.options)
-    user, _, host = args.destination.rpartition("@")
-    identities = args.identity or ([opts["identityfile"]] if "identityfile" in opts else None)
-    strict = opts.get("stricthostkeychecking", "yes").lower()
-    strict = {"ask": "yes", "true": "yes", "false": "no", "off": "no"}.get(strict, strict)
-    try:
-        port = args.port if args.port is not None else (
-            int(opts["port"]) if "port" in opts else None)
-        ssh = SSHOptions(
-            host=host, port=port, username=args.user or user or opts.get("user") or None,
-            client_keys=tuple(identities) if identities else None,
-            known_hosts=opts.get("userknownhostsfile"),
-            strict_host_key_checking=strict,  # type: ignore[arg-type]
-            config_files=(args.config_file,) if args.config_file else None,
-            ciphers=tuple(opts["ciphers"].split(",")) if "ciphers" in opts else None,
-            keepalive_interval=float(opts.get("serveraliveinterval", 15)),
-            keepalive_count_max=int(opts.get("serveralivecountmax", 3)),
-            connect_timeout=float(opts.get("connecttimeout", 15)),
-            proxy_jump=args.jump or opts.get("proxyjump"),
-        )
-    except ValueError as exc:
-        raise ConfigError(f"bad option value: {exc}") from None
-    return Config(
-        ssh=ssh,
-        forwards=(*extra_forwards, *(parse_forward(spec) for spec in args.forwards),
-                  *(parse_forward(spec, "remote") for spec in args.remote_forwards)),
-        remote_reply_address=args.remote_reply_address,
-        active_mode=args.active_mode,
-        active_address=args.active_address,
-        remote_listen_host=args.remote_listen_address,
-        trust_pasv_address=bool(args.pasv_allow),
-        pasv_allowed_hosts=tuple(args.pasv_allow),
-        data_bind_host="0.0.0.0" if args.gateway else "127.0.0.1",
-        auth_tls=args.auth_tls,
-        data_idle_timeout=args.data_timeout,
-    )
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (the grammar is _options.build_parser's)."""
+    return _options.build_parser(description=DESCRIPTION, epilog=EPILOG)
 
 
 class JSONFormatter(logging.Formatter):
@@ -306,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, args = load_config(args.config, argv)
             setup_logging(args.verbose, args.quiet, args.log_format)
         else:
-            config = config_from_args(args)
+            config = _options.config_from_args(args)
     except ConfigError as exc:
         print(f"ftptrio: {exc}", file=sys.stderr)
         return EXIT_USAGE

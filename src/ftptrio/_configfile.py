@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 try:
     import tomllib  # Python >= 3.11
@@ -34,8 +34,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:
         tomllib = None  # type: ignore[assignment]
 
-from ._config import ForwardSpec, Config
+from ._config import Config, ForwardSpec
 from ._errors import ConfigError
+from ._options import build_parser, config_from_args, parse_forward
 
 #: file key -> (command-line option, kind)
 GLOBAL_KEYS: dict[str, tuple[str, str]] = {
@@ -114,12 +115,9 @@ def read(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def file_arguments(path: str, data: dict[str, Any],
-                   parser_factory: Callable[[], argparse.ArgumentParser]
+def file_arguments(path: str, data: dict[str, Any]
                    ) -> tuple[list[str], list[str], list[str], tuple[ForwardSpec, ...]]:
     """(destination tokens, option tokens, -o tokens, tunnels) from a parsed file."""
-    from ._cli import parse_forward
-
     destination: list[str] = []
     options: list[str] = []
     ssh_options: list[str] = []
@@ -139,7 +137,7 @@ def file_arguments(path: str, data: dict[str, Any],
             continue
         tokens = _tokens(flag, kind, value)
         try:  # the same parser (and choices/types) as the command line
-            parser_factory().parse_args(tokens)
+            build_parser(raise_errors=True).parse_args(tokens)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {key}: {exc}") from None
         (ssh_options if key == "options" else options).extend(tokens)
@@ -179,12 +177,9 @@ def load_config(path: str, argv: Sequence[str] = ()) -> tuple[Config, argparse.N
     command line wins (for -o too: as in ssh, the first value wins and the
     command line's come first).
     """
-    from ._cli import build_parser, config_from_args
-
     cli = list(argv)
     data = read(path)
-    destination, options, ssh_options, tunnels = file_arguments(
-        path, data, lambda: build_parser(raise_errors=True))
+    destination, options, ssh_options, tunnels = file_arguments(path, data)
     try:
         cli_args = build_parser(raise_errors=True).parse_args(cli)
     except ConfigError as exc:

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 import ftptrio
-from ftptrio._cli import build_parser, config_from_args, main, parse_forward
+from ftptrio._cli import build_parser, main
+from ftptrio._options import config_from_args, parse_forward
 from ftptrio._config import Config, ForwardSpec
 from ftptrio._errors import ConfigError
 

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from ftptrio._cli import build_parser, config_from_args, main, parse_forward
+from ftptrio._cli import build_parser, main
+from ftptrio._options import config_from_args, parse_forward
 from ftptrio._config import ForwardSpec
 from ftptrio._configfile import GLOBAL_KEYS, load_config, tomllib
 from ftptrio._errors import ConfigError

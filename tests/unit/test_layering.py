@@ -1,0 +1,120 @@
+"""Import structure of the ftptrio package, read from the source (AST): no import
+cycles between its modules (imports inside functions count too), and the
+modules that must stay free of I/O libraries import none."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGE = SRC / "ftptrio"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+#: module name -> source (the Cython module's .pyx counts: its import lines are read)
+MODULES = {_module_name(p): p for p in [*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.pyx")]}
+
+
+def _source(path: Path) -> str:
+    text = path.read_text()
+    if path.suffix == ".pyx":  # Python import lines only (no cimport, no Cython syntax)
+        text = "\n".join(line for line in text.splitlines()
+                         if re.match(r"(from\s+\S+\s+)?import\s", line))
+    return text
+
+
+def _resolve(module: str, is_package: bool, level: int, target: str | None) -> str:
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    if level:
+        base = base[: len(base) - (level - 1)]
+        return ".".join(base + ([target] if target else []))
+    return target or ""
+
+
+def imports_of(module: str) -> set[str]:
+    """Every module (ftptrio's or third-party top-level) that ``module`` imports."""
+    path = MODULES[module]
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(_source(path), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(module, is_package, node.level, node.module)
+            for alias in node.names:  # "from . import _options": a submodule
+                submodule = f"{base}.{alias.name}"
+                found.add(submodule if submodule in MODULES else base)
+    return found
+
+
+def internal_graph() -> dict[str, set[str]]:
+    graph = {}
+    for module in MODULES:
+        ancestors = {module.rsplit(".", i)[0] for i in range(1, module.count(".") + 1)}
+        deps = set()
+        for name in imports_of(module):
+            deps.add(name)
+            # importing a.b.c runs a and a.b first (already running for our ancestors)
+            parts = name.split(".")
+            deps.update(".".join(parts[:i]) for i in range(1, len(parts))
+                        if ".".join(parts[:i]) not in ancestors)
+        graph[module] = {d for d in deps if d in MODULES and d != module}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(graph, WHITE)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = GREY
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if colour[dep] == GREY:
+                return stack[stack.index(dep):] + [dep]
+            if colour[dep] == WHITE and (cycle := visit(dep)):
+                return cycle
+        stack.pop()
+        colour[node] = BLACK
+        return None
+
+    for node in sorted(graph):
+        if colour[node] == WHITE and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_every_module_is_seen():
+    for name in ("ftptrio", "ftptrio._cli", "ftptrio._options", "ftptrio._configfile"):
+        assert name in MODULES
+
+
+def test_no_import_cycles():
+    assert find_cycle(internal_graph()) is None
+
+
+def test_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_configfile_does_not_import_cli():
+    assert "ftptrio._cli" not in imports_of("ftptrio._configfile")
+
+
+@pytest.mark.parametrize("module", ["ftptrio._options", "ftptrio._configfile",
+                                    "ftptrio._config", "ftptrio._errors"])
+def test_pure_modules_import_no_io_library(module):
+    tops = {name.split(".")[0] for name in imports_of(module)}
+    assert not tops & {"trio", "asyncssh", "trio_asyncio", "socket", "asyncio"}
