@@ -11,7 +11,7 @@ or ``forwarder = await nursery.start(ftptrio.serve, config)``.
 from ._config import Config as Config
 from ._config import ForwardSpec as ForwardSpec
 from ._config import SSHOptions as SSHOptions
-from ._datachannel import TransferStats as TransferStats
+from ._stats import TransferStats as TransferStats
 from ._errors import BadDataAddress as BadDataAddress
 from ._errors import ConfigError as ConfigError
 from ._errors import FtptrioError as FtptrioError

@@ -13,7 +13,7 @@ import trio
 
 from . import _options
 from ._config import Config
-from ._datachannel import TransferStats
+from ._stats import TransferStats
 from ._errors import ConfigError, FtptrioError
 
 log = logging.getLogger("ftptrio")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 import trio
@@ -15,29 +15,11 @@ from ._config import Config
 from ._control import same_address
 from ._errors import TunnelError
 from ._ssh import RelayResult, RemoteListener, SSHDataRelay, Tunnel
+from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["passive", "active", "converted"]
-
-
-@dataclass
-class TransferStats:
-    """Counters shared by every session of one forwarder."""
-
-    sessions: int = 0
-    sessions_active: int = 0
-    transfers: int = 0
-    transfer_errors: int = 0
-    bytes_to_server: int = 0
-    bytes_to_client: int = 0
-    by_mode: dict[str, int] = field(default_factory=dict)
-
-    def record(self, mode: Mode, result: RelayResult) -> None:
-        self.transfers += 1
-        self.by_mode[mode] = self.by_mode.get(mode, 0) + 1
-        if result.error:
-            self.transfer_errors += 1
 
 
 @dataclass

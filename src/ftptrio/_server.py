@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 import trio
 
 from ._config import Config, ForwardSpec
-from ._datachannel import TransferStats
+from ._stats import TransferStats
 from ._errors import TunnelError
 from ._session import Session
 from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop

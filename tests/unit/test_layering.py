@@ -96,7 +96,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_every_module_is_seen():
-    for name in ("ftptrio", "ftptrio._cli", "ftptrio._options", "ftptrio._configfile"):
+    for name in ("ftptrio", "ftptrio._cli", "ftptrio._options", "ftptrio._configfile",
+                 "ftptrio._stats"):
         assert name in MODULES
 
 
@@ -114,7 +115,7 @@ def test_configfile_does_not_import_cli():
 
 
 @pytest.mark.parametrize("module", ["ftptrio._options", "ftptrio._configfile",
-                                    "ftptrio._config", "ftptrio._errors"])
+                                    "ftptrio._config", "ftptrio._errors", "ftptrio._stats"])
 def test_pure_modules_import_no_io_library(module):
     tops = {name.split(".")[0] for name in imports_of(module)}
     assert not tops & {"trio", "asyncssh", "trio_asyncio", "socket", "asyncio"}
