@@ -13,6 +13,7 @@ from ._config import ForwardSpec as ForwardSpec
 from ._config import SSHOptions as SSHOptions
 from ._stats import TransferStats as TransferStats
 from ._errors import BadDataAddress as BadDataAddress
+from ._errors import BindError as BindError
 from ._errors import ConfigError as ConfigError
 from ._errors import FtptrioError as FtptrioError
 from ._errors import LineTooLong as LineTooLong
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION",
     "BadDataAddress",
+    "BindError",
     "Config",
     "ConfigError",
     "Forwarder",

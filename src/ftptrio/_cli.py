@@ -14,14 +14,23 @@ import trio
 from . import _options
 from ._config import Config
 from ._stats import TransferStats
-from ._errors import ConfigError, FtptrioError
+from ._errors import BindError, ConfigError, FtptrioError, TunnelError
 
 log = logging.getLogger("ftptrio")
 
 EXIT_OK = 0
-EXIT_USAGE = 2
+EXIT_OTHER = 1  # any other error
+EXIT_USAGE = 2  # a bad option, argument or config file
 EXIT_SSH = 3  # SSH connection or authentication failed
 EXIT_BIND = 4  # a local listener could not be bound
+
+#: exit code by error class, most specific first
+EXIT_CODES: tuple[tuple[type[FtptrioError], int], ...] = (
+    (ConfigError, EXIT_USAGE),
+    (TunnelError, EXIT_SSH),
+    (BindError, EXIT_BIND),
+    (FtptrioError, EXIT_OTHER),
+)
 
 DESCRIPTION = """\
 Forward FTP through one SSH connection, data channels included.
@@ -86,7 +95,7 @@ def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 
 
-async def _run(config: Config, grace: float, stats_out: list) -> None:
+async def _run(config: Config, grace: float, stats_out: list[TransferStats]) -> None:
     from ._server import serve
 
     async with trio.open_nursery() as nursery:
@@ -141,10 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup_logging(args.verbose, args.quiet, args.log_format)
         else:
             config = _options.config_from_args(args)
-    except ConfigError as exc:
+    except FtptrioError as exc:
         print(f"ftptrio: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    stats: list = []
+        return exit_code(exc)
+    stats: list[TransferStats] = []
     try:
         trio.run(_run, config, args.grace, stats)
     except BaseException as exc:  # noqa: BLE001 - turned into one clear line
@@ -153,15 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if isinstance(leaf, FtptrioError):
             print(f"ftptrio: {leaf}", file=sys.stderr)
-            return EXIT_SSH
-        if isinstance(leaf, OSError):
-            print(f"ftptrio: cannot listen: {leaf}", file=sys.stderr)
-            return EXIT_BIND
+            return exit_code(leaf)
+        if isinstance(leaf, OSError):  # the environment, not a bug: one line
+            print(f"ftptrio: {leaf}", file=sys.stderr)
+            return EXIT_OTHER
         raise
     finally:
         if args.stats and stats:
             print(format_stats(stats[0]), file=sys.stderr)
     return EXIT_OK
+
+
+def exit_code(exc: FtptrioError) -> int:
+    """The exit code of an error: by its class (see EXIT_CODES)."""
+    return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
 
 
 def format_stats(stats: "TransferStats") -> str:

@@ -13,7 +13,7 @@ import trio
 
 from ._config import Config, ForwardSpec
 from ._stats import TransferStats
-from ._errors import TunnelError
+from ._errors import BindError, TunnelError
 from ._session import Session
 from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
 
@@ -134,8 +134,13 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                     remote_listeners.append(remote)
                     listeners.append((forward, remote))
                 else:
-                    listeners.append((forward, await trio.open_tcp_listeners(
-                        forward.listen_port, host=forward.listen_host)))
+                    try:
+                        group = await trio.open_tcp_listeners(forward.listen_port,
+                                                              host=forward.listen_host)
+                    except OSError as exc:
+                        raise BindError.of(forward.listen_host, forward.listen_port,
+                                           exc) from exc
+                    listeners.append((forward, group))
         except BaseException:
             with trio.CancelScope(shield=True):
                 for remote in remote_listeners:

@@ -4,10 +4,13 @@ error, each through real transfers with the in-process SSH and FTP servers."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +254,37 @@ async def test_wrong_host_key_exits_3_with_one_clear_line(ssh_server, ftp_server
     assert "host key" in lines[0], err
     assert str(known_hosts) in lines[0], err
     assert ("127.0.0.1", ftp_server.port) not in ssh_server.direct_requests
+
+
+async def test_port_in_use_exits_4_with_one_clear_line(ssh_server, ftp_server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [sys.executable, "-m", "ftptrio", "-L", f"127.0.0.1:{port}:127.0.0.1:"
+                f"{ftp_server.port}", *direct_args(ssh_server),
+                f"{ssh_server.username}@127.0.0.1"]
+        with trio.fail_after(30):
+            result = await trio.run_process(args, cwd=REPO, capture_stdout=True,
+                                            capture_stderr=True, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 4, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == f"ftptrio: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+async def test_port_in_use_is_a_bind_error_for_embedders(ssh_server, ftp_server,
+                                                         forwarder_config, nursery):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        forward = ftptrio.ForwardSpec("127.0.0.1", ftp_server.port, "127.0.0.1", port)
+        config = dataclasses.replace(forwarder_config, forwards=(forward,))
+        with pytest.raises(ftptrio.BindError) as info:
+            await nursery.start(ftptrio.serve, config)
+    assert isinstance(info.value, OSError) and info.value.errno == errno.EADDRINUSE
 
 
 def write_wrong_known_hosts(path: Path, ssh) -> None:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import ftptrio
+from ftptrio import _cli
 from ftptrio._cli import build_parser, main
 from ftptrio._options import config_from_args, parse_forward
 from ftptrio._config import Config, ForwardSpec
@@ -243,3 +244,49 @@ def test_main_ssh_connection_refused(capsys):
     line = one_line(err)
     assert line.startswith("ftptrio: ")
     assert str(port) in line
+
+
+# ---------------------------------------------------------------- exit codes by class
+
+@pytest.mark.parametrize("error, code", [
+    (ftptrio.ConfigError("bad"), 2),
+    (ftptrio.TunnelError("SSH down"), 3),
+    (ftptrio.BindError(98, "cannot listen on 127.0.0.1:21: Address already in use"), 4),
+    (ftptrio.FtptrioError("other"), 1),
+    (ftptrio.LineTooLong("long"), 1),
+])
+def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
+    async def failing_run(config, grace, stats_out):
+        raise error
+
+    monkeypatch.setattr(_cli, "_run", failing_run)
+    assert main(["-L", "2121:h:21", "gw"]) == code
+    assert one_line(capsys.readouterr().err) == f"ftptrio: {error}"
+
+
+def test_main_unexpected_os_error_is_one_line_exit_1(monkeypatch, capsys):
+    async def failing_run(config, grace, stats_out):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(_cli, "_run", failing_run)
+    assert main(["-L", "2121:h:21", "gw"]) == 1
+    assert one_line(capsys.readouterr().err) == "ftptrio: [Errno 24] Too many open files"
+
+
+def test_main_bad_jump_host_is_a_usage_error(capsys):
+    assert main(["-L", "2121:h:21", "-J", "jump:abc", "gw"]) == 2
+    assert "bad jump host" in one_line(capsys.readouterr().err)
+
+
+def test_bind_error_is_an_os_error_with_errno():
+    exc = ftptrio.BindError.of("::1", 2121, OSError(98, "Address already in use"))
+    assert isinstance(exc, OSError) and isinstance(exc, ftptrio.FtptrioError)
+    assert exc.errno == 98
+    assert str(exc) == "cannot listen on [::1]:2121: Address already in use"
+
+
+def test_line_too_long_has_lines():
+    assert ftptrio.LineTooLong("long").lines == []
+    assert ftptrio.LineTooLong("long", [b"a\n"]).lines == [b"a\n"]
+    assert issubclass(ftptrio.LineTooLong, ftptrio.ProtocolError)
+    assert issubclass(ftptrio.BadDataAddress, ftptrio.ProtocolError)
