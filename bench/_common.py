@@ -2,8 +2,8 @@
 concurrency).
 
 Everything runs on loopback: a real OpenSSH sshd and an FTP server (pyftpdlib
-by default, or vsftpd with anonymous login) started with the
-interop test helpers (``tests/interop/servers.py``), and ftptrio as a
+by default, or vsftpd with anonymous login) started with the launchers of
+``ftptrio.testing.servers`` (shared with the interop tests), and ftptrio as a
 subprocess through its command line, so that its CPU time (utime+stime from
 /proc/<pid>/stat) and RSS (VmRSS from /proc/<pid>/status) can be measured from
 outside.  Every process started here is stopped in ``finally`` blocks.
@@ -26,10 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "interop"))
-
-import servers  # noqa: E402  (tests/interop/servers.py)
+from ftptrio.testing import servers
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

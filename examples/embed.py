@@ -90,10 +90,11 @@ async def main(args: argparse.Namespace) -> None:
     if not args.demo:
         await run(make_config(args), args)
         return
-    # --demo: start the SSH and FTP servers ftptrio's own tests use. The SSH
+    # --demo: start the SSH and FTP servers ftptrio's own tests use
+    # (ftptrio.testing: test helpers, not part of the public API). The SSH
     # server is asyncssh, so it needs a trio-asyncio loop; ftptrio notices the
     # loop is already open and shares it.
-    from ftptrio._testservers import inprocess_ssh_server, threaded_ftp_server
+    from ftptrio.testing import inprocess_ssh_server, threaded_ftp_server
 
     async with trio_asyncio.open_loop(), inprocess_ssh_server() as ssh:
         with threaded_ftp_server() as ftp:

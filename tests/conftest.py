@@ -12,7 +12,7 @@ import trio_asyncio
 
 import ftptrio
 from ftp_fakes import HostileFTP, Setup, assert_no_leaks
-from ftptrio._testservers import inprocess_ssh_server
+from ftptrio.testing import inprocess_ssh_server
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import ftptrio
-from ftptrio._testservers import SSHServerInfo
+from ftptrio.testing import SSHServerInfo
 
 @dataclasses.dataclass
 class HostileFTP:

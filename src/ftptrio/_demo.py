@@ -20,7 +20,7 @@ import trio_asyncio
 
 from ._config import Config, ForwardSpec, SSHOptions
 from ._server import open_forwarder
-from ._testservers import inprocess_ssh_server, threaded_ftp_server
+from .testing import inprocess_ssh_server, threaded_ftp_server
 
 
 @dataclass

@@ -23,7 +23,7 @@ if importlib.util.find_spec("ftptrio") is None:  # running from a checkout, not 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import ftptrio  # noqa: E402
-from ftptrio._testservers import inprocess_ssh_server, threaded_ftp_server  # noqa: E402
+from ftptrio.testing import inprocess_ssh_server, threaded_ftp_server  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import trio
 
 CLIENT_TIMEOUT = 30.0
 BLOCK = 256 * 1024
-#: pyftpdlib's passive port range in ftptrio._testservers.threaded_ftp_server
+#: pyftpdlib's passive port range in ftptrio.testing.threaded_ftp_server
 FTP_PASSIVE_PORTS = range(20000, 32000)
 
 

@@ -30,10 +30,7 @@ from urllib.parse import quote
 import pytest
 import trio
 
-try:
-    from . import servers
-except ImportError:  # pragma: no cover
-    import servers  # type: ignore[no-redef]
+from ftptrio.testing import servers
 
 #: connect / idle timeout handed to every client (seconds)
 CLIENT_TIMEOUT = 20

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-try:  # tests/interop may or may not be a package
-    from . import servers
-except ImportError:  # pragma: no cover - depends on pytest's import mode
-    import servers  # type: ignore[no-redef]
+from ftptrio.testing import servers
 
 
 @pytest.fixture(scope="session")

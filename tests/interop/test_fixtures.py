@@ -11,10 +11,7 @@ import asyncssh
 import trio
 import trio_asyncio
 
-try:
-    from . import servers
-except ImportError:  # pragma: no cover
-    import servers  # type: ignore[no-redef]
+from ftptrio.testing import servers
 
 TIMEOUT = 30
 

@@ -22,12 +22,12 @@ import pytest
 import trio
 
 import ftptrio
+from ftptrio.testing import servers
 
 try:
-    from . import clients, servers
+    from . import clients
 except ImportError:  # pragma: no cover
     import clients  # type: ignore[no-redef]
-    import servers  # type: ignore[no-redef]
 
 #: limit for one case (several client runs; the 64 MiB download in some)
 CASE_TIMEOUT = 300

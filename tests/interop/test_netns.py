@@ -29,11 +29,12 @@ from pathlib import Path
 
 import pytest
 
+from ftptrio.testing import servers
+
 try:
-    from . import clients, servers
+    from . import clients
 except ImportError:  # pragma: no cover
     import clients  # type: ignore[no-redef]
-    import servers  # type: ignore[no-redef]
 
 CLIENT_ADDR, SSH_ADDR_C = "10.213.1.1", "10.213.1.2"
 SSH_ADDR_F, FTP_ADDR = "10.213.2.1", "10.213.2.2"

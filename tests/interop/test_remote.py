@@ -15,12 +15,12 @@ import trio
 import ftptrio
 from ftp_fakes import assert_no_leaks
 from ftptrio._configfile import tomllib
+from ftptrio.testing import servers
 
 try:
-    from . import clients, servers
+    from . import clients
 except ImportError:  # pragma: no cover
     import clients  # type: ignore[no-redef]
-    import servers  # type: ignore[no-redef]
 
 CASE_TIMEOUT = 120
 MODES = ("EPSV", "PASV", "EPRT", "PORT")

@@ -30,11 +30,7 @@ import trio
 
 import ftptrio
 from ftp_fakes import FTPClient
-
-try:
-    from . import servers
-except ImportError:  # pragma: no cover
-    import servers  # type: ignore[no-redef]
+from ftptrio.testing import servers
 
 SERVERS = ("proftpd", "vsftpd")
 #: the raw client's address, as ftptrio sees it

@@ -11,13 +11,13 @@ import pytest
 import trio
 
 import ftptrio
+from ftptrio.testing import servers
 
 try:
-    from . import clients, servers
+    from . import clients
     from .test_matrix import forwarder_config
 except ImportError:  # pragma: no cover
     import clients  # type: ignore[no-redef]
-    import servers  # type: ignore[no-redef]
     from test_matrix import forwarder_config  # type: ignore[no-redef]
 
 DOWNLOADS = 3

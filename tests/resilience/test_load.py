@@ -15,7 +15,7 @@ import trio_asyncio
 
 import ftptrio
 from ftp_fakes import assert_no_leaks
-from ftptrio._testservers import inprocess_ssh_server, threaded_ftp_server
+from ftptrio.testing import inprocess_ssh_server, threaded_ftp_server
 
 SESSIONS = 20
 ACTIVE_SESSIONS = 5

@@ -13,7 +13,7 @@ import trio_asyncio
 import ftptrio
 from ftp_fakes import FTPClient, HostileFTP, assert_no_leaks
 from ftptrio import _datachannel as dc
-from ftptrio._testservers import inprocess_ssh_server
+from ftptrio.testing import inprocess_ssh_server
 
 
 def pasv_reply(host: str, port: int) -> bytes:

@@ -97,7 +97,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_every_module_is_seen():
     for name in ("ftptrio", "ftptrio._cli", "ftptrio._options", "ftptrio._configfile",
-                 "ftptrio._stats"):
+                 "ftptrio._stats", "ftptrio._rewrite", "ftptrio.testing",
+                 "ftptrio.testing.servers", "ftptrio._ssh._testserver"):
         assert name in MODULES
 
 
@@ -119,3 +120,19 @@ def test_configfile_does_not_import_cli():
 def test_pure_modules_import_no_io_library(module):
     tops = {name.split(".")[0] for name in imports_of(module)}
     assert not tops & {"trio", "asyncssh", "trio_asyncio", "socket", "asyncio"}
+
+
+def test_testing_helpers_reach_asyncssh_only_through_the_ssh_layer():
+    for module in ("ftptrio.testing", "ftptrio.testing.servers", "ftptrio._demo"):
+        tops = {name.split(".")[0] for name in imports_of(module)}
+        assert "asyncssh" not in tops, module
+    assert "ftptrio._ssh._testserver" in imports_of("ftptrio.testing")
+
+
+def test_nothing_imports_from_tests_or_private_test_modules():
+    for module in MODULES:
+        assert "ftptrio._testservers" not in imports_of(module), module
+    for path in [*(SRC.parent / "bench").glob("*.py"), *(SRC.parent / "examples").glob("*.py")]:
+        text = path.read_text()
+        assert "tests/interop" not in text and '"interop"' not in text, path
+        assert "ftptrio._testservers" not in text, path

@@ -1,4 +1,7 @@
-"""Start and stop real servers (OpenSSH sshd, vsftpd, ProFTPD, pyftpdlib) for interop tests.
+"""Start and stop real servers (OpenSSH sshd, vsftpd, ProFTPD, pyftpdlib) for interop tests
+and benchmarks (``tests/interop``, ``bench/``).
+
+Test helpers, not part of the public API: may change without notice.
 
 Everything here is plain synchronous code.  Every server listens on 127.0.0.1
 only, on an OS-picked free port, with its files in a caller-supplied temp dir,

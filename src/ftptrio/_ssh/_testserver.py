@@ -1,31 +1,30 @@
-"""In-process servers for the demo and the integration tests.
+"""An in-process asyncssh SSH server for tests, the demo, benches and examples.
 
-* ``inprocess_ssh_server``: an asyncssh SSH server on a free loopback port that
-  allows direct-tcpip and tcpip-forward and records every destination requested.
-* ``threaded_ftp_server``: a pyftpdlib FTP server in a background thread.
+Use it through ``ftptrio.testing`` (test helpers, not part of the public API);
+it lives here because only the SSH layer imports asyncssh and trio_asyncio.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
-import threading
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import asyncssh
 import trio
 import trio_asyncio
 
-from ._ssh import relayed_connection
+from ._relay import relayed_connection
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
 class SSHServerInfo:
+    """A running in-process SSH server: where it listens, how to log in, and
+    what it was asked for."""
+
     host: str
     port: int
     username: str
@@ -42,8 +41,8 @@ class SSHServerInfo:
     connections: list[Any] = field(default_factory=list)
 
 
-def _make_server_class(info: SSHServerInfo) -> type:
-    class _Server(asyncssh.SSHServer):
+def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
+    class _Server(asyncssh.SSHServer):  # type: ignore[misc]  # asyncssh is untyped here
         def connection_made(self, conn: Any) -> None:
             info.connections.append(conn)
 
@@ -57,8 +56,8 @@ def _make_server_class(info: SSHServerInfo) -> type:
             return True
 
         def validate_public_key(self, username: str, key: Any) -> bool:
-            return (username == info.username and key.public_data ==
-                    info.client_key.public_data)
+            return bool(username == info.username and key.public_data ==
+                        info.client_key.public_data)
 
         def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                                  orig_port: int) -> Any:
@@ -100,53 +99,3 @@ async def inprocess_ssh_server(username: str = "demo") -> AsyncIterator[SSHServe
                     conn.close()
                 with trio.move_on_after(5):
                     await trio_asyncio.aio_as_trio(acceptor.wait_closed)()
-
-
-@dataclass
-class FTPServerInfo:
-    host: str
-    port: int
-    user: str
-    password: str
-    root: str
-
-
-@contextlib.contextmanager
-def threaded_ftp_server(root: str | None = None, user: str = "demo",
-                        password: str = "demo-password") -> Iterator[FTPServerInfo]:
-    """A pyftpdlib server on 127.0.0.1:<free port>, serving root, in a thread."""
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.servers import FTPServer
-
-    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
-    with contextlib.ExitStack() as stack:
-        if root is None:
-            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="ftptrio-ftp-"))
-        authorizer = DummyAuthorizer()
-        authorizer.add_user(user, password, root, perm="elradfmwMT")
-        handler = type("DemoHandler", (FTPHandler,), {
-            "authorizer": authorizer,
-            "passive_ports": range(20000, 32000),
-            "permit_foreign_addresses": False,
-            "timeout": 60,
-        })
-        server = FTPServer(("127.0.0.1", 0), handler)
-        server.max_cons = 1024
-        port = server.socket.getsockname()[1]
-        stop = threading.Event()
-
-        def run() -> None:
-            try:
-                while not stop.is_set():
-                    server.serve_forever(timeout=0.05, blocking=False)
-            finally:
-                server.close_all()
-
-        thread = threading.Thread(target=run, name="ftptrio-ftp-server", daemon=True)
-        thread.start()
-        try:
-            yield FTPServerInfo("127.0.0.1", port, user, password, root)
-        finally:
-            stop.set()
-            thread.join(10)

@@ -1,0 +1,84 @@
+"""Test helpers for ftptrio's demo, tests, benchmarks and examples.
+
+**Not part of the public API: may change without notice.** Importable so that
+``python -m ftptrio demo``, ``examples/``, ``bench/`` and ``tests/`` share one
+copy instead of reaching into private modules or into ``tests/``.
+
+In-process servers (loopback, OS-picked ports, stopped when the block ends):
+
+* ``inprocess_ssh_server()``: an asyncssh SSH server (needs a trio-asyncio loop)
+  that allows direct-tcpip and tcpip-forward and records every request
+  (``SSHServerInfo``).
+* ``threaded_ftp_server()``: a pyftpdlib FTP server in a background thread
+  (``FTPServerInfo``).
+
+Real servers as subprocesses (OpenSSH sshd, vsftpd, pyftpdlib):
+``ftptrio.testing.servers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from .._ssh._testserver import SSHServerInfo as SSHServerInfo
+from .._ssh._testserver import inprocess_ssh_server as inprocess_ssh_server
+
+
+@dataclass
+class FTPServerInfo:
+    """A running in-process FTP server and its one user."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    root: str
+
+
+@contextlib.contextmanager
+def threaded_ftp_server(root: str | None = None, user: str = "demo",
+                        password: str = "demo-password") -> Iterator[FTPServerInfo]:
+    """A pyftpdlib server on 127.0.0.1:<free port>, serving root, in a thread."""
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import FTPServer
+
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+    with contextlib.ExitStack() as stack:
+        if root is None:
+            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="ftptrio-ftp-"))
+        authorizer = DummyAuthorizer()
+        authorizer.add_user(user, password, root, perm="elradfmwMT")
+        handler = type("DemoHandler", (FTPHandler,), {
+            "authorizer": authorizer,
+            "passive_ports": range(20000, 32000),
+            "permit_foreign_addresses": False,
+            "timeout": 60,
+        })
+        server = FTPServer(("127.0.0.1", 0), handler)
+        server.max_cons = 1024
+        port: int = server.socket.getsockname()[1]
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                while not stop.is_set():
+                    server.serve_forever(timeout=0.05, blocking=False)
+            finally:
+                server.close_all()
+
+        thread = threading.Thread(target=run, name="ftptrio-ftp-server", daemon=True)
+        thread.start()
+        try:
+            yield FTPServerInfo("127.0.0.1", port, user, password, root)
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+__all__ = ["FTPServerInfo", "SSHServerInfo", "inprocess_ssh_server", "threaded_ftp_server"]
