@@ -11,6 +11,9 @@ from typing import Sequence
 
 import trio
 
+if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 (trio depends on it)
+    from exceptiongroup import BaseExceptionGroup
+
 from . import _options
 from ._config import Config
 from ._stats import TransferStats

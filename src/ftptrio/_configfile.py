@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any, Sequence
 
-try:
-    import tomllib  # Python >= 3.11
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
     try:
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]
+        tomllib = None
 
-from ._config import Config, ForwardSpec
+from ._config import Config, Direction, ForwardSpec
 from ._errors import ConfigError
 from ._options import build_parser, config_from_args, parse_forward
 
@@ -108,7 +109,8 @@ def read(path: str) -> dict[str, Any]:
                           "package")
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data: dict[str, Any] = tomllib.load(f)
+            return data
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -155,7 +157,7 @@ def file_arguments(path: str, data: dict[str, Any]
             if not _check_type(value, kind):
                 raise ConfigError(f"{where}: {key} must be {_KIND_NAMES[kind]} "
                                   f"(got {value!r})")
-        directions = [k for k in ("local", "remote") if k in table]
+        directions: list[Direction] = [k for k in ("local", "remote") if k in table]
         if len(directions) != 1:
             raise ConfigError(f"{where}: give exactly one of local = \"...\" (like -L) or "
                               f"remote = \"...\" (like -R)")

@@ -42,7 +42,7 @@ class SSHServerInfo:
 
 
 def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
-    class _Server(asyncssh.SSHServer):  # type: ignore[misc]  # asyncssh is untyped here
+    class _Server(asyncssh.SSHServer):
         def connection_made(self, conn: Any) -> None:
             info.connections.append(conn)
 

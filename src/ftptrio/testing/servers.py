@@ -99,7 +99,7 @@ def free_port(host: str = HOST) -> int:
         for _ in range(50):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind((host, 0))
-                port = s.getsockname()[1]
+                port: int = s.getsockname()[1]
             if port not in _reserved_ports:
                 _reserved_ports.add(port)
                 return port
@@ -139,7 +139,7 @@ def free_port_range(count: int, low: int = PASSIVE_SEARCH_LOW, high: int = PASSI
     raise RuntimeError(f"no free range of {count} ports in {low}-{high}")
 
 
-def wait_for_port(host: str, port: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(host: str, port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None) -> None:
     """Wait until ``host:port`` accepts a TCP connection.
 
     Raises TimeoutError, or RuntimeError at once if ``process`` exits first.
@@ -179,7 +179,7 @@ def netns_prefix(netns: str | None) -> list[str]:
 
 
 def wait_for_port_in(netns: str | None, host: str, port: int, timeout: float = 10.0,
-                     process: subprocess.Popen | None = None) -> None:
+                     process: subprocess.Popen[bytes] | None = None) -> None:
     """``wait_for_port`` run inside network namespace ``netns`` (None: this one)."""
     if netns is None:
         wait_for_port(host, port, timeout=timeout, process=process)
@@ -205,7 +205,7 @@ def wait_for_port_in(netns: str | None, host: str, port: int, timeout: float = 1
         raise TimeoutError(f"in netns {netns}: {err.strip()}")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -221,7 +221,7 @@ def random_bytes(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def _tail(path: str | os.PathLike, max_bytes: int = 4000) -> str:
+def _tail(path: str | os.PathLike[str], max_bytes: int = 4000) -> str:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -229,7 +229,7 @@ def _tail(path: str | os.PathLike, max_bytes: int = 4000) -> str:
     return data[-max_bytes:].decode("utf-8", "replace")
 
 
-def stop_process(process: subprocess.Popen | None, timeout: float = 5.0) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
     """Terminate the process and its process group (started with
     ``start_new_session=True``), then kill whatever is left after ``timeout``."""
     if process is None:
@@ -295,7 +295,7 @@ class OpenSSHServer:
     client_key: str
     known_hosts: str
     log_path: str
-    process: subprocess.Popen = field(repr=False)
+    process: subprocess.Popen[bytes] = field(repr=False)
     config_path: str = ""
     host_public_key: str = ""
 
@@ -330,7 +330,7 @@ def _openssh_version() -> tuple[int, int]:
 
 
 def start_openssh(
-    tmpdir: str | os.PathLike,
+    tmpdir: str | os.PathLike[str],
     extra_config: str | list[str] | tuple[str, ...] = (),
     timeout: float = 10.0,
     *,
@@ -454,7 +454,7 @@ class FTPServer:
     password: str
     #: data directory: the FTP root as seen by the logged-in user
     root: str
-    process: subprocess.Popen = field(repr=False)
+    process: subprocess.Popen[bytes] = field(repr=False)
     name: str = ""
     #: writable directory, relative to the FTP root ("upload")
     upload_dir: str = UPLOAD_DIR
@@ -496,7 +496,7 @@ def _ensure_ftp_user() -> None:
         )
 
 
-def start_vsftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count: int = 50, *,
+def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_count: int = 50, *,
                  host: str = HOST, port: int | None = None, netns: str | None = None) -> FTPServer:
     """Run vsftpd in the foreground with anonymous login.
 
@@ -823,7 +823,7 @@ server.serve_forever(handle_exit=True)
 """
 
 
-def start_pyftpdlib(tmpdir: str | os.PathLike, timeout: float = 15.0, passive_count: int = 400, *,
+def start_pyftpdlib(tmpdir: str | os.PathLike[str], timeout: float = 15.0, passive_count: int = 400, *,
                     host: str = HOST, port: int = 0, netns: str | None = None,
                     max_cons: int = 512, passive_ports: range | None = None) -> FTPServer:
     """Run pyftpdlib in a subprocess (user ``ftptrio``/``secret``, all perms).
@@ -857,7 +857,9 @@ def start_pyftpdlib(tmpdir: str | os.PathLike, timeout: float = 15.0, passive_co
 
     # Read "PORT n" with a timeout (readline would block forever on a hang).
     result: list[bytes] = []
-    reader = threading.Thread(target=lambda: result.append(process.stdout.readline()), daemon=True)
+    stdout = process.stdout
+    assert stdout is not None  # stdout=subprocess.PIPE
+    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     line = result[0].decode(errors="replace") if result else ""
