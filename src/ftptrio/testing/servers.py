@@ -626,7 +626,7 @@ class ProFTPDServer(FTPServer):
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_proftpd(tmpdir: str | os.PathLike, timeout: float = 10.0, passive_count: int = 50, *,
+def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_count: int = 50, *,
                   host: str = HOST) -> FTPServer:
     """Run ProFTPD in the foreground (``proftpd -n``) with anonymous login.
 
