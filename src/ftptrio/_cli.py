@@ -16,8 +16,8 @@ if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 (trio depends o
 
 from . import _options
 from ._config import Config
-from ._stats import TransferStats
 from ._errors import BindError, ConfigError, FtptrioError, TunnelError
+from ._stats import TransferStats
 
 log = logging.getLogger("ftptrio")
 
