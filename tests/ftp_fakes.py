@@ -117,7 +117,7 @@ async def _session_tasks() -> list[str]:
     names: list[str] = []
 
     def walk(task: trio.lowlevel.Task) -> None:
-        if "ftptrio._session" in task.name or "ftptrio._datachannel" in task.name:
+        if "ftptrio._session" in task.name or "ftptrio._dataplane" in task.name:
             names.append(task.name)
         for nursery in task.child_nurseries:
             for child in nursery.child_tasks:

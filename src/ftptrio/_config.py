@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -82,7 +83,7 @@ class ForwardSpec:
             changes["remote_reply_address"] = self.reply_address
         if not changes:
             return config
-        return dataclasses.replace(config, forwards=(self,), **changes)
+        return dataclasses.replace(config, forwards=(self,), **changes)  # type: ignore[arg-type]
 
     def remote_reply_host(self, config: "Config") -> str:
         """Remote tunnels: the address written into rewritten 227 replies."""
@@ -106,7 +107,7 @@ class SSHOptions:
     port: int | None = None
     username: str | None = None
     client_keys: tuple[str, ...] | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     #: path of a known_hosts file; None = ~/.ssh/known_hosts (asyncssh default)
     known_hosts: str | None = None
     #: "yes" (default: unknown or changed keys are refused), "accept-new"
@@ -129,6 +130,9 @@ class SSHOptions:
             raise ConfigError("StrictHostKeyChecking must be yes, accept-new or no")
         if self.keepalive_interval < 0 or self.keepalive_count_max < 0:
             raise ConfigError("keepalive settings must not be negative")
+        if not math.isfinite(self.keepalive_interval):
+            raise ConfigError("ServerAliveInterval must be a finite number")
+        _check_seconds("connect timeout", self.connect_timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +158,12 @@ class Config:
     trust_pasv_address: bool = False
     pasv_allowed_hosts: tuple[str, ...] = ()
     auth_tls: AuthTLSPolicy = "refuse"
+    #: a data listener or remote forward waits this long for its peer
     data_idle_timeout: float = 60.0
+    #: after the control connection ends, running transfers get this long to finish
+    data_drain_timeout: float = 5.0
+    #: longest a transfer-complete reply (226) waits for its active data connection
+    active_hold_timeout: float = 10.0
     max_line: int = 4096
     #: remote (-R) tunnels: address written into rewritten 227 replies (the SSH
     #: host as the remote clients reach it); None: the -R listen address, or
@@ -181,10 +190,17 @@ class Config:
                 raise ConfigError("active mode 'passive' (PORT/EPRT converted to PASV/EPSV) "
                                   "is only available for local (-L) tunnels; give the remote "
                                   "tunnel active_mode = \"remote-forward\"")
-        if self.data_idle_timeout <= 0:
-            raise ConfigError("data idle timeout must be positive")
+        for name in ("data_idle_timeout", "data_drain_timeout", "active_hold_timeout"):
+            _check_seconds(name.replace("_", " "), getattr(self, name))
         if not 512 <= self.max_line <= 65536:
             raise ConfigError("max line length must be between 512 and 65536")
+
+
+def _check_seconds(name: str, value: float) -> None:
+    """A positive, finite number of seconds (nan and inf would break every deadline)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds (got {value!r})")
 
 
 def _check_ip(name: str, value: str, *, v4_only: bool = False) -> None:

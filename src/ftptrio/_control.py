@@ -1,38 +1,47 @@
-"""Sans-I/O FTP control-channel state machine.
+"""Sans-I/O FTP control-channel protocol: every FTP rule of a forwarding session.
 
 Bytes from the client go in through ``receive_client``, bytes from the server
-through ``receive_server``. Output accumulates, in order, in two outboxes:
-``to_client`` and ``to_server``. An outbox item is either ``bytes`` to send or
-an event asking the session to set up a data channel first:
+through ``receive_server``; the end of either connection through
+``client_closed``/``server_closed``/``server_lost``. Output accumulates, in order,
+in two outboxes, ``to_client`` and ``to_server``. An outbox item is ``bytes`` to
+send, ``CLOSE`` (send what came before, then end the session) or an event:
 
-* ``PassiveOffer`` (in ``to_client``): the server answered PASV/EPSV. The
-  session opens a listener, then sends ``passive_reply(offer, host, port)``
-  (or ``data_failed(reason)``).
-* ``ActiveRequest`` (in ``to_server``): the client sent PORT/EPRT. The session
-  opens a remote forward, then sends ``active_command(request, host, port)``
-  (or calls ``active_failed(request, reason)``).
+* ``PassiveOffer`` (in ``to_client``): the server answered PASV/EPSV. The data
+  plane opens the forward, then calls ``data_ready(offer, host, port)`` (the
+  reply naming host:port is put first in ``to_client``) or
+  ``data_failed(offer, reason)`` (a 425 instead).
+* ``ActiveRequest`` (in ``to_server``): the client sent PORT/EPRT. The data
+  plane opens a listener for the server, then calls ``data_ready(request, host,
+  port)`` (the rewritten PORT/EPRT is put first in ``to_server``) or
+  ``data_failed(request, reason)`` (the client gets a 425 in its turn).
 * ``ConvertedActive`` (in ``to_client``): active-to-passive conversion; the
-  server answered our PASV/EPSV. The session connects the server's data port
-  to the client's listener, then sends ``converted_reply(event)``.
+  server answered our PASV/EPSV. The data plane connects the server's data port
+  to the client's listener, then calls ``data_ready(event)`` or ``data_failed``.
 * ``ActiveRefused`` (in ``to_client``): the server refused a rewritten
-  PORT/EPRT; the session cancels that request's remote forward.
-* ``CLOSE`` (in ``to_client``): send what came before it, then end the session.
+  PORT/EPRT; the data plane drops that request's listener.
+* ``HoldForActiveData`` (in ``to_client``): what follows is a transfer-complete
+  reply (226/250) after an active transfer; send it only once the active data
+  connection is settled (connected to the client, or given up), so a client
+  never sees 226 before its data connection.
+* ``QuitSent`` (in ``to_server``, after the QUIT line): no transfer can follow,
+  so data listeners still waiting for a peer can close.
 
 Replies are matched to commands in FIFO order, so pipelining works and a
-227/229 is acted on only as the answer to an outstanding PASV/EPSV.
-This module never imports trio, asyncssh or sockets.
+227/229 is acted on only as the answer to an outstanding PASV/EPSV. Events carry
+an integer ``id`` per session. This module never imports trio, asyncssh or sockets.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import itertools
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import Literal, Union
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Union
 
 from . import _scan
 from ._errors import BadDataAddress, LineTooLong
+from ._netaddr import same_address
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,8 @@ _BAD_LINE = _scan.FLAG_NUL | _scan.FLAG_BARE_CR | _scan.FLAG_BAD_TELNET
 #: Telnet "interrupt process" + "data mark": the Synch clients put before ABOR; vsftpd
 #: matches it byte for byte, servers that read Telnet remove it
 ABOR_SYNCH = b"\xff\xf4\xff\xf2"
+#: final replies that end a transfer: held until an active data connection is settled
+_TRANSFER_DONE = (226, 250)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,7 @@ class PassiveOffer:
     host: str | None  # address named in a 227; None for 229 (same host as control)
     port: int
     extended: bool  # True: reply with 229, else 227
+    id: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class ActiveRequest:
     host: str
     port: int
     extended: bool  # EPRT rather than PORT
+    id: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +84,24 @@ class ConvertedActive:
     server_host: str | None
     server_port: int
     extended: bool
+    id: int = field(default=0, compare=False)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class ActiveRefused:
-    """The server refused our rewritten PORT/EPRT: its remote forward is unused."""
+    """The server refused our rewritten PORT/EPRT: the listener of ``request_id`` is unused."""
 
-    request: ActiveRequest
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldForActiveData:
+    """Send what follows only once active data connections are settled."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuitSent:
+    """The QUIT line before this went to the server: no transfer can follow."""
 
 
 class _Close:
@@ -87,8 +111,48 @@ class _Close:
 
 CLOSE = _Close()
 
-Event = Union[PassiveOffer, ActiveRequest, ConvertedActive, ActiveRefused]
+DataEvent = Union[PassiveOffer, ActiveRequest, ConvertedActive]
+Event = Union[PassiveOffer, ActiveRequest, ConvertedActive, ActiveRefused, HoldForActiveData,
+              QuitSent]
 OutItem = Union[bytes, Event, _Close]
+
+#: what an event counts for in ``Outbox.size``
+EVENT_SIZE = 64
+
+
+def _size(item: OutItem) -> int:
+    return len(item) if isinstance(item, bytes) else EVENT_SIZE
+
+
+class Outbox(deque):  # type: ignore[type-arg]
+    """A deque of ``OutItem`` that knows how many bytes it holds (``size``), so the
+    session can stop reading while output piles up (events count ``EVENT_SIZE``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+    def append(self, item: OutItem) -> None:
+        self.size += _size(item)
+        super().append(item)
+
+    def appendleft(self, item: OutItem) -> None:
+        self.size += _size(item)
+        super().appendleft(item)
+
+    def extend(self, items: Iterable[OutItem]) -> None:
+        for item in items:
+            self.append(item)
+
+    def popleft(self) -> OutItem:
+        item: OutItem = super().popleft()
+        self.size -= _size(item)
+        return item
+
+    def clear(self) -> None:
+        self.size = 0
+        super().clear()
+
 
 EntryKind = Literal[
     "greeting", "plain", "pasv", "epsv", "pasv-via-epsv", "epsv-via-pasv", "active",
@@ -155,15 +219,16 @@ class ControlChannel:
         self.client_host = client_host
         self.active_mode = active_mode
         self.auth_tls = auth_tls
-        self.to_client: deque[OutItem] = deque()
-        self.to_server: deque[OutItem] = deque()
+        self.to_client = Outbox()
+        self.to_server = Outbox()
         self.closed = False
         #: after AUTH TLS was passed through and accepted: bytes are opaque
         self.opaque = False
         self._client_lines = _scan.LineSplitter(max_line)
         self._server_lines = _scan.LineSplitter(max_line)
-        #: the client sent QUIT: data channels still waiting for a peer are useless
-        self.quit_requested = False
+        self._ids = itertools.count(1)
+        #: active requests sent to the server whose transfer-complete reply is not seen
+        self._active_in_flight = 0
         self._pending: deque[_Pending] = deque([_Pending("greeting")])
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
@@ -182,7 +247,7 @@ class ControlChannel:
             commands = self._client_lines.feed_commands(data)
             too_long = False
         except LineTooLong as exc:
-            commands, too_long = list(getattr(exc, "lines", ())), True
+            commands, too_long = exc.lines, True
         for line, verb, arg, flags in commands:
             if self.closed:
                 return
@@ -202,7 +267,7 @@ class ControlChannel:
             replies = self._server_lines.feed_replies(data)
             too_long = False
         except LineTooLong as exc:
-            replies, too_long = list(getattr(exc, "lines", ())), True
+            replies, too_long = exc.lines, True
         for index, (line, code, flags) in enumerate(replies):
             if self.closed:
                 return
@@ -217,35 +282,52 @@ class ControlChannel:
         if too_long and not self.closed:
             self._fail_server("reply line too long")
 
-    # ---------------------------------------------------- session continuations
-    def passive_reply(self, offer: PassiveOffer, host: str, port: int) -> bytes:
-        """The reply to send the client once a passive listener is ready."""
-        if offer.extended:
-            return _scan.format_229(port)
-        return _scan.format_227(host, port)
+    def client_closed(self) -> None:
+        """The client closed its control connection: the server gets what is queued."""
+        self.to_server.append(CLOSE)
 
-    def data_failed(self, reason: str) -> bytes:
-        """The reply to send the client when a data channel could not be set up."""
-        return b"425 ftptrio: cannot open data connection: " + _ascii(reason) + b"\r\n"
+    def server_closed(self) -> None:
+        """The server closed its control connection: the client gets what is queued."""
+        self.to_client.append(CLOSE)
 
-    def active_command(self, request: ActiveRequest, host: str, port: int) -> bytes:
-        """The command to send the server once a remote forward listens at host:port."""
-        if request.extended:
-            return _scan.format_eprt(host, port)
-        return _scan.format_port(host, port)
+    def server_lost(self) -> None:
+        """The connection to the server broke (SSH lost): 421 to the client, then close."""
+        self.to_client.append(b"421 ftptrio: lost the connection to the FTP server "
+                              b"(SSH connection lost); closing.\r\n")
+        self.to_client.append(CLOSE)
+        self.closed = True
 
-    def active_failed(self, request: ActiveRequest, reason: str) -> None:
-        """The remote forward for ``request`` failed: answer the client locally."""
+    # ---------------------------------------------------------- data plane results
+    def data_ready(self, event: DataEvent, host: str = "", port: int = 0) -> None:
+        """The data channel of ``event`` is set up; host:port is where the peer connects
+        (the client for a passive offer, the server for an active request)."""
+        if isinstance(event, PassiveOffer):
+            reply = (_scan.format_229(port) if event.extended
+                     else _scan.format_227(host, port))
+            self.to_client.appendleft(reply)
+        elif isinstance(event, ActiveRequest):
+            self._active_in_flight += 1
+            command = (_scan.format_eprt(host, port) if event.extended
+                       else _scan.format_port(host, port))
+            self.to_server.appendleft(command)
+        else:
+            verb = b"EPRT" if event.extended else b"PORT"
+            self.to_client.appendleft(
+                b"200 " + verb + b" command successful (ftptrio: converted to passive).\r\n")
+
+    def data_failed(self, event: DataEvent, reason: str) -> None:
+        """The data channel of ``event`` could not be set up: the client gets a 425."""
+        reply = self._data_failed_reply(reason)
+        if not isinstance(event, ActiveRequest):
+            self.to_client.appendleft(reply)
+            return
         for entry in self._pending:
-            if entry.kind == "active" and entry.request is request:
+            if entry.kind == "active" and entry.request is not None \
+                    and entry.request.id == event.id:
                 entry.kind = "local"
-                entry.reply = self.data_failed(reason)
+                entry.reply = reply
                 break
         self._release_local_replies()
-
-    def converted_reply(self, event: ConvertedActive) -> bytes:
-        verb = b"EPRT" if event.extended else b"PORT"
-        return b"200 " + verb + b" command successful (ftptrio: converted to passive).\r\n"
 
     # ------------------------------------------------------------ client side
     def _client_line(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
@@ -267,8 +349,9 @@ class ControlChannel:
                                  "(a command is 3 or 4 letters).")
             return
         if verb == b"QUIT":
-            self.quit_requested = True
-        if verb == b"PASV":
+            self._forward_command(line, "plain")
+            self.to_server.append(QuitSent())
+        elif verb == b"PASV":
             if self._server_lacks == b"PASV":
                 self._forward_command(b"EPSV\r\n", "pasv-via-epsv")
             else:
@@ -323,7 +406,7 @@ class ControlChannel:
             log.warning("refused %s to privileged port %d", verb.decode(), port)
             self._answer_locally(f"501 ftptrio: {verb.decode()} to a port below 1024 refused.")
             return
-        request = ActiveRequest(host, port, extended)
+        request = ActiveRequest(host, port, extended, next(self._ids))
         if self.active_mode == "passive":
             log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
                       "EPSV" if extended else "PASV")
@@ -344,6 +427,9 @@ class ControlChannel:
     def _release_local_replies(self) -> None:
         while self._pending and self._pending[0].kind == "local":
             self.to_client.append(self._pending.popleft().reply)
+
+    def _data_failed_reply(self, reason: str) -> bytes:
+        return b"425 ftptrio: cannot open data connection: " + _ascii(reason) + b"\r\n"
 
     def _fail_client(self, text: str) -> None:
         log.warning("closing session: %s", text)
@@ -384,20 +470,27 @@ class ControlChannel:
             if head in _PASSIVE_KINDS or head == "converted":
                 self._captured = [line]
             else:
-                self.to_client.append(line)
+                self._reply_to_client(line, code)
             return
         if code < 200 or not self._pending:
             if code >= 200:
                 log.warning("unsolicited reply from FTP server passed on: %s",
-                            line.rstrip(b"\r\n").decode("latin-1")[:80])
-            self.to_client.append(line)
+                            printable(line.rstrip(b"\r\n")[:80]))
+            self._reply_to_client(line, code)
             return
         head = self._pending[0].kind
         if code in (227, 229) or head in _PASSIVE_KINDS:
             self._captured = [line]
         else:
-            self.to_client.append(line)
+            self._reply_to_client(line, code)
         self._reply_complete(code, line)
+
+    def _reply_to_client(self, line: bytes, code: int) -> None:
+        """The first line of a reply; a transfer-complete one waits for active data."""
+        if code in _TRANSFER_DONE and self._active_in_flight:
+            self._active_in_flight = 0
+            self.to_client.append(HoldForActiveData())
+        self.to_client.append(line)
 
     def _reply_complete(self, code: int, last_line: bytes) -> None:
         captured, self._captured = self._captured, None
@@ -432,7 +525,8 @@ class ControlChannel:
                             last_line.rstrip(b"\r\n").decode("latin-1")[:80])
             elif entry.kind == "active" and code >= 400:
                 assert entry.request is not None
-                self.to_client.append(ActiveRefused(entry.request))
+                self._active_in_flight = max(0, self._active_in_flight - 1)
+                self.to_client.append(ActiveRefused(entry.request.id))
             elif entry.kind == "auth" and code == 234:
                 log.warning("AUTH accepted by server: control channel is now opaque")
                 self.opaque = True
@@ -443,9 +537,9 @@ class ControlChannel:
     def _parse_offer(self, code: int, text: bytes) -> PassiveOffer:
         if code == 227:
             host, port = _scan.parse_227(text)
-            offer = PassiveOffer(host, port, extended=False)
+            offer = PassiveOffer(host, port, False, next(self._ids))
         else:
-            offer = PassiveOffer(None, _scan.parse_229(text), extended=True)
+            offer = PassiveOffer(None, _scan.parse_229(text), True, next(self._ids))
         if offer.port < 1024:
             raise BadDataAddress(f"privileged port {offer.port} in {code} reply")
         return offer
@@ -455,10 +549,10 @@ class ControlChannel:
             offer = self._parse_offer(code, text)
         except BadDataAddress as exc:
             log.warning("invalid %d reply from FTP server: %s; answered 425", code, exc)
-            self.to_client.append(self.data_failed(str(exc)))
+            self.to_client.append(self._data_failed_reply(str(exc)))
             return
         if offer.extended != extended:
-            offer = PassiveOffer(offer.host, offer.port, extended)
+            offer = PassiveOffer(offer.host, offer.port, extended, offer.id)
         self.to_client.append(offer)
 
     def _translate_passive(self, kind: str, code: int) -> None:
@@ -477,27 +571,14 @@ class ControlChannel:
             offer = self._parse_offer(code, text)
         except BadDataAddress as exc:
             log.warning("invalid %d reply while converting active mode: %s", code, exc)
-            self.to_client.append(self.data_failed(str(exc)))
+            self.to_client.append(self._data_failed_reply(str(exc)))
             return
         self.to_client.append(ConvertedActive(request.host, request.port, offer.host,
-                                              offer.port, request.extended))
+                                              offer.port, request.extended, request.id))
 
 
 def _ascii(text: str) -> bytes:
     return text.encode("ascii", "replace")
-
-
-def same_address(a: str, b: str) -> bool:
-    """True when two IP address strings name the same host (IPv4-mapped aware)."""
-    try:
-        ia, ib = ipaddress.ip_address(a.split("%")[0]), ipaddress.ip_address(b.split("%")[0])
-    except ValueError:
-        return a == b
-    if isinstance(ia, ipaddress.IPv6Address) and ia.ipv4_mapped:
-        ia = ia.ipv4_mapped
-    if isinstance(ib, ipaddress.IPv6Address) and ib.ipv4_mapped:
-        ib = ib.ipv4_mapped
-    return ia == ib
 
 
 def _after_lines(buffer: bytes, count: int) -> bytes:

@@ -13,13 +13,14 @@ import io
 import os
 import sys
 import time
+from typing import Callable
 from dataclasses import dataclass, replace
 
 import trio
-import trio_asyncio
 
 from ._config import Config, ForwardSpec, SSHOptions
 from ._server import open_forwarder
+from ._ssh import asyncio_loop
 from .testing import inprocess_ssh_server, threaded_ftp_server
 
 
@@ -70,11 +71,12 @@ def _transfer(host: str, port: int, user: str, password: str, passive: bool,
                       "" if ok else "sha256 mismatch")
 
 
-async def run_demo(size: int = 16 * 1024 * 1024, out=print) -> bool:
+async def run_demo(size: int = 16 * 1024 * 1024,
+                   out: Callable[[str], object] = print) -> bool:
     """Run the demo; returns True when every transfer verified."""
     payload = os.urandom(size)
     results: list[DemoResult] = []
-    async with trio_asyncio.open_loop():
+    async with asyncio_loop():
         async with inprocess_ssh_server() as ssh:
             with threaded_ftp_server() as ftp:
                 with open(os.path.join(ftp.root, "demo.bin"), "wb") as f:
@@ -117,7 +119,7 @@ async def run_demo(size: int = 16 * 1024 * 1024, out=print) -> bool:
 
 
 async def _show_progress(mode: str, direction: str, moved: list[int], size: int,
-                         out) -> None:
+                         out: Callable[[str], object]) -> None:
     """A live line on a terminal; plain lines (every 2 s) otherwise."""
     live = out is print and sys.stdout.isatty()
     interval = 0.1 if live else 2.0

@@ -88,7 +88,7 @@ class LineSplitter:
         self._failed = True
         self._buf = b""
         exc = LineTooLong(f"control line longer than {self._max_line} bytes")
-        exc.lines = lines  # type: ignore[attr-defined]
+        exc.lines = lines
         return exc
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -129,7 +129,7 @@ class LineSplitter:
         try:
             lines = self.feed(data)
         except LineTooLong as exc:
-            exc.lines = _reply_tuples(exc.lines)  # type: ignore[attr-defined]
+            exc.lines = _reply_tuples(exc.lines)
             raise
         return _reply_tuples(lines)
 
@@ -147,7 +147,7 @@ class LineSplitter:
         try:
             lines = self.feed(data)
         except LineTooLong as exc:
-            exc.lines = _command_tuples(exc.lines)  # type: ignore[attr-defined]
+            exc.lines = _command_tuples(exc.lines)
             raise
         return _command_tuples(lines)
 

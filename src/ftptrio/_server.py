@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import trio
 
@@ -73,7 +73,7 @@ async def _handle_client(stream: trio.SocketStream, forward: ForwardSpec, config
 
 
 async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
-                       handler: partial) -> None:
+                       handler: Callable[..., Awaitable[None]]) -> None:
     async with listener:
         while True:
             try:
@@ -88,7 +88,8 @@ async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
 
 
 async def _accept_remote(listener: RemoteStreamListener, nursery: trio.Nursery,
-                         handler: partial, tunnel: Tunnel, forwarder: Forwarder) -> None:
+                         handler: Callable[..., Awaitable[None]], tunnel: Tunnel,
+                         forwarder: Forwarder) -> None:
     """Every connection to a remote (-R) tunnel's listener on the SSH server.
 
     When the SSH connection is lost, the listener goes with it: it is requested

@@ -1,106 +1,108 @@
-"""One FTP control session: a nursery owning the control relay and every data forward.
+"""One FTP session: a thin pump between the client stream, the server stream, the
+control protocol (``_control``) and the session's data plane (``_dataplane``).
 
-The session's data-channel strategy depends on its forward's direction:
-``LocalData`` (-L: client here, FTP server behind SSH) or ``RemoteData`` (-R:
-client behind the SSH server, FTP server here; the mirror image).
-
-Four tasks share one ``ControlChannel``: two readers feed it bytes, two writers
-drain its outboxes in order, setting up data channels where it asks. Cancelling
-the nursery (client gone, server gone, protocol error, shutdown) closes the
-control channel, every data listener, remote forward and SSH channel of the session.
+Two readers feed the protocol bytes; two writers drain its outboxes in order,
+handing data-channel events to the data plane and its results back to the protocol.
+Every rule lives in the protocol and the data plane; this module only moves bytes
+and events. The session's nursery owns the pumps and the data plane's nursery, so
+cancelling it (client gone, server gone, protocol error, shutdown) closes the control
+connections and every data listener, remote forward and SSH channel of the session.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
-import weakref
 import logging
-from collections import deque
-from typing import Any
+from typing import Callable, Union
 
 import trio
 
-from . import _datachannel as dc
 from ._config import Config, ForwardSpec
-from ._control import (CLOSE, same_address, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
-                       OutItem, PassiveOffer)
+from ._control import (CLOSE, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
+                       HoldForActiveData, Outbox, PassiveOffer, QuitSent)
+from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPlane,
+                         SessionAddresses)
 from ._errors import TunnelError
-from ._ssh import SSHDataRelay, Tunnel
+from ._netaddr import unmapped
+from ._ssh import SSHStream, Tunnel
+from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
 
 _session_ids = itertools.count(1)
-#: a reader stops reading while its outbox holds this many items (back-pressure)
-MAX_OUTBOX_ITEMS = 64
+#: readers stop reading while an outbox holds this many bytes (back-pressure: a peer
+#: that does not read cannot make ftptrio queue its replies without bound)
+MAX_OUTBOX_BYTES = 256 * 1024
 RECEIVE_SIZE = 65536
-#: longest a transfer-complete reply waits for its active data connection
-ACTIVE_HOLD_TIMEOUT = 10.0
-#: after the control connection ends, running transfers get this long to finish
-DATA_DRAIN_TIMEOUT = 5.0
-_TRANSFER_DONE = re.compile(rb"(?:^|\n)(?:226|250)[ -]")
+
+ControlStream = Union[trio.SocketStream, SSHStream]
 
 
-class _Outbox:
-    """Wakes the writer of one direction; parks readers when it is full."""
+class _Pipe:
+    """Wakes the writer of one outbox; parks the readers while it is full."""
 
-    def __init__(self, items: deque[OutItem]) -> None:
+    def __init__(self, items: Outbox) -> None:
         self.items = items
-        self.has_items = trio.lowlevel.ParkingLot()
-        self.has_room = trio.lowlevel.ParkingLot()
+        self._has_items = trio.lowlevel.ParkingLot()
+        self._has_room = trio.lowlevel.ParkingLot()
 
     def wake(self) -> None:
-        self.has_items.unpark_all()
+        self._has_items.unpark_all()
 
-    async def next(self) -> OutItem:
+    @property
+    def full(self) -> bool:
+        return self.items.size >= MAX_OUTBOX_BYTES
+
+    async def next(self) -> object:
         while not self.items:
-            await self.has_items.park()
+            await self._has_items.park()
         item = self.items.popleft()
-        if len(self.items) < MAX_OUTBOX_ITEMS:
-            self.has_room.unpark_all()
+        if not self.full:
+            self._has_room.unpark_all()
         return item
 
+    def coalesce(self, first: bytes) -> bytes:
+        """``first`` joined with the bytes items queued right behind it."""
+        parts = [first]
+        while self.items and isinstance(self.items[0], bytes):
+            parts.append(self.items.popleft())  # type: ignore[arg-type]
+        if not self.full:
+            self._has_room.unpark_all()
+        return first if len(parts) == 1 else b"".join(parts)
+
     async def wait_room(self) -> None:
-        while len(self.items) >= MAX_OUTBOX_ITEMS:
-            await self.has_room.park()
+        while self.full:
+            await self._has_room.park()
 
 
 class Session:
-    def __init__(self, client: Any, forward: ForwardSpec, config: Config,
-                 tunnel: Tunnel, stats: dc.TransferStats,
+    def __init__(self, client: ControlStream, forward: ForwardSpec, config: Config,
+                 tunnel: Tunnel, stats: TransferStats,
                  peer: tuple[str, int] | None = None) -> None:
-        """``client`` is a trio SocketStream (local tunnels) or an SSHStream
-        from the SSH server (remote tunnels, then ``peer`` is the forwarded-tcpip
-        originator as the SSH server reports it)."""
+        """``client`` is a trio SocketStream (local tunnels) or an SSHStream from the
+        SSH server (remote tunnels; then ``peer`` is the forwarded-tcpip originator as
+        the SSH server reports it)."""
         self.id = next(_session_ids)
         self.client = client
         self.forward = forward
-        config = forward.effective(config)
-        self.config = config
+        self.config = forward.effective(config)
         self.tunnel = tunnel
         self.stats = stats
         self.remote = forward.direction == "remote"
         if peer is None:
+            assert isinstance(client, trio.SocketStream)
             peer = client.socket.getpeername()[:2]
+        self.client_host = peer[0]
         self.client_addr = f"{peer[0]}:{peer[1]}"
-        self.data = dc.DataContext(config, tunnel, forward.ftp_host, peer[0], stats, self.id)
         self.control = ControlChannel(
             client_host=peer[0],
-            active_mode="remote-forward" if self.remote else config.active_mode,
-            auth_tls=config.auth_tls, max_line=config.max_line)
-        self.strategy: LocalData | RemoteData = (RemoteData(self) if self.remote
-                                                  else LocalData(self))
-        self._to_client = _Outbox(self.control.to_client)
-        self._to_server = _Outbox(self.control.to_server)
-        self._server: Any = None
-        self._nursery: trio.Nursery | None = None  # owns every data forward
+            active_mode="remote-forward" if self.remote else self.config.active_mode,
+            auth_tls=self.config.auth_tls, max_line=self.config.max_line)
+        self._to_client = _Pipe(self.control.to_client)
+        self._to_server = _Pipe(self.control.to_server)
+        self._server: ControlStream | None = None
         self._control_scope: trio.CancelScope | None = None
-        self._waiting: weakref.WeakSet[trio.CancelScope] = weakref.WeakSet()
-        self._waiting_passive: trio.CancelScope | None = None
-        #: id(ActiveRequest) -> the wait of its remote forward
-        self._active_waiting: dict[int, trio.CancelScope] = {}
-        self._active_gate = dc.ActiveGate()
-        self._warned_pasv_address = False
+        self.data: DataPlane | None = None
 
     async def run(self) -> None:
         """Serve the session until either side closes; always closes the client."""
@@ -114,31 +116,19 @@ class Session:
             try:
                 self._server = await self._connect_server()
             except TunnelError as exc:
-                log.warning("session %d: %s", self.id, exc)
-                how = "" if self.remote else " through SSH"
-                with trio.move_on_after(5):
-                    try:
-                        await self.client.send_all(
-                            f"421 ftptrio: cannot reach the FTP server{how}: ".encode()
-                            + str(exc).encode("ascii", "replace")[:300] + b"\r\n")
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                await self._refuse(exc)
                 return
-            async with trio.open_nursery() as data_forwards:
-                self._nursery = data_forwards
-                async with trio.open_nursery() as control:
-                    self._control_scope = control.cancel_scope
-                    control.start_soon(self._read, self.client, self.control.receive_client,
-                                       self._to_server, self._to_client, "client")
-                    control.start_soon(self._read, self._server, self.control.receive_server,
-                                       self._to_client, self._to_server, "server")
-                    control.start_soon(self._write_client)
-                    control.start_soon(self._write_server)
-                # control ended: unused listeners and forwards close now; transfers
-                # still flushing get a short grace, then the session is torn down
-                for waiting in self._waiting:
-                    waiting.cancel()
-                data_forwards.cancel_scope.deadline = trio.current_time() + DATA_DRAIN_TIMEOUT
+            self.data = self._data_plane(self._server)
+            async with self.data.open():
+                async with trio.open_nursery() as pumps:
+                    self._control_scope = pumps.cancel_scope
+                    pumps.start_soon(self._read, self.client, self.control.receive_client,
+                                     self.control.client_closed, "client")
+                    pumps.start_soon(self._read, self._server, self.control.receive_server,
+                                     self.control.server_closed, "server")
+                    pumps.start_soon(self._write, self._to_client, self.client)
+                    pumps.start_soon(self._write, self._to_server, self._server)
+                # control ended: waiting listeners close now, transfers get a short drain
         finally:
             with trio.CancelScope(shield=True):
                 if self._server is not None:
@@ -149,7 +139,7 @@ class Session:
                      self.client_addr, self.forward.ftp_host, self.forward.ftp_port,
                      trio.current_time() - started)
 
-    async def _connect_server(self) -> Any:
+    async def _connect_server(self) -> ControlStream:
         fwd = self.forward
         if not self.remote:
             return await self.tunnel.open_stream(fwd.ftp_host, fwd.ftp_port)
@@ -161,74 +151,87 @@ class Session:
             raise TunnelError(f"cannot connect to {fwd.ftp_host}:{fwd.ftp_port}: "
                               f"{exc or 'timeout'}") from exc
 
+    async def _refuse(self, exc: TunnelError) -> None:
+        log.warning("session %d: %s", self.id, exc)
+        how = "" if self.remote else " through SSH"
+        with trio.move_on_after(5):
+            try:
+                await self.client.send_all(
+                    f"421 ftptrio: cannot reach the FTP server{how}: ".encode()
+                    + str(exc).encode("ascii", "replace")[:300] + b"\r\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    def _data_plane(self, server: ControlStream) -> DataPlane:
+        client_local = (_local_host(self.client) if isinstance(self.client, trio.SocketStream)
+                        else "")
+        if self.remote:
+            assert isinstance(server, trio.SocketStream)
+            addresses = SessionAddresses(
+                self.id, self.client_host, client_local,
+                server_local_host=_local_host(server),
+                server_peer_host=unmapped(server.socket.getpeername()[0]))
+            return RemoteDataPlane(self.config, self.forward, self.tunnel, self.stats,
+                                   addresses)
+        return LocalDataPlane(self.config, self.forward, self.tunnel, self.stats,
+                              SessionAddresses(self.id, self.client_host, client_local))
+
     # ------------------------------------------------------------------ readers
-    async def _read(self, stream: Any, feed: Any, outbox: _Outbox, other: _Outbox,
-                    name: str) -> None:
+    async def _read(self, stream: ControlStream, feed: Callable[[bytes], None],
+                    closed: Callable[[], None], name: str) -> None:
         try:
             while True:
-                await outbox.wait_room()
+                # replies ftptrio makes itself go to the client, so both directions
+                # must have room before more is read from either peer
+                await self._to_client.wait_room()
+                await self._to_server.wait_room()
                 data = await stream.receive_some(RECEIVE_SIZE)
                 if not data:
                     log.debug("session %d: %s closed the control connection", self.id, name)
+                    closed()
                     break
                 feed(data)
-                outbox.wake()
-                other.wake()  # locally answered commands go the other way
+                self._wake()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("session %d: %s control connection broke: %s", self.id, name, exc)
             if name == "server":
-                outbox.items.append(b"421 ftptrio: lost the connection to the FTP server "
-                                    b"(SSH connection lost); closing.\r\n")
-        # the other side gets everything queued so far, then the session ends
-        outbox.items.append(CLOSE)
-        outbox.wake()
+                self.control.server_lost()
+            else:
+                closed()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._to_client.wake()
+        self._to_server.wake()
 
     # ------------------------------------------------------------------ writers
-    async def _write_client(self) -> None:
+    async def _write(self, pipe: _Pipe, stream: ControlStream) -> None:
+        data = self.data
+        assert data is not None
         while True:
-            item = await self._to_client.next()
+            item = await pipe.next()
             if isinstance(item, bytes):
-                data = self._coalesce(item, self._to_client)
-                if self._active_gate.pending and _TRANSFER_DONE.search(data):
-                    with trio.move_on_after(ACTIVE_HOLD_TIMEOUT):
-                        await self._active_gate.wait_settled()
-                await self._send(self.client, data)
-            elif isinstance(item, PassiveOffer):
-                await self._send(self.client, await self.strategy.passive(item))
-            elif isinstance(item, ConvertedActive):
-                await self._send(self.client, await self.strategy.converted(item))
+                await self._send(stream, pipe.coalesce(item))
+            elif isinstance(item, (PassiveOffer, ActiveRequest, ConvertedActive)):
+                try:
+                    host, port = await data.setup(item)
+                except DataSetupError as exc:
+                    self.control.data_failed(item, str(exc))
+                else:
+                    self.control.data_ready(item, host, port)
+                self._wake()
+            elif isinstance(item, HoldForActiveData):
+                await data.wait_active_settled()
             elif isinstance(item, ActiveRefused):
-                scope = self._active_waiting.pop(id(item.request), None)
-                if scope is not None:
-                    scope.cancel()
-            elif item is CLOSE:
+                data.refused(item.request_id)
+            elif isinstance(item, QuitSent):
+                data.stop_waiting()  # no transfer can follow a QUIT
+            else:
+                assert item is CLOSE
                 self._end()
                 return
 
-    async def _write_server(self) -> None:
-        while True:
-            item = await self._to_server.next()
-            if isinstance(item, bytes):
-                await self._send(self._server, self._coalesce(item, self._to_server))
-                if self.control.quit_requested:  # no transfer can follow a QUIT
-                    for waiting in self._waiting:
-                        waiting.cancel()
-            elif isinstance(item, ActiveRequest):
-                command = await self.strategy.active(item)
-                if command is not None:
-                    await self._send(self._server, command)
-            elif item is CLOSE:
-                self._end()
-                return
-
-    @staticmethod
-    def _coalesce(first: bytes, outbox: _Outbox) -> bytes:
-        parts = [first]
-        while outbox.items and isinstance(outbox.items[0], bytes):
-            parts.append(outbox.items.popleft())  # type: ignore[arg-type]
-        return first if len(parts) == 1 else b"".join(parts)
-
-    async def _send(self, stream: Any, data: bytes) -> None:
+    async def _send(self, stream: ControlStream, data: bytes) -> None:
         try:
             await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -238,195 +241,6 @@ class Session:
         assert self._control_scope is not None
         self._control_scope.cancel()
 
-    def _warn_ignored_pasv_address(self, named: str) -> None:
-        """Say once per session that a 227's address is ignored (no SSRF)."""
-        if not self._warned_pasv_address:
-            self._warned_pasv_address = True
-            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
-                        self.id, named, self.forward.ftp_host)
 
-    def _new_passive_wait(self) -> trio.CancelScope:
-        """The wait of a new passive listener/forward; it supersedes the previous one."""
-        if self._waiting_passive is not None:
-            self._waiting_passive.cancel()
-        self._waiting_passive = self._waiting_scope()
-        return self._waiting_passive
-
-    def _new_active_wait(self, request: ActiveRequest) -> trio.CancelScope:
-        """The wait of an active data connection: holds 226 until it is connected
-        (ActiveGate) and is cancelled if the server refuses the PORT/EPRT."""
-        self._active_gate.opened()
-        waiting = self._waiting_scope()
-        self._active_waiting[id(request)] = waiting
-        return waiting
-
-    def _waiting_scope(self) -> trio.CancelScope:
-        """A scope for a data channel's wait for its peer: idle timeout, and
-        cancelled when the control connection ends."""
-        scope = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
-        self._waiting.add(scope)
-        return scope
-
-
-
-# ------------------------------------------------------------ data strategies
-class LocalData:
-    """Local (-L) tunnels: the client is here, the FTP server behind the SSH server.
-
-    Passive: direct-tcpip to the data port + a local one-shot listener.
-    Active: a remote forward (tcpip-forward) on the SSH server, or conversion to
-    passive (``active_mode="passive"``).
-    """
-
-    def __init__(self, session: Session) -> None:
-        self.s = session
-
-    def _passive_destination(self, offer: PassiveOffer) -> str | None:
-        """Where passive data goes; None when policy forbids the named address.
-
-        Default: the control connection's FTP host, whatever a 227 names (no
-        SSRF through a hostile 227; also fixes servers behind NAT). With
-        trust_pasv_address, the named address is used only if allow-listed.
-        """
-        named, ftp_host, cfg = offer.host, self.s.forward.ftp_host, self.s.config
-        if named is None or named == ftp_host:
-            return ftp_host
-        if cfg.trust_pasv_address:
-            if named in cfg.pasv_allowed_hosts:
-                log.info("session %d: 227 names %s (allow-listed): data goes there",
-                         self.s.id, named)
-                return named
-            log.warning("session %d: 227 names %s, which is not allow-listed; refused",
-                        self.s.id, named)
-            return None
-        self.s._warn_ignored_pasv_address(named)
-        return ftp_host
-
-    def _reply_address(self) -> str:
-        if self.s.config.passive_address:
-            return self.s.config.passive_address
-        local = _sock_host(self.s.client, "getsockname")
-        return local if ":" not in local else "127.0.0.1"
-
-    async def _server_data_channel(self, offer: PassiveOffer) -> SSHDataRelay | bytes:
-        """An SSH channel to the server's passive port, or the 425 reply to send."""
-        host = self._passive_destination(offer)
-        if host is None:
-            return self.s.control.data_failed(f"passive address {offer.host} not allowed")
-        try:
-            return await self.s.tunnel.open_data_relay(host, offer.port)
-        except TunnelError as exc:
-            log.warning("session %d: %s", self.s.id, exc)
-            return self.s.control.data_failed(str(exc))
-
-    async def passive(self, offer: PassiveOffer) -> bytes:
-        channel = await self._server_data_channel(offer)
-        if isinstance(channel, bytes):
-            return channel
-        try:
-            local_host = self.s.client.socket.getsockname()[0]
-            listener = await dc.open_data_listener(self.s.data, local_host)
-        except OSError as exc:
-            channel.close()
-            return self.s.control.data_failed(f"no local listener: {exc}")
-        waiting = self.s._new_passive_wait()
-        assert self.s._nursery is not None
-        self.s._nursery.start_soon(dc.serve_passive, self.s.data, listener, channel, waiting)
-        port = listener.getsockname()[1]
-        log.debug("session %d: passive data port %d via SSH, client connects to port %d",
-                  self.s.id, offer.port, port)
-        return self.s.control.passive_reply(offer, self._reply_address(), port)
-
-    async def active(self, request: ActiveRequest) -> bytes | None:
-        cfg = self.s.config
-        try:
-            remote = await self.s.tunnel.listen_remote(
-                cfg.remote_listen_host, 0, accept_filter=dc.ftp_server_only(self.s.forward.ftp_host))
-        except TunnelError as exc:
-            log.warning("session %d: %s", self.s.id, exc)
-            self.s.control.active_failed(request, str(exc))
-            self.s._to_client.wake()
-            return None
-        assert self.s._nursery is not None
-        waiting = self.s._new_active_wait(request)
-        self.s._nursery.start_soon(dc.serve_active, self.s.data, remote, request.host,
-                                   request.port, self.s._active_gate, waiting)
-        log.debug("session %d: active %s:%d via remote forward %s:%d", self.s.id, request.host,
-                  request.port, cfg.active_address, remote.port)
-        return self.s.control.active_command(request, cfg.active_address, remote.port)
-
-    async def converted(self, event: ConvertedActive) -> bytes:
-        channel = await self._server_data_channel(
-            PassiveOffer(event.server_host, event.server_port, event.extended))
-        if isinstance(channel, bytes):
-            return channel
-        try:
-            await channel.connect_socket(event.client_host, event.client_port)
-        except OSError as exc:
-            log.warning("session %d: cannot connect to client data port %s:%d: %s", self.s.id,
-                        event.client_host, event.client_port, exc)
-            return self.s.control.data_failed(f"cannot connect to your data port: {exc}")
-        assert self.s._nursery is not None
-        self.s._nursery.start_soon(dc.serve_converted, self.s.data, channel)
-        return self.s.control.converted_reply(event)
-
-
-class RemoteData:
-    """Remote (-R) tunnels, mirrored: the client is behind the SSH server, the FTP
-    server here (plain TCP from this machine).
-
-    Passive: a port-0 remote forward on the SSH server whose one connection (only
-    from the control client's address) is relayed to the FTP server's data port
-    on the FTP host; the 227/229 is rewritten to the SSH server's listen address.
-    Active: a local one-shot listener (only the FTP server may connect) relayed
-    through SSH (direct-tcpip) to the client's data listener; the PORT/EPRT is
-    rewritten to that listener. Active-to-passive conversion is local-only.
-    """
-
-    def __init__(self, session: Session) -> None:
-        self.s = session
-
-    async def passive(self, offer: PassiveOffer) -> bytes:
-        s = self.s
-        if offer.host is not None and not same_address(offer.host, s.forward.ftp_host):
-            s._warn_ignored_pasv_address(offer.host)  # data always goes to the FTP host
-        try:
-            remote = await s.tunnel.listen_remote(
-                s.forward.listen_host, 0, accept_filter=dc.client_only(s.data.client_host))
-        except TunnelError as exc:
-            log.warning("session %d: %s", s.id, exc)
-            return s.control.data_failed(str(exc))
-        waiting = s._new_passive_wait()
-        assert s._nursery is not None
-        s._nursery.start_soon(dc.serve_remote_passive, s.data, remote, offer.port, waiting)
-        reply_host = s.forward.remote_reply_host(s.config)
-        log.debug("session %d: passive %s:%d locally, client connects to SSH server port %d",
-                  s.id, s.forward.ftp_host, offer.port, remote.port)
-        return s.control.passive_reply(offer, reply_host, remote.port)
-
-    async def active(self, request: ActiveRequest) -> bytes | None:
-        s = self.s
-        local_host, server_host = _sock_host(s._server, "getsockname"), \
-            _sock_host(s._server, "getpeername")
-        try:
-            listener = await dc.open_local_listener(local_host)
-        except OSError as exc:
-            s.control.active_failed(request, f"no local listener: {exc}")
-            s._to_client.wake()
-            return None
-        assert s._nursery is not None
-        waiting = s._new_active_wait(request)
-        port = listener.getsockname()[1]
-        s._nursery.start_soon(dc.serve_remote_active, s.data, listener, server_host,
-                              request.host, request.port, s._active_gate, waiting)
-        log.debug("session %d: active %s:%d via SSH, FTP server connects to %s:%d", s.id,
-                  request.host, request.port, local_host, port)
-        return s.control.active_command(request, local_host, port)
-
-    async def converted(self, event: ConvertedActive) -> bytes:  # pragma: no cover
-        raise AssertionError("remote tunnels never convert active mode to passive")
-
-
-def _sock_host(stream: Any, which: str) -> str:
-    host = getattr(stream.socket, which)()[0]
-    return host[7:] if host.startswith("::ffff:") else host
+def _local_host(stream: trio.SocketStream) -> str:
+    return unmapped(stream.socket.getsockname()[0])

@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
-
-
-class TransferOutcome(Protocol):
-    """What accounting needs from a finished data transfer (e.g. a RelayResult)."""
-
-    @property
-    def error(self) -> str | None: ...
 
 
 @dataclass
@@ -21,14 +13,19 @@ class TransferStats:
     sessions_active: int = 0
     transfers: int = 0
     transfer_errors: int = 0
+    #: bytes the FTP clients sent to the servers (uploads) and received (downloads)
     bytes_to_server: int = 0
     bytes_to_client: int = 0
     #: transfers per data mode ("passive", "active", "converted")
     by_mode: dict[str, int] = field(default_factory=dict)
 
-    def record(self, mode: str, result: TransferOutcome) -> None:
-        """Count one finished transfer in ``mode`` (an error if ``result.error``)."""
+    def record(self, mode: str, *, to_server: int, to_client: int,
+               error: str | None = None) -> None:
+        """Count one finished (or cut) transfer in ``mode``: its bytes each way, and
+        an error if ``error`` says why it failed."""
         self.transfers += 1
         self.by_mode[mode] = self.by_mode.get(mode, 0) + 1
-        if result.error:
+        self.bytes_to_server += to_server
+        self.bytes_to_client += to_client
+        if error:
             self.transfer_errors += 1

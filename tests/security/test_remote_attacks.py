@@ -12,7 +12,7 @@ import trio_asyncio
 
 import ftptrio
 from ftp_fakes import FTPClient, HostileFTP, assert_no_leaks
-from ftptrio import _datachannel as dc
+from ftptrio import _dataplane as dc
 from ftptrio.testing import inprocess_ssh_server
 
 

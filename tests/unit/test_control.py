@@ -16,10 +16,13 @@ import pytest
 
 from ftptrio._control import (
     CLOSE,
+    ActiveRefused,
+    HoldForActiveData,
     ActiveRequest,
     ControlChannel,
     ConvertedActive,
     PassiveOffer,
+    QuitSent,
     describe_line,
 )
 
@@ -37,7 +40,7 @@ def s(data: bytes) -> Step:
 
 
 def fail(reason: str) -> Step:
-    """Call active_failed for the oldest ActiveRequest not yet failed."""
+    """Call data_failed for the oldest ActiveRequest not yet failed."""
     return ("fail", reason)
 
 
@@ -104,7 +107,7 @@ def replay(steps: Sequence[Step], split: Splitter = whole, *, greet: bool = True
     requests: list[ActiveRequest] = []
     for kind, payload in steps:
         if kind == "fail":
-            ch.active_failed(requests.pop(0), payload)
+            ch.data_failed(requests.pop(0), payload)
         else:
             feed = ch.receive_client if kind == "c" else ch.receive_server
             for chunk in split(payload):
@@ -125,6 +128,13 @@ def check(steps: Sequence[Step], **kwargs: object) -> Result:
         got = replay(steps, splitter, **kwargs)
         assert got.key == expected.key, f"{name} feeding differs from whole feeding"
     return expected
+
+
+def ready(ch: ControlChannel, event, host: str = "", port: int = 0) -> object:
+    """What ``data_ready`` puts first in the event's outbox."""
+    box = ch.to_server if isinstance(event, ActiveRequest) else ch.to_client
+    ch.data_ready(event, host, port)
+    return box.popleft()
 
 
 def is_reply(item: object, code: bytes) -> bool:
@@ -154,7 +164,7 @@ def test_multiline_greeting_and_commands_before_it():
 def test_simple_login_session():
     r = check([c(b"USER bob\r\n"), s(b"331 pw\r\n"), c(b"PASS pw\r\n"), s(b"230 ok\r\n"),
                c(b"SYST\r\n"), s(b"215 UNIX Type: L8\r\n"), c(b"QUIT\r\n"), s(b"221 bye\r\n")])
-    assert r.server == [b"USER bob\r\nPASS pw\r\nSYST\r\nQUIT\r\n"]
+    assert r.server == [b"USER bob\r\nPASS pw\r\nSYST\r\nQUIT\r\n", QuitSent()]
     assert r.client == [b"331 pw\r\n230 ok\r\n215 UNIX Type: L8\r\n221 bye\r\n"]
     assert not r.channel.closed
 
@@ -189,17 +199,23 @@ def test_pasv_case_insensitive(command):
 def test_passive_reply_formats_227():
     r = check([c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
     (offer,) = r.client
-    assert r.channel.passive_reply(offer, "127.0.0.1", 40000) == \
+    assert ready(r.channel, offer, "127.0.0.1", 40000) == \
         b"227 Entering Passive Mode (127,0,0,1,156,64).\r\n"
-    assert r.channel.passive_reply(offer, "192.168.7.8", 1025) == \
+    assert ready(r.channel, offer, "192.168.7.8", 1025) == \
         b"227 Entering Passive Mode (192,168,7,8,4,1).\r\n"
 
 
-def test_data_failed_is_a_425_line():
-    ch = ControlChannel(client_host="127.0.0.1")
-    reply = ch.data_failed("no listener")
+def test_data_failed_is_a_425_line_first_in_line():
+    r = replay([c(b"PASV\r\n"), s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n"),
+                c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    ch = r.channel
+    offer = r.client[0]
+    ch.to_client.append(b"200 ok\r\n")
+    ch.data_failed(offer, "no listener")
+    reply = ch.to_client.popleft()
     assert is_reply(reply, b"425")
     assert b"no listener" in reply
+    assert list(ch.to_client) == [b"200 ok\r\n"]
 
 
 @pytest.mark.parametrize("reply", [
@@ -293,7 +309,7 @@ def test_epsv_229_gives_offer(command, reply):
     r = check([c(command), s(reply)])
     assert r.server == [command]
     assert r.client == [PassiveOffer(None, 6446, True)]
-    assert r.channel.passive_reply(r.client[0], "127.0.0.1", 40000) == \
+    assert ready(r.channel, r.client[0], "127.0.0.1", 40000) == \
         b"229 Entering Extended Passive Mode (|||40000|)\r\n"
 
 
@@ -407,9 +423,9 @@ def test_active_command_formats_port_and_eprt():
     ch = ControlChannel(client_host="127.0.0.1")
     port = ActiveRequest("127.0.0.1", 50000, False)
     eprt = ActiveRequest("127.0.0.1", 50000, True)
-    assert ch.active_command(port, "10.9.8.7", 40000) == b"PORT 10,9,8,7,156,64\r\n"
-    assert ch.active_command(eprt, "10.9.8.7", 40000) == b"EPRT |1|10.9.8.7|40000|\r\n"
-    assert ch.active_command(eprt, "::1", 40000) == b"EPRT |2|::1|40000|\r\n"
+    assert ready(ch, port, "10.9.8.7", 40000) == b"PORT 10,9,8,7,156,64\r\n"
+    assert ready(ch, eprt, "10.9.8.7", 40000) == b"EPRT |1|10.9.8.7|40000|\r\n"
+    assert ready(ch, eprt, "::1", 40000) == b"EPRT |2|::1|40000|\r\n"
 
 
 @pytest.mark.parametrize("command", [
@@ -484,7 +500,7 @@ def test_active_failed_releases_local_replies_queued_behind_it():
 
 def test_active_failed_for_unknown_request_is_harmless():
     ch = ControlChannel(client_host="127.0.0.1")
-    ch.active_failed(ActiveRequest("127.0.0.1", 50000, False), "stale")
+    ch.data_failed(ActiveRequest("127.0.0.1", 50000, False, id=999), "stale")
     assert not ch.to_client and not ch.to_server
 
 
@@ -523,7 +539,7 @@ def test_converted_port_sends_pasv_and_yields_converted_active():
                s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")], active_mode="passive")
     assert r.server == [b"PASV\r\n"]
     assert r.client == [ConvertedActive("127.0.0.1", 50000, "10.0.0.1", 1025, False)]
-    reply = r.channel.converted_reply(r.client[0])
+    reply = ready(r.channel, r.client[0])
     assert is_reply(reply, b"200")
 
 
@@ -532,7 +548,7 @@ def test_converted_eprt_sends_epsv():
                s(b"229 Entering Extended Passive Mode (|||6446|)\r\n")], active_mode="passive")
     assert r.server == [b"EPSV\r\n"]
     assert r.client == [ConvertedActive("127.0.0.1", 50000, None, 6446, True)]
-    assert is_reply(r.channel.converted_reply(r.client[0]), b"200")
+    assert is_reply(ready(r.channel, r.client[0]), b"200")
 
 
 def test_converted_refusals_and_errors():
@@ -822,3 +838,80 @@ def test_control_bytes_are_escaped_in_logs(caplog):
     check([c(b"CWD \x1b[2Jx\r\n"), s(b"250 \x1b]0;title\x07ok\r\n"), c(b"X\x1bYZ a\r\n")])
     assert "\x1b" not in caplog.text and "\x07" not in caplog.text
     assert "CWD \\x1b[2Jx" in caplog.text and "250 \\x1b]0;title\\x07ok" in caplog.text
+
+
+# ------------------------------------------------ data plane results, holding, lifecycle
+
+def test_events_carry_distinct_integer_ids():
+    r = replay([c(b"PASV\r\n"), s(b"227 (10,0,0,1,4,1)\r\n"), c(b"PORT 127,0,0,1,195,80\r\n"),
+                c(b"EPRT |1|127.0.0.1|50001|\r\n"), c(b"EPSV\r\n")])
+    (offer,) = r.client
+    requests = [i for i in r.server if isinstance(i, ActiveRequest)]
+    ids = [offer.id] + [q.id for q in requests]
+    assert len(requests) == 2 and all(isinstance(i, int) and i > 0 for i in ids)
+    assert len(set(ids)) == 3
+
+
+def test_transfer_complete_reply_is_held_after_an_active_transfer():
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"PORT 127,0,0,1,195,80\r\nRETR f\r\n")
+    ch.to_client.clear()
+    request = ch.to_server.popleft()
+    assert isinstance(request, ActiveRequest)
+    ch.data_ready(request, "127.0.0.1", 40000)
+    assert list(ch.to_server) == [b"PORT 127,0,0,1,156,64\r\n", b"RETR f\r\n"]
+    ch.receive_server(b"200 PORT ok\r\n150 Opening\r\n226-Transfer complete\r\n226 done\r\n")
+    assert list(ch.to_client) == [b"200 PORT ok\r\n", b"150 Opening\r\n", HoldForActiveData(),
+                                  b"226-Transfer complete\r\n", b"226 done\r\n"]
+    # the next 226 (no active transfer in between) is not held
+    ch.to_client.clear()
+    ch.receive_client(b"NOOP\r\n")
+    ch.receive_server(b"226 no hold\r\n")
+    assert list(ch.to_client) == [b"226 no hold\r\n"]
+
+
+def test_passive_transfer_complete_is_not_held():
+    r = check([c(b"PASV\r\n"), s(b"227 (10,0,0,1,4,1)\r\n"), c(b"RETR f\r\n"),
+               s(b"150 ok\r\n226 done\r\n")])
+    assert not any(isinstance(i, HoldForActiveData) for i in r.client)
+
+
+def test_refused_port_is_reported_by_request_id_and_releases_the_hold():
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"PORT 127,0,0,1,195,80\r\n")
+    request = ch.to_server.popleft()
+    ch.data_ready(request, "127.0.0.1", 40000)
+    ch.to_client.clear()
+    ch.receive_server(b"500 Illegal PORT\r\n")
+    assert list(ch.to_client) == [b"500 Illegal PORT\r\n", ActiveRefused(request.id)]
+    ch.to_client.clear()
+    ch.receive_client(b"NOOP\r\n")
+    ch.receive_server(b"250 ok\r\n")
+    assert list(ch.to_client) == [b"250 ok\r\n"]
+
+
+def test_quit_is_followed_by_quit_sent():
+    r = check([c(b"NOOP\r\nQUIT\r\n")])
+    assert r.server == [b"NOOP\r\nQUIT\r\n", QuitSent()]
+
+
+def test_server_lost_sends_421_then_close_and_stops_reading():
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.to_client.clear()
+    ch.server_lost()
+    assert is_reply(ch.to_client[0], b"421") and ch.to_client[1] is CLOSE
+    ch.receive_client(b"NOOP\r\n")
+    assert not ch.to_server
+
+
+def test_client_and_server_closed_queue_close_behind_pending_output():
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"NOOP\r\n")
+    ch.client_closed()
+    assert list(ch.to_server) == [b"NOOP\r\n", CLOSE]
+    ch.server_closed()
+    assert list(ch.to_client) == [GREETING, CLOSE]

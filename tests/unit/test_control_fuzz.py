@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from ftptrio._control import (
     ActiveRefused,
+    HoldForActiveData,
+    QuitSent,
     CLOSE,
     ActiveRequest,
     ControlChannel,
@@ -154,25 +156,20 @@ def run(steps, options, seed: int | None):
                     continue
                 size += EVENT_COST
                 sink.append(item)
-                if isinstance(item, PassiveOffer):
-                    answer = ch.passive_reply(item, "127.0.0.1", 40000)
-                elif isinstance(item, ConvertedActive):
-                    answer = ch.converted_reply(item)
+                answer = b""
+                if isinstance(item, (PassiveOffer, ConvertedActive)):
+                    ch.data_ready(item, "127.0.0.1", 40000)
+                    answer = ch.to_client.popleft()
                 elif isinstance(item, ActiveRequest):
                     actives += 1
                     if actives % 2:
-                        answer = ch.active_command(item, "127.0.0.1", 40001)
+                        ch.data_ready(item, "127.0.0.1", 40001)
+                        answer = ch.to_server.popleft()
                     else:
-                        ch.active_failed(item, "remote forward refused")
-                        answer = b""
-                elif isinstance(item, ActiveRefused):
-                    # the session would cancel the unused remote forward; the event
-                    # compares by identity, so record what it refers to
-                    sink[-1] = ("ActiveRefused", item.request)
-                    answer = b""
+                        ch.data_failed(item, "remote forward refused")
                 else:
-                    assert item is CLOSE
-                    answer = b""
+                    assert isinstance(item, (ActiveRefused, HoldForActiveData, QuitSent)) \
+                        or item is CLOSE
                 size += len(answer)
                 sink.append(answer)
     return join(to_client), join(to_server), size, ch

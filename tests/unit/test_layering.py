@@ -136,3 +136,30 @@ def test_nothing_imports_from_tests_or_private_test_modules():
         text = path.read_text()
         assert "tests/interop" not in text and '"interop"' not in text, path
         assert "ftptrio._testservers" not in text, path
+
+
+def test_only_the_ssh_layer_imports_asyncssh_or_trio_asyncio():
+    for module in MODULES:
+        if module == "ftptrio._ssh" or module.startswith("ftptrio._ssh."):
+            continue
+        tops = {name.split(".")[0] for name in imports_of(module)}
+        assert not tops & {"asyncssh", "trio_asyncio"}, module
+
+
+@pytest.mark.parametrize("module", ["ftptrio._control", "ftptrio._rewrite_py",
+                                    "ftptrio._rewrite", "ftptrio._scan", "ftptrio._netaddr"])
+def test_protocol_core_imports_no_trio_and_no_io(module):
+    tops = {name.split(".")[0] for name in imports_of(module)}
+    assert not tops & {"trio", "asyncssh", "trio_asyncio", "socket", "asyncio"}, module
+    internal = {name for name in imports_of(module) if name.startswith("ftptrio.")}
+    assert internal <= {"ftptrio._scan", "ftptrio._errors", "ftptrio._netaddr",
+                        "ftptrio._rewrite", "ftptrio._rewrite_py"}, internal
+
+
+def test_layering_check_sees_a_violation(monkeypatch):
+    """The check is not vacuous: a protocol-core module importing trio is caught."""
+    fake = SRC / "ftptrio" / "_control.py"
+    monkeypatch.setattr(Path, "read_text", lambda self: "import trio\n" if self == fake
+                        else Path.read_bytes(self).decode())
+    tops = {name.split(".")[0] for name in imports_of("ftptrio._control")}
+    assert "trio" in tops

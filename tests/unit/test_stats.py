@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
-
 import ftptrio
 from ftptrio._stats import TransferStats
 
 
-@dataclass
-class Outcome:
-    error: str | None = None
-
-
-def test_record_counts_transfers_modes_and_errors():
+def test_record_counts_transfers_modes_bytes_and_errors():
     stats = TransferStats()
-    stats.record("passive", Outcome())
-    stats.record("passive", Outcome("reset"))
-    stats.record("active", Outcome())
+    stats.record("passive", to_server=0, to_client=100)
+    stats.record("passive", to_server=7, to_client=0, error="reset")
+    stats.record("active", to_server=50, to_client=1)
     assert (stats.transfers, stats.transfer_errors) == (3, 1)
+    assert (stats.bytes_to_server, stats.bytes_to_client) == (57, 101)
     assert stats.by_mode == {"passive": 2, "active": 1}
     assert ftptrio.TransferStats is TransferStats
 

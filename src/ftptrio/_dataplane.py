@@ -1,0 +1,470 @@
+"""The data plane of one FTP session: every data connection it forwards.
+
+The control protocol (``_control``) asks for data channels with events; the session
+pump hands each to ``DataPlane.setup`` and reports the result back to the protocol.
+A data plane owns a nursery (opened with ``async with plane.open():`` inside the
+session's nursery), so every listener, remote forward and relay of the session is
+cancelled with it. Two strategies, mirror images of each other:
+
+* ``LocalDataPlane`` (-L: client here, FTP server behind the SSH server). Passive:
+  direct-tcpip to the data port + a one-shot local listener. Active: a remote
+  forward (tcpip-forward) on the SSH server, or active converted to passive.
+* ``RemoteDataPlane`` (-R: client behind the SSH server, FTP server here). Passive:
+  a port-0 remote forward relayed to the FTP host's data port. Active: a one-shot
+  local listener for the FTP server relayed through SSH to the client's listener.
+
+Every listener accepts one connection, only from the expected peer, and waits at
+most ``Config.data_idle_timeout``; a new PASV/EPSV/PORT/EPRT supersedes every unused
+one, so a session has at most one data channel waiting for its peer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import weakref
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Literal
+
+import trio
+
+from ._config import Config, ForwardSpec
+from ._control import ActiveRequest, ConvertedActive, DataEvent, PassiveOffer
+from ._errors import TunnelError
+from ._netaddr import same_address
+from ._ssh import RelayResult, RemoteListener, SSHDataRelay, Tunnel
+from ._stats import TransferStats
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["passive", "active", "converted"]
+
+
+class DataSetupError(Exception):
+    """A data channel could not be set up; the message is the reason for the 425."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAddresses:
+    """The addresses of one session's control connections that data channels need."""
+
+    session_id: int
+    #: the control client's address (for -R: the forwarded-tcpip originator)
+    client_host: str
+    #: local address of the client's control connection (-L: passive listeners bind
+    #: next to it and 227 replies name it)
+    client_local_host: str
+    #: -R: this machine's address on the FTP server connection, and the FTP server's
+    server_local_host: str = ""
+    server_peer_host: str = ""
+
+
+class DataPlane:
+    """What both strategies share: the nursery, the waits and the active-data gate."""
+
+    def __init__(self, config: Config, forward: ForwardSpec, tunnel: Tunnel,
+                 stats: TransferStats, addresses: SessionAddresses) -> None:
+        self.config = config
+        self.forward = forward
+        self.tunnel = tunnel
+        self.stats = stats
+        self.addresses = addresses
+        self._nursery: trio.Nursery | None = None
+        self._waits: weakref.WeakSet[trio.CancelScope] = weakref.WeakSet()
+        #: request id -> the wait of its active data connection (removed when settled)
+        self._active_waits: dict[int, trio.CancelScope] = {}
+        self._active_settled = trio.Event()
+        self._warned_pasv_address = False
+
+    @property
+    def session_id(self) -> int:
+        return self.addresses.session_id
+
+    # ------------------------------------------------------------ lifetime
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[DataPlane]:
+        """Own a nursery for the data channels; on exit, running transfers get
+        ``Config.data_drain_timeout`` to finish, then everything is cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield self
+            finally:
+                self.stop_waiting()
+                nursery.cancel_scope.deadline = min(
+                    nursery.cancel_scope.deadline,
+                    trio.current_time() + self.config.data_drain_timeout)
+
+    def stop_waiting(self) -> None:
+        """Close every listener and forward still waiting for its peer (QUIT, session end)."""
+        for wait in list(self._waits):
+            wait.cancel()
+
+    def refused(self, request_id: int) -> None:
+        """The server refused the PORT/EPRT of ``request_id``: drop its listener."""
+        wait = self._active_waits.get(request_id)
+        if wait is not None:
+            wait.cancel()
+
+    async def wait_active_settled(self) -> None:
+        """Until every active data connection is connected or given up, at most
+        ``Config.active_hold_timeout``."""
+        with trio.move_on_after(self.config.active_hold_timeout):
+            while self._active_waits:
+                await self._active_settled.wait()
+
+    @property
+    def waiting(self) -> int:
+        """Listeners and forwards waiting for their peer (for tests and stats)."""
+        return len(self._waits)
+
+    async def setup(self, event: DataEvent) -> tuple[str, int]:
+        """Set up the data channel ``event`` asks for; ``(host, port)`` for the
+        rewritten reply or command. Raises DataSetupError with the reason."""
+        if isinstance(event, PassiveOffer):
+            return await self.passive(event)
+        if isinstance(event, ActiveRequest):
+            return await self.active(event)
+        await self.converted(event)
+        return ("", 0)
+
+    async def passive(self, offer: PassiveOffer) -> tuple[str, int]:
+        raise NotImplementedError
+
+    async def active(self, request: ActiveRequest) -> tuple[str, int]:
+        raise NotImplementedError
+
+    async def converted(self, event: ConvertedActive) -> None:
+        raise DataSetupError("active mode cannot be converted to passive on this tunnel")
+
+    # ------------------------------------------------------------- helpers
+    def _start(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        assert self._nursery is not None, "DataPlane used outside open()"
+        self._nursery.start_soon(fn, *args)
+
+    def _new_wait(self, request: ActiveRequest | None = None) -> trio.CancelScope:
+        """The wait of a new data channel for its peer: at most the idle timeout,
+        cancelled when the control ends. It supersedes every listener or forward still
+        waiting, so a session holds at most one (300 PORT commands cannot leave 300
+        listeners on the SSH server)."""
+        self.stop_waiting()
+        scope = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
+        self._waits.add(scope)
+        if request is not None:
+            self._active_waits[request.id] = scope
+        return scope
+
+    def _active_done(self, request: ActiveRequest) -> None:
+        """The active data connection of ``request`` is connected or given up."""
+        self._active_waits.pop(request.id, None)
+        self._active_settled.set()
+        self._active_settled = trio.Event()
+
+    def _warn_ignored_pasv_address(self, named: str) -> None:
+        """Say once per session that a 227's address is ignored (no SSRF)."""
+        if not self._warned_pasv_address:
+            self._warned_pasv_address = True
+            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
+                        self.session_id, named, self.forward.ftp_host)
+
+    def _record(self, mode: Mode, started: float, result: RelayResult) -> None:
+        """Account one finished transfer and log one line for it."""
+        # The relay counts bytes into and out of SSH; which side the FTP server is on
+        # depends on the tunnel's direction.
+        if self.forward.direction == "remote":
+            to_server, to_client = result.from_ssh, result.to_ssh
+        else:
+            to_server, to_client = result.to_ssh, result.from_ssh
+        self.stats.record(mode, to_server=to_server, to_client=to_client, error=result.error)
+        seconds = max(trio.current_time() - started, 1e-9)
+        total = to_server + to_client
+        direction = "upload" if to_server > to_client else "download"
+        client = self.addresses.client_host
+        log.info("session %d: transfer client=%s mode=%s direction=%s bytes=%d seconds=%.3f "
+                 "rate=%.1fMB/s result=%s", self.session_id, client, mode, direction,
+                 total, seconds, total / seconds / 1e6,
+                 f"error ({result.error})" if result.error else "ok",
+                 extra={"transfer": {"session": self.session_id, "client": client,
+                                     "mode": mode, "direction": direction, "bytes": total,
+                                     "seconds": round(seconds, 6),
+                                     "result": result.error or "ok"}})
+
+    async def _accept_one(self, listener: trio.socket.SocketType, allowed_host: str,
+                          who: str, wait: trio.CancelScope) -> trio.socket.SocketType | None:
+        """The first connection to ``listener`` from ``allowed_host`` (others are refused
+        and logged), or None when ``wait`` ends first. The listener is closed either way."""
+        port = listener.getsockname()[1]
+        try:
+            with wait:
+                while True:
+                    sock, peer = await listener.accept()
+                    if same_address(peer[0], allowed_host):
+                        return sock
+                    log.warning("session %d: refused data connection from %s to port %d "
+                                "(only %s %s may connect)", self.session_id, peer[0], port,
+                                who, allowed_host)
+                    sock.close()
+        finally:
+            listener.close()
+        return None
+
+    async def _forwarded_connection(self, remote: RemoteListener, wait: trio.CancelScope,
+                                    host: str, port: int, who: str) -> SSHDataRelay | None:
+        """Wait for the one connection on a remote forward (bounded by ``wait``), cancel
+        the forward, connect it locally to host:port. None if unused or the connect
+        failed (both logged)."""
+        incoming = None
+        try:
+            with wait:
+                incoming = await remote.accept()
+        finally:
+            await remote.aclose()  # cancel-tcpip-forward as soon as accepted
+        if incoming is None:
+            log.info("session %d: remote forward port %d closed unused (%s)", self.session_id,
+                     remote.port, _why_unused(wait))
+            return None
+        relay, orig_host, orig_port = incoming
+        log.debug("session %d: %s connected from %s:%d to remote forward %d", self.session_id,
+                  who, orig_host, orig_port, remote.port)
+        try:
+            await relay.connect_socket(host, port)
+        except OSError as exc:
+            log.warning("session %d: cannot connect to data port %s:%d: %s", self.session_id,
+                        host, port, exc)
+            return None
+        return relay
+
+
+class LocalDataPlane(DataPlane):
+    """-L tunnels: the client is here, the FTP server behind the SSH server."""
+
+    def _passive_destination(self, named: str | None) -> str:
+        """Where passive data goes. Default: the control connection's FTP host,
+        whatever a 227 names (no SSRF; also fixes servers behind NAT). With
+        trust_pasv_address, the named address is used only if allow-listed."""
+        ftp_host, cfg = self.forward.ftp_host, self.config
+        if named is None or named == ftp_host:
+            return ftp_host
+        if cfg.trust_pasv_address:
+            if named in cfg.pasv_allowed_hosts:
+                log.info("session %d: 227 names %s (allow-listed): data goes there",
+                         self.session_id, named)
+                return named
+            log.warning("session %d: 227 names %s, which is not allow-listed; refused",
+                        self.session_id, named)
+            raise DataSetupError(f"passive address {named} not allowed")
+        self._warn_ignored_pasv_address(named)
+        return ftp_host
+
+    def _reply_address(self) -> str:
+        if self.config.passive_address:
+            return self.config.passive_address
+        local = self.addresses.client_local_host
+        return local if ":" not in local else "127.0.0.1"
+
+    async def _relay_to_server(self, named: str | None, port: int) -> SSHDataRelay:
+        """An SSH channel to the server's passive port (``named``: the 227's address)."""
+        destination = self._passive_destination(named)
+        try:
+            return await self.tunnel.open_data_relay(destination, port)
+        except TunnelError as exc:
+            log.warning("session %d: %s", self.session_id, exc)
+            raise DataSetupError(str(exc)) from exc
+
+    async def passive(self, offer: PassiveOffer) -> tuple[str, int]:
+        relay = await self._relay_to_server(offer.host, offer.port)
+        try:
+            listener = await open_data_listener(self.config.data_bind_host,
+                                                self.addresses.client_local_host)
+        except OSError as exc:
+            relay.close()
+            raise DataSetupError(f"no local listener: {exc}") from exc
+        self._start(self._serve_passive, listener, relay, self._new_wait())
+        port = listener.getsockname()[1]
+        log.debug("session %d: passive data port %d via SSH, client connects to port %d",
+                  self.session_id, offer.port, port)
+        return self._reply_address(), port
+
+    async def _serve_passive(self, listener: trio.socket.SocketType, relay: SSHDataRelay,
+                             wait: trio.CancelScope) -> None:
+        """Accept the client's one data connection and relay it through SSH."""
+        port = listener.getsockname()[1]
+        sock = None
+        try:
+            sock = await self._accept_one(listener, self.addresses.client_host, "the client",
+                                          wait)
+        finally:
+            if sock is None:
+                relay.close()
+        if sock is None:
+            log.info("session %d: passive listener on port %d closed unused (%s)",
+                     self.session_id, port, _why_unused(wait))
+            return
+        started = trio.current_time()
+        self._record("passive", started, await relay.relay_socket(sock))
+
+    async def active(self, request: ActiveRequest) -> tuple[str, int]:
+        cfg = self.config
+        try:
+            remote = await self.tunnel.listen_remote(
+                cfg.remote_listen_host, 0, accept_filter=ftp_server_only(self.forward.ftp_host))
+        except TunnelError as exc:
+            log.warning("session %d: %s", self.session_id, exc)
+            raise DataSetupError(str(exc)) from exc
+        self._start(self._serve_active, remote, request, self._new_wait(request))
+        log.debug("session %d: active %s:%d via remote forward %s:%d", self.session_id,
+                  request.host, request.port, cfg.active_address, remote.port)
+        return cfg.active_address, remote.port
+
+    async def _serve_active(self, remote: RemoteListener, request: ActiveRequest,
+                            wait: trio.CancelScope) -> None:
+        """Wait for the FTP server on the remote forward, cancel it, relay to the client."""
+        try:
+            relay = await self._forwarded_connection(remote, wait, request.host, request.port,
+                                                     "FTP server")
+        finally:
+            self._active_done(request)
+        if relay is not None:
+            self._record("active", trio.current_time(), await relay.wait())
+
+    async def converted(self, event: ConvertedActive) -> None:
+        relay = await self._relay_to_server(event.server_host, event.server_port)
+        try:
+            await relay.connect_socket(event.client_host, event.client_port)
+        except OSError as exc:
+            log.warning("session %d: cannot connect to client data port %s:%d: %s",
+                        self.session_id, event.client_host, event.client_port, exc)
+            raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
+        self._start(self._serve_converted, relay)
+
+    async def _serve_converted(self, relay: SSHDataRelay) -> None:
+        started = trio.current_time()
+        self._record("converted", started, await relay.wait())
+
+
+class RemoteDataPlane(DataPlane):
+    """-R tunnels, mirrored: the client is behind the SSH server, the FTP server here."""
+
+    async def passive(self, offer: PassiveOffer) -> tuple[str, int]:
+        if offer.host is not None and not same_address(offer.host, self.forward.ftp_host):
+            self._warn_ignored_pasv_address(offer.host)  # data always goes to the FTP host
+        try:
+            remote = await self.tunnel.listen_remote(
+                self.forward.listen_host, 0,
+                accept_filter=client_only(self.addresses.client_host))
+        except TunnelError as exc:
+            log.warning("session %d: %s", self.session_id, exc)
+            raise DataSetupError(str(exc)) from exc
+        self._start(self._serve_passive, remote, offer.port, self._new_wait())
+        log.debug("session %d: passive %s:%d locally, client connects to SSH server port %d",
+                  self.session_id, self.forward.ftp_host, offer.port, remote.port)
+        return self.forward.remote_reply_host(self.config), remote.port
+
+    async def _serve_passive(self, remote: RemoteListener, ftp_port: int,
+                             wait: trio.CancelScope) -> None:
+        """The client's connection on the SSH server's forward, relayed to the data port
+        on the FTP host (never to the address a 227 named)."""
+        relay = await self._forwarded_connection(remote, wait, self.forward.ftp_host,
+                                                 ftp_port, "client")
+        if relay is not None:
+            self._record("passive", trio.current_time(), await relay.wait())
+
+    async def active(self, request: ActiveRequest) -> tuple[str, int]:
+        local_host = self.addresses.server_local_host
+        try:
+            listener = await open_local_listener(local_host)
+        except OSError as exc:
+            raise DataSetupError(f"no local listener: {exc}") from exc
+        port = listener.getsockname()[1]
+        self._start(self._serve_active, listener, request, self._new_wait(request))
+        log.debug("session %d: active %s:%d via SSH, FTP server connects to %s:%d",
+                  self.session_id, request.host, request.port, local_host, port)
+        return local_host, port
+
+    async def _serve_active(self, listener: trio.socket.SocketType, request: ActiveRequest,
+                            wait: trio.CancelScope) -> None:
+        """Accept the FTP server's data connection and relay it through SSH
+        (direct-tcpip) to the client's data listener."""
+        port = listener.getsockname()[1]
+        sock = None
+        try:
+            sock = await self._accept_one(listener, self.addresses.server_peer_host,
+                                          "the FTP server", wait)
+            if sock is None:
+                log.info("session %d: active listener on port %d closed unused",
+                         self.session_id, port)
+                return
+            started = trio.current_time()
+            try:
+                relay = await self.tunnel.open_data_relay(request.host, request.port)
+            except TunnelError as exc:
+                log.warning("session %d: %s", self.session_id, exc)
+                return
+            taken, sock = sock, None
+            await relay.attach_socket(taken)
+        finally:
+            if sock is not None:
+                sock.close()
+            self._active_done(request)
+        self._record("active", started, await relay.wait())
+
+
+def _why_unused(wait: trio.CancelScope) -> str:
+    return "timeout" if wait.deadline <= trio.current_time() else "superseded or session ended"
+
+
+async def open_data_listener(bind_host: str, local_host: str) -> trio.socket.SocketType:
+    """A loopback (or -g: wildcard) listener for one passive data connection; an IPv6
+    control connection (``local_host``) gets an IPv6 listener."""
+    if ":" in local_host and not local_host.startswith("::ffff:"):
+        bind_host = {"127.0.0.1": "::1", "0.0.0.0": "::"}.get(bind_host, bind_host)
+    return await open_local_listener(bind_host)
+
+
+async def open_local_listener(host: str) -> trio.socket.SocketType:
+    """A listener on host:<OS-picked port> for one data connection."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind((host, 0))
+        sock.listen(4)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def ftp_server_only(ftp_host: str) -> Callable[[str, int], bool] | None:
+    """A filter for remote-forward connections: only from the FTP server's address.
+
+    None (accept any) when ftp_host is a name other than localhost: its address as
+    the SSH server sees it is unknown here.
+    """
+    if ftp_host.lower() == "localhost":
+        ftp_host = "127.0.0.1"
+    try:
+        expected = ipaddress.ip_address(ftp_host)
+    except ValueError:
+        return None
+
+    def accept(orig_host: str, _orig_port: int) -> bool:
+        if expected.is_loopback:
+            try:
+                return ipaddress.ip_address(orig_host.split("%")[0]).is_loopback
+            except ValueError:
+                return False
+        return same_address(orig_host, ftp_host)
+
+    return accept
+
+
+def client_only(client_host: str) -> Callable[[str, int], bool]:
+    """A filter for a remote tunnel's passive forward: only the control client's address."""
+
+    def accept(orig_host: str, _orig_port: int) -> bool:
+        return same_address(orig_host, client_host)
+
+    return accept

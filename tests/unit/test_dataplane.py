@@ -1,0 +1,290 @@
+"""Unit tests of the data plane (``ftptrio._dataplane``) with a fake SSH tunnel.
+
+No SSH server: the fake tunnel records what would be asked of SSH and hands out fake
+relays and remote listeners; only the data plane's own one-shot listeners are real
+(loopback) sockets.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+from ftptrio._config import Config, ForwardSpec, SSHOptions
+from ftptrio._control import ActiveRequest, ConvertedActive, PassiveOffer
+from ftptrio._dataplane import (DataSetupError, LocalDataPlane, RemoteDataPlane,
+                                SessionAddresses)
+from ftptrio._errors import TunnelError
+from ftptrio._stats import TransferStats
+
+
+@dataclass
+class FakeResult:
+    to_ssh: int = 0
+    from_ssh: int = 0
+    error: str | None = None
+
+
+class FakeRelay:
+    """An SSH channel whose far end is a byte counter."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.destination = (host, port)
+        self.closed = False
+        self.connected_to: tuple[str, int] | None = None
+        self.done = trio.Event()
+        self.result = FakeResult()
+
+    async def relay_socket(self, sock: trio.socket.SocketType) -> FakeResult:
+        with sock:
+            while data := await sock.recv(65536):
+                self.result.to_ssh += len(data)
+        self.done.set()
+        return self.result
+
+    async def attach_socket(self, sock: trio.socket.SocketType) -> None:
+        sock.close()
+        self.result.from_ssh = 7
+        self.done.set()
+
+    async def connect_socket(self, host: str, port: int) -> None:
+        self.connected_to = (host, port)
+        self.result.from_ssh = 11
+        self.done.set()
+
+    async def wait(self) -> FakeResult:
+        await self.done.wait()
+        return self.result
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeRemoteListener:
+    def __init__(self, port: int, accept_filter: object) -> None:
+        self.port = port
+        self.accept_filter = accept_filter
+        self.incoming: trio.MemorySendChannel[tuple[FakeRelay, str, int]]
+        self.incoming, self._receive = trio.open_memory_channel(1)
+        self.closed = False
+
+    async def accept(self) -> tuple[FakeRelay, str, int]:
+        return await self._receive.receive()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeTunnel:
+    relays: list[FakeRelay] = field(default_factory=list)
+    listeners: list[FakeRemoteListener] = field(default_factory=list)
+    fail: bool = False
+
+    async def open_data_relay(self, host: str, port: int) -> FakeRelay:
+        if self.fail:
+            raise TunnelError("open failed: administratively prohibited")
+        relay = FakeRelay(host, port)
+        self.relays.append(relay)
+        return relay
+
+    async def listen_remote(self, host: str, port: int = 0,
+                            accept_filter: object = None) -> FakeRemoteListener:
+        if self.fail:
+            raise TunnelError("remote forward refused")
+        listener = FakeRemoteListener(40000 + len(self.listeners), accept_filter)
+        self.listeners.append(listener)
+        return listener
+
+
+def make_plane(direction: str = "local", **config: object):
+    spec = (ForwardSpec(ftp_host="127.0.0.1", ftp_port=21) if direction == "local" else
+            ForwardSpec(ftp_host="127.0.0.1", ftp_port=21, direction="remote"))
+    cfg = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,), **config)  # type: ignore[arg-type]
+    tunnel = FakeTunnel()
+    stats = TransferStats()
+    addresses = SessionAddresses(1, "127.0.0.1", "127.0.0.1",
+                                 server_local_host="127.0.0.1", server_peer_host="127.0.0.1")
+    cls = LocalDataPlane if direction == "local" else RemoteDataPlane
+    return cls(cfg, spec, tunnel, stats, addresses), tunnel, stats  # type: ignore[arg-type]
+
+
+async def connect(port: int, source: str = "127.0.0.1") -> trio.socket.SocketType:
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def test_passive_relays_the_clients_one_connection_and_counts_it():
+    plane, tunnel, stats = make_plane()
+    async with plane.open():
+        host, port = await plane.setup(PassiveOffer("10.9.9.9", 50000, False, 1))
+        assert host == "127.0.0.1"
+        assert tunnel.relays[0].destination == ("127.0.0.1", 50000)  # the FTP host, not 10.9.9.9
+        sock = await connect(port)
+        with sock:
+            await sock.send(b"x" * 1000)
+        await tunnel.relays[0].done.wait()
+    assert (stats.transfers, stats.bytes_to_server, stats.bytes_to_client) == (1, 1000, 0)
+    assert stats.by_mode == {"passive": 1}
+
+
+async def test_passive_listener_refuses_other_addresses():
+    plane, tunnel, _ = make_plane()
+    async with plane.open():
+        _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
+        stranger = await connect(port, "127.0.0.2")
+        with stranger:
+            assert await stranger.recv(10) == b""  # closed by the data plane
+        sock = await connect(port)
+        sock.close()
+        await tunnel.relays[0].done.wait()
+
+
+async def test_new_passive_offer_supersedes_the_unused_one():
+    plane, tunnel, _ = make_plane()
+    async with plane.open():
+        await plane.setup(PassiveOffer(None, 50000, True, 1))
+        await plane.setup(PassiveOffer(None, 50001, True, 2))
+        await trio.testing.wait_all_tasks_blocked()
+        assert tunnel.relays[0].closed and not tunnel.relays[1].closed
+        assert plane.waiting == 1
+        plane.stop_waiting()
+    assert tunnel.relays[1].closed
+
+
+async def test_passive_address_not_allow_listed_is_refused():
+    plane, tunnel, _ = make_plane(trust_pasv_address=True, pasv_allowed_hosts=("10.0.0.7",))
+    async with plane.open():
+        with pytest.raises(DataSetupError, match="not allowed"):
+            await plane.setup(PassiveOffer("10.0.0.8", 50000, False, 1))
+        await plane.setup(PassiveOffer("10.0.0.7", 50000, False, 2))
+        assert tunnel.relays[0].destination == ("10.0.0.7", 50000)
+        plane.stop_waiting()
+
+
+async def test_tunnel_errors_become_setup_errors_with_the_reason():
+    plane, tunnel, _ = make_plane()
+    tunnel.fail = True
+    async with plane.open():
+        with pytest.raises(DataSetupError, match="administratively prohibited"):
+            await plane.setup(PassiveOffer(None, 50000, True, 1))
+        with pytest.raises(DataSetupError, match="remote forward refused"):
+            await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 2))
+
+
+async def test_active_request_opens_a_filtered_remote_forward_and_settles():
+    plane, tunnel, stats = make_plane()
+    async with plane.open():
+        host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        assert (host, port) == ("127.0.0.1", 40000)
+        listener = tunnel.listeners[0]
+        assert listener.accept_filter("127.0.0.1", 20) and not listener.accept_filter("10.0.0.1", 20)
+        relay = FakeRelay("", 0)
+        await listener.incoming.send((relay, "127.0.0.1", 20))
+        with trio.fail_after(5):
+            await plane.wait_active_settled()
+        assert listener.closed and relay.connected_to == ("127.0.0.1", 50000)
+    assert stats.by_mode == {"active": 1} and stats.bytes_to_client == 11
+
+
+async def test_refused_request_drops_its_forward():
+    plane, tunnel, _ = make_plane()
+    async with plane.open():
+        await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 7))
+        plane.refused(7)
+        with trio.fail_after(5):
+            await plane.wait_active_settled()
+        assert tunnel.listeners[0].closed
+
+
+async def test_hold_is_bounded_by_the_active_hold_timeout():
+    plane, _, _ = make_plane(active_hold_timeout=0.05)
+    async with plane.open():
+        await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        with trio.fail_after(5):
+            await plane.wait_active_settled()  # returns after the hold timeout
+        plane.stop_waiting()
+
+
+async def test_many_active_transfers_leave_no_per_request_state():
+    plane, tunnel, _ = make_plane()
+    async with plane.open():
+        for request_id in range(1, 2001):
+            await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
+            if request_id % 2:
+                plane.refused(request_id)
+            else:
+                await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
+            await plane.wait_active_settled()
+        await trio.testing.wait_all_tasks_blocked()
+        assert plane._active_waits == {}
+        gc.collect()
+        assert plane.waiting == 0
+
+
+async def test_converted_connects_the_server_port_to_the_clients_listener():
+    plane, tunnel, stats = make_plane()
+    async with plane.open():
+        assert await plane.setup(
+            ConvertedActive("127.0.0.1", 50000, None, 6000, False, 1)) == ("", 0)
+        assert tunnel.relays[0].destination == ("127.0.0.1", 6000)
+        assert tunnel.relays[0].connected_to == ("127.0.0.1", 50000)
+    assert stats.by_mode == {"converted": 1}
+
+
+async def test_remote_tunnel_counts_bytes_from_ssh_as_bytes_to_the_server():
+    """-R: the client is on the SSH side, so what comes out of SSH goes to the server
+    (an upload) and what goes into SSH goes to the client (a download)."""
+    plane, tunnel, stats = make_plane("remote")
+    async with plane.open():
+        _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
+        assert port == 40000 and tunnel.listeners[0].accept_filter("127.0.0.1", 1)
+        assert not tunnel.listeners[0].accept_filter("127.0.0.9", 1)
+        relay = FakeRelay("", 0)
+        await tunnel.listeners[0].incoming.send((relay, "127.0.0.1", 5555))
+        await relay.done.wait()
+    # FakeRelay.connect_socket reports 11 bytes from SSH: the client uploaded them
+    assert (stats.bytes_to_server, stats.bytes_to_client) == (11, 0)
+
+
+async def test_remote_active_listener_accepts_only_the_ftp_server():
+    plane, tunnel, stats = make_plane("remote")
+    async with plane.open():
+        host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        assert host == "127.0.0.1"
+        sock = await connect(port)
+        sock.close()
+        with trio.fail_after(5):
+            await plane.wait_active_settled()
+        assert tunnel.relays[0].destination == ("127.0.0.1", 50000)
+    assert stats.by_mode == {"active": 1} and stats.bytes_to_server == 7
+
+
+async def test_closing_the_plane_cancels_waiting_listeners():
+    plane, tunnel, _ = make_plane()
+    async with plane.open():
+        _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
+    assert tunnel.relays[0].closed
+    with pytest.raises(OSError):
+        await connect(port)
+
+
+async def test_port_flood_leaves_one_forward_waiting():
+    """300 valid PORTs: each supersedes the unused one before (issue 18.3)."""
+    plane, tunnel, _ = make_plane()
+    async with plane.open():
+        await plane.setup(PassiveOffer(None, 50000, True, 1))
+        for request_id in range(2, 302):
+            await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [listener.closed for listener in tunnel.listeners].count(False) == 1
+        assert tunnel.relays[0].closed  # the PASV's channel too
+        assert list(plane._active_waits) == [301]
+        gc.collect()
+        assert plane.waiting == 1
+        plane.stop_waiting()

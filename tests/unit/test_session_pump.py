@@ -1,0 +1,83 @@
+"""Unit tests of the session pump (``ftptrio._session``) with in-memory streams and a
+fake tunnel: bytes and events move in order, and output cannot pile up without bound."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from ftptrio._config import Config, ForwardSpec, SSHOptions
+from ftptrio._session import MAX_OUTBOX_BYTES, Session
+from ftptrio._stats import TransferStats
+
+
+class StreamTunnel:
+    """A tunnel whose only 'FTP server' is an in-memory stream handed to the test."""
+
+    def __init__(self, server_end: trio.abc.HalfCloseableStream) -> None:
+        self.server_end = server_end
+
+    async def open_stream(self, host: str, port: int) -> trio.abc.HalfCloseableStream:
+        return self.server_end
+
+
+def make_session(client_end, server_end) -> Session:
+    spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
+    config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,))
+    return Session(client_end, spec, config, StreamTunnel(server_end),  # type: ignore[arg-type]
+                   TransferStats(), peer=("127.0.0.1", 40000))
+
+
+async def receive_until(stream, marker: bytes) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while marker not in data:
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"stream closed before {marker!r}; got {data!r}"
+            data += chunk
+    return data
+
+
+async def test_pump_relays_commands_and_replies_and_ends_on_quit():
+    client, session_client = trio.testing.memory_stream_pair()
+    session_server, server = trio.testing.memory_stream_pair()
+    session = make_session(session_client, session_server)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await server.send_all(b"220 hello\r\n")
+        assert await receive_until(client, b"\r\n") == b"220 hello\r\n"
+        await client.send_all(b"USER a\r\nLPRT 1\r\nNOOP\r\n")
+        assert await receive_until(server, b"NOOP\r\n") == b"USER a\r\nNOOP\r\n"
+        await server.send_all(b"331 pw\r\n200 ok\r\n")
+        got = await receive_until(client, b"200 ok\r\n")
+        assert got.startswith(b"331 pw\r\n502 ") and got.endswith(b"\r\n200 ok\r\n")
+        await client.send_all(b"QUIT\r\n")
+        assert await receive_until(server, b"QUIT\r\n") == b"QUIT\r\n"
+        await server.send_all(b"221 bye\r\n")
+        await server.send_eof()
+        assert await receive_until(client, b"221 bye\r\n") == b"221 bye\r\n"
+        with trio.fail_after(5):
+            assert await client.receive_some(10) == b""  # session closed the client
+
+
+async def test_client_that_never_reads_cannot_grow_local_replies():
+    """12 MB of commands ftptrio answers itself (LPRT: 502): once the to-client outbox
+    is full the session stops reading, so the client's writes stall (issue 18.2)."""
+    client, session_client = trio.testing.lockstep_stream_pair()
+    session_server, server = trio.testing.memory_stream_pair()
+    session = make_session(session_client, session_server)
+    sent = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await server.send_all(b"220 hello\r\n")
+        line = b"LPRT 1,4,127,0,0,1,2,4,1\r\n"
+        block = line * 2048
+        with trio.move_on_after(2):
+            while sent < 12_000_000:
+                await client.send_all(block)
+                sent += len(block)
+        assert sent < 12_000_000, "the session kept reading from a client that never reads"
+        # bounded by the outbox limit plus what one read's replies add
+        assert session.control.to_client.size <= MAX_OUTBOX_BYTES + 65536 * 10
+        assert len(session.control.to_client) < 20_000
+        nursery.cancel_scope.cancel()
