@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 from typing import Sequence
 
@@ -98,14 +100,32 @@ def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
 
 
+def notify_systemd_ready() -> None:
+    """Tell systemd (Type=notify) that the listeners are up: READY=1 to $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # abstract namespace
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(b"READY=1\nSTATUS=forwarding FTP\n")
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", address, exc)
+
+
 async def _run(config: Config, grace: float, stats_out: list[TransferStats]) -> None:
     from ._server import serve
 
     async with trio.open_nursery() as nursery:
         forwarder = await nursery.start(serve, config)
         stats_out.append(forwarder.stats)
-        for host, port in forwarder.addresses:
-            log.info("ready: FTP clients connect to %s:%d", host, port)
+        for forward, (host, port) in zip(config.forwards, forwarder.addresses):
+            where = (f" on the SSH server {config.ssh.host}" if forward.direction == "remote"
+                     else "")
+            log.info("ready: FTP clients connect to %s:%d%s", host, port, where)
+        notify_systemd_ready()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 break
@@ -136,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import main as demo_main
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        return demo_main()
+        return demo_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

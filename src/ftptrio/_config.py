@@ -156,6 +156,7 @@ class Config:
     passive_address: str | None = None
     #: passive data goes to the control connection's FTP host unless this is set
     trust_pasv_address: bool = False
+    #: addresses or networks (CIDR) a 227 may name when trust_pasv_address is set
     pasv_allowed_hosts: tuple[str, ...] = ()
     auth_tls: AuthTLSPolicy = "refuse"
     #: a data listener or remote forward waits this long for its peer
@@ -164,6 +165,11 @@ class Config:
     data_drain_timeout: float = 5.0
     #: longest a transfer-complete reply (226) waits for its active data connection
     active_hold_timeout: float = 10.0
+    #: a session with no control traffic and no transfer for this long is closed
+    #: with 421 (None: never)
+    idle_session_timeout: float | None = None
+    #: sessions served at once; more clients get 421 and are closed
+    max_sessions: int = 256
     max_line: int = 4096
     #: remote (-R) tunnels: address written into rewritten 227 replies (the SSH
     #: host as the remote clients reach it); None: the -R listen address, or
@@ -192,6 +198,18 @@ class Config:
                                   "tunnel active_mode = \"remote-forward\"")
         for name in ("data_idle_timeout", "data_drain_timeout", "active_hold_timeout"):
             _check_seconds(name.replace("_", " "), getattr(self, name))
+        if self.idle_session_timeout is not None:
+            _check_seconds("idle session timeout", self.idle_session_timeout)
+        if isinstance(self.max_sessions, bool) or not isinstance(self.max_sessions, int) \
+                or self.max_sessions < 1:
+            raise ConfigError(f"max sessions must be a positive integer (got "
+                              f"{self.max_sessions!r})")
+        for allowed in self.pasv_allowed_hosts:
+            try:
+                ipaddress.ip_network(allowed, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted passive address must be an IP address or network "
+                                  f"such as 10.0.0.0/24 (got {allowed!r})") from None
         if not 512 <= self.max_line <= 65536:
             raise ConfigError("max line length must be between 512 and 65536")
 
@@ -210,3 +228,14 @@ def _check_ip(name: str, value: str, *, v4_only: bool = False) -> None:
         raise ConfigError(f"{name} must be an IP address (got {value!r})") from None
     if v4_only and addr.version != 4:
         raise ConfigError(f"{name} must be an IPv4 address (got {value!r})")
+
+
+def address_allowed(address: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``address`` (IPv4-mapped aware) is in one of the addresses/networks."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in allowed)

@@ -23,6 +23,8 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
   reply (226/250) after an active transfer; send it only once the active data
   connection is settled (connected to the client, or given up), so a client
   never sees 226 before its data connection.
+* ``TransferCommand`` (in ``to_server``, before a RETR/STOR/LIST... line): names the
+  transfer for the data plane's log line.
 * ``QuitSent`` (in ``to_server``, after the QUIT line): no transfer can follow,
   so data listeners still waiting for a peer can close.
 
@@ -53,6 +55,8 @@ _BAD_LINE = _scan.FLAG_NUL | _scan.FLAG_BARE_CR | _scan.FLAG_BAD_TELNET
 ABOR_SYNCH = b"\xff\xf4\xff\xf2"
 #: final replies that end a transfer: held until an active data connection is settled
 _TRANSFER_DONE = (226, 250)
+#: commands that move data over a data connection
+_TRANSFER_VERBS = frozenset((b"RETR", b"STOR", b"STOU", b"APPE", b"LIST", b"NLST", b"MLSD"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,14 @@ class HoldForActiveData:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferCommand:
+    """A transfer command (RETR, STOR, LIST ...) goes to the server next: names the
+    transfer in the log (printable, PASS-free by construction)."""
+
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
 class QuitSent:
     """The QUIT line before this went to the server: no transfer can follow."""
 
@@ -113,7 +125,7 @@ CLOSE = _Close()
 
 DataEvent = Union[PassiveOffer, ActiveRequest, ConvertedActive]
 Event = Union[PassiveOffer, ActiveRequest, ConvertedActive, ActiveRefused, HoldForActiveData,
-              QuitSent]
+              TransferCommand, QuitSent]
 OutItem = Union[bytes, Event, _Close]
 
 #: what an event counts for in ``Outbox.size``
@@ -297,6 +309,13 @@ class ControlChannel:
         self.to_client.append(CLOSE)
         self.closed = True
 
+    def idle_timeout(self, seconds: float) -> None:
+        """No control traffic and no transfer for ``seconds``: 421 to the client, close."""
+        self.to_client.append(b"421 ftptrio: idle for %d seconds; closing the session.\r\n"
+                              % int(seconds))
+        self.to_client.append(CLOSE)
+        self.closed = True
+
     # ---------------------------------------------------------- data plane results
     def data_ready(self, event: DataEvent, host: str = "", port: int = 0) -> None:
         """The data channel of ``event`` is set up; host:port is where the peer connects
@@ -380,6 +399,9 @@ class ControlChannel:
                 self._forward_command(line, "auth")
         elif verb == b"REIN":
             self._forward_command(line, "rein")
+        elif verb in _TRANSFER_VERBS:
+            self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200])))
+            self._forward_command(line, "plain")
         elif verb == b"ABOR" and flags & _scan.FLAG_TELNET:
             self._forward_command(ABOR_SYNCH + line, "plain")
         else:

@@ -30,10 +30,10 @@ from typing import AsyncIterator, Awaitable, Callable, Literal
 
 import trio
 
-from ._config import Config, ForwardSpec
+from ._config import Config, ForwardSpec, address_allowed
 from ._control import ActiveRequest, ConvertedActive, DataEvent, PassiveOffer
 from ._errors import TunnelError
-from ._netaddr import same_address
+from ._netaddr import same_address, unmapped
 from ._ssh import RelayResult, RemoteListener, SSHDataRelay, Tunnel
 from ._stats import TransferStats
 
@@ -77,6 +77,10 @@ class DataPlane:
         self._active_waits: dict[int, trio.CancelScope] = {}
         self._active_settled = trio.Event()
         self._warned_pasv_address = False
+        #: the latest transfer command (RETR file, STOR file, LIST ...), for the log
+        self._transfer_name = ""
+        #: data connections relaying right now (an idle session has none)
+        self.transfers_running = 0
 
     @property
     def session_id(self) -> int:
@@ -101,6 +105,10 @@ class DataPlane:
         """Close every listener and forward still waiting for its peer (QUIT, session end)."""
         for wait in list(self._waits):
             wait.cancel()
+
+    def name_transfer(self, command: str) -> None:
+        """The client's latest transfer command (``RETR file``), named in the log line."""
+        self._transfer_name = command
 
     def refused(self, request_id: int) -> None:
         """The server refused the PORT/EPRT of ``request_id``: drop its listener."""
@@ -169,6 +177,16 @@ class DataPlane:
             log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
                         self.session_id, named, self.forward.ftp_host)
 
+    async def _transfer(self, mode: Mode, result: Awaitable[RelayResult]) -> None:
+        """Await a running transfer's result, then account it and log one line."""
+        started = trio.current_time()
+        self.transfers_running += 1
+        try:
+            outcome = await result
+        finally:
+            self.transfers_running -= 1
+        self._record(mode, started, outcome)
+
     def _record(self, mode: Mode, started: float, result: RelayResult) -> None:
         """Account one finished transfer and log one line for it."""
         # The relay counts bytes into and out of SSH; which side the FTP server is on
@@ -178,16 +196,18 @@ class DataPlane:
         else:
             to_server, to_client = result.to_ssh, result.from_ssh
         self.stats.record(mode, to_server=to_server, to_client=to_client, error=result.error)
-        seconds = max(trio.current_time() - started, 1e-9)
+        seconds = trio.current_time() - started
         total = to_server + to_client
         direction = "upload" if to_server > to_client else "download"
         client = self.addresses.client_host
-        log.info("session %d: transfer client=%s mode=%s direction=%s bytes=%d seconds=%.3f "
-                 "rate=%.1fMB/s result=%s", self.session_id, client, mode, direction,
-                 total, seconds, total / seconds / 1e6,
+        rate = f"{total / seconds / 1e6:.1f}MB/s" if seconds >= 0.001 else "n/a"
+        log.info("session %d: transfer client=%s mode=%s direction=%s command=%r bytes=%d "
+                 "seconds=%.3f rate=%s result=%s", self.session_id, client, mode, direction,
+                 self._transfer_name, total, seconds, rate,
                  f"error ({result.error})" if result.error else "ok",
                  extra={"transfer": {"session": self.session_id, "client": client,
-                                     "mode": mode, "direction": direction, "bytes": total,
+                                     "mode": mode, "direction": direction,
+                                     "command": self._transfer_name, "bytes": total,
                                      "seconds": round(seconds, 6),
                                      "result": result.error or "ok"}})
 
@@ -248,7 +268,7 @@ class LocalDataPlane(DataPlane):
         if named is None or named == ftp_host:
             return ftp_host
         if cfg.trust_pasv_address:
-            if named in cfg.pasv_allowed_hosts:
+            if address_allowed(named, cfg.pasv_allowed_hosts):
                 log.info("session %d: 227 names %s (allow-listed): data goes there",
                          self.session_id, named)
                 return named
@@ -259,10 +279,8 @@ class LocalDataPlane(DataPlane):
         return ftp_host
 
     def _reply_address(self) -> str:
-        if self.config.passive_address:
-            return self.config.passive_address
-        local = self.addresses.client_local_host
-        return local if ":" not in local else "127.0.0.1"
+        """The address a 227 names: the one the client's control connection reached."""
+        return self.config.passive_address or self.addresses.client_local_host
 
     async def _relay_to_server(self, named: str | None, port: int) -> SSHDataRelay:
         """An SSH channel to the server's passive port (``named``: the 227's address)."""
@@ -274,10 +292,13 @@ class LocalDataPlane(DataPlane):
             raise DataSetupError(str(exc)) from exc
 
     async def passive(self, offer: PassiveOffer) -> tuple[str, int]:
+        local = self.addresses.client_local_host
+        if not offer.extended and ":" in local and not self.config.passive_address:
+            # a 227 can only name an IPv4 address; this client reached us over IPv6
+            raise DataSetupError("PASV cannot name this IPv6 connection's address; use EPSV")
         relay = await self._relay_to_server(offer.host, offer.port)
         try:
-            listener = await open_data_listener(self.config.data_bind_host,
-                                                self.addresses.client_local_host)
+            listener = await open_data_listener(self.config.data_bind_host, local)
         except OSError as exc:
             relay.close()
             raise DataSetupError(f"no local listener: {exc}") from exc
@@ -302,8 +323,7 @@ class LocalDataPlane(DataPlane):
             log.info("session %d: passive listener on port %d closed unused (%s)",
                      self.session_id, port, _why_unused(wait))
             return
-        started = trio.current_time()
-        self._record("passive", started, await relay.relay_socket(sock))
+        await self._transfer("passive", relay.relay_socket(sock))
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
         cfg = self.config
@@ -327,7 +347,7 @@ class LocalDataPlane(DataPlane):
         finally:
             self._active_done(request)
         if relay is not None:
-            self._record("active", trio.current_time(), await relay.wait())
+            await self._transfer("active", relay.wait())
 
     async def converted(self, event: ConvertedActive) -> None:
         relay = await self._relay_to_server(event.server_host, event.server_port)
@@ -340,8 +360,7 @@ class LocalDataPlane(DataPlane):
         self._start(self._serve_converted, relay)
 
     async def _serve_converted(self, relay: SSHDataRelay) -> None:
-        started = trio.current_time()
-        self._record("converted", started, await relay.wait())
+        await self._transfer("converted", relay.wait())
 
 
 class RemoteDataPlane(DataPlane):
@@ -369,7 +388,7 @@ class RemoteDataPlane(DataPlane):
         relay = await self._forwarded_connection(remote, wait, self.forward.ftp_host,
                                                  ftp_port, "client")
         if relay is not None:
-            self._record("passive", trio.current_time(), await relay.wait())
+            await self._transfer("passive", relay.wait())
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
         local_host = self.addresses.server_local_host
@@ -396,7 +415,6 @@ class RemoteDataPlane(DataPlane):
                 log.info("session %d: active listener on port %d closed unused",
                          self.session_id, port)
                 return
-            started = trio.current_time()
             try:
                 relay = await self.tunnel.open_data_relay(request.host, request.port)
             except TunnelError as exc:
@@ -408,7 +426,7 @@ class RemoteDataPlane(DataPlane):
             if sock is not None:
                 sock.close()
             self._active_done(request)
-        self._record("active", started, await relay.wait())
+        await self._transfer("active", relay.wait())
 
 
 def _why_unused(wait: trio.CancelScope) -> str:
@@ -416,11 +434,14 @@ def _why_unused(wait: trio.CancelScope) -> str:
 
 
 async def open_data_listener(bind_host: str, local_host: str) -> trio.socket.SocketType:
-    """A loopback (or -g: wildcard) listener for one passive data connection; an IPv6
-    control connection (``local_host``) gets an IPv6 listener."""
-    if ":" in local_host and not local_host.startswith("::ffff:"):
-        bind_host = {"127.0.0.1": "::1", "0.0.0.0": "::"}.get(bind_host, bind_host)
-    return await open_local_listener(bind_host)
+    """A listener for one passive data connection, on the address the client's control
+    connection reached (``local_host``: loopback for a local client, the LAN address
+    for a LAN client), or on every address of that family when ``bind_host`` is a
+    wildcard (-g)."""
+    local_host = unmapped(local_host)
+    if ipaddress.ip_address(bind_host).is_unspecified:
+        return await open_local_listener("::" if ":" in local_host else "0.0.0.0")
+    return await open_local_listener(local_host)
 
 
 async def open_local_listener(host: str) -> trio.socket.SocketType:
@@ -453,7 +474,7 @@ def ftp_server_only(ftp_host: str) -> Callable[[str, int], bool] | None:
     def accept(orig_host: str, _orig_port: int) -> bool:
         if expected.is_loopback:
             try:
-                return ipaddress.ip_address(orig_host.split("%")[0]).is_loopback
+                return ipaddress.ip_address(unmapped(orig_host).split("%")[0]).is_loopback
             except ValueError:
                 return False
         return same_address(orig_host, ftp_host)

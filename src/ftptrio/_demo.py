@@ -7,13 +7,14 @@ passive and active mode (download and upload), verified by sha256.
 
 from __future__ import annotations
 
+import argparse
 import ftplib
 import hashlib
 import io
 import os
 import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import trio
@@ -145,5 +146,15 @@ def _format(r: DemoResult) -> str:
             f"{r.seconds:6.2f} s {rate:8.1f} MB/s  {status}")
 
 
-def main(size: int = 16 * 1024 * 1024) -> int:
-    return 0 if trio.run(run_demo, size) else 1
+def main(argv: Sequence[str] = ()) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ftptrio demo",
+        description="Self-contained demonstration: an in-process SSH server and FTP server "
+                    "on loopback, and real transfers through the forwarder in passive, "
+                    "active and active-converted-to-passive modes, each verified by sha256.")
+    parser.add_argument("--size", type=int, default=16, metavar="MIB",
+                        help="size of the file moved each way, in MiB (16)")
+    args = parser.parse_args(list(argv))
+    if args.size < 0:
+        parser.error("--size must not be negative")
+    return 0 if trio.run(run_demo, args.size * 1024 * 1024) else 1

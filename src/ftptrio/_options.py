@@ -14,6 +14,8 @@ Every error here is a ConfigError (exit code 2).
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import re
 from dataclasses import dataclass
 from typing import NoReturn, Sequence
@@ -34,10 +36,13 @@ _STRICT_ALIASES = {"ask": "yes", "true": "yes", "false": "no", "off": "no"}
 
 # ---------------------------------------------------------------- -L / -R
 
-def parse_forward(spec: str, direction: Direction = "local") -> ForwardSpec:
+def parse_forward(spec: str, direction: Direction = "local", *,
+                  gateway: bool = False) -> ForwardSpec:
     """``[ftp/][bind_address:]port:ftp_host:ftp_port`` (IPv6 in brackets).
 
     For remote (-R) tunnels bind_address is the listen address on the SSH server.
+    Without a bind address a local tunnel listens on 127.0.0.1, or on every address
+    with ``gateway`` (ssh -g).
     """
     flag = "-R" if direction == "remote" else "-L"
     if not isinstance(spec, str):
@@ -46,7 +51,8 @@ def parse_forward(spec: str, direction: Direction = "local") -> ForwardSpec:
     parts = [p[1:-1] if p.startswith("[") else p
              for p in re.findall(r"\[[^\]]*\]|[^:]+", text)]
     if len(parts) == 3:
-        bind, (port, host, hostport) = "127.0.0.1", parts
+        bind = "0.0.0.0" if gateway and direction == "local" else "127.0.0.1"
+        port, host, hostport = parts
     elif len(parts) == 4:
         bind, port, host, hostport = parts
         bind = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(bind, bind)
@@ -194,7 +200,7 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     p.add_argument("--active-address", default="127.0.0.1", metavar="ADDRESS",
                    help="address the FTP server connects to for active data: the SSH "
                         "host as the FTP server sees it (default 127.0.0.1)")
-    p.add_argument("--remote-listen-address", default="127.0.0.1", metavar="ADDRESS",
+    p.add_argument("--remote-listen-address", default=None, metavar="ADDRESS",
                    help="where the SSH server listens for active-mode data (tcpip-forward); "
                         "non-loopback needs GatewayPorts on the SSH server (default 127.0.0.1)")
     p.add_argument("--remote-reply-address", default=None, metavar="ADDRESS",
@@ -211,6 +217,17 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "passthrough (opaque, data channels then cannot be forwarded)")
     p.add_argument("--data-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="close an unused data listener after this long (default 60)")
+    p.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="after a control connection ends, let its running transfers "
+                        "finish this long (5)")
+    p.add_argument("--active-hold-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="longest a transfer-complete reply waits for its active data "
+                        "connection (10)")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help="close sessions with no control traffic and no transfer for this "
+                        "long (default: never)")
+    p.add_argument("--max-sessions", type=int, default=256, metavar="N",
+                   help="FTP sessions served at once; more clients get 421 (256)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGINT/SIGTERM, let running sessions finish for up to this "
                         "long (default 10); a second signal stops at once")
@@ -239,6 +256,9 @@ def config_from_args(args: argparse.Namespace,
     if not args.forwards and not args.remote_forwards and not extra_forwards:
         raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port "
                           "or -R ftp/[listen_address:]port:ftp_host:ftp_port")
+    grace = getattr(args, "grace", 10.0)
+    if not math.isfinite(grace) or grace < 0:
+        raise ConfigError(f"--grace must be a finite number of seconds >= 0 (got {grace})")
     opts = parse_ssh_options(args.options)
     dest = parse_destination(args.destination)
     identities = args.identity or ([opts["identityfile"]] if "identityfile" in opts else None)
@@ -271,15 +291,33 @@ def config_from_args(args: argparse.Namespace,
         raise ConfigError(f"bad option value: {exc}") from None
     return Config(
         ssh=ssh,
-        forwards=(*extra_forwards, *(parse_forward(spec) for spec in args.forwards),
+        forwards=(*extra_forwards,
+                  *(parse_forward(spec, gateway=args.gateway) for spec in args.forwards),
                   *(parse_forward(spec, "remote") for spec in args.remote_forwards)),
         remote_reply_address=args.remote_reply_address,
         active_mode=args.active_mode,
         active_address=args.active_address,
-        remote_listen_host=args.remote_listen_address,
+        remote_listen_host=remote_listen_host(args.remote_listen_address, args.active_address),
         trust_pasv_address=bool(args.pasv_allow),
         pasv_allowed_hosts=tuple(args.pasv_allow),
         data_bind_host="0.0.0.0" if args.gateway else "127.0.0.1",
         auth_tls=args.auth_tls,
         data_idle_timeout=args.data_timeout,
+        data_drain_timeout=args.drain_timeout,
+        active_hold_timeout=args.active_hold_timeout,
+        idle_session_timeout=args.idle_timeout,
+        max_sessions=args.max_sessions,
     )
+
+
+def remote_listen_host(given: str | None, active_address: str) -> str:
+    """Where the SSH server listens for active data: as given, else where the FTP
+    server can reach it: the --active-address when that is not loopback (a gateway;
+    the SSH server needs GatewayPorts clientspecified), else 127.0.0.1."""
+    if given is not None:
+        return given
+    try:
+        loopback = ipaddress.ip_address(active_address).is_loopback
+    except ValueError:
+        loopback = True
+    return "127.0.0.1" if loopback else active_address

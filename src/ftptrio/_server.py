@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from ._config import Config, ForwardSpec
 from ._stats import TransferStats
 from ._errors import BindError, TunnelError
 from ._session import Session
-from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
+from ._dataplane import ftp_server_only
+from ._ssh import RemoteStreamListener, SSHStream, Tunnel, asyncio_loop
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,31 @@ class Forwarder:
             self._idle = trio.Event()
 
 
-async def _handle_client(stream: trio.SocketStream, forward: ForwardSpec, config: Config,
-                         tunnel: Tunnel, forwarder: Forwarder,
+async def _handle_client(stream: trio.SocketStream | SSHStream, forward: ForwardSpec,
+                         config: Config, tunnel: Tunnel, forwarder: Forwarder,
                          peer: tuple[str, int] | None = None) -> None:
     try:
+        if forwarder.stats.sessions_active >= config.max_sessions:
+            await _refuse_busy(stream, config.max_sessions)
+            return
         await Session(stream, forward, config, tunnel, forwarder.stats, peer).run()
     except Exception:  # one broken session must never stop the listener
         log.exception("session crashed")
     finally:
         forwarder._session_ended()
+
+
+async def _refuse_busy(stream: trio.SocketStream | SSHStream, limit: int) -> None:
+    """421 to a client over the session limit (Config.max_sessions), then close."""
+    log.warning("refused an FTP client: %d sessions running (--max-sessions)", limit)
+    with trio.move_on_after(5):
+        try:
+            await stream.send_all(f"421 ftptrio: too many sessions ({limit}); "
+                                  "try again later.\r\n".encode())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
@@ -121,7 +139,25 @@ async def _accept_remote(listener: RemoteStreamListener, nursery: trio.Nursery,
         log.info("remote tunnel %s:%d on the SSH server re-established", host, port)
 
 
+def _explain_active_setup(config: Config) -> None:
+    """Log what active mode of each -L tunnel depends on, where it is not obvious."""
+    for forward in config.forwards:
+        effective = forward.effective(config)
+        if forward.direction != "local" or effective.active_mode != "remote-forward":
+            continue
+        if ftp_server_only(forward.ftp_host) is None:
+            log.warning("FTP host %s is a name: active-mode data connections to the SSH "
+                        "server's remote forward are accepted from any address; give the "
+                        "FTP host as an IP address to accept only the FTP server",
+                        forward.ftp_host)
+        if not ipaddress.ip_address(effective.remote_listen_host).is_loopback:
+            log.info("active mode: the SSH server listens on %s for the FTP server's data "
+                     "connections (needs GatewayPorts clientspecified in its sshd_config)",
+                     effective.remote_listen_host)
+
+
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
+    _explain_active_setup(config)
     tunnel = Tunnel(config.ssh, config.ssh_connection)
     try:
         await tunnel.connect()
@@ -151,7 +187,7 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
         for forward, group in listeners:
             if isinstance(group, RemoteStreamListener):
                 addresses.append((group.host, group.port))
-                log.info("forwarding FTP %s:%d on SSH server %s -> %s:%d from here",
+                log.info("forwarding FTP %s:%d on the SSH server %s -> %s:%d from here",
                          group.host, group.port, config.ssh.host, forward.ftp_host,
                          forward.ftp_port)
                 continue

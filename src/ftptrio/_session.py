@@ -19,7 +19,7 @@ import trio
 
 from ._config import Config, ForwardSpec
 from ._control import (CLOSE, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
-                       HoldForActiveData, Outbox, PassiveOffer, QuitSent)
+                       HoldForActiveData, Outbox, PassiveOffer, QuitSent, TransferCommand)
 from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPlane,
                          SessionAddresses)
 from ._errors import TunnelError
@@ -103,6 +103,7 @@ class Session:
         self._server: ControlStream | None = None
         self._control_scope: trio.CancelScope | None = None
         self.data: DataPlane | None = None
+        self._last_activity = 0.0
 
     async def run(self) -> None:
         """Serve the session until either side closes; always closes the client."""
@@ -128,6 +129,9 @@ class Session:
                                      self.control.server_closed, "server")
                     pumps.start_soon(self._write, self._to_client, self.client)
                     pumps.start_soon(self._write, self._to_server, self._server)
+                    if self.config.idle_session_timeout is not None:
+                        pumps.start_soon(self._close_when_idle, self.data,
+                                         self.config.idle_session_timeout)
                 # control ended: waiting listeners close now, transfers get a short drain
         finally:
             with trio.CancelScope(shield=True):
@@ -186,6 +190,7 @@ class Session:
                 await self._to_client.wait_room()
                 await self._to_server.wait_room()
                 data = await stream.receive_some(RECEIVE_SIZE)
+                self._last_activity = trio.current_time()
                 if not data:
                     log.debug("session %d: %s closed the control connection", self.id, name)
                     closed()
@@ -199,6 +204,22 @@ class Session:
             else:
                 closed()
         self._wake()
+
+    async def _close_when_idle(self, data: DataPlane, timeout: float) -> None:
+        """Config.idle_session_timeout: 421 and close after ``timeout`` seconds with no
+        control traffic and no running transfer."""
+        self._last_activity = trio.current_time()
+        while True:
+            await trio.sleep_until(self._last_activity + timeout)
+            if trio.current_time() < self._last_activity + timeout:
+                continue  # traffic meanwhile
+            if data.transfers_running:
+                self._last_activity = trio.current_time()
+                continue
+            log.info("session %d: idle for %.0f s; closing", self.id, timeout)
+            self.control.idle_timeout(timeout)
+            self._wake()
+            return
 
     def _wake(self) -> None:
         self._to_client.wake()
@@ -224,6 +245,8 @@ class Session:
                 await data.wait_active_settled()
             elif isinstance(item, ActiveRefused):
                 data.refused(item.request_id)
+            elif isinstance(item, TransferCommand):
+                data.name_transfer(item.command)
             elif isinstance(item, QuitSent):
                 data.stop_waiting()  # no transfer can follow a QUIT
             else:

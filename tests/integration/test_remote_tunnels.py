@@ -68,11 +68,26 @@ async def test_remote_download_and_upload(remote_forwarder, ssh_server, ftp_serv
     stats = remote_forwarder.stats
     assert stats.by_mode == {"passive" if passive else "active": 2}
     assert stats.transfer_errors == 0
+    # a download is bytes to the client, an upload bytes to the server (issue 14.4)
+    assert (stats.bytes_to_client, stats.bytes_to_server) == (SIZE, SIZE)
     _no_direct_to_ftp(ssh_server, ftp_server)
     if passive:  # one port-0 remote forward per PASV (plus the control listener)
         assert ssh_server.forward_requests.count(("127.0.0.1", 0)) == 3
     else:  # active data goes through SSH to the client's own address
         assert {h for h, _p in ssh_server.direct_requests} == {"127.0.0.1"}
+
+
+async def test_remote_download_only_counts_bytes_to_the_client(remote_forwarder, ftp_server,
+                                                                caplog):
+    caplog.set_level("INFO", logger="ftptrio")
+    payload = write_random(os.path.join(ftp_server.root, "d.bin"), SIZE)
+    got = await run(download, remote_forwarder.addresses[0], ftp_server, "d.bin")
+    assert sha256(got) == sha256(payload)
+    await assert_no_leaks(remote_forwarder)
+    stats = remote_forwarder.stats
+    assert (stats.bytes_to_client, stats.bytes_to_server) == (SIZE, 0)
+    [line] = [r.getMessage() for r in caplog.records if "transfer client=" in r.getMessage()]
+    assert "direction=download" in line
 
 
 async def test_remote_epsv_and_eprt(remote_forwarder, ssh_server, ftp_server):

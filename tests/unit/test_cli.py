@@ -290,3 +290,27 @@ def test_line_too_long_has_lines():
     assert ftptrio.LineTooLong("long", [b"a\n"]).lines == [b"a\n"]
     assert issubclass(ftptrio.LineTooLong, ftptrio.ProtocolError)
     assert issubclass(ftptrio.BadDataAddress, ftptrio.ProtocolError)
+
+
+def test_systemd_readiness_is_notified(tmp_path, monkeypatch):
+    import socket
+
+    from ftptrio._cli import notify_systemd_ready
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(path)
+        receiver.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        notify_systemd_ready()
+        assert receiver.recv(100).startswith(b"READY=1\n")
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    notify_systemd_ready()  # no socket: nothing to do, no error
+
+
+def test_example_systemd_unit_runs_ftptrio_as_a_notify_service():
+    from pathlib import Path
+
+    unit = (Path(__file__).resolve().parents[2] / "contrib" / "ftptrio.service").read_text()
+    assert "Type=notify" in unit and "BatchMode=yes" in unit
+    assert "ExecStart=/usr/local/bin/ftptrio " in unit and "Restart=on-failure" in unit

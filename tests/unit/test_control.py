@@ -23,6 +23,7 @@ from ftptrio._control import (
     ConvertedActive,
     PassiveOffer,
     QuitSent,
+    TransferCommand,
     describe_line,
 )
 
@@ -115,7 +116,8 @@ def replay(steps: Sequence[Step], split: Splitter = whole, *, greet: bool = True
         to_client.extend(ch.to_client)
         ch.to_client.clear()
         requests.extend(i for i in ch.to_server if isinstance(i, ActiveRequest))
-        to_server.extend(ch.to_server)
+        # TransferCommand only names a transfer for the log: tested on its own
+        to_server.extend(i for i in ch.to_server if not isinstance(i, TransferCommand))
         ch.to_server.clear()
     return Result(joined(to_client), joined(to_server), ch)
 
@@ -860,7 +862,8 @@ def test_transfer_complete_reply_is_held_after_an_active_transfer():
     request = ch.to_server.popleft()
     assert isinstance(request, ActiveRequest)
     ch.data_ready(request, "127.0.0.1", 40000)
-    assert list(ch.to_server) == [b"PORT 127,0,0,1,156,64\r\n", b"RETR f\r\n"]
+    assert list(ch.to_server) == [b"PORT 127,0,0,1,156,64\r\n", TransferCommand("RETR f"),
+                                  b"RETR f\r\n"]
     ch.receive_server(b"200 PORT ok\r\n150 Opening\r\n226-Transfer complete\r\n226 done\r\n")
     assert list(ch.to_client) == [b"200 PORT ok\r\n", b"150 Opening\r\n", HoldForActiveData(),
                                   b"226-Transfer complete\r\n", b"226 done\r\n"]
@@ -915,3 +918,12 @@ def test_client_and_server_closed_queue_close_behind_pending_output():
     assert list(ch.to_server) == [b"NOOP\r\n", CLOSE]
     ch.server_closed()
     assert list(ch.to_client) == [GREETING, CLOSE]
+
+
+def test_transfer_commands_are_named_for_the_log():
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"RETR my file\x1b.txt\r\nSTOR up\r\nNOOP\r\nlist\r\n")
+    named = [i.command for i in ch.to_server if isinstance(i, TransferCommand)]
+    assert named == ["RETR my file\\x1b.txt", "STOR up", "list"]
+    assert ch.to_server[0] == TransferCommand("RETR my file\\x1b.txt")

@@ -19,6 +19,7 @@ from ftptrio._control import (
     ActiveRefused,
     HoldForActiveData,
     QuitSent,
+    TransferCommand,
     CLOSE,
     ActiveRequest,
     ControlChannel,
@@ -168,7 +169,8 @@ def run(steps, options, seed: int | None):
                     else:
                         ch.data_failed(item, "remote forward refused")
                 else:
-                    assert isinstance(item, (ActiveRefused, HoldForActiveData, QuitSent)) \
+                    assert isinstance(item, (ActiveRefused, HoldForActiveData, QuitSent,
+                                             TransferCommand)) \
                         or item is CLOSE
                 size += len(answer)
                 sink.append(answer)

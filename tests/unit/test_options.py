@@ -83,3 +83,61 @@ def test_parse_ssh_options():
         "port": "22", "user": "bob"}
     with pytest.raises(ConfigError, match="unsupported -o option 'compression'"):
         parse_ssh_options(["Compression=yes"])
+
+
+# ------------------------------------------------- addresses, limits and timeouts (issue 15.4, 14.7, 18.6)
+
+def _config(argv):
+    from ftptrio._options import build_parser, config_from_args
+    return config_from_args(build_parser(raise_errors=True).parse_args(argv))
+
+
+def test_g_binds_local_tunnels_without_a_bind_address_on_every_address():
+    config = _config(["-g", "-L", "2121:ftp:21", "-L", "127.0.0.1:2122:ftp:21", "h"])
+    assert [f.listen_host for f in config.forwards] == ["0.0.0.0", "127.0.0.1"]
+    assert config.data_bind_host == "0.0.0.0"
+    assert _config(["-L", "2121:ftp:21", "h"]).forwards[0].listen_host == "127.0.0.1"
+
+
+def test_active_address_alone_moves_the_remote_forward_where_the_ftp_server_reaches_it():
+    assert _config(["-L", "2121:ftp:21", "--active-address", "10.0.0.1", "h"]
+                   ).remote_listen_host == "10.0.0.1"
+    assert _config(["-L", "2121:ftp:21", "--active-address", "10.0.0.1",
+                    "--remote-listen-address", "0.0.0.0", "h"]).remote_listen_host == "0.0.0.0"
+    assert _config(["-L", "2121:ftp:21", "h"]).remote_listen_host == "127.0.0.1"
+
+
+def test_timeout_and_limit_options_reach_the_config():
+    config = _config(["-L", "2121:ftp:21", "--drain-timeout", "2", "--active-hold-timeout",
+                      "3", "--idle-timeout", "600", "--max-sessions", "5", "h"])
+    assert (config.data_drain_timeout, config.active_hold_timeout,
+            config.idle_session_timeout, config.max_sessions) == (2.0, 3.0, 600.0, 5)
+    assert _config(["-L", "2121:ftp:21", "h"]).idle_session_timeout is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["--data-timeout", "nan"], ["--idle-timeout", "inf"], ["--drain-timeout", "-1"],
+    ["--grace", "nan"], ["--max-sessions", "0"],
+    ["--trust-pasv-address", "ftp.example"], ["--trust-pasv-address", "10.0.0.0/33"]])
+def test_bad_numbers_and_addresses_are_usage_errors(argv):
+    with pytest.raises(ConfigError):
+        _config(["-L", "2121:ftp:21", *argv, "h"])
+
+
+def test_trusted_passive_addresses_may_be_networks():
+    from ftptrio._config import address_allowed
+    config = _config(["-L", "2121:ftp:21", "--trust-pasv-address", "10.0.0.0/24",
+                      "--trust-pasv-address", "192.168.1.7", "h"])
+    assert address_allowed("10.0.0.99", config.pasv_allowed_hosts)
+    assert address_allowed("::ffff:10.0.0.5", config.pasv_allowed_hosts)
+    assert address_allowed("192.168.1.7", config.pasv_allowed_hosts)
+    assert not address_allowed("10.0.1.1", config.pasv_allowed_hosts)
+    assert not address_allowed("ftp.example", config.pasv_allowed_hosts)
+
+
+def test_demo_help(capsys):
+    from ftptrio._cli import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    assert "ftptrio demo" in capsys.readouterr().out
