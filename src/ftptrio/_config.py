@@ -111,8 +111,9 @@ class SSHOptions:
     #: path of a known_hosts file; None = ~/.ssh/known_hosts (asyncssh default)
     known_hosts: str | None = None
     #: "yes" (default: unknown or changed keys are refused), "accept-new"
-    #: (trust on first use, append to known_hosts), "no" (no checking).
-    strict_host_key_checking: Literal["yes", "accept-new", "no"] = "yes"
+    #: (trust on first use, append to known_hosts), "ask" (as accept-new after
+    #: the user confirms on the terminal; refused without one), "no" (no checking).
+    strict_host_key_checking: Literal["yes", "accept-new", "ask", "no"] = "yes"
     config_files: tuple[str, ...] | None = None
     ciphers: tuple[str, ...] | None = None
     #: ProxyJump: "[user@]host[:port]" jump host(s), comma-separated (ssh -J)
@@ -126,8 +127,8 @@ class SSHOptions:
             raise ConfigError("SSH host must not be empty")
         if self.port is not None:
             _check_port("SSH port", self.port, allow_zero=False)
-        if self.strict_host_key_checking not in ("yes", "accept-new", "no"):
-            raise ConfigError("StrictHostKeyChecking must be yes, accept-new or no")
+        if self.strict_host_key_checking not in ("yes", "accept-new", "ask", "no"):
+            raise ConfigError("StrictHostKeyChecking must be yes, accept-new, ask or no")
         if self.keepalive_interval < 0 or self.keepalive_count_max < 0:
             raise ConfigError("keepalive settings must not be negative")
         if not math.isfinite(self.keepalive_interval):
@@ -175,6 +176,9 @@ class Config:
     #: host as the remote clients reach it); None: the -R listen address, or
     #: 127.0.0.1 when that is a wildcard
     remote_reply_address: str | None = None
+    #: ssh's ExitOnForwardFailure: at start, check that the SSH server opens a
+    #: channel to every -L tunnel's FTP server, and fail (exit 3) if it refuses
+    exit_on_forward_failure: bool = False
     ssh_connection: object | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

@@ -28,10 +28,10 @@ from ._errors import ConfigError
 SSH_OPTION_KEYS = frozenset({
     "port", "user", "identityfile", "userknownhostsfile", "proxyjump",
     "stricthostkeychecking", "serveraliveinterval", "serveralivecountmax",
-    "ciphers", "connecttimeout"})
+    "ciphers", "connecttimeout", "exitonforwardfailure"})
 
 #: ssh_config spellings of StrictHostKeyChecking values -> ftptrio's
-_STRICT_ALIASES = {"ask": "yes", "true": "yes", "false": "no", "off": "no"}
+_STRICT_ALIASES = {"true": "yes", "false": "no", "off": "no"}
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -183,7 +183,7 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="private key file for SSH authentication; repeatable")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="Option=value",
                    help="ssh-style option: Port, User, IdentityFile, UserKnownHostsFile, "
-                        "StrictHostKeyChecking (yes|accept-new|no), ServerAliveInterval, "
+                        "StrictHostKeyChecking (yes|accept-new|ask|no), ServerAliveInterval, "
                         "ServerAliveCountMax, Ciphers, ConnectTimeout, ProxyJump")
     p.add_argument("-F", dest="config_file", help="ssh_config file (default ~/.ssh/config)")
     p.add_argument("-J", dest="jump", metavar="[user@]host[:port]",

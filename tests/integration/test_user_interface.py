@@ -235,7 +235,7 @@ async def test_json_log_format(ssh_server, ftp_server, payload, nursery):
 
 
 # ------------------------------------------------------------------ host key
-async def test_wrong_host_key_exits_3_with_one_clear_line(ssh_server, ftp_server, tmp_path):
+async def test_wrong_host_key_exits_3_with_openssh_warning(ssh_server, ftp_server, tmp_path):
     other = asyncssh.generate_private_key("ssh-ed25519")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{ssh_server.port} "
@@ -250,9 +250,14 @@ async def test_wrong_host_key_exits_3_with_one_clear_line(ssh_server, ftp_server
     assert result.returncode == 3, err
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "host key" in lines[0], err
-    assert str(known_hosts) in lines[0], err
+    # one summary line naming the offending known_hosts line, then OpenSSH's warning
+    assert lines[0].startswith(f"ftptrio: host key of 127.0.0.1:{ssh_server.port} "), err
+    assert f"{known_hosts}:1" in lines[0], err
+    assert "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @" in lines, err
+    assert ssh_server.host_key.get_fingerprint("sha256") + "." in lines, err
+    assert f"Offending key for '[127.0.0.1]:{ssh_server.port}' in {known_hosts}:1" in lines, err
+    assert lines[-1] == "Host key verification failed.", err
+    assert "accept-new" not in err and "StrictHostKeyChecking" not in err, err  # no way around
     assert ("127.0.0.1", ftp_server.port) not in ssh_server.direct_requests
 
 

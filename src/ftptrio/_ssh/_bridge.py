@@ -44,6 +44,28 @@ def reason(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
 
+#: RFC 4254 channel-open failure codes, named as OpenSSH's client names them
+OPEN_FAILURES = {1: "administratively prohibited", 2: "connect failed",
+                 3: "unknown channel type", 4: "resource shortage"}
+ADMINISTRATIVELY_PROHIBITED = 1
+
+
+def refusal(exc: BaseException) -> str:
+    """The SSH server's reason for refusing a channel, with its failure code's name
+    ("administratively prohibited: open failed", as OpenSSH's ssh prints it)."""
+    text = reason(exc)
+    name = OPEN_FAILURES.get(getattr(exc, "code", None) or 0) \
+        if isinstance(exc, asyncssh.ChannelOpenError) else None
+    if name is None or text == name:
+        return text
+    return f"{name}: {text}" if text else name
+
+
+def is_prohibited(exc: BaseException) -> bool:
+    """Whether the SSH server's policy refused a channel (not the destination)."""
+    return isinstance(exc, asyncssh.ChannelOpenError) and exc.code == ADMINISTRATIVELY_PROHIBITED
+
+
 def aio(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Call an asyncio coroutine function from trio (one bridge crossing)."""
     wrapped: Callable[P, Awaitable[T]] = trio_asyncio.aio_as_trio(fn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import socket
@@ -19,7 +20,8 @@ import trio
 
 from .._config import SSHOptions
 from .._errors import TunnelError
-from ._bridge import SSH_ERRORS, aio, reason
+from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
+from ._hostkeys import HostKeyPolicy, connect_verified
 from ._relay import SSHDataRelay, open_data_relay
 from ._streams import CLOSE_TIMEOUT, RemoteListener, RemoteStreamListener, SSHStream, open_ssh_stream
 
@@ -30,6 +32,17 @@ QUICKACK_BELOW = 16384
 #: longest wait between SSH reconnection attempts
 RECONNECT_MAX = 60.0
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+#: the likely fix when the SSH server refuses a tcpip-forward
+LISTEN_HINT = ("; the SSH server does not allow remote forwarding (AllowTcpForwarding "
+               "yes/remote, PermitListen in its sshd_config)")
+
+
+def _open_hint(exc: BaseException) -> str:
+    """The likely fix when the SSH server refuses a direct-tcpip channel."""
+    if is_prohibited(exc):
+        return ("; the SSH server does not allow this forwarding (AllowTcpForwarding "
+                "yes/local, PermitOpen in its sshd_config)")
+    return ""
 
 
 def set_debug_level(level: int) -> None:
@@ -55,6 +68,8 @@ class Tunnel:
         self.options = options
         self._conn = connection
         self._owned = connection is None
+        #: host-key checking, with the keys accepted on first use (pinned across reconnects)
+        self._hostkeys = HostKeyPolicy(options.strict_host_key_checking) if options else None
         self._lock = trio.Lock()
         self._listen_lock = trio.Lock()
         self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump connections under self._conn
@@ -89,7 +104,7 @@ class Tunnel:
             if conn is not None:
                 log.warning("SSH connection lost; reconnecting")
             try:
-                self._conn, self._jumps = await _connect_via_jumps(self.options)
+                self._conn, self._jumps = await _connect_via_jumps(self.options, self._hostkeys)
             except TunnelError as exc:
                 self._conn = None
                 self._backoff = min(self._backoff * 2, RECONNECT_MAX) if self._backoff else 1.0
@@ -109,7 +124,7 @@ class Tunnel:
             return await open_ssh_stream(conn, host, port)
         except SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not connect to {host}:{port}: "
-                              f"{reason(exc)}") from exc
+                              f"{refusal(exc)}{_open_hint(exc)}") from exc
 
     async def open_data_relay(self, host: str, port: int) -> SSHDataRelay:
         """A direct-tcpip channel to host:port, to be paired with a local socket."""
@@ -118,7 +133,7 @@ class Tunnel:
             return await open_data_relay(conn, host, port)
         except SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not open data connection to {host}:{port}: "
-                              f"{reason(exc)}") from exc
+                              f"{refusal(exc)}{_open_hint(exc)}") from exc
 
     async def listen_remote(self, host: str, port: int = 0,
                             accept_filter: Callable[[str, int], bool] | None = None,
@@ -130,7 +145,7 @@ class Tunnel:
                 return await RemoteListener.open(conn, host, port, accept_filter)
             except SSH_ERRORS as exc:
                 raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
-                                  f"{reason(exc)}") from exc
+                                  f"{refusal(exc)}{LISTEN_HINT}") from exc
 
     async def listen_remote_streams(self, host: str, port: int) -> RemoteStreamListener:
         """tcpip-forward on the SSH server for FTP control connections (-R)."""
@@ -140,7 +155,7 @@ class Tunnel:
                 return await RemoteStreamListener.open(conn, host, port)
             except SSH_ERRORS as exc:
                 raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
-                                  f"{reason(exc)}") from exc
+                                  f"{refusal(exc)}{LISTEN_HINT}") from exc
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -176,14 +191,15 @@ def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
 
 
 async def _connect_via_jumps(
-        options: SSHOptions) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientConnection]]:
+        options: SSHOptions, hostkeys: HostKeyPolicy | None = None,
+) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientConnection]]:
     """Connect, through ProxyJump hosts first if any (each checked and
     authenticated with the same known_hosts, keys and policy as the target)."""
     jumps: list[asyncssh.SSHClientConnection] = []
     try:
         for hop in _jump_hosts(options):
-            jumps.append(await _connect(hop, via=jumps[-1] if jumps else None))
-        return await _connect(options, via=jumps[-1] if jumps else None), jumps
+            jumps.append(await _connect(hop, jumps[-1] if jumps else None, hostkeys))
+        return await _connect(options, jumps[-1] if jumps else None, hostkeys), jumps
     except BaseException:
         for jump in jumps:
             jump.close()
@@ -191,7 +207,7 @@ async def _connect_via_jumps(
 
 
 async def _connect(options: SSHOptions, via: asyncssh.SSHClientConnection | None = None,
-                   ) -> asyncssh.SSHClientConnection:
+                   hostkeys: HostKeyPolicy | None = None) -> asyncssh.SSHClientConnection:
     kwargs: dict[str, object] = {
         "encryption_algs": _encryption_algs(options.ciphers),
         "keepalive_interval": options.keepalive_interval or None,
@@ -210,30 +226,32 @@ async def _connect(options: SSHOptions, via: asyncssh.SSHClientConnection | None
         kwargs["config"] = list(options.config_files)
     if via is not None:
         kwargs["tunnel"] = via
-    if options.strict_host_key_checking == "no":
-        kwargs["known_hosts"] = None
-    elif options.known_hosts is not None:
-        kwargs["known_hosts"] = options.known_hosts
     where = options.host + (f":{options.port}" if options.port else "")
     try:
-        if options.strict_host_key_checking == "accept-new" and not _host_is_known(options):
-            conn = await _connect_trust_on_first_use(options, kwargs)
-        else:
-            conn = await aio(asyncssh.connect)(options.host, **kwargs)
-    except asyncssh.HostKeyNotVerifiable as exc:
-        raise TunnelError(
-            f"{where}: host key not verified ({exc.reason}); check the known_hosts file "
-            f"({_known_hosts_path(options)}) or use "
-            f"-o StrictHostKeyChecking=accept-new for a first connection") from exc
+        conn = await connect_verified(options, kwargs, hostkeys, where)
     except asyncssh.PermissionDenied as exc:
         raise TunnelError(f"{where}: authentication failed ({exc.reason}); "
                           "check the user name (-l) and key (-i)") from exc
     except (asyncssh.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-        raise TunnelError(f"{where}: SSH connection failed: {reason(exc)}") from exc
+        raise TunnelError(f"{where}: SSH connection failed: "
+                          f"{_connect_failure(exc, options.connect_timeout)}") from exc
     log.info("SSH connection to %s established (cipher %s)", where,
              conn.get_extra_info("send_cipher"))
     _ack_immediately(conn)
     return conn
+
+
+def _connect_failure(exc: BaseException, timeout: float) -> str:
+    """Why a connection to the SSH server failed, in the words ssh users know."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"timed out after {timeout:g} s (ConnectTimeout)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the SSH server listening on that port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"could not resolve host name: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "network unreachable" if exc.errno == errno.ENETUNREACH else "host unreachable"
+    return reason(exc)
 
 
 def _ack_immediately(conn: asyncssh.SSHClientConnection) -> None:
@@ -271,80 +289,3 @@ def _ack_immediately(conn: asyncssh.SSHClientConnection) -> None:
                 pass
 
     conn.data_received = data_received  # type: ignore[method-assign]
-
-
-@dataclasses.dataclass(frozen=True)
-class _KnownHostsTarget:
-    """Host, port and known_hosts files after ssh_config is applied (as asyncssh does)."""
-
-    host: str
-    port: int
-    files: tuple[str, ...]
-
-    @property
-    def pattern(self) -> str:
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-
-def _known_hosts_target(options: SSHOptions) -> _KnownHostsTarget:
-    kwargs: dict[str, object] = {"host": options.host}
-    if options.port is not None:
-        kwargs["port"] = options.port
-    if options.config_files is not None:
-        kwargs["config"] = list(options.config_files)
-    if options.known_hosts is not None:
-        kwargs["known_hosts"] = options.known_hosts
-    resolved = asyncssh.SSHClientConnectionOptions(**kwargs)
-    configured: object = resolved.known_hosts
-    files: list[object]
-    if configured is None or configured == ():
-        files = ["~/.ssh/known_hosts"]
-    elif isinstance(configured, (str, bytes)):
-        files = [configured]
-    elif isinstance(configured, (list, tuple)):
-        files = list(configured)
-    else:  # an SSHKnownHosts object or a callable: no file to name
-        files = []
-    paths = tuple(os.path.expanduser(f) for f in files if isinstance(f, str))
-    return _KnownHostsTarget(resolved.host or options.host, resolved.port or 22,
-                             paths or (os.path.expanduser("~/.ssh/known_hosts"),))
-
-
-def _known_hosts_path(options: SSHOptions) -> str:
-    """The known_hosts file that was (or would be) checked, for error messages."""
-    try:
-        return ", ".join(_known_hosts_target(options).files)
-    except (asyncssh.Error, OSError, ValueError):
-        return os.path.expanduser(options.known_hosts or "~/.ssh/known_hosts")
-
-
-def _host_is_known(options: SSHOptions) -> bool:
-    """Whether any known_hosts file has a key for this host (then a mismatch is
-    fatal, as with OpenSSH's accept-new). When in doubt, answer True (refuse)."""
-    try:
-        target = _known_hosts_target(options)
-        for path in target.files:
-            if os.path.exists(path):
-                known = asyncssh.read_known_hosts(path)
-                if any(known.match(target.host, "", target.port)):
-                    return True
-    except (asyncssh.Error, OSError, ValueError) as exc:
-        log.warning("cannot read known_hosts (%s); refusing to accept a new host key", exc)
-        return True
-    return False
-
-
-async def _connect_trust_on_first_use(options: SSHOptions, kwargs: dict[str, object],
-                                      ) -> asyncssh.SSHClientConnection:
-    """StrictHostKeyChecking=accept-new: accept an unknown host's key and remember it."""
-    target = _known_hosts_target(options)
-    conn = await aio(asyncssh.connect)(
-        options.host, **{**kwargs, "known_hosts": None})
-    key = conn.get_server_host_key()
-    assert key is not None  # known once the key exchange is done
-    path = target.files[0]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a") as f:
-        f.write(f"{target.pattern} {key.export_public_key().decode().strip()}\n")
-    log.warning("permanently added %s (%s) to %s", target.pattern, key.get_algorithm(), path)
-    return conn

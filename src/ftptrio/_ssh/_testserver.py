@@ -19,7 +19,6 @@ import trio_asyncio
 from ._relay import relayed_connection
 
 
-
 @dataclass
 class SSHServerInfo:
     """A running in-process SSH server: where it listens, how to log in, and
@@ -39,6 +38,17 @@ class SSHServerInfo:
     allow_direct: bool = True
     allow_remote_forward: bool = True
     connections: list[Any] = field(default_factory=list)
+    acceptor: Any = None  # asyncssh.SSHAcceptor
+
+    def change_host_key(self, key: Any = None) -> Any:
+        """Serve new connections with another host key (a changed host key, as
+        after a reinstall or under a man-in-the-middle); drop the current ones
+        so that clients reconnect. Returns the new key."""
+        self.host_key = key or asyncssh.generate_private_key("ssh-ed25519")
+        self.acceptor.update(server_host_keys=[self.host_key])
+        for conn in self.connections:
+            conn.close()
+        return self.host_key
 
 
 def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
@@ -84,6 +94,7 @@ async def inprocess_ssh_server(username: str = "demo") -> AsyncIterator[SSHServe
         acceptor = await trio_asyncio.aio_as_trio(asyncssh.listen)(
             "127.0.0.1", 0, server_host_keys=[host_key],
             server_factory=_make_server_class(info), allow_scp=False)
+        info.acceptor = acceptor
         try:
             info.port = acceptor.sockets[0].getsockname()[1]
             info.client_key_path = os.path.join(tmp, "id_ed25519")

@@ -1,0 +1,395 @@
+"""Host-key trust: OpenSSH's StrictHostKeyChecking (yes, accept-new, ask) on
+top of asyncssh's own known_hosts verification.
+
+asyncssh checks the server's key against known_hosts itself, under the host
+name it verifies (``HostKeyAlias`` if ssh_config sets one, else the host), the
+peer address and the port, with every known_hosts file and marker
+(@revoked, @cert-authority). Only when the key is not trusted that way does it
+ask the client's ``validate_host_public_key`` hook. ftptrio's trust on first
+use lives in that hook and asks asyncssh's ``match_known_hosts`` with exactly
+the arguments the verification used whether the host has *any* entry: only a
+host without one is "unknown" (accepted with accept-new, asked about with
+ask); a host with entries but not this key has a changed key and is refused.
+
+A key accepted on first use is pinned in memory for the life of the Tunnel
+(reconnects must present the same key even if known_hosts could not be
+written, e.g. /dev/null), then appended to the first known_hosts file:
+newline-terminated, O_APPEND|O_NOFOLLOW, a created directory 0700, and read
+back to confirm the entry matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+from typing import Callable, Literal, Sequence
+
+import asyncssh
+import trio
+
+from .._config import SSHOptions
+from .._errors import TunnelError
+from ._bridge import aio
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["yes", "accept-new", "ask", "no"]
+Verdict = Literal["unknown", "changed", "changed-since-first-use", "accepted", "pinned", "error"]
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+def key_type(key: asyncssh.SSHKey) -> str:
+    """OpenSSH's name of a key type in messages: ED25519, ECDSA, RSA, ..."""
+    alg = key.get_algorithm()
+    if alg.startswith("ecdsa-"):
+        return "ECDSA"
+    if alg.startswith("sk-"):
+        return "ED25519-SK" if "ed25519" in alg else "ECDSA-SK"
+    return alg.removeprefix("ssh-").split("@")[0].upper()
+
+
+def fingerprint(key: asyncssh.SSHKey) -> str:
+    return key.get_fingerprint("sha256")
+
+
+def host_pattern(host: str, port: int | None) -> str:
+    """The known_hosts name of a host, as OpenSSH writes it."""
+    return host if port in (None, 22) else f"[{host}]:{port}"
+
+
+@dataclasses.dataclass
+class Check:
+    """What the hook saw and decided during one connection attempt."""
+
+    known_hosts: object
+    #: ssh_config HostKeyAlias: known_hosts names the host by it, without a port
+    alias: str | None = None
+    verdict: Verdict | None = None
+    host: str = ""
+    addr: str = ""
+    port: int | None = None
+    key: asyncssh.SSHKey | None = None
+    pinned: asyncssh.SSHKey | None = None
+    error: str = ""
+
+    @property
+    def pattern(self) -> str:
+        return self.host if self.host == self.alias else host_pattern(self.host, self.port)
+
+
+class HostKeyPolicy:
+    """StrictHostKeyChecking for one Tunnel, with the keys it accepted on first use."""
+
+    def __init__(self, mode: Mode) -> None:
+        self.mode = mode
+        self._pins: dict[tuple[str, int | None], asyncssh.SSHKey] = {}
+
+    def pin(self, host: str, port: int | None, key: asyncssh.SSHKey) -> None:
+        self._pins[(host, _port(port))] = key
+
+    def decide(self, check: Check, host: str, addr: str, port: int | None,
+               key: asyncssh.SSHKey) -> bool:
+        """The hook's answer for a key that known_hosts does not trust."""
+        check.host, check.addr, check.port, check.key = host, addr, _port(port), key
+        if has_entries(check.known_hosts, host, addr, port):
+            check.verdict = "changed"
+            return False
+        pinned = self._pins.get((host, _port(port)))
+        if pinned is not None:
+            if pinned.public_data == key.public_data:
+                check.verdict = "pinned"
+                return True
+            check.verdict, check.pinned = "changed-since-first-use", pinned
+            return False
+        if self.mode == "accept-new":
+            self.pin(host, port, key)
+            check.verdict = "accepted"
+            return True
+        check.verdict = "unknown"
+        return False
+
+    def client_factory(self, check: Check) -> Callable[[], asyncssh.SSHClient]:
+        policy = self
+
+        class TrustClient(asyncssh.SSHClient):
+            def validate_host_public_key(self, host: str, addr: str, port: int,
+                                         key: asyncssh.SSHKey) -> bool:
+                try:
+                    return policy.decide(check, host, addr, port, key)
+                except Exception as exc:  # noqa: BLE001 - refuse, never crash asyncssh
+                    check.verdict, check.error = "error", str(exc) or type(exc).__name__
+                    log.warning("host key check failed: %s", check.error)
+                    return False
+
+        return TrustClient
+
+
+def _port(port: int | None) -> int | None:
+    return None if port in (None, 22) else port
+
+
+def has_entries(known_hosts: object, host: str, addr: str, port: int | None) -> bool:
+    """Whether known_hosts has any entry (key, @cert-authority, @revoked, X.509)
+    for the host, matched exactly as asyncssh's verification matches it."""
+    if known_hosts is None:
+        return False
+    return any(asyncssh.match_known_hosts(known_hosts, host, addr, _port(port)))  # type: ignore[arg-type]
+
+
+def resolved_known_hosts(host: str, port: int | None, config_files: Sequence[str] | None,
+                         known_hosts: str | None) -> tuple[object, list[str], str | None]:
+    """What asyncssh's connection will check: the known_hosts argument (ssh_config's
+    UserKnownHostsFile/GlobalKnownHostsFile applied, files that do not exist left
+    out as OpenSSH does; the default file if none is configured), the files by
+    name (the first is where first-use keys go) and ssh_config's HostKeyAlias."""
+    # config=() as asyncssh.connect passes it: ~/.ssh/config when no file is given
+    kwargs: dict[str, object] = {"host": host,
+                                 "config": list(config_files) if config_files else ()}
+    if port is not None:
+        kwargs["port"] = port
+    if known_hosts is not None:
+        kwargs["known_hosts"] = known_hosts
+    resolved = asyncssh.SSHClientConnectionOptions(**kwargs)
+    alias: str | None = resolved.host_key_alias
+    configured: object = resolved.known_hosts
+    default = [os.path.expanduser(DEFAULT_KNOWN_HOSTS)]
+    if configured is None:
+        return None, default, alias
+    if isinstance(configured, str):
+        configured = [configured]
+    if not configured:
+        configured = default
+    if isinstance(configured, (list, tuple)) and all(isinstance(f, str) for f in configured):
+        files = [os.path.expanduser(f) for f in configured]
+        present = [f for f in files if os.path.exists(f)]
+        return (present or b""), files, alias
+    return configured, default, alias  # keys or an SSHKnownHosts object: no file
+
+
+def matching_lines(files: Sequence[str], host: str, addr: str,
+                   port: int | None) -> list[tuple[str, int]]:
+    """(file, line number) of every known_hosts entry for the host."""
+    found = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.readlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                if any(asyncssh.match_known_hosts(text.encode(), host, addr, _port(port))):
+                    found.append((path, number))
+            except (ValueError, asyncssh.KeyImportError):
+                continue
+    return found
+
+
+# ----------------------------------------------------------------- messages
+
+def unknown_host_message(check: Check, where: str, files: Sequence[str], *,
+                         asked: bool = False) -> str:
+    assert check.key is not None
+    first = (f"Host key verification failed for {where}: the authenticity of host "
+             f"'{check.pattern}' can't be established"
+             + (" and there is no terminal to ask on" if asked else "") + ".\n")
+    return (first
+            + f"{key_type(check.key)} key fingerprint is {fingerprint(check.key)}.\n"
+            + f"No entry for it in {', '.join(files)}. Compare the fingerprint with the "
+              "one the SSH server's administrator gives you (ssh-keygen -lf on the "
+              "server's host key), then add the key to that file, or connect once with "
+              "-o StrictHostKeyChecking=ask (on a terminal) or "
+              "-o StrictHostKeyChecking=accept-new.")
+
+
+def changed_host_message(check: Check, where: str, files: Sequence[str]) -> str:
+    assert check.key is not None
+    bar = "@" * 59
+    if check.verdict == "changed-since-first-use":
+        offending = []
+        summary = "the key accepted on first use in this run"
+    else:
+        offending = matching_lines(files, check.host, check.addr, check.port)
+        summary = ", ".join(f"{path}:{number}" for path, number in offending) or ", ".join(files)
+    lines = [f"host key of {where} ('{check.pattern}') has CHANGED: it does not match "
+             f"{summary}; refusing to connect",
+             bar,
+             "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @",
+             bar,
+             "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!",
+             "Someone could be eavesdropping on you right now (man-in-the-middle attack)!",
+             "It is also possible that a host key has just been changed.",
+             f"The fingerprint for the {key_type(check.key)} key sent by the remote host "
+             f"{where} is",
+             f"{fingerprint(check.key)}.",
+             "Please contact your system administrator."]
+    if check.verdict == "changed-since-first-use" and check.pinned is not None:
+        lines.append(f"This run accepted a different {key_type(check.pinned)} key "
+                     f"({fingerprint(check.pinned)}) for '{check.pattern}' on first use.")
+    else:
+        lines.append(f"Add correct host key in {files[0]} to get rid of this message.")
+        for path, number in offending:
+            lines.append(f"Offending key for '{check.pattern}' in {path}:{number}")
+        if not offending:
+            lines.append(f"Known entries for '{check.pattern}' in {', '.join(files)}")
+    lines.append(f"Host key for {check.pattern} has changed and you have requested "
+                 "strict checking.")
+    lines.append("Host key verification failed.")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- recording
+
+def record_first_use(path: str, pattern: str, key: asyncssh.SSHKey,
+                     check: Check) -> bool:
+    """Append ``pattern key`` to known_hosts; True if reading it back confirms it."""
+    line = f"{pattern} {key.export_public_key().decode().strip()}\n"
+    try:
+        _make_private_dirs(os.path.dirname(path) or ".")
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.warning("cannot record the host key of %s in %s: %s%s", pattern, path,
+                    exc.strerror or exc,
+                    " (a symbolic link: not followed)" if _is_symlink(path) else "")
+        return False
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_size and os.pread(fd, 1, info.st_size - 1) != b"\n":
+            line = "\n" + line  # the last line was not terminated
+        os.write(fd, line.encode())
+    except OSError as exc:
+        log.warning("cannot record the host key of %s in %s: %s", pattern, path,
+                    exc.strerror or exc)
+        return False
+    finally:
+        os.close(fd)
+    try:
+        confirmed = key in asyncssh.match_known_hosts(path, check.host, check.addr,
+                                                      check.port)[0]
+    except (OSError, ValueError, asyncssh.KeyImportError):
+        confirmed = False
+    if not confirmed:
+        log.warning("the host key of %s could not be confirmed in %s; it is kept in "
+                    "memory for reconnects of this run only", pattern, path)
+    return confirmed
+
+
+def _is_symlink(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _make_private_dirs(directory: str) -> None:
+    """Create ``directory`` and missing parents with mode 0700 (as ssh does for ~/.ssh)."""
+    if os.path.isdir(directory):
+        return
+    parent = os.path.dirname(os.path.abspath(directory))
+    if parent != directory:
+        _make_private_dirs(parent)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+
+
+# ----------------------------------------------------------------- asking
+
+def ask_on_terminal(check: Check) -> bool:
+    """StrictHostKeyChecking=ask: OpenSSH's question on the controlling terminal.
+    Raises OSError when there is no terminal. Blocking: run it in a thread."""
+    assert check.key is not None
+    fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        os.write(fd, (f"The authenticity of host '{check.pattern} ({check.addr})' can't be "
+                      "established.\n"
+                      f"{key_type(check.key)} key fingerprint is {fingerprint(check.key)}.\n"
+                      "This key is not known by any other names.\n"
+                      "Are you sure you want to continue connecting "
+                      "(yes/no/[fingerprint])? ").encode())
+        while True:
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = os.read(fd, 1024)
+                if not chunk:
+                    return False  # end of input: no
+                line += chunk
+            answer = line.decode("utf-8", "replace").strip()
+            if answer.lower() == "yes" or answer == fingerprint(check.key):
+                return True
+            if answer.lower() == "no":
+                return False
+            os.write(fd, b"Please type 'yes', 'no' or the fingerprint: ")
+    finally:
+        os.close(fd)
+
+
+def permanently_added(pattern: str, key: asyncssh.SSHKey, recorded: bool) -> str:
+    if recorded:
+        return (f"Warning: Permanently added '{pattern}' ({key_type(key)}) to the list "
+                "of known hosts.")
+    return (f"Warning: accepted '{pattern}' ({key_type(key)}) for this run only "
+            "(it could not be added to the list of known hosts).")
+
+
+# ----------------------------------------------------------------- connecting
+
+async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
+                           policy: HostKeyPolicy | None, where: str,
+                           ) -> asyncssh.SSHClientConnection:
+    """asyncssh.connect with ``policy``'s host-key checking; TunnelError with
+    OpenSSH's messages when the key is refused."""
+    if policy is None or policy.mode == "no":
+        return await aio(asyncssh.connect)(options.host, **{**kwargs, "known_hosts": None})
+    known_hosts, files, alias = await trio.to_thread.run_sync(
+        resolved_known_hosts, options.host, options.port, options.config_files,
+        options.known_hosts)
+    for attempt in range(2):  # a second time after the user said yes (ask)
+        check = Check(known_hosts, alias)
+        try:
+            conn = await aio(asyncssh.connect)(
+                options.host, **{**kwargs, "known_hosts": known_hosts,
+                                 "client_factory": policy.client_factory(check)})
+        except asyncssh.HostKeyNotVerifiable as exc:
+            if check.verdict in ("changed", "changed-since-first-use"):
+                raise TunnelError(changed_host_message(check, where, files)) from exc
+            if check.verdict != "unknown":
+                raise TunnelError(f"{where}: host key not verified ({exc.reason}); check "
+                                  f"the known_hosts file ({', '.join(files)})") from exc
+            if policy.mode != "ask" or attempt:
+                raise TunnelError(unknown_host_message(check, where, files)) from exc
+            try:
+                yes = await trio.to_thread.run_sync(ask_on_terminal, check, abandon_on_cancel=True)
+            except OSError:
+                raise TunnelError(unknown_host_message(check, where, files, asked=True)) from exc
+            if not yes:
+                raise TunnelError(f"Host key verification failed for {where}: "
+                                  "the host key was not accepted.") from exc
+            assert check.key is not None
+            policy.pin(check.host, check.port, check.key)
+            _remember(files[0], check)
+            continue
+        if check.verdict == "accepted":
+            _remember(files[0], check)
+        return conn
+    raise AssertionError("unreachable")
+
+
+def _remember(path: str, check: Check) -> None:
+    assert check.key is not None
+    recorded = record_first_use(path, check.pattern, check.key, check)
+    log.warning("%s", permanently_added(check.pattern, check.key, recorded))
+
+
+__all__ = ["connect_verified", "Check", "HostKeyPolicy", "Mode", "ask_on_terminal", "changed_host_message",
+           "fingerprint", "has_entries", "host_pattern", "key_type",
+           "permanently_added", "record_first_use", "resolved_known_hosts",
+           "unknown_host_message"]

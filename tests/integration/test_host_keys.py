@@ -1,0 +1,260 @@
+"""Host-key trust (StrictHostKeyChecking yes/accept-new/ask) against the in-process
+SSH server, whose host key a test can change (as after a reinstall, or under a
+man-in-the-middle): first-use pinning in the file and in memory, HostKeyAlias,
+the known_hosts file's safety, and OpenSSH's messages and question."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncssh
+import pytest
+import trio
+
+import ftptrio
+
+try:
+    import pexpect
+except ImportError:  # pragma: no cover - listed in the test extras
+    pexpect = None
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pub(key) -> str:
+    return key.export_public_key().decode().strip()
+
+
+def with_ssh(config: ftptrio.Config, **changes) -> ftptrio.Config:
+    return dataclasses.replace(config, ssh=dataclasses.replace(config.ssh, **changes))
+
+
+async def refused(config: ftptrio.Config) -> str:
+    """The TunnelError message of a forwarder that must not start."""
+    with pytest.raises(ftptrio.TunnelError) as info:
+        try:
+            async with ftptrio.open_forwarder(config):
+                pass
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+    return str(info.value)
+
+
+async def wait_closed(conn) -> None:
+    with trio.fail_after(10):
+        while not conn.is_closed():
+            await trio.sleep(0.01)
+
+
+# ------------------------------------------------------------------ accept-new
+async def test_accept_new_after_a_last_line_without_newline_pins_the_key(
+        ssh_server, forwarder_config, tmp_path):
+    """The first-use line goes on a line of its own, so the next connection finds
+    it: a changed key is then refused (before: the line was glued onto the last
+    one, never matched, and every connection accepted any key)."""
+    known = tmp_path / "known_hosts"
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    known.write_text(f"otherhost {pub(other)}")  # no final newline
+    config = with_ssh(forwarder_config, known_hosts=str(known),
+                      strict_host_key_checking="accept-new")
+    async with ftptrio.open_forwarder(config):
+        pass
+    assert known.read_text() == (f"otherhost {pub(other)}\n"
+                                 f"[127.0.0.1]:{ssh_server.port} {pub(ssh_server.host_key)}\n")
+    async with ftptrio.open_forwarder(with_ssh(config, strict_host_key_checking="yes")):
+        pass  # pinned: strict checking passes
+    new_key = ssh_server.change_host_key()
+    message = await refused(config)
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
+    assert new_key.get_fingerprint("sha256") in message, message
+    assert f"{known}:2" in message, message  # the offending line
+    assert len(known.read_text().splitlines()) == 2  # nothing added
+
+
+async def test_accept_new_keeps_the_first_key_for_reconnects_without_a_file(
+        ssh_server, forwarder_config):
+    """known_hosts /dev/null: nothing can be recorded, yet a reconnect must present
+    the key accepted first (before: every reconnect was a first use)."""
+    config = with_ssh(forwarder_config, known_hosts=os.devnull,
+                      strict_host_key_checking="accept-new")
+    first_key = ssh_server.host_key
+    async with ftptrio.open_forwarder(config) as fwd:
+        tunnel = fwd.tunnel
+        assert tunnel is not None and tunnel.connection is not None
+        conn = tunnel.connection
+        ssh_server.change_host_key(first_key)  # drops the connection, same key
+        await wait_closed(conn)
+        conn = await tunnel.connect()  # the same key: accepted again
+        assert tunnel.connects == 2
+        new_key = ssh_server.change_host_key()
+        await wait_closed(conn)
+        with pytest.raises(ftptrio.TunnelError) as info:
+            await tunnel.connect()
+    message = str(info.value)
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
+    assert new_key.get_fingerprint("sha256") in message, message
+    assert first_key.get_fingerprint("sha256") in message, message  # the pinned one
+    assert tunnel.connects == 2
+
+
+def alias_config(path: Path, ssh, known_hosts: Path) -> None:
+    path.write_text(f"Host ftpalias\n"
+                    f"    HostName 127.0.0.1\n"
+                    f"    Port {ssh.port}\n"
+                    f"    HostKeyAlias pinned.example\n"
+                    f"    UserKnownHostsFile {known_hosts}\n")
+
+
+async def test_accept_new_refuses_a_changed_key_pinned_under_host_key_alias(
+        ssh_server, forwarder_config, tmp_path):
+    """known_hosts names the host by its ssh_config HostKeyAlias with another key:
+    the host is known, so accept-new must refuse (before: looked up by name, the
+    host seemed unknown and was connected to without any check)."""
+    known = tmp_path / "known_hosts"
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    known.write_text(f"pinned.example {pub(other)}\n")
+    ssh_config = tmp_path / "ssh_config"
+    alias_config(ssh_config, ssh_server, known)
+    config = with_ssh(forwarder_config, host="ftpalias", port=None, known_hosts=None,
+                      config_files=(str(ssh_config),), strict_host_key_checking="accept-new")
+    message = await refused(config)
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
+    assert f"{known}:1" in message, message
+    assert known.read_text() == f"pinned.example {pub(other)}\n"
+    assert not ssh_server.direct_requests
+
+
+async def test_accept_new_records_an_unknown_host_under_its_host_key_alias(
+        ssh_server, forwarder_config, tmp_path):
+    known = tmp_path / "known_hosts"
+    ssh_config = tmp_path / "ssh_config"
+    alias_config(ssh_config, ssh_server, known)
+    config = with_ssh(forwarder_config, host="ftpalias", port=None, known_hosts=None,
+                      config_files=(str(ssh_config),), strict_host_key_checking="accept-new")
+    async with ftptrio.open_forwarder(config):
+        pass
+    assert known.read_text() == f"pinned.example {pub(ssh_server.host_key)}\n"
+    async with ftptrio.open_forwarder(with_ssh(config, strict_host_key_checking="yes")):
+        pass  # asyncssh's own check finds it under the alias
+
+
+async def test_accept_new_creates_private_directories_and_file(
+        ssh_server, forwarder_config, tmp_path):
+    fresh = tmp_path / "home" / ".ssh"
+    known = fresh / "known_hosts"
+    (tmp_path / "home").mkdir()
+    old_umask = os.umask(0o022)
+    try:
+        async with ftptrio.open_forwarder(with_ssh(
+                forwarder_config, known_hosts=str(known),
+                strict_host_key_checking="accept-new")):
+            pass
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    assert known.read_text() == f"[127.0.0.1]:{ssh_server.port} {pub(ssh_server.host_key)}\n"
+
+
+async def test_accept_new_does_not_write_through_a_symlink(
+        ssh_server, forwarder_config, tmp_path, caplog):
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    known = tmp_path / "known_hosts"
+    known.symlink_to(target)
+    caplog.set_level(logging.WARNING)
+    async with ftptrio.open_forwarder(with_ssh(
+            forwarder_config, known_hosts=str(known), strict_host_key_checking="accept-new")):
+        pass  # accepted for this run, as ssh does when it cannot record the key
+    assert target.read_text() == ""
+    assert known.is_symlink()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "symbolic link: not followed" in text, text
+    assert "for this run only" in text, text
+
+
+# ------------------------------------------------------------------ messages
+async def test_unknown_host_key_names_its_fingerprint_and_what_to_do(
+        ssh_server, forwarder_config, tmp_path):
+    known = tmp_path / "known_hosts"  # does not exist
+    message = await refused(with_ssh(forwarder_config, known_hosts=str(known)))
+    fp = ssh_server.host_key.get_fingerprint("sha256")
+    assert f"the authenticity of host '[127.0.0.1]:{ssh_server.port}' can't be established" \
+        in message, message
+    assert f"ED25519 key fingerprint is {fp}." in message, message
+    assert str(known) in message and "StrictHostKeyChecking=ask" in message, message
+    assert not known.exists()
+
+
+# ------------------------------------------------------------------ ask
+def cli_args(ssh, ftp_server, known: Path) -> list[str]:
+    return ["-m", "ftptrio", "-L", f"127.0.0.1:0:127.0.0.1:{ftp_server.port}",
+            "-p", str(ssh.port), "-i", ssh.client_key_path,
+            "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=ask",
+            f"{ssh.username}@127.0.0.1"]
+
+
+def need_pexpect():
+    if pexpect is None:
+        if os.environ.get("CI"):
+            pytest.fail("pexpect is required (pip install -e .[test])")
+        pytest.skip("pexpect not installed")
+
+
+@pytest.mark.parametrize("answer", ["yes", "fingerprint", "no"])
+async def test_ask_on_a_terminal_asks_like_ssh(ssh_server, ftp_server, tmp_path, answer):
+    need_pexpect()
+    known = tmp_path / "known_hosts"
+    fp = ssh_server.host_key.get_fingerprint("sha256")
+
+    def converse() -> tuple[str, int | None]:
+        child = pexpect.spawn(sys.executable, cli_args(ssh_server, ftp_server, known),
+                              cwd=str(REPO), encoding="utf-8", timeout=20)
+        try:
+            child.expect_exact(f"ED25519 key fingerprint is {fp}.")
+            child.expect_exact("Are you sure you want to continue connecting "
+                               "(yes/no/[fingerprint])? ")
+            if answer == "fingerprint":
+                child.sendline("maybe")
+                child.expect_exact("Please type 'yes', 'no' or the fingerprint: ")
+            child.sendline({"fingerprint": fp}.get(answer, answer))
+            if answer == "no":
+                child.expect(pexpect.EOF)
+                child.close()
+                return child.before, child.exitstatus
+            child.expect(r"ready: FTP clients connect to 127\.0\.0\.1:\d+")
+            return child.before, None
+        finally:
+            child.close(force=True)
+
+    output, code = await trio.to_thread.run_sync(converse)
+    if answer == "no":
+        assert code == 3, output
+        assert "host key was not accepted" in output, output
+        assert not known.exists()
+    else:
+        assert f"Permanently added '[127.0.0.1]:{ssh_server.port}' (ED25519)" in output, output
+        assert known.read_text() == (f"[127.0.0.1]:{ssh_server.port} "
+                                     f"{pub(ssh_server.host_key)}\n")
+
+
+async def test_ask_without_a_terminal_refuses(ssh_server, ftp_server, tmp_path):
+    known = tmp_path / "known_hosts"
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, *cli_args(ssh_server, ftp_server, known)], cwd=REPO,
+            stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+            start_new_session=True)  # no controlling terminal
+    err = result.stderr.decode()
+    assert result.returncode == 3, err
+    assert "there is no terminal to ask on" in err, err
+    assert re.search(r"ED25519 key fingerprint is SHA256:\S+\.", err), err
+    assert "Traceback" not in err, err
+    assert not known.exists()
