@@ -331,8 +331,8 @@ class LocalDataPlane(DataPlane):
             remote = await self.tunnel.listen_remote(
                 cfg.remote_listen_host, 0, accept_filter=ftp_server_only(self.forward.ftp_host))
         except TunnelError as exc:
-            log.warning("session %d: %s", self.session_id, exc)
-            raise DataSetupError(str(exc)) from exc
+            log.warning("session %d: %s; or use --active-mode passive", self.session_id, exc)
+            raise DataSetupError(f"{exc}; or use --active-mode passive") from exc
         self._start(self._serve_active, remote, request, self._new_wait(request))
         log.debug("session %d: active %s:%d via remote forward %s:%d", self.session_id,
                   request.host, request.port, cfg.active_address, remote.port)

@@ -307,6 +307,8 @@ def config_from_args(args: argparse.Namespace,
         active_hold_timeout=args.active_hold_timeout,
         idle_session_timeout=args.idle_timeout,
         max_sessions=args.max_sessions,
+        exit_on_forward_failure=_yes_no("ExitOnForwardFailure",
+                                        opts.get("exitonforwardfailure", "no")),
     )
 
 
@@ -321,3 +323,9 @@ def remote_listen_host(given: str | None, active_address: str) -> str:
     except ValueError:
         loopback = True
     return "127.0.0.1" if loopback else active_address
+
+
+def _yes_no(name: str, value: str) -> bool:
+    if value.lower() not in ("yes", "no"):
+        raise ConfigError(f"{name} must be yes or no (got {value!r})")
+    return value.lower() == "yes"

@@ -156,6 +156,20 @@ def _explain_active_setup(config: Config) -> None:
                      effective.remote_listen_host)
 
 
+async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
+    """ExitOnForwardFailure: open (and close) a channel to every -L tunnel's FTP server."""
+    for forward in config.forwards:
+        if forward.direction == "remote":
+            continue  # its tcpip-forward was already confirmed
+        try:
+            stream = await tunnel.open_stream(forward.ftp_host, forward.ftp_port)
+        except TunnelError as exc:
+            raise TunnelError(f"forward to {forward.ftp_host}:{forward.ftp_port} cannot be "
+                              f"set up (ExitOnForwardFailure=yes): {exc}") from exc
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
     _explain_active_setup(config)
     tunnel = Tunnel(config.ssh, config.ssh_connection)
@@ -183,6 +197,8 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                 for remote in remote_listeners:
                     await remote.aclose()
             raise
+        if config.exit_on_forward_failure:
+            await _check_forwards(config, tunnel)
         addresses = []
         for forward, group in listeners:
             if isinstance(group, RemoteStreamListener):

@@ -314,3 +314,13 @@ def test_example_systemd_unit_runs_ftptrio_as_a_notify_service():
     unit = (Path(__file__).resolve().parents[2] / "contrib" / "ftptrio.service").read_text()
     assert "Type=notify" in unit and "BatchMode=yes" in unit
     assert "ExecStart=/usr/local/bin/ftptrio " in unit and "Restart=on-failure" in unit
+
+
+def test_exit_on_forward_failure_and_ask_options():
+    assert not config("-L", "2121:h:21", "gw").exit_on_forward_failure
+    assert config("-L", "2121:h:21", "-o", "ExitOnForwardFailure=yes",
+                  "gw").exit_on_forward_failure
+    with pytest.raises(ftptrio.ConfigError, match="ExitOnForwardFailure must be yes or no"):
+        config("-L", "2121:h:21", "-o", "ExitOnForwardFailure=maybe", "gw")
+    cfg = config("-L", "2121:h:21", "-o", "StrictHostKeyChecking=ask", "gw")
+    assert cfg.ssh.strict_host_key_checking == "ask"  # asks on a terminal, not "yes"

@@ -1,0 +1,145 @@
+"""A real OpenSSH sshd refusing forwards: its reason ("administratively
+prohibited") and the likely fix reach the FTP client's 421/425 and the log."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+import trio
+
+import ftptrio
+from ftptrio.testing import servers
+
+PROHIBITED = "administratively prohibited: open failed"
+
+
+def config_for(sshd: servers.OpenSSHServer, ftp: servers.FTPServer, **options) -> ftptrio.Config:
+    return ftptrio.Config(
+        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
+                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
+        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port),),
+        **options)
+
+
+@pytest.fixture
+def start_sshd(tmp_path):
+    started: list[servers.OpenSSHServer] = []
+
+    def start(*lines: str) -> servers.OpenSSHServer:
+        servers.require_tool("sshd")
+        servers.require_tool("ssh-keygen")
+        # sshd keeps the first value of a keyword: the refusing line goes first
+        server = servers.start_openssh(tmp_path / f"sshd{len(started)}", extra_config=list(lines))
+        started.append(server)
+        assert open(server.config_path).read().find(lines[0]) >= 0
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+class Control:
+    """A bare FTP control connection (replies read line by line)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def reply(self) -> str:
+        with trio.fail_after(20):
+            while True:
+                line, sep, rest = self.buffer.partition(b"\r\n")
+                if sep and len(line) >= 4 and line[3:4] == b" ":
+                    self.buffer = rest
+                    return line.decode("ascii", "replace")
+                if sep:
+                    self.buffer = rest
+                    continue
+                chunk = await self.stream.receive_some(65536)
+                if not chunk:
+                    raise EOFError(self.buffer)
+                self.buffer += chunk
+
+    async def command(self, line: str) -> str:
+        await self.stream.send_all(line.encode() + b"\r\n")
+        return await self.reply()
+
+    async def login(self, ftp: servers.FTPServer) -> None:
+        assert (await self.reply()).startswith("220")
+        assert (await self.command(f"USER {ftp.user}"))[:3] in ("230", "331")
+        if ftp.password is not None:
+            reply = await self.command(f"PASS {ftp.password}")
+            assert reply.startswith("230"), reply
+
+
+async def open_control(forwarder) -> Control:
+    host, port = forwarder.addresses[0]
+    return Control(await trio.open_tcp_stream(host, port))
+
+
+async def test_control_channel_refused_by_sshd_gives_421_with_reason(
+        start_sshd, pyftpdlib_server, caplog):
+    sshd = start_sshd("AllowTcpForwarding no")
+    caplog.set_level(logging.WARNING)
+    async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
+        control = await open_control(fwd)
+        reply = await control.reply()
+        await control.stream.aclose()
+    assert reply.startswith("421 ftptrio: cannot reach the FTP server through SSH: SSH server "
+                            f"could not connect to 127.0.0.1:{pyftpdlib_server.port}: "
+                            f"{PROHIBITED}"), reply
+    assert "AllowTcpForwarding" in reply and "PermitOpen" in reply, reply
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert PROHIBITED in log and "AllowTcpForwarding" in log, log
+
+
+async def test_passive_data_refused_by_sshd_gives_425_with_reason(
+        start_sshd, pyftpdlib_server, caplog):
+    """PermitOpen lets the control connection through, not the data port."""
+    sshd = start_sshd(f"PermitOpen 127.0.0.1:{pyftpdlib_server.port}")
+    caplog.set_level(logging.WARNING)
+    async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
+        control = await open_control(fwd)
+        await control.login(pyftpdlib_server)
+        reply = await control.command("PASV")
+        assert (await control.command("NOOP")).startswith("200")  # the session goes on
+        await control.stream.aclose()
+    assert reply.startswith("425 ftptrio: cannot open data connection: SSH server could not "
+                            "open data connection to 127.0.0.1:"), reply
+    assert PROHIBITED in reply and "PermitOpen" in reply, reply
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert PROHIBITED in log, log
+
+
+async def test_active_data_refused_by_sshd_gives_425_suggesting_passive_conversion(
+        start_sshd, pyftpdlib_server, caplog):
+    sshd = start_sshd("AllowTcpForwarding local")  # no tcpip-forward
+    caplog.set_level(logging.WARNING)
+    async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
+        control = await open_control(fwd)
+        await control.login(pyftpdlib_server)
+        reply = await control.command("PORT 127,0,0,1,200,10")
+        await control.stream.aclose()
+    assert reply.startswith("425 ftptrio: cannot open data connection: SSH server refused "
+                            "remote forward on 127.0.0.1:0"), reply
+    assert "AllowTcpForwarding" in reply and "--active-mode passive" in reply, reply
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert "--active-mode passive" in log, log
+
+
+async def test_exit_on_forward_failure_stops_at_start(start_sshd, pyftpdlib_server):
+    sshd = start_sshd("AllowTcpForwarding no")
+    config = dataclasses.replace(config_for(sshd, pyftpdlib_server),
+                                 exit_on_forward_failure=True)
+    with pytest.RaisesGroup(ftptrio.TunnelError, flatten_subgroups=True,
+                            allow_unwrapped=True) as info:
+        async with ftptrio.open_forwarder(config):
+            pass
+    error = info.value
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    message = str(error)
+    assert PROHIBITED in message and "ExitOnForwardFailure" in message, message
