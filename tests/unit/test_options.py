@@ -141,3 +141,9 @@ def test_demo_help(capsys):
         main(["demo", "--help"])
     assert exit_info.value.code == 0
     assert "ftptrio demo" in capsys.readouterr().out
+
+
+def test_ssh_options_repr_hides_the_password():
+    from ftptrio._config import SSHOptions
+    options = SSHOptions(host="h", username="u", password="hunter2")
+    assert "hunter2" not in repr(options) and "u" in repr(options)
