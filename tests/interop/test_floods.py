@@ -65,6 +65,10 @@ async def test_port_flood_leaves_at_most_one_remote_forward(openssh, vsftpd):
             reply = await client.command(f"PORT 127,0,0,1,{port >> 8},{port & 255}".encode())
             assert reply[0][:3] == b"200", reply
         # each PORT superseded the unused one before: only the last forward waits
+        # (cancel-tcpip-forward of the one before may still be on its way)
+        with trio.move_on_after(REPLY_TIMEOUT):
+            while _sshd_listeners(openssh) - before != 1:
+                await trio.sleep(0.1)
         assert _sshd_listeners(openssh) - before == 1
         await client.command(b"QUIT")
         await client.stream.aclose()
