@@ -13,7 +13,12 @@ from ._errors import ConfigError
 ActiveMode = Literal["remote-forward", "passive"]
 AuthTLSPolicy = Literal["refuse", "passthrough"]
 Direction = Literal["local", "remote"]
+AddressFamily = Literal["any", "inet", "inet6"]
 ACTIVE_MODES = ("remote-forward", "passive")
+#: built-in defaults, used when neither the command line, -o nor ssh_config sets them
+DEFAULT_KEEPALIVE_INTERVAL = 15.0
+DEFAULT_KEEPALIVE_COUNT_MAX = 3
+DEFAULT_CONNECT_TIMEOUT = 15.0
 AUTH_TLS_POLICIES = ("refuse", "passthrough")
 
 
@@ -118,9 +123,24 @@ class SSHOptions:
     ciphers: tuple[str, ...] | None = None
     #: ProxyJump: "[user@]host[:port]" jump host(s), comma-separated (ssh -J)
     proxy_jump: str | None = None
-    keepalive_interval: float = 15.0
-    keepalive_count_max: int = 3
-    connect_timeout: float = 15.0
+    #: ServerAliveInterval / ServerAliveCountMax / ConnectTimeout; None: ssh_config's
+    #: value, else the DEFAULT_* above
+    keepalive_interval: float | None = None
+    keepalive_count_max: int | None = None
+    connect_timeout: float | None = None
+    #: the rest of ssh's options; None: ssh_config's value, else ssh's default
+    #: BatchMode: never prompt (for passphrases, passwords, keyboard-interactive)
+    batch_mode: bool = False
+    identities_only: bool | None = None
+    pubkey_auth: bool | None = None
+    password_auth: bool | None = None
+    kbdint_auth: bool | None = None
+    #: PreferredAuthentications, in order (e.g. ("publickey", "password"))
+    preferred_auth: tuple[str, ...] | None = None
+    #: -C / Compression
+    compression: bool | None = None
+    #: -4 / -6 / AddressFamily
+    address_family: AddressFamily | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -129,11 +149,20 @@ class SSHOptions:
             _check_port("SSH port", self.port, allow_zero=False)
         if self.strict_host_key_checking not in ("yes", "accept-new", "ask", "no"):
             raise ConfigError("StrictHostKeyChecking must be yes, accept-new, ask or no")
-        if self.keepalive_interval < 0 or self.keepalive_count_max < 0:
+        if (self.keepalive_interval is not None and self.keepalive_interval < 0) or (
+                self.keepalive_count_max is not None and self.keepalive_count_max < 0):
             raise ConfigError("keepalive settings must not be negative")
-        if not math.isfinite(self.keepalive_interval):
+        if self.keepalive_interval is not None and not math.isfinite(self.keepalive_interval):
             raise ConfigError("ServerAliveInterval must be a finite number")
-        _check_seconds("connect timeout", self.connect_timeout)
+        if self.connect_timeout is not None:
+            _check_seconds("connect timeout", self.connect_timeout)
+        if self.address_family not in (None, "any", "inet", "inet6"):
+            raise ConfigError("AddressFamily must be any, inet or inet6")
+
+    @property
+    def effective_connect_timeout(self) -> float:
+        """ConnectTimeout when ssh_config is not consulted (plain TCP connects)."""
+        return self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,9 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "grace": ("--grace", "number"),
     "stats": ("--stats", "bool"),
     "log_format": ("--log-format", "str"),
+    "log_file": ("-E", "str"),
+    "background": ("-f", "bool"),
+    "compression": ("-C", "bool"),
 }
 #: per-tunnel key -> (ForwardSpec field, kind, command-line twin)
 TUNNEL_KEYS: dict[str, tuple[str, str, str]] = {
@@ -104,6 +107,8 @@ def _tokens(flag: str, kind: str, value: Any) -> list[str]:
         return [t for v in ([value] if isinstance(value, str) else value) for t in (flag, v)]
     if kind == "table":
         return [t for k, v in value.items() for t in (flag, f"{k}={v}")]
+    if flag.startswith("--"):  # "--x=-1": -4/-6 make argparse read "-1" as an option
+        return [f"{flag}={value}"]
     return [flag, str(value)]
 
 

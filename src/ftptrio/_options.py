@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -28,7 +29,22 @@ from ._errors import ConfigError
 SSH_OPTION_KEYS = frozenset({
     "port", "user", "identityfile", "userknownhostsfile", "proxyjump",
     "stricthostkeychecking", "serveraliveinterval", "serveralivecountmax",
-    "ciphers", "connecttimeout", "exitonforwardfailure"})
+    "ciphers", "connecttimeout", "batchmode", "exitonforwardfailure", "identitiesonly",
+    "compression", "loglevel", "passwordauthentication", "kbdinteractiveauthentication",
+    "pubkeyauthentication", "preferredauthentications", "addressfamily"})
+#: the same keys as ssh_config spells them (for messages)
+SSH_OPTION_NAMES = (
+    "AddressFamily", "BatchMode", "Ciphers", "Compression", "ConnectTimeout",
+    "ExitOnForwardFailure", "IdentitiesOnly", "IdentityFile", "KbdInteractiveAuthentication",
+    "LogLevel", "PasswordAuthentication", "Port", "PreferredAuthentications", "ProxyJump",
+    "PubkeyAuthentication", "ServerAliveCountMax", "ServerAliveInterval",
+    "StrictHostKeyChecking", "User", "UserKnownHostsFile")
+#: LogLevel -> (verbosity as a count of -v, quiet)
+LOG_LEVELS = {"quiet": (0, True), "fatal": (0, True), "error": (0, True), "info": (0, False),
+              "verbose": (1, False), "debug": (1, False), "debug1": (1, False),
+              "debug2": (2, False), "debug3": (3, False)}
+#: the built-in defaults of options ssh_config may also set (README: "SSH options")
+DEFAULTS = "ServerAliveInterval 15, ServerAliveCountMax 3, ConnectTimeout 15"
 
 #: ssh_config spellings of StrictHostKeyChecking values -> ftptrio's
 _STRICT_ALIASES = {"true": "yes", "false": "no", "off": "no"}
@@ -141,9 +157,35 @@ def parse_ssh_options(pairs: Sequence[str]) -> dict[str, str]:
         key = key.strip().lower()
         if key not in SSH_OPTION_KEYS:
             raise ConfigError(f"unsupported -o option {key!r}; supported: "
-                              + ", ".join(sorted(SSH_OPTION_KEYS)))
+                              + ", ".join(SSH_OPTION_NAMES))
         out.setdefault(key, value.strip())
     return out
+
+
+def yes_no(opts: dict[str, str], key: str) -> bool | None:
+    """A yes/no option of ``opts`` (None: not given); anything else is a ConfigError."""
+    if key not in opts:
+        return None
+    value = opts[key].lower()
+    if value in ("yes", "true"):
+        return True
+    if value in ("no", "false"):
+        return False
+    name = next(n for n in SSH_OPTION_NAMES if n.lower() == key)
+    raise ConfigError(f"bad option value: {name} must be yes or no (got {opts[key]!r})")
+
+
+def log_verbosity(args: argparse.Namespace) -> tuple[int, bool]:
+    """(count of -v, quiet) from -v/-q and -o LogLevel (the command line's -v/-q win)."""
+    verbose, quiet = args.verbose, args.quiet
+    if not verbose and not quiet:
+        try:
+            level = parse_ssh_options(args.options).get("loglevel")
+        except ConfigError:
+            level = None  # reported by config_from_args
+        if level is not None and level.lower() in LOG_LEVELS:
+            verbose, quiet = LOG_LEVELS[level.lower()]
+    return verbose, quiet
 
 
 # ---------------------------------------------------------------- the parser
@@ -182,9 +224,9 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     p.add_argument("-i", dest="identity", action="append",
                    help="private key file for SSH authentication; repeatable")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="Option=value",
-                   help="ssh-style option: Port, User, IdentityFile, UserKnownHostsFile, "
-                        "StrictHostKeyChecking (yes|accept-new|ask|no), ServerAliveInterval, "
-                        "ServerAliveCountMax, Ciphers, ConnectTimeout, ProxyJump")
+                   help="ssh_config option: " + ", ".join(SSH_OPTION_NAMES)
+                        + " (StrictHostKeyChecking: yes|accept-new|ask|no); defaults: "
+                        + DEFAULTS + " seconds, unless ssh_config sets them")
     p.add_argument("-F", dest="config_file", help="ssh_config file (default ~/.ssh/config)")
     p.add_argument("-J", dest="jump", metavar="[user@]host[:port]",
                    help="connect through this jump host (ssh -J / ProxyJump; comma-separated "
@@ -192,6 +234,17 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     p.add_argument("-g", dest="gateway", action="store_true",
                    help="let other hosts connect to data listeners (binds 0.0.0.0)")
     p.add_argument("-N", action="store_true", help="accepted for ssh compatibility (no-op)")
+    p.add_argument("-T", action="store_true", help="accepted for ssh compatibility (no-op)")
+    p.add_argument("-f", dest="background", action="store_true",
+                   help="go to background once authenticated and listening (as ssh -f)")
+    p.add_argument("-E", dest="log_file", metavar="log_file",
+                   help="append log lines to log_file instead of standard error")
+    p.add_argument("-C", dest="compression", action="store_true",
+                   help="compress the SSH connection (-o Compression=yes)")
+    p.add_argument("-4", dest="address_family", action="store_const", const="inet",
+                   help="SSH connection over IPv4 only")
+    p.add_argument("-6", dest="address_family", action="store_const", const="inet6",
+                   help="SSH connection over IPv6 only")
     p.add_argument("--active-mode", choices=["remote-forward", "passive"],
                    default="remote-forward",
                    help="PORT/EPRT handling: remote-forward (tcpip-forward on the SSH "
@@ -236,7 +289,8 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="log lines as text (default) or one JSON object per line")
     p.add_argument("-v", dest="verbose", action="count", default=0,
-                   help="more logging (-v: rewriting decisions, -vv: protocol lines)")
+                   help="more logging, as ssh: -v connection and authentication steps and "
+                        "rewriting decisions, -vv protocol lines, -vvv asyncssh debugging")
     p.add_argument("-q", dest="quiet", action="store_true", help="only errors")
     p.add_argument("--version", action="store_true", help="print version and exit")
     return p
@@ -263,6 +317,17 @@ def config_from_args(args: argparse.Namespace,
     dest = parse_destination(args.destination)
     identities = args.identity or ([opts["identityfile"]] if "identityfile" in opts else None)
     strict = opts.get("stricthostkeychecking", "yes").lower()
+    if "loglevel" in opts and opts["loglevel"].lower() not in LOG_LEVELS:
+        raise ConfigError(f"bad option value: LogLevel must be one of "
+                          f"{', '.join(k.upper() for k in LOG_LEVELS)} (got {opts['loglevel']!r})")
+    if yes_no(opts, "exitonforwardfailure") is False:
+        logging.getLogger("ftptrio").warning(
+            "ExitOnForwardFailure=no: ftptrio always exits when a forward cannot be set up")
+    family = args.address_family or opts.get("addressfamily", "").lower() or None
+    if family not in (None, "any", "inet", "inet6"):
+        raise ConfigError(f"bad option value: AddressFamily must be any, inet or inet6 "
+                          f"(got {opts['addressfamily']!r})")
+    preferred = opts.get("preferredauthentications")
     strict = _STRICT_ALIASES.get(strict, strict)
     proxy_jump = args.jump or opts.get("proxyjump")
     if proxy_jump:
@@ -282,10 +347,22 @@ def config_from_args(args: argparse.Namespace,
             strict_host_key_checking=strict,  # type: ignore[arg-type]  # checked by SSHOptions
             config_files=(args.config_file,) if args.config_file else None,
             ciphers=tuple(opts["ciphers"].split(",")) if "ciphers" in opts else None,
-            keepalive_interval=float(opts.get("serveraliveinterval", 15)),
-            keepalive_count_max=int(opts.get("serveralivecountmax", 3)),
-            connect_timeout=float(opts.get("connecttimeout", 15)),
+            keepalive_interval=(float(opts["serveraliveinterval"])
+                                if "serveraliveinterval" in opts else None),
+            keepalive_count_max=(int(opts["serveralivecountmax"])
+                                 if "serveralivecountmax" in opts else None),
+            connect_timeout=(float(opts["connecttimeout"])
+                             if "connecttimeout" in opts else None),
             proxy_jump=proxy_jump,
+            batch_mode=bool(yes_no(opts, "batchmode")),
+            identities_only=yes_no(opts, "identitiesonly"),
+            pubkey_auth=yes_no(opts, "pubkeyauthentication"),
+            password_auth=yes_no(opts, "passwordauthentication"),
+            kbdint_auth=yes_no(opts, "kbdinteractiveauthentication"),
+            preferred_auth=(tuple(m.strip() for m in preferred.split(",") if m.strip())
+                            if preferred else None),
+            compression=True if args.compression else yes_no(opts, "compression"),
+            address_family=family,  # type: ignore[arg-type]  # checked above
         )
     except ValueError as exc:
         raise ConfigError(f"bad option value: {exc}") from None

@@ -149,7 +149,7 @@ class Session:
             return await self.tunnel.open_stream(fwd.ftp_host, fwd.ftp_port)
         # remote tunnel: the FTP server is reached from this machine
         try:
-            with trio.fail_after(self.config.ssh.connect_timeout):
+            with trio.fail_after(self.config.ssh.effective_connect_timeout):
                 return await trio.open_tcp_stream(fwd.ftp_host, fwd.ftp_port)
         except (OSError, trio.TooSlowError) as exc:
             raise TunnelError(f"cannot connect to {fwd.ftp_host}:{fwd.ftp_port}: "

@@ -150,7 +150,11 @@ def test_other_ssh_options():
 
 
 @pytest.mark.parametrize("argv", [
-    ["-L", "2121:h:21", "-o", "Compression=yes", "gw"],  # unsupported
+    ["-L", "2121:h:21", "-o", "Compression=maybe", "gw"],
+    ["-L", "2121:h:21", "-o", "BatchMode=1", "gw"],
+    ["-L", "2121:h:21", "-o", "PasswordAuthentication=perhaps", "gw"],
+    ["-L", "2121:h:21", "-o", "LogLevel=LOUD", "gw"],
+    ["-L", "2121:h:21", "-o", "AddressFamily=inet5", "gw"],
     ["-L", "2121:h:21", "-o", "ProxyCommand=nc %h %p", "gw"],  # unsupported
     ["-L", "2121:h:21", "-o", "StrictHostKeyChecking=maybe", "gw"],
     ["-L", "2121:h:21", "-o", "ConnectTimeout=soon", "gw"],
@@ -166,6 +170,61 @@ def test_other_ssh_options():
 def test_bad_options_raise_config_error(argv):
     with pytest.raises(ConfigError):
         config(*argv)
+
+
+def test_ssh_defaults_are_left_to_ssh_config():
+    """Unset here, the keepalive and timeout options come from ssh_config, then
+    from the built-in defaults (resolved at connect time)."""
+    cfg = config("-L", "2121:h:21", "gw")
+    assert cfg.ssh.keepalive_interval is None
+    assert cfg.ssh.keepalive_count_max is None
+    assert cfg.ssh.connect_timeout is None
+    assert cfg.ssh.effective_connect_timeout == 15
+    assert cfg.ssh.password_auth is cfg.ssh.kbdint_auth is cfg.ssh.pubkey_auth is None
+    assert cfg.ssh.batch_mode is False and cfg.ssh.compression is None
+
+
+def test_ssh_auth_and_connection_options():
+    cfg = config("-L", "2121:h:21", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                 "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=yes",
+                 "-o", "PubkeyAuthentication=no",
+                 "-o", "PreferredAuthentications=keyboard-interactive,password",
+                 "-o", "Compression=yes", "-o", "ExitOnForwardFailure=yes",
+                 "-o", "LogLevel=DEBUG2", "-o", "AddressFamily=inet6", "gw")
+    ssh = cfg.ssh
+    assert ssh.batch_mode is True and ssh.identities_only is True
+    assert ssh.password_auth is False and ssh.kbdint_auth is True and ssh.pubkey_auth is False
+    assert ssh.preferred_auth == ("keyboard-interactive", "password")
+    assert ssh.compression is True and ssh.address_family == "inet6"
+
+
+@pytest.mark.parametrize("flags, family", [(["-4"], "inet"), (["-6"], "inet6"),
+                                           (["-6", "-4"], "inet"), ([], None)])
+def test_address_family_flags(flags, family):
+    assert config("-L", "2121:h:21", *flags, "gw").ssh.address_family == family
+    # -4/-6 win over -o AddressFamily
+    if flags:
+        assert config("-L", "2121:h:21", *flags, "-o", "AddressFamily=any",
+                      "gw").ssh.address_family == family
+
+
+def test_ssh_compatible_flags_are_accepted():
+    args = build_parser().parse_args(["-f", "-C", "-T", "-N", "-E", "/tmp/x.log", "-L",
+                                      "2121:h:21", "gw"])
+    assert args.background and args.compression and args.log_file == "/tmp/x.log"
+    assert config("-C", "-T", "-L", "2121:h:21", "gw").ssh.compression is True
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], (0, False)), (["-v"], (1, False)), (["-vv"], (2, False)), (["-vvv"], (3, False)),
+    (["-q"], (0, True)), (["-o", "LogLevel=DEBUG2"], (2, False)),
+    (["-o", "LogLevel=QUIET"], (0, True)), (["-o", "LogLevel=VERBOSE"], (1, False)),
+    (["-v", "-o", "LogLevel=QUIET"], (1, False)),  # the command line's -v wins
+])
+def test_log_verbosity(argv, expected):
+    from ftptrio._options import log_verbosity
+
+    assert log_verbosity(build_parser().parse_args([*argv, "gw"])) == expected
 
 
 def test_gateway_option():
@@ -209,7 +268,7 @@ def test_main_missing_destination(capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["-L", "2121:h:21", "-o", "Compression=yes", "gw"],
+    ["-L", "2121:h:21", "-o", "ProxyCommand=nc", "gw"],
     ["-L", "2121:h:21", "-o", "Port=abc", "gw"],
     ["-L", "bad", "gw"],
 ])

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import math
 import os
 import socket
 from typing import Callable
@@ -20,6 +21,7 @@ import trio
 
 from .._config import SSHOptions
 from .._errors import TunnelError
+from ._auth import Authenticator, Settings, auth_kwargs, denied_message
 from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
 from ._relay import SSHDataRelay, open_data_relay
@@ -76,6 +78,8 @@ class Tunnel:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._last_error = ""
+        #: what the user unlocked (keys, password), in memory for reconnects
+        self.auth = Authenticator(options) if options is not None else None
         #: successful SSH connects (reconnects show as > 1)
         self.connects = 0
 
@@ -104,7 +108,9 @@ class Tunnel:
             if conn is not None:
                 log.warning("SSH connection lost; reconnecting")
             try:
-                self._conn, self._jumps = await _connect_via_jumps(self.options, self._hostkeys)
+                assert self.auth is not None
+                self._conn, self._jumps = await _connect_via_jumps(self.options, self.auth,
+                                                                   self._hostkeys)
             except TunnelError as exc:
                 self._conn = None
                 self._backoff = min(self._backoff * 2, RECONNECT_MAX) if self._backoff else 1.0
@@ -115,6 +121,7 @@ class Tunnel:
                 raise
             self._backoff = 0.0
             self.connects += 1
+            self.auth.finished_login()
             return self._conn
 
     async def open_stream(self, host: str, port: int) -> SSHStream:
@@ -191,50 +198,83 @@ def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
 
 
 async def _connect_via_jumps(
-        options: SSHOptions, hostkeys: HostKeyPolicy | None = None,
+        options: SSHOptions, auth: Authenticator, hostkeys: HostKeyPolicy | None = None,
 ) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientConnection]]:
     """Connect, through ProxyJump hosts first if any (each checked and
     authenticated with the same known_hosts, keys and policy as the target)."""
     jumps: list[asyncssh.SSHClientConnection] = []
     try:
         for hop in _jump_hosts(options):
-            jumps.append(await _connect(hop, jumps[-1] if jumps else None, hostkeys))
-        return await _connect(options, jumps[-1] if jumps else None, hostkeys), jumps
+            jumps.append(await _connect(hop, auth, jumps[-1] if jumps else None, hostkeys))
+        return await _connect(options, auth, jumps[-1] if jumps else None, hostkeys), jumps
     except BaseException:
         for jump in jumps:
             jump.close()
         raise
 
 
-async def _connect(options: SSHOptions, via: asyncssh.SSHClientConnection | None = None,
+async def _connect(options: SSHOptions, auth: Authenticator,
+                   via: asyncssh.SSHClientConnection | None = None,
                    hostkeys: HostKeyPolicy | None = None) -> asyncssh.SSHClientConnection:
-    kwargs: dict[str, object] = {
-        "encryption_algs": _encryption_algs(options.ciphers),
-        "keepalive_interval": options.keepalive_interval or None,
-        "keepalive_count_max": options.keepalive_count_max,
-        "connect_timeout": options.connect_timeout,
-    }
+    kwargs: dict[str, object] = {"encryption_algs": _encryption_algs(options.ciphers)}
     if options.port is not None:
         kwargs["port"] = options.port
     if options.username is not None:
         kwargs["username"] = options.username
-    if options.client_keys is not None:
-        kwargs["client_keys"] = list(options.client_keys)
-    if options.password is not None:
-        kwargs["password"] = options.password
     if options.config_files is not None:
         kwargs["config"] = list(options.config_files)
     if via is not None:
         kwargs["tunnel"] = via
     where = options.host + (f":{options.port}" if options.port else "")
+    agent = None
+    settings: Settings | None = None
     try:
-        conn = await connect_verified(options, kwargs, hostkeys, where)
+        settings = Settings(options, kwargs)
+        kwargs.update(auth_kwargs(options, settings))
+        log.debug("connecting to %s port %s as %r", settings.host,
+                  kwargs.get("port", "22 (or ssh_config's)"), settings.username)
+        agent, agent_keys = await aio(auth.agent_keys)(settings)
+        if agent_keys:
+            log.debug("ssh-agent at %s holds %d key(s)", settings.agent_path, len(agent_keys))
+        with trio.CancelScope() as deadline:
+            # ConnectTimeout covers the connection, not the user typing at a prompt
+            deadline.deadline = trio.current_time() + settings.connect_timeout
+            paused: list[float] = []
+
+            def pause() -> None:
+                paused.append(deadline.deadline - trio.current_time())
+                deadline.deadline = math.inf
+
+            def resume() -> None:
+                deadline.deadline = trio.current_time() + paused.pop()
+
+            auth.prompt_started, auth.prompt_ended = pause, resume
+            auth.failure_notes.clear()
+            keys = await aio(auth.key_list)(settings, agent_keys)
+            kwargs["client_factory"] = auth.client_factory(settings, keys)
+            conn = await connect_verified(options, kwargs, hostkeys, where)
+        if deadline.cancelled_caught:
+            raise TunnelError(f"{where}: SSH connection failed: timed out after "
+                              f"{settings.connect_timeout:g} s (ConnectTimeout)")
     except asyncssh.PermissionDenied as exc:
-        raise TunnelError(f"{where}: authentication failed ({exc.reason}); "
-                          "check the user name (-l) and key (-i)") from exc
+        user = settings.username if settings is not None else options.username
+        raise TunnelError(denied_message(
+            f"{user}@{where}" if user else where, auth,
+            ",".join(auth.server_methods) or exc.reason)) from exc
     except (asyncssh.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+        timeout = settings.connect_timeout if settings is not None else (
+            options.effective_connect_timeout)
         raise TunnelError(f"{where}: SSH connection failed: "
-                          f"{_connect_failure(exc, options.connect_timeout)}") from exc
+                          f"{_connect_failure(exc, timeout)}") from exc
+    finally:
+        if agent is not None:
+            agent.close()
+    host_key = conn.get_server_host_key()
+    if host_key is not None:
+        log.debug("server host key: %s %s", host_key.get_algorithm(),
+                  host_key.get_fingerprint())
+    log.debug("authenticated to %s as %r; compression %s", where,
+              conn.get_extra_info("username"), conn.get_extra_info("send_compression"))
     log.info("SSH connection to %s established (cipher %s)", where,
              conn.get_extra_info("send_cipher"))
     _ack_immediately(conn)

@@ -111,20 +111,26 @@ class HostKeyPolicy:
         check.verdict = "unknown"
         return False
 
-    def client_factory(self, check: Check) -> Callable[[], asyncssh.SSHClient]:
+    def client_factory(self, check: Check, base: Callable[[], asyncssh.SSHClient] | None = None
+                       ) -> Callable[[], asyncssh.SSHClient]:
+        """A client factory whose clients decide host keys by this policy; ``base``
+        makes the client (with the authentication callbacks), else a plain one."""
         policy = self
 
-        class TrustClient(asyncssh.SSHClient):
-            def validate_host_public_key(self, host: str, addr: str, port: int,
-                                         key: asyncssh.SSHKey) -> bool:
-                try:
-                    return policy.decide(check, host, addr, port, key)
-                except Exception as exc:  # noqa: BLE001 - refuse, never crash asyncssh
-                    check.verdict, check.error = "error", str(exc) or type(exc).__name__
-                    log.warning("host key check failed: %s", check.error)
-                    return False
+        def validate(host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+            try:
+                return policy.decide(check, host, addr, port, key)
+            except Exception as exc:  # noqa: BLE001 - refuse, never crash asyncssh
+                check.verdict, check.error = "error", str(exc) or type(exc).__name__
+                log.warning("host key check failed: %s", check.error)
+                return False
 
-        return TrustClient
+        def factory() -> asyncssh.SSHClient:
+            client = base() if base is not None else asyncssh.SSHClient()
+            client.validate_host_public_key = validate  # type: ignore[method-assign]
+            return client
+
+        return factory
 
 
 def _port(port: int | None) -> int | None:
@@ -357,7 +363,8 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
         try:
             conn = await aio(asyncssh.connect)(
                 options.host, **{**kwargs, "known_hosts": known_hosts,
-                                 "client_factory": policy.client_factory(check)})
+                                 "client_factory": policy.client_factory(
+                                     check, kwargs.get("client_factory"))})  # type: ignore[arg-type]
         except asyncssh.HostKeyNotVerifiable as exc:
             if check.verdict in ("changed", "changed-since-first-use"):
                 raise TunnelError(changed_host_message(check, where, files)) from exc

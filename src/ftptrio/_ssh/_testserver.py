@@ -49,6 +49,12 @@ class SSHServerInfo:
         for conn in self.connections:
             conn.close()
         return self.host_key
+    #: password / keyboard-interactive logins (None: public keys only)
+    password: str | None = None
+    #: keyboard-interactive: (name, instructions, [(prompt, echo, expected answer)])
+    kbdint: tuple[str, str, list[tuple[str, bool, str]]] | None = None
+    #: every keyboard-interactive answer list the server received
+    kbdint_answers: list[list[str]] = field(default_factory=list)
 
 
 def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
@@ -63,7 +69,27 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
             return True
 
         def public_key_auth_supported(self) -> bool:
-            return True
+            return info.password is None and info.kbdint is None
+
+        def password_auth_supported(self) -> bool:
+            return info.password is not None
+
+        def validate_password(self, username: str, password: str) -> bool:
+            return username == info.username and password == info.password
+
+        def kbdint_auth_supported(self) -> bool:
+            return info.kbdint is not None
+
+        def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+            assert info.kbdint is not None
+            name, instructions, prompts = info.kbdint
+            return name, instructions, "", [(text, echo) for text, echo, _ in prompts]
+
+        def validate_kbdint_response(self, username: str, responses: Any) -> bool:
+            assert info.kbdint is not None
+            info.kbdint_answers.append(list(responses))
+            return username == info.username and list(responses) == [
+                answer for _, _, answer in info.kbdint[2]]
 
         def validate_public_key(self, username: str, key: Any) -> bool:
             return bool(username == info.username and key.public_data ==
@@ -84,13 +110,21 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
 
 
 @contextlib.asynccontextmanager
-async def inprocess_ssh_server(username: str = "demo") -> AsyncIterator[SSHServerInfo]:
-    """Run an asyncssh server on 127.0.0.1:<free port>. Needs a trio-asyncio loop."""
+async def inprocess_ssh_server(
+        username: str = "demo", *, password: str | None = None,
+        kbdint: tuple[str, str, list[tuple[str, bool, str]]] | None = None,
+) -> AsyncIterator[SSHServerInfo]:
+    """Run an asyncssh server on 127.0.0.1:<free port>. Needs a trio-asyncio loop.
+
+    By default it accepts only its client key. With ``password`` it accepts only
+    that password; with ``kbdint`` = (name, instructions, [(prompt, echo,
+    expected answer), ...]) only keyboard-interactive with those answers."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     with tempfile.TemporaryDirectory(prefix="ftptrio-ssh-") as tmp:
         info = SSHServerInfo("127.0.0.1", 0, username, client_key, host_key,
-                             os.path.join(tmp, "known_hosts"))
+                             os.path.join(tmp, "known_hosts"), password=password,
+                             kbdint=kbdint)
         acceptor = await trio_asyncio.aio_as_trio(asyncssh.listen)(
             "127.0.0.1", 0, server_host_keys=[host_key],
             server_factory=_make_server_class(info), allow_scp=False)
