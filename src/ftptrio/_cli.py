@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 import trio
 
@@ -83,15 +83,21 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
+def setup_logging(verbose: int, quiet: bool, log_format: str = "text",
+                  log_file: str | None = None) -> None:
+    """Levels as ssh's: -v connection and authentication steps (keys tried, methods
+    the server offers, host-key fingerprint, cipher) and rewriting decisions; -vv
+    also the protocol lines of every session; -vvv asyncssh's own debugging.
+    ``log_file`` (-E): append there instead of standard error."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler()
+    handler: logging.Handler = (logging.FileHandler(log_file) if log_file
+                                else logging.StreamHandler())
     handler.setFormatter(JSONFormatter() if log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    if verbose < 2:  # protocol-line tracing only at -vv
-        logging.getLogger("ftptrio._control").setLevel(max(level, logging.INFO)
-                                                        if verbose < 1 else logging.DEBUG)
+    # protocol lines (client> / server<) only from -vv on
+    logging.getLogger("ftptrio._control.lines").setLevel(
+        logging.DEBUG if verbose >= 2 else max(level, logging.INFO))
     if verbose >= 4:
         from ._ssh import set_debug_level
 
@@ -115,18 +121,23 @@ def notify_systemd_ready() -> None:
         log.warning("cannot notify systemd at %s: %s", address, exc)
 
 
-async def _run(config: Config, grace: float, stats_out: list[TransferStats]) -> None:
+async def _run(config: Config, grace: float, stats_out: list[TransferStats],
+               background: Callable[[], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. ``background`` (-f) is called once ready."""
     from ._server import serve
 
     async with trio.open_nursery() as nursery:
         forwarder = await nursery.start(serve, config)
         stats_out.append(forwarder.stats)
-        for forward, (host, port) in zip(config.forwards, forwarder.addresses):
-            where = (f" on the SSH server {config.ssh.host}" if forward.direction == "remote"
-                     else "")
-            log.info("ready: FTP clients connect to %s:%d%s", host, port, where)
-        notify_systemd_ready()
+        # signals are handled from here on, before anyone is told "ready"
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            for forward, (host, port) in zip(config.forwards, forwarder.addresses):
+                where = (f" on the SSH server {config.ssh.host}"
+                         if forward.direction == "remote" else "")
+                log.info("ready: FTP clients connect to %s:%d%s", host, port, where)
+            notify_systemd_ready()
+            if background is not None:
+                background()
             async for signum in signals:
                 break
             log.info("received %s: no new sessions; waiting up to %.0f s for %d running "
@@ -164,21 +175,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"ftptrio {__version__} (rewriter: {IMPLEMENTATION})")
         return EXIT_OK
-    setup_logging(args.verbose, args.quiet, args.log_format)
     try:
+        setup_logging(*_options.log_verbosity(args), args.log_format, args.log_file)
         if args.config:
             from ._configfile import load_config
 
             config, args = load_config(args.config, argv)
-            setup_logging(args.verbose, args.quiet, args.log_format)
+            setup_logging(*_options.log_verbosity(args), args.log_format, args.log_file)
         else:
             config = _options.config_from_args(args)
     except FtptrioError as exc:
         print(f"ftptrio: {exc}", file=sys.stderr)
         return exit_code(exc)
+    except OSError as exc:  # -E log file
+        print(f"ftptrio: cannot open log file: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     stats: list[TransferStats] = []
+    background: Callable[[], None] | None = None
+    if args.background:
+        forked = _fork_to_background(keep_stderr=bool(args.verbose) and not args.log_file)
+        if isinstance(forked, int):
+            return forked  # the parent: the child's fate
+        background = forked
     try:
-        trio.run(_run, config, args.grace, stats)
+        trio.run(_run, config, args.grace, stats, background)
     except BaseException as exc:  # noqa: BLE001 - turned into one clear line
         leaf = _leaf(exc)
         if isinstance(leaf, KeyboardInterrupt):
@@ -194,6 +214,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stats and stats:
             print(format_stats(stats[0]), file=sys.stderr)
     return EXIT_OK
+
+
+def _fork_to_background(keep_stderr: bool) -> int | Callable[[], None]:
+    """-f as ssh does it: the command returns once authentication is done and the
+    listeners are up, and the forwarder goes on in the background.
+
+    Forks *before* trio starts (forking a running trio/asyncio process is unsafe):
+    the parent waits on a pipe and exits 0 when the child says "ready", or with
+    the child's exit code if it fails first. The child prompts on the terminal
+    if it must, then detaches (new session; stdin and stdout from/to /dev/null,
+    stderr too unless -v without -E) through the returned function.
+    Returns the parent's exit code, or the child's detach function.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            ready = pipe.read(1)
+        if ready:
+            return EXIT_OK
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) or EXIT_OTHER
+    os.close(read_end)
+
+    def detach() -> None:
+        log.info("going to background (pid %d)", os.getpid())
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1) if keep_stderr else (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        os.write(write_end, b"1")
+        os.close(write_end)
+
+    return detach
 
 
 def exit_code(exc: FtptrioError) -> int:

@@ -39,13 +39,23 @@ import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Union
+from typing import Any, Iterable, Literal, Union
 
 from . import _scan
 from ._errors import BadDataAddress, LineTooLong
 from ._netaddr import same_address
 
 log = logging.getLogger(__name__)
+#: the protocol lines themselves (client> / server<): shown from -vv on
+lines_log = logging.getLogger(__name__ + ".lines")
+
+
+class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every message with "session N: " (no prefix without an id)."""
+
+    def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
+        session = self.extra.get("session") if self.extra else None
+        return (msg if session is None else f"session {session}: {msg}"), kwargs
 
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
@@ -227,7 +237,11 @@ class ControlChannel:
         active_mode: Literal["remote-forward", "passive"] = "remote-forward",
         auth_tls: Literal["refuse", "passthrough"] = "refuse",
         max_line: int = _scan.MAX_LINE,
+        session_id: int | None = None,
     ) -> None:
+        """``session_id``: named in every log line of this channel."""
+        self._log = SessionLog(log, {"session": session_id})
+        self._lines_log = SessionLog(lines_log, {"session": session_id})
         self.client_host = client_host
         self.active_mode = active_mode
         self.auth_tls = auth_tls
@@ -353,15 +367,15 @@ class ControlChannel:
         if flags & _BAD_LINE:
             bad = ("NUL byte" if flags & _scan.FLAG_NUL else "bare CR"
                    if flags & _scan.FLAG_BARE_CR else "invalid Telnet sequence")
-            log.warning("client sent a command with a %s; answered 500", bad)
+            self._log.warning("client sent a command with a %s; answered 500", bad)
             self._answer_locally(f"500 ftptrio: {bad} in command line rejected.")
             return
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("client> %s", describe_line(line))
+        if self._lines_log.isEnabledFor(logging.DEBUG):
+            self._lines_log.debug("client> %s", describe_line(line))
         if not verb:
             return  # empty line: servers ignore it inconsistently, so do not forward
         if not is_command_word(verb):
-            log.warning("client sent %r, not a command word (3-4 letters); answered 500",
+            self._log.warning("client sent %r, not a command word (3-4 letters); answered 500",
                         printable(verb[:4]) if verb[:4] in (b"PASS", b"ACCT")
                         else printable(verb[:40]))
             self._answer_locally("500 ftptrio: command not understood "
@@ -389,12 +403,12 @@ class ControlChannel:
             self._answer_locally(f"502 ftptrio: {verb.decode()} not supported; use EPRT/EPSV.")
         elif verb == b"AUTH":
             if self.auth_tls == "refuse":
-                log.info("refused AUTH %s: control stays plaintext inside the SSH tunnel",
+                self._log.info("refused AUTH %s: control stays plaintext inside the SSH tunnel",
                          arg.decode("latin-1")[:20])
                 self._answer_locally(
                     "534 ftptrio: TLS refused; this connection is already encrypted by SSH.")
             else:
-                log.warning("passing AUTH through: data channels cannot be forwarded "
+                self._log.warning("passing AUTH through: data channels cannot be forwarded "
                             "once the control channel is encrypted")
                 self._forward_command(line, "auth")
         elif verb == b"REIN":
@@ -415,22 +429,22 @@ class ControlChannel:
             else:
                 host, port = _scan.parse_port_arg(arg)
         except BadDataAddress as exc:
-            log.warning("client sent invalid %s: %s", verb.decode(), exc)
+            self._log.warning("client sent invalid %s: %s", verb.decode(), exc)
             self._answer_locally(f"501 ftptrio: invalid {verb.decode()} argument: {exc}")
             return
         if not same_address(host, self.client_host):
-            log.warning("refused %s to %s: not the client's own address %s (bounce)",
+            self._log.warning("refused %s to %s: not the client's own address %s (bounce)",
                         verb.decode(), host, self.client_host)
             self._answer_locally(
                 f"500 ftptrio: {verb.decode()} must name your own address ({self.client_host}).")
             return
         if port < 1024:
-            log.warning("refused %s to privileged port %d", verb.decode(), port)
+            self._log.warning("refused %s to privileged port %d", verb.decode(), port)
             self._answer_locally(f"501 ftptrio: {verb.decode()} to a port below 1024 refused.")
             return
         request = ActiveRequest(host, port, extended, next(self._ids))
         if self.active_mode == "passive":
-            log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
+            self._log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
                       "EPSV" if extended else "PASV")
             self._pending.append(_Pending("converted", request))
             self.to_server.append(b"EPSV\r\n" if extended else b"PASV\r\n")
@@ -454,7 +468,7 @@ class ControlChannel:
         return b"425 ftptrio: cannot open data connection: " + _ascii(reason) + b"\r\n"
 
     def _fail_client(self, text: str) -> None:
-        log.warning("closing session: %s", text)
+        self._log.warning("closing session: %s", text)
         self.to_client.append(_ascii(text) + b"\r\n")
         self.to_client.append(CLOSE)
         self.closed = True
@@ -467,8 +481,8 @@ class ControlChannel:
         if flags & _BAD_LINE:
             self._fail_server("NUL byte" if flags & _scan.FLAG_NUL else "bare CR")
             return
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("server< %s", printable(line.rstrip(b"\r\n")[:200]))
+        if self._lines_log.isEnabledFor(logging.DEBUG):
+            self._lines_log.debug("server< %s", printable(line.rstrip(b"\r\n")[:200]))
         if self._multiline_code is not None:
             ends = line[:3] == self._multiline_code and line[3:4] == b" "
             if self._captured is not None:
@@ -483,7 +497,7 @@ class ControlChannel:
                 self._reply_complete(int(line[:3]), line)
             return
         if code < 0:
-            log.warning("FTP server sent a line that is not a reply; passed on: %r", line[:80])
+            self._log.warning("FTP server sent a line that is not a reply; passed on: %r", line[:80])
             self.to_client.append(line)
             return
         if flags & _scan.FLAG_CONTINUES:
@@ -496,7 +510,7 @@ class ControlChannel:
             return
         if code < 200 or not self._pending:
             if code >= 200:
-                log.warning("unsolicited reply from FTP server passed on: %s",
+                self._log.warning("unsolicited reply from FTP server passed on: %s",
                             printable(line.rstrip(b"\r\n")[:80]))
             self._reply_to_client(line, code)
             return
@@ -537,23 +551,23 @@ class ControlChannel:
         else:
             if captured:
                 if code in (227, 229):
-                    log.warning("unsolicited %d reply (no PASV/EPSV outstanding) passed on "
+                    self._log.warning("unsolicited %d reply (no PASV/EPSV outstanding) passed on "
                                 "unrewritten, no data channel opened", code)
                 self.to_client.extend(captured)
             if entry.kind == "converted":
                 assert entry.request is not None
                 verb = "EPRT" if entry.request.extended else "PORT"
-                log.warning("server refused passive mode while converting %s: %s", verb,
+                self._log.warning("server refused passive mode while converting %s: %s", verb,
                             last_line.rstrip(b"\r\n").decode("latin-1")[:80])
             elif entry.kind == "active" and code >= 400:
                 assert entry.request is not None
                 self._active_in_flight = max(0, self._active_in_flight - 1)
                 self.to_client.append(ActiveRefused(entry.request.id))
             elif entry.kind == "auth" and code == 234:
-                log.warning("AUTH accepted by server: control channel is now opaque")
+                self._log.warning("AUTH accepted by server: control channel is now opaque")
                 self.opaque = True
             elif entry.kind == "rein" and code // 100 == 2:
-                log.debug("REIN: session state reset")
+                self._log.debug("REIN: session state reset")
         self._release_local_replies()
 
     def _parse_offer(self, code: int, text: bytes) -> PassiveOffer:
@@ -570,7 +584,7 @@ class ControlChannel:
         try:
             offer = self._parse_offer(code, text)
         except BadDataAddress as exc:
-            log.warning("invalid %d reply from FTP server: %s; answered 425", code, exc)
+            self._log.warning("invalid %d reply from FTP server: %s; answered 425", code, exc)
             self.to_client.append(self._data_failed_reply(str(exc)))
             return
         if offer.extended != extended:
@@ -580,7 +594,7 @@ class ControlChannel:
     def _translate_passive(self, kind: str, code: int) -> None:
         """The server refused PASV (or EPSV): ask with the other command instead."""
         refused, other = (b"PASV", b"EPSV") if kind == "pasv" else (b"EPSV", b"PASV")
-        log.info("FTP server answered %d to %s; translating to %s", code, refused.decode(),
+        self._log.info("FTP server answered %d to %s; translating to %s", code, refused.decode(),
                  other.decode())
         self._server_lacks = refused
         self._pending.append(_Pending("pasv-via-epsv" if kind == "pasv" else "epsv-via-pasv"))
@@ -592,7 +606,7 @@ class ControlChannel:
         try:
             offer = self._parse_offer(code, text)
         except BadDataAddress as exc:
-            log.warning("invalid %d reply while converting active mode: %s", code, exc)
+            self._log.warning("invalid %d reply while converting active mode: %s", code, exc)
             self.to_client.append(self._data_failed_reply(str(exc)))
             return
         self.to_client.append(ConvertedActive(request.host, request.port, offer.host,

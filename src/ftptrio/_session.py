@@ -97,7 +97,7 @@ class Session:
         self.control = ControlChannel(
             client_host=peer[0],
             active_mode="remote-forward" if self.remote else self.config.active_mode,
-            auth_tls=self.config.auth_tls, max_line=self.config.max_line)
+            auth_tls=self.config.auth_tls, max_line=self.config.max_line, session_id=self.id)
         self._to_client = _Pipe(self.control.to_client)
         self._to_server = _Pipe(self.control.to_server)
         self._server: ControlStream | None = None

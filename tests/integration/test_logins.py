@@ -248,3 +248,36 @@ async def test_kbd_interactive_authentication_no_is_honoured(aio_loop, tmp_path)
     assert done.returncode == 3, done.stderr
     assert b"Permission denied" in done.stderr
     assert prompts_seen(script) == []
+
+
+# ------------------------------------------------------------------ precedence
+def test_ssh_config_values_win_over_builtin_defaults(tmp_path):
+    """-o > ssh_config > built-in defaults, for ServerAliveInterval/CountMax,
+    ConnectTimeout and the authentication switches."""
+    from ftptrio import SSHOptions
+    from ftptrio._ssh._auth import Settings
+
+    config = tmp_path / "ssh_config"
+    config.write_text("Host gw\n    ServerAliveInterval 7\n    ServerAliveCountMax 5\n"
+                      "    ConnectTimeout 4\n    PasswordAuthentication no\n"
+                      "    IdentitiesOnly yes\n")
+
+    def settings(**options: object) -> Settings:
+        opts = SSHOptions(host="gw", config_files=(str(config),), **options)  # type: ignore[arg-type]
+        return Settings(opts, {"config": [str(config)]})
+
+    from_config = settings()
+    assert (from_config.keepalive_interval, from_config.keepalive_count_max,
+            from_config.connect_timeout) == (7, 5, 4)
+    assert from_config.password is False and from_config.identities_only is True
+    given = settings(keepalive_interval=2.0, keepalive_count_max=1, connect_timeout=9.0,
+                     password_auth=True)
+    assert (given.keepalive_interval, given.keepalive_count_max, given.connect_timeout,
+            given.password) == (2.0, 1, 9.0, True)
+    other = tmp_path / "empty_config"
+    other.write_text("")
+    defaults = Settings(SSHOptions(host="gw", config_files=(str(other),)),
+                        {"config": [str(other)]})
+    assert (defaults.keepalive_interval, defaults.keepalive_count_max,
+            defaults.connect_timeout) == (15, 3, 15)
+    assert defaults.password is True and defaults.kbdint is True

@@ -231,8 +231,10 @@ async def _connect(options: SSHOptions, auth: Authenticator,
     try:
         settings = Settings(options, kwargs)
         kwargs.update(auth_kwargs(options, settings))
-        log.debug("connecting to %s port %s as %r", settings.host,
-                  kwargs.get("port", "22 (or ssh_config's)"), settings.username)
+        log.debug("connecting to %s as %r; ServerAliveInterval %g, ServerAliveCountMax %d, "
+                  "ConnectTimeout %g", settings.host, settings.username,
+                  settings.keepalive_interval, settings.keepalive_count_max,
+                  settings.connect_timeout)
         agent, agent_keys = await aio(auth.agent_keys)(settings)
         if agent_keys:
             log.debug("ssh-agent at %s holds %d key(s)", settings.agent_path, len(agent_keys))
