@@ -33,7 +33,7 @@ else:  # pragma: no cover - Python 3.10
     try:
         import tomli as tomllib
     except ModuleNotFoundError:
-        tomllib = None
+        tomllib = None  # type: ignore[assignment, unused-ignore]  # typed when tomli is installed
 
 from ._config import Config, Direction, ForwardSpec
 from ._errors import ConfigError

@@ -49,7 +49,8 @@ def both_rewrites() -> tuple[ModuleType, ModuleType]:
 @pytest.fixture
 def restore_logging():
     """main() configures logging; undo it so other tests see the usual setup."""
-    names = ["", "ftptrio", "ftptrio._control", "asyncssh", "trio_asyncio"]
+    names = ["", "ftptrio", "ftptrio._control", "ftptrio._control.lines", "asyncssh",
+             "trio_asyncio"]
     loggers = [logging.getLogger(name) for name in names]
     saved = [(lg.level, list(lg.handlers)) for lg in loggers]
     yield

@@ -315,7 +315,7 @@ def test_main_ssh_connection_refused(capsys):
     (ftptrio.LineTooLong("long"), 1),
 ])
 def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
-    async def failing_run(config, grace, stats_out):
+    async def failing_run(config, grace, stats_out, background=None):
         raise error
 
     monkeypatch.setattr(_cli, "_run", failing_run)
@@ -324,7 +324,7 @@ def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
 
 
 def test_main_unexpected_os_error_is_one_line_exit_1(monkeypatch, capsys):
-    async def failing_run(config, grace, stats_out):
+    async def failing_run(config, grace, stats_out, background=None):
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(_cli, "_run", failing_run)
