@@ -470,7 +470,9 @@ class _Client(asyncssh.SSHClient):
 
 def _key_fingerprint(key: Any) -> str:
     try:
-        return str(asyncssh.import_public_key(key.public_data).get_fingerprint())
+        from asyncssh.public_key import decode_ssh_public_key
+
+        return str(decode_ssh_public_key(key.public_data).get_fingerprint())
     except (asyncssh.KeyImportError, ValueError):
         return "?"
 
