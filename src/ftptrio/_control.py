@@ -59,6 +59,10 @@ class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
+#: Longest command line forwarded, CRLF included: pyftpdlib keeps only 2048 bytes of a
+#: line and reads what follows as a new command, so a longer line could smuggle one
+#: past ftptrio (vsftpd allows 4096, ProFTPD discards over-long lines)
+MAX_COMMAND_LINE = 2048
 _BAD_LINE = _scan.FLAG_NUL | _scan.FLAG_BARE_CR | _scan.FLAG_BAD_TELNET
 #: Telnet "interrupt process" + "data mark": the Synch clients put before ABOR; vsftpd
 #: matches it byte for byte, servers that read Telnet remove it
@@ -250,9 +254,11 @@ class ControlChannel:
         self.closed = False
         #: after AUTH TLS was passed through and accepted: bytes are opaque
         self.opaque = False
-        self._client_lines = _scan.LineSplitter(max_line)
+        # one byte spare: a bare-LF line is forwarded with CRLF
+        self._client_lines = _scan.LineSplitter(min(max_line, MAX_COMMAND_LINE - 1))
         self._server_lines = _scan.LineSplitter(max_line)
         self._ids = itertools.count(1)
+        self._held_reply_bytes = 0
         #: active requests sent to the server whose transfer-complete reply is not seen
         self._active_in_flight = 0
         self._pending: deque[_Pending] = deque([_Pending("greeting")])
@@ -359,6 +365,7 @@ class ControlChannel:
                     and entry.request.id == event.id:
                 entry.kind = "local"
                 entry.reply = reply
+                self._held_reply_bytes += len(reply)
                 break
         self._release_local_replies()
 
@@ -404,7 +411,7 @@ class ControlChannel:
         elif verb == b"AUTH":
             if self.auth_tls == "refuse":
                 self._log.info("refused AUTH %s: control stays plaintext inside the SSH tunnel",
-                         arg.decode("latin-1")[:20])
+                               printable(arg[:20]))
                 self._answer_locally(
                     "534 ftptrio: TLS refused; this connection is already encrypted by SSH.")
             else:
@@ -456,13 +463,24 @@ class ControlChannel:
         self._pending.append(_Pending(kind))
         self.to_server.append(line)  # already CRLF-terminated by the scanner
 
+    @property
+    def backlog(self) -> int:
+        """Bytes held for commands the server has not answered yet, with the replies
+        ftptrio made itself waiting behind them (each entry counts EVENT_SIZE): the
+        session stops reading the client while this is large."""
+        return len(self._pending) * EVENT_SIZE + self._held_reply_bytes
+
     def _answer_locally(self, text: str) -> None:
-        self._pending.append(_Pending("local", reply=_ascii(text) + b"\r\n"))
+        reply = _ascii(text) + b"\r\n"
+        self._held_reply_bytes += len(reply)
+        self._pending.append(_Pending("local", reply=reply))
         self._release_local_replies()
 
     def _release_local_replies(self) -> None:
         while self._pending and self._pending[0].kind == "local":
-            self.to_client.append(self._pending.popleft().reply)
+            reply = self._pending.popleft().reply
+            self._held_reply_bytes -= len(reply)
+            self.to_client.append(reply)
 
     def _data_failed_reply(self, reason: str) -> bytes:
         return b"425 ftptrio: cannot open data connection: " + _ascii(reason) + b"\r\n"
@@ -497,21 +515,25 @@ class ControlChannel:
                 self._reply_complete(int(line[:3]), line)
             return
         if code < 0:
-            self._log.warning("FTP server sent a line that is not a reply; passed on: %r", line[:80])
+            self._log.warning("FTP server sent a line that is not a reply; passed on: %s",
+                              printable(line[:80]))
             self.to_client.append(line)
             return
         if flags & _scan.FLAG_CONTINUES:
             self._multiline_code = line[:3]
             head = self._pending[0].kind if self._pending else None
-            if head in _PASSIVE_KINDS or head == "converted":
+            if head in _PASSIVE_KINDS or head == "converted" or code in (227, 229):
                 self._captured = [line]
             else:
                 self._reply_to_client(line, code)
             return
         if code < 200 or not self._pending:
+            if code in (227, 229):
+                self._withhold_passive(code)
+                return
             if code >= 200:
                 self._log.warning("unsolicited reply from FTP server passed on: %s",
-                            printable(line.rstrip(b"\r\n")[:80]))
+                                  printable(line.rstrip(b"\r\n")[:80]))
             self._reply_to_client(line, code)
             return
         head = self._pending[0].kind
@@ -520,6 +542,15 @@ class ControlChannel:
         else:
             self._reply_to_client(line, code)
         self._reply_complete(code, line)
+
+    def _withhold_passive(self, code: int) -> None:
+        """A 227/229 that answers no PASV/EPSV: its address and port never reach the
+        client, which would otherwise connect there (through ftptrio, that is the
+        client's own machine) when it takes it for the answer to a later PASV."""
+        self._log.warning("unsolicited %d reply (no PASV/EPSV outstanding) withheld: "
+                          "no data channel opened", code)
+        self.to_client.append(b"%d ftptrio: unsolicited passive reply withheld "
+                              b"(no PASV/EPSV outstanding).\r\n" % code)
 
     def _reply_to_client(self, line: bytes, code: int) -> None:
         """The first line of a reply; a transfer-complete one waits for active data."""
@@ -535,7 +566,9 @@ class ControlChannel:
                 self.to_client.extend(captured)
             return
         if not self._pending:
-            if captured:
+            if code in (227, 229):
+                self._withhold_passive(code)
+            elif captured:
                 self.to_client.extend(captured)
             return
         entry = self._pending.popleft()
@@ -549,16 +582,15 @@ class ControlChannel:
         elif entry.kind == "converted" and code in (227, 229):
             self._converted_reply(entry, code, text)
         else:
-            if captured:
-                if code in (227, 229):
-                    self._log.warning("unsolicited %d reply (no PASV/EPSV outstanding) passed on "
-                                "unrewritten, no data channel opened", code)
+            if code in (227, 229):
+                self._withhold_passive(code)
+            elif captured:
                 self.to_client.extend(captured)
             if entry.kind == "converted":
                 assert entry.request is not None
                 verb = "EPRT" if entry.request.extended else "PORT"
                 self._log.warning("server refused passive mode while converting %s: %s", verb,
-                            last_line.rstrip(b"\r\n").decode("latin-1")[:80])
+                                  printable(last_line.rstrip(b"\r\n")[:80]))
             elif entry.kind == "active" and code >= 400:
                 assert entry.request is not None
                 self._active_in_flight = max(0, self._active_in_flight - 1)

@@ -39,12 +39,12 @@ ControlStream = Union[trio.SocketStream, SSHStream]
 
 
 class _Pipe:
-    """Wakes the writer of one outbox; parks the readers while it is full."""
+    """Wakes the writer of one outbox; tells the readers (``room``) when it drains."""
 
-    def __init__(self, items: Outbox) -> None:
+    def __init__(self, items: Outbox, room: trio.lowlevel.ParkingLot) -> None:
         self.items = items
         self._has_items = trio.lowlevel.ParkingLot()
-        self._has_room = trio.lowlevel.ParkingLot()
+        self._has_room = room
 
     def wake(self) -> None:
         self._has_items.unpark_all()
@@ -70,10 +70,6 @@ class _Pipe:
             self._has_room.unpark_all()
         return first if len(parts) == 1 else b"".join(parts)
 
-    async def wait_room(self) -> None:
-        while self.full:
-            await self._has_room.park()
-
 
 class Session:
     def __init__(self, client: ControlStream, forward: ForwardSpec, config: Config,
@@ -98,8 +94,10 @@ class Session:
             client_host=peer[0],
             active_mode="remote-forward" if self.remote else self.config.active_mode,
             auth_tls=self.config.auth_tls, max_line=self.config.max_line, session_id=self.id)
-        self._to_client = _Pipe(self.control.to_client)
-        self._to_server = _Pipe(self.control.to_server)
+        #: readers park here while output piles up; drained outboxes unpark them
+        self._room = trio.lowlevel.ParkingLot()
+        self._to_client = _Pipe(self.control.to_client, self._room)
+        self._to_server = _Pipe(self.control.to_server, self._room)
         self._server: ControlStream | None = None
         self._control_scope: trio.CancelScope | None = None
         self.data: DataPlane | None = None
@@ -183,12 +181,10 @@ class Session:
     # ------------------------------------------------------------------ readers
     async def _read(self, stream: ControlStream, feed: Callable[[bytes], None],
                     closed: Callable[[], None], name: str) -> None:
+        from_client = name == "client"
         try:
             while True:
-                # replies ftptrio makes itself go to the client, so both directions
-                # must have room before more is read from either peer
-                await self._to_client.wait_room()
-                await self._to_server.wait_room()
+                await self._wait_room(from_client)
                 data = await stream.receive_some(RECEIVE_SIZE)
                 self._last_activity = trio.current_time()
                 if not data:
@@ -197,13 +193,30 @@ class Session:
                     break
                 feed(data)
                 self._wake()
+                if not from_client:
+                    self._room.unpark_all()  # replies may release held local replies
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("session %d: %s control connection broke: %s", self.id, name, exc)
-            if name == "server":
-                self.control.server_lost()
-            else:
+            if from_client:
                 closed()
+            else:
+                self.control.server_lost()
         self._wake()
+
+    async def _wait_room(self, from_client: bool) -> None:
+        """Back-pressure: the server reader waits while replies pile up for the client;
+        the client reader also while commands pile up for the server and while
+        commands await their replies (with ftptrio's own replies held behind them),
+        so a client that never reads, or floods, cannot grow memory. The server
+        reader never waits for the client's side: its replies are what drains it."""
+        while (self._to_client.full
+               or from_client and (self._to_server.full
+                                   or self.control.backlog >= MAX_OUTBOX_BYTES)):
+            await self._room.park()
+
+    def _wake(self) -> None:
+        self._to_client.wake()
+        self._to_server.wake()
 
     async def _close_when_idle(self, data: DataPlane, timeout: float) -> None:
         """Config.idle_session_timeout: 421 and close after ``timeout`` seconds with no
@@ -220,10 +233,6 @@ class Session:
             self.control.idle_timeout(timeout)
             self._wake()
             return
-
-    def _wake(self) -> None:
-        self._to_client.wake()
-        self._to_server.wake()
 
     # ------------------------------------------------------------------ writers
     async def _write(self, pipe: _Pipe, stream: ControlStream) -> None:

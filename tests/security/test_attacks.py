@@ -83,13 +83,15 @@ async def test_227_naming_a_privileged_port_on_the_ftp_host_is_refused(make_setu
     assert ("127.0.0.1", 22) not in setup.ssh.direct_requests
 
 
-async def test_unsolicited_227_is_passed_on_unrewritten_and_not_forwarded(make_setup):
+async def test_unsolicited_227_is_withheld_and_not_forwarded(make_setup):
     setup = await make_setup()
     spoof = pasv_reply("10.0.0.1", 5000)
     setup.ftp.replies[b"NOOP"] = b"200 ok\r\n" + spoof
     async with setup.client() as client:
         assert (await client.command(b"NOOP"))[0] == b"200 ok"
-        assert (await client.reply())[0] + b"\r\n" == spoof
+        withheld = (await client.reply())[0]
+        assert withheld.startswith(b"227 ftptrio: unsolicited passive reply withheld")
+        assert b"5000" not in withheld and b"19,136" not in withheld
     assert setup.ssh.direct_requests == [("127.0.0.1", setup.ftp.port)]
 
 

@@ -279,24 +279,66 @@ def test_227_lookalike_inside_multiline_reply_while_pasv_outstanding():
     assert r.client == [text, PassiveOffer("10.0.0.1", 1025, False)]
 
 
-def test_unsolicited_227_passes_unrewritten():
-    reply = b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n"
-    r = check([s(reply)])
-    assert r.client == [reply]
+WITHHELD_227 = b"227 ftptrio: unsolicited passive reply withheld (no PASV/EPSV outstanding).\r\n"
+
+
+def test_unsolicited_227_is_withheld():
+    """Its port would reach a client that takes it for a later PASV's answer and
+    connects there: through ftptrio, on the client's own machine (review finding)."""
+    r = check([s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
+    assert r.client == [WITHHELD_227]
     assert r.server == []
 
 
-def test_227_answering_another_command_passes_unrewritten():
+@pytest.mark.parametrize("reply", [
+    b"229 Entering Extended Passive Mode (|||6446|)\r\n",
+    b"227-Entering Passive Mode\r\n227 (10,0,0,1,4,1)\r\n"])
+def test_unsolicited_229_and_multiline_227_are_withheld(reply):
+    r = check([s(reply), c(b"NOOP\r\n"), s(b"200 ok\r\n")])
+    assert len(r.client) == 1 and b"withheld" in r.client[0]
+    assert b"6446" not in r.client[0] and b"4,1" not in r.client[0]
+    assert r.client[0].endswith(b"\r\n200 ok\r\n")
+
+
+def test_227_answering_another_command_is_withheld():
     bogus = b"227 Entering Passive Mode (6,6,6,6,4,1).\r\n"
     r = check([c(b"NOOP\r\nPASV\r\n"), s(bogus),
                s(b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n")])
-    assert r.client == [bogus, PassiveOffer("10.0.0.1", 1025, False)]
+    assert r.client == [WITHHELD_227, PassiveOffer("10.0.0.1", 1025, False)]
 
 
 def test_unsolicited_227_before_greeting_makes_no_offer():
     reply = b"227 Entering Passive Mode (10,0,0,1,4,1).\r\n"
     r = check([s(reply), s(GREETING)], greet=False)
-    assert r.client == [reply + GREETING]
+    assert r.client == [WITHHELD_227 + GREETING]
+
+
+def test_command_lines_forwarded_are_at_most_2048_bytes():
+    """pyftpdlib keeps 2048 bytes of a line and reads the rest as a new command: a
+    longer line could smuggle a PORT past ftptrio (review finding)."""
+    longest = b"NOOP " + b"A" * (2046 - 7) + b"\r\n"
+    assert len(longest) == 2046
+    r = check([c(longest)])
+    assert r.server == [longest]
+    smuggle = b"NOOP " + b"A" * 2100 + b"PORT 127,0,0,1,4,1\r\n"
+    r = check([c(smuggle)])
+    assert r.server == [] and r.channel.closed
+    assert r.client[0].startswith(b"500 ftptrio: command line too long")
+    r = check([c(b"NOOP " + b"A" * 2041 + b"\n")])  # 2047 bytes; forwarded with CRLF: 2048
+    assert len(r.server[0]) == 2048
+
+
+def test_backlog_counts_replies_held_behind_an_unanswered_command():
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"RETR big.iso\r\n")  # its 226 comes when the transfer ends
+    ch.to_client.clear()
+    start = ch.backlog
+    ch.receive_client(b"A\n" * 1000)  # 1000 x 500, held behind the RETR
+    assert ch.to_client.size == 0
+    assert ch.backlog >= start + 1000 * 40
+    ch.receive_server(b"150 ok\r\n226 done\r\n")
+    assert ch.backlog == 0 and ch.to_client.size > 1000 * 40
 
 
 # ---------------------------------------------------------------- EPSV / 229
@@ -339,7 +381,8 @@ def test_epsv_all_passes_through_without_offer():
 def test_229_reply_to_epsv_all_is_not_an_offer():
     reply = b"229 Entering Extended Passive Mode (|||6446|)\r\n"
     r = check([c(b"epsv all\r\n"), s(reply)])
-    assert r.client == [reply]
+    assert r.client == [reply.replace(b"Entering Extended Passive Mode (|||6446|)",
+                                      WITHHELD_227[4:-2])]
 
 
 def test_multiline_229_to_epsv_gives_one_offer():
@@ -927,3 +970,9 @@ def test_transfer_commands_are_named_for_the_log():
     named = [i.command for i in ch.to_server if isinstance(i, TransferCommand)]
     assert named == ["RETR my file\\x1b.txt", "STOR up", "list"]
     assert ch.to_server[0] == TransferCommand("RETR my file\\x1b.txt")
+
+
+def test_refused_auth_argument_is_escaped_in_logs(caplog):
+    caplog.set_level(logging.INFO, logger="ftptrio._control")
+    check([c(b"AUTH \x1b[31mTLS\r\n")])
+    assert "\x1b" not in caplog.text and "\\x1b[31mTLS" in caplog.text
