@@ -20,7 +20,8 @@ import asyncssh
 import trio
 
 from ._bridge import aio, guard_callback, run_future
-from ._relay import MAX_PKTSIZE, WINDOW, SSHDataRelay, incoming_data_relay
+from ._relay import (MAX_PKTSIZE, WINDOW, SSHDataRelay, bound_receive_window,
+                     incoming_data_relay, recv_buffered)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class _StreamSession(asyncssh.SSHTCPSession[bytes]):
     @guard_callback
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.chan = chan
+        bound_receive_window(chan)
 
     @guard_callback
     def data_received(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
@@ -105,6 +107,13 @@ class SSHStream(trio.abc.HalfCloseableStream):
     def __init__(self, chan: asyncssh.SSHTCPChannel[bytes], session: _StreamSession) -> None:
         self._chan = chan
         self._session = session
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read (here and paused in the channel): at
+        most the high-water mark plus the channel's window, however slowly the
+        stream is read."""
+        return self._session.buffered + recv_buffered(self._chan)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         s = self._session
@@ -229,6 +238,7 @@ class _IncomingStreamSession(_StreamSession):
     @guard_callback
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.chan = chan
+        bound_receive_window(chan)
         self._listener._deliver(SSHStream(chan, self), chan, *self._orig)
 
 
