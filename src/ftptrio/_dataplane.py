@@ -177,15 +177,22 @@ class DataPlane:
             log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
                         self.session_id, named, self.forward.ftp_host)
 
-    async def _transfer(self, mode: Mode, result: Awaitable[RelayResult]) -> None:
-        """Await a running transfer's result, then account it and log one line."""
+    async def _transfer(self, mode: Mode, relay: SSHDataRelay,
+                        sock: trio.socket.SocketType | None = None) -> None:
+        """Relay (pairing ``sock`` first, if given) until both ends close, then account
+        the transfer and log one line. A transfer cut by cancellation (shutdown after
+        --grace, the session's drain timeout) is recorded with the bytes moved so far,
+        as aborted unless its data had already ended (only the teardown was cut)."""
         started = trio.current_time()
         self.transfers_running += 1
         try:
-            outcome = await result
+            result = await (relay.wait() if sock is None else relay.relay_socket(sock))
+        except trio.Cancelled:
+            self._record(mode, started, relay.snapshot(cancelled=True))
+            raise
         finally:
             self.transfers_running -= 1
-        self._record(mode, started, outcome)
+        self._record(mode, started, result)
 
     def _record(self, mode: Mode, started: float, result: RelayResult) -> None:
         """Account one finished transfer and log one line for it."""
@@ -323,7 +330,7 @@ class LocalDataPlane(DataPlane):
             log.info("session %d: passive listener on port %d closed unused (%s)",
                      self.session_id, port, _why_unused(wait))
             return
-        await self._transfer("passive", relay.relay_socket(sock))
+        await self._transfer("passive", relay, sock)
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
         cfg = self.config
@@ -347,7 +354,7 @@ class LocalDataPlane(DataPlane):
         finally:
             self._active_done(request)
         if relay is not None:
-            await self._transfer("active", relay.wait())
+            await self._transfer("active", relay)
 
     async def converted(self, event: ConvertedActive) -> None:
         relay = await self._relay_to_server(event.server_host, event.server_port)
@@ -360,7 +367,7 @@ class LocalDataPlane(DataPlane):
         self._start(self._serve_converted, relay)
 
     async def _serve_converted(self, relay: SSHDataRelay) -> None:
-        await self._transfer("converted", relay.wait())
+        await self._transfer("converted", relay)
 
 
 class RemoteDataPlane(DataPlane):
@@ -388,7 +395,7 @@ class RemoteDataPlane(DataPlane):
         relay = await self._forwarded_connection(remote, wait, self.forward.ftp_host,
                                                  ftp_port, "client")
         if relay is not None:
-            await self._transfer("passive", relay.wait())
+            await self._transfer("passive", relay)
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
         local_host = self.addresses.server_local_host
@@ -426,7 +433,7 @@ class RemoteDataPlane(DataPlane):
             if sock is not None:
                 sock.close()
             self._active_done(request)
-        await self._transfer("active", relay.wait())
+        await self._transfer("active", relay)
 
 
 def _why_unused(wait: trio.CancelScope) -> str:

@@ -59,6 +59,10 @@ class FakeRelay:
         await self.done.wait()
         return self.result
 
+    def snapshot(self, *, cancelled: bool = False) -> FakeResult:
+        return FakeResult(self.result.to_ssh, self.result.from_ssh,
+                          "aborted" if cancelled else None)
+
     def close(self) -> None:
         self.closed = True
 
