@@ -799,6 +799,8 @@ from pyftpdlib.servers import FTPServer
 host, user, password, root, pasv_lo, pasv_hi, log_path = sys.argv[1:8]
 listen_port = int(sys.argv[8]) if len(sys.argv) > 8 else 0
 max_cons = int(sys.argv[9]) if len(sys.argv) > 9 else 512
+read_limit = int(sys.argv[10]) if len(sys.argv) > 10 else 0
+write_limit = int(sys.argv[11]) if len(sys.argv) > 11 else 0
 logging.basicConfig(filename=log_path, level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(message)s")
 authorizer = DummyAuthorizer()
@@ -814,6 +816,15 @@ Handler.passive_ports = range(int(pasv_lo), int(pasv_hi) + 1)
 Handler.permit_foreign_addresses = False
 Handler.banner = "ftptrio test pyftpdlib"
 Handler.timeout = 300
+if read_limit or write_limit:
+    from pyftpdlib.handlers import ThrottledDTPHandler
+
+    class Throttled(ThrottledDTPHandler):
+        pass
+
+    Throttled.read_limit = read_limit
+    Throttled.write_limit = write_limit
+    Handler.dtp_handler = Throttled
 server = FTPServer((host, listen_port), Handler)
 server.max_cons = max_cons
 server.max_cons_per_ip = 0
@@ -825,8 +836,13 @@ server.serve_forever(handle_exit=True)
 
 def start_pyftpdlib(tmpdir: str | os.PathLike[str], timeout: float = 15.0, passive_count: int = 400, *,
                     host: str = HOST, port: int = 0, netns: str | None = None,
-                    max_cons: int = 512, passive_ports: range | None = None) -> FTPServer:
+                    max_cons: int = 512, passive_ports: range | None = None,
+                    read_limit: int = 0, write_limit: int = 0) -> FTPServer:
     """Run pyftpdlib in a subprocess (user ``ftptrio``/``secret``, all perms).
+
+    ``read_limit`` / ``write_limit``: bytes per second each data connection
+    receives (uploads) / sends (downloads) at most (pyftpdlib's
+    ThrottledDTPHandler): a slow FTP server. 0: no limit.
 
     ``max_cons``: pyftpdlib's limit on open sockets (control, data and passive
     listeners together) before it answers new control connections with 421.
@@ -846,7 +862,8 @@ def start_pyftpdlib(tmpdir: str | os.PathLike[str], timeout: float = 15.0, passi
     try:
         process = subprocess.Popen(
             [*netns_prefix(netns), sys.executable, str(script), host, user, password, str(root),
-             str(pasv.start), str(pasv.stop - 1), str(log_path), str(port), str(max_cons)],
+             str(pasv.start), str(pasv.stop - 1), str(log_path), str(port), str(max_cons),
+             str(read_limit), str(write_limit)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=err,
