@@ -113,12 +113,20 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
 async def inprocess_ssh_server(
         username: str = "demo", *, password: str | None = None,
         kbdint: tuple[str, str, list[tuple[str, bool, str]]] | None = None,
+        rekey_bytes: int | None = None, rekey_seconds: float | None = None,
 ) -> AsyncIterator[SSHServerInfo]:
     """Run an asyncssh server on 127.0.0.1:<free port>. Needs a trio-asyncio loop.
 
     By default it accepts only its client key. With ``password`` it accepts only
     that password; with ``kbdint`` = (name, instructions, [(prompt, echo,
-    expected answer), ...]) only keyboard-interactive with those answers."""
+    expected answer), ...]) only keyboard-interactive with those answers.
+    ``rekey_bytes`` / ``rekey_seconds``: renegotiate keys that often (asyncssh's
+    defaults otherwise), to test long transfers across rekeying."""
+    options: dict[str, Any] = {}
+    if rekey_bytes is not None:
+        options["rekey_bytes"] = rekey_bytes
+    if rekey_seconds is not None:
+        options["rekey_seconds"] = rekey_seconds
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     with tempfile.TemporaryDirectory(prefix="ftptrio-ssh-") as tmp:
@@ -127,7 +135,7 @@ async def inprocess_ssh_server(
                              kbdint=kbdint)
         acceptor = await trio_asyncio.aio_as_trio(asyncssh.listen)(
             "127.0.0.1", 0, server_host_keys=[host_key],
-            server_factory=_make_server_class(info), allow_scp=False)
+            server_factory=_make_server_class(info), allow_scp=False, **options)
         info.acceptor = acceptor
         try:
             info.port = acceptor.sockets[0].getsockname()[1]
