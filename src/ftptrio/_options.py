@@ -203,6 +203,8 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     ConfigError instead of printing usage and exiting 2."""
     p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
         prog="ftptrio", description=description, epilog=epilog,
+        usage="%(prog)s [options] -L|-R spec ... [user@]ssh_host\n       %(prog)s --config FILE"
+              "\n       %(prog)s demo [--size MIB]",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("destination", nargs="?", metavar="[user@]ssh_host",
                    help="SSH server to forward through ([user@]host, an ssh_config Host "
@@ -255,7 +257,8 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "host as the FTP server sees it (default 127.0.0.1)")
     p.add_argument("--remote-listen-address", default=None, metavar="ADDRESS",
                    help="where the SSH server listens for active-mode data (tcpip-forward); "
-                        "non-loopback needs GatewayPorts on the SSH server (default 127.0.0.1)")
+                        "non-loopback needs GatewayPorts clientspecified on the SSH server "
+                        "(default: --active-address when it is not loopback, else 127.0.0.1)")
     p.add_argument("--remote-reply-address", default=None, metavar="ADDRESS",
                    help="remote (-R) tunnels: address written into rewritten 227 replies, "
                         "for clients that reach the SSH host under another address "
