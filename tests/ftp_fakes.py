@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import AsyncIterator, Callable
+import math
+import re
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 import trio
@@ -51,34 +53,123 @@ class HostileFTP:
 
 
 class FTPClient:
-    """A raw FTP client on a trio stream: send lines, read replies."""
+    """A raw FTP control client on a trio stream (no ftplib), for tests that need
+    the exact bytes on the wire.
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    Replies come either as raw lines (``reply()``, ``command(bytes)``: a list of
+    lines without CRLF) or as text (``text_reply()``, ``cmd(str)``: every line with
+    its CRLF, decoded as latin-1). Everything sent and received is kept in
+    ``transcript`` for assertion messages (``transcript_text()``). ``timeout``
+    bounds every reply (and the connect) unless a call gives its own.
+    """
+
+    def __init__(self, stream: trio.SocketStream, timeout: float = 10) -> None:
         self.stream = stream
+        self.timeout = timeout
         self.buffer = b""
+        self.transcript: list[str] = []
 
-    async def line(self, timeout: float = 10) -> bytes:
-        with trio.fail_after(timeout):
+    @classmethod
+    async def connect(cls, address: tuple[str, int], *, local_host: str | None = None,
+                      timeout: float = 10) -> "FTPClient":
+        """Connect to ``address`` (from ``local_host`` if given) within ``timeout``,
+        which also bounds each reply; the greeting is left unread."""
+        family = trio.socket.AF_INET6 if ":" in address[0] else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        try:
+            if local_host:
+                await sock.bind((local_host, 0))
+            with trio.fail_after(timeout):
+                await sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(trio.SocketStream(sock), timeout)
+
+    async def __aenter__(self) -> "FTPClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    # ------------------------------------------------------------ raw lines
+    async def line(self, timeout: float | None = None) -> bytes:
+        """One line, without its CRLF; EOFError if the connection closes first."""
+        with trio.fail_after(self.timeout if timeout is None else timeout):
             while b"\r\n" not in self.buffer:
                 data = await self.stream.receive_some(65536)
                 if not data:
-                    raise EOFError(self.buffer)
+                    raise EOFError(f"control connection closed; pending {self.buffer!r}")
                 self.buffer += data
         line, self.buffer = self.buffer.split(b"\r\n", 1)
+        self.transcript.append(f"< {line.decode('latin-1')}")
         return line
 
-    async def reply(self, timeout: float = 10) -> list[bytes]:
-        """One complete (possibly multi-line) reply."""
-        lines = [await self.line(timeout)]
-        code = lines[0][:3]
-        if lines[0][3:4] == b"-":
-            while not (lines[-1][:3] == code and lines[-1][3:4] == b" ") or len(lines) == 1:
-                lines.append(await self.line(timeout))
+    async def reply(self, timeout: float | None = None) -> list[bytes]:
+        """One complete (possibly multi-line) reply, as its lines."""
+        with trio.fail_after(self.timeout if timeout is None else timeout):
+            lines = [await self.line(math.inf)]
+            code = lines[0][:3]
+            if lines[0][3:4] == b"-":
+                while not (lines[-1][:3] == code and lines[-1][3:4] == b" ") or len(lines) == 1:
+                    lines.append(await self.line(math.inf))
         return lines
 
-    async def command(self, text: bytes) -> list[bytes]:
-        await self.stream.send_all(text + b"\r\n")
-        return await self.reply()
+    async def final_reply(self, timeout: float | None = None) -> list[bytes]:
+        """Replies until one that is not preliminary (1xx)."""
+        while True:
+            lines = await self.reply(timeout)
+            if lines[0][:1] != b"1":
+                return lines
+
+    async def send(self, data: bytes | str) -> None:
+        """Send ``data`` as it is (no CRLF added)."""
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.transcript.append(f"> {data!r}")
+        await self.stream.send_all(data)
+
+    async def command(self, line: bytes, timeout: float | None = None) -> list[bytes]:
+        """Send one command line (CRLF added) and read its reply's lines."""
+        await self.send(line + b"\r\n")
+        return await self.reply(timeout)
+
+    # ----------------------------------------------------------------- text
+    async def text_reply(self, timeout: float | None = None) -> str:
+        """One complete reply as text, every line with its CRLF."""
+        lines = await self.reply(timeout)
+        return b"".join(line + b"\r\n" for line in lines).decode("latin-1")
+
+    async def cmd(self, line: str, timeout: float | None = None) -> str:
+        """Send one command line (CRLF added) and read its reply as text."""
+        await self.send(line + "\r\n")
+        return await self.text_reply(timeout)
+
+    # -------------------------------------------------------------- helpers
+    async def login(self, ftp_info: Any) -> None:
+        """Read the greeting, then USER (and PASS when asked for one) of
+        ``ftp_info.user``/``ftp_info.password``."""
+        greeting = await self.text_reply()
+        assert greeting.startswith("220"), self.transcript_text()
+        r = await self.cmd(f"USER {ftp_info.user}")
+        if r.startswith("331"):
+            r = await self.cmd(f"PASS {ftp_info.password}")
+        assert r.startswith("230"), self.transcript_text()
+
+    async def pasv(self) -> int:
+        """PASV; the 227 must name 127.0.0.1. Returns the data port."""
+        r = await self.cmd("PASV")
+        assert r.startswith("227"), r
+        nums = re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", r)
+        assert nums is not None, r
+        assert ".".join(nums.groups()[:4]) == "127.0.0.1", r
+        return int(nums.group(5)) * 256 + int(nums.group(6))
+
+    def transcript_text(self, last: int = 40) -> str:
+        return "\n".join(self.transcript[-last:])
 
 
 @dataclasses.dataclass
@@ -94,18 +185,9 @@ class Setup:
 
     @contextlib.asynccontextmanager
     async def client(self, local_host: str | None = None) -> AsyncIterator[FTPClient]:
-        host, port = self.address
-        sock = trio.socket.socket()
-        if local_host:
-            await sock.bind((local_host, 0))
-        await sock.connect((host, port))
-        stream = trio.SocketStream(sock)
-        try:
-            client = FTPClient(stream)
+        async with await FTPClient.connect(self.address, local_host=local_host) as client:
             assert (await client.reply())[0].startswith(b"220")
             yield client
-        finally:
-            await stream.aclose()
 
     def destinations(self) -> set[str]:
         """Every host the SSH server was asked to connect to."""

@@ -1,5 +1,5 @@
-"""Client-side helpers for the integration tests (blocking ftplib and a tiny
-raw trio FTP client), plus polling and leak-inspection utilities."""
+"""Client-side helpers for the integration tests (blocking ftplib; the raw trio
+client is ``ftp_fakes.FTPClient``), plus polling and leak-inspection utilities."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import ftplib
 import hashlib
 import io
 import os
-import re
 import socket
 from typing import Any, Callable
 
@@ -115,75 +114,6 @@ def eprt_download(addr: tuple[str, int], ftp_info: Any, name: str) -> tuple[str,
             ftp.voidresp()
             ftp.quit()
     return reply, payload
-
-
-# ------------------------------------------------------------------ raw trio client
-_REPLY_END = re.compile(rb"^(\d{3}) ", re.M)
-
-
-class RawFTP:
-    """A minimal FTP control client on a trio TCP stream (no ftplib)."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    @classmethod
-    async def connect(cls, addr: tuple[str, int]) -> "RawFTP":
-        with trio.fail_after(10):
-            stream = await trio.open_tcp_stream(*addr)
-        return cls(stream)
-
-    async def _line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise EOFError(f"control connection closed; pending {self.buffer!r}")
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
-        return line + b"\r\n"
-
-    async def reply(self, timeout: float = 10.0) -> str:
-        """One complete (possibly multi-line) reply, as text."""
-        with trio.fail_after(timeout):
-            first = await self._line()
-            lines = [first]
-            if first[3:4] == b"-":
-                code = first[:3]
-                while True:
-                    line = await self._line()
-                    lines.append(line)
-                    if line[:3] == code and line[3:4] == b" ":
-                        break
-        return b"".join(lines).decode("latin-1")
-
-    async def send(self, data: str | bytes) -> None:
-        if isinstance(data, str):
-            data = data.encode("latin-1")
-        await self.stream.send_all(data)
-
-    async def cmd(self, line: str) -> str:
-        await self.send(line + "\r\n")
-        return await self.reply()
-
-    async def login(self, ftp_info: Any) -> None:
-        greeting = await self.reply()
-        assert greeting.startswith("220"), greeting
-        r = await self.cmd(f"USER {ftp_info.user}")
-        assert r.startswith("331"), r
-        r = await self.cmd(f"PASS {ftp_info.password}")
-        assert r.startswith("230"), r
-
-    async def pasv(self) -> int:
-        r = await self.cmd("PASV")
-        assert r.startswith("227"), r
-        nums = re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", r)
-        assert nums is not None, r
-        assert ".".join(nums.groups()[:4]) == "127.0.0.1", r
-        return int(nums.group(5)) * 256 + int(nums.group(6))
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 async def wait_closed(stream: trio.SocketStream, timeout: float) -> bytes:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 import trio
 
-try:
-    from .integration_helpers import RawFTP
-except ImportError:
-    from integration_helpers import RawFTP  # type: ignore
+from ftp_fakes import FTPClient
 
 
 @pytest.fixture
 async def client(forwarder, ftp_server):
-    raw = await RawFTP.connect(forwarder.addresses[0])
+    raw = await FTPClient.connect(forwarder.addresses[0])
     await raw.login(ftp_server)
     try:
         yield raw
@@ -86,7 +83,7 @@ async def test_malformed_port_refused(client, ftp_commands):
 
 async def test_pipelined_commands_answered_in_order(client, ftp_commands):
     await client.send(b"NOOP\r\nNOOP\r\nPWD\r\n")
-    replies = [await client.reply() for _ in range(3)]
+    replies = [await client.text_reply() for _ in range(3)]
     assert replies[0].startswith("200"), replies
     assert replies[1].startswith("200"), replies
     assert replies[2].startswith('257 "/"'), replies
@@ -96,7 +93,7 @@ async def test_pipelined_commands_answered_in_order(client, ftp_commands):
 async def test_pipelined_local_and_forwarded_replies_keep_order(client, ftp_commands):
     # locally answered commands interleaved with forwarded ones, one write
     await client.send(b"NOOP\r\nLPSV\r\nPWD\r\nAUTH TLS\r\nPORT 10,1,2,3,4,5\r\nNOOP\r\n")
-    codes = [(await client.reply())[:3] for _ in range(6)]
+    codes = [(await client.text_reply())[:3] for _ in range(6)]
     assert codes == ["200", "502", "257", "534", "500", "200"]
     assert verbs(ftp_commands)[-3:] == ["NOOP", "PWD", "NOOP"]
 
@@ -105,8 +102,8 @@ async def test_pipelined_commands_split_bytewise(client):
     for byte in b"NOOP\r\nPWD\r\n":
         await client.send(bytes([byte]))
         await trio.sleep(0)
-    assert (await client.reply()).startswith("200")
-    assert (await client.reply()).startswith("257")
+    assert (await client.text_reply()).startswith("200")
+    assert (await client.text_reply()).startswith("257")
 
 
 async def test_quit_closes_the_connection(client, forwarder):

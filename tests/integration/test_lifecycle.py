@@ -12,15 +12,16 @@ import pytest
 import trio
 
 import ftptrio
+from ftp_fakes import FTPClient
 from ftptrio._demo import run_demo
 
 try:
-    from .integration_helpers import (CLIENT_TIMEOUT, RawFTP, connect_refused,
+    from .integration_helpers import (CLIENT_TIMEOUT, connect_refused,
                                       open_channels, remote_listeners, server_channels,
                                       server_listeners, sha256, wait_closed, wait_until,
                                       write_random)
 except ImportError:
-    from integration_helpers import (CLIENT_TIMEOUT, RawFTP,  # type: ignore
+    from integration_helpers import (CLIENT_TIMEOUT,  # type: ignore
                                      connect_refused, open_channels, remote_listeners,
                                      server_channels, server_listeners, sha256, wait_closed,
                                      wait_until, write_random)
@@ -75,7 +76,7 @@ async def test_no_leak_after_unused_port_and_pasv(forwarder, ftp_server, ssh_ser
 
     (pyftpdlib connects to the PORT address at once, so the remote forward is
     used; its relay to our listener must still be torn down.)"""
-    client = await RawFTP.connect(forwarder.addresses[0])
+    client = await FTPClient.connect(forwarder.addresses[0])
     await client.login(ftp_server)
     with socket.create_server(("127.0.0.1", 0)) as own:
         port = own.getsockname()[1]
@@ -98,7 +99,7 @@ async def test_quit_after_unused_pasv_closes_promptly(forwarder, ftp_server, ssh
     is in progress and (RFC 959) keeps the control connection open until that
     data connection closes: until ftptrio's data_idle_timeout (60 s) expires.
     """
-    client = await RawFTP.connect(forwarder.addresses[0])
+    client = await FTPClient.connect(forwarder.addresses[0])
     await client.login(ftp_server)
     await client.pasv()
     assert (await client.cmd("QUIT")).startswith("221")
@@ -120,9 +121,9 @@ async def test_no_leak_after_client_vanishes_mid_transfer(forwarder, ftp_server,
 
 
 async def _start_stalled_download(fwd, ftp_info, name: str = "big.bin"
-                                  ) -> tuple[RawFTP, trio.SocketStream]:
+                                  ) -> tuple[FTPClient, trio.SocketStream]:
     """Log in, start a passive RETR and read only its first bytes (the rest stalls)."""
-    client = await RawFTP.connect(fwd.addresses[0])
+    client = await FTPClient.connect(fwd.addresses[0])
     await client.login(ftp_info)
     assert (await client.cmd("TYPE I")).startswith("200")
     port = await client.pasv()
@@ -164,7 +165,7 @@ async def test_cancelling_forwarder_mid_active_upload_tears_down(forwarder_confi
                                                                  ftp_server, ssh_server):
     """An active-mode upload in flight (client keeps sending) when ftptrio stops."""
     async with ftptrio.open_forwarder(forwarder_config) as fwd:
-        client = await RawFTP.connect(fwd.addresses[0])
+        client = await FTPClient.connect(fwd.addresses[0])
         await client.login(ftp_server)
         assert (await client.cmd("TYPE I")).startswith("200")
         listener = trio.socket.socket()
@@ -177,7 +178,7 @@ async def test_cancelling_forwarder_mid_active_upload_tears_down(forwarder_confi
             sock, _ = await listener.accept()
         listener.close()
         data = trio.SocketStream(sock)
-        assert (await client.reply()).startswith(("125", "150"))
+        assert (await client.text_reply()).startswith(("125", "150"))
         with trio.fail_after(5):
             await data.send_all(os.urandom(256 * 1024))
         await wait_until(lambda: os.path.exists(os.path.join(ftp_server.root, "up.bin")), 5,
@@ -203,7 +204,7 @@ async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_confi
                                                                  ssh_server):
     config = replace(forwarder_config, data_idle_timeout=0.5)
     async with ftptrio.open_forwarder(config) as fwd:
-        client = await RawFTP.connect(fwd.addresses[0])
+        client = await FTPClient.connect(fwd.addresses[0])
         await client.login(ftp_server)
         conn = fwd.tunnel.connection
         port = await client.pasv()
@@ -220,7 +221,7 @@ async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_confi
 
 async def test_second_pasv_supersedes_first(forwarder, ftp_server, ssh_server):
     payload = write_random(os.path.join(ftp_server.root, "file.bin"), 500_000)
-    client = await RawFTP.connect(forwarder.addresses[0])
+    client = await FTPClient.connect(forwarder.addresses[0])
     await client.login(ftp_server)
     assert (await client.cmd("TYPE I")).startswith("200")
     first = await client.pasv()
@@ -235,7 +236,7 @@ async def test_second_pasv_supersedes_first(forwarder, ftp_server, ssh_server):
         data = await trio.open_tcp_stream("127.0.0.1", second)
     assert (await client.cmd("RETR file.bin")).startswith(("125", "150"))
     got = await wait_closed(data, 10)
-    assert (await client.reply()).startswith("226")
+    assert (await client.text_reply()).startswith("226")
     assert sha256(got) == sha256(payload)
     await client.aclose()
     await data.aclose()
@@ -253,7 +254,7 @@ async def test_second_connection_to_used_passive_listener_refused(forwarder, ftp
 async def test_passive_listener_refuses_other_sources(forwarder, ftp_server):
     """Only the control connection's client address may use a data listener."""
     payload = write_random(os.path.join(ftp_server.root, "file.bin"), 100_000)
-    client = await RawFTP.connect(forwarder.addresses[0])
+    client = await FTPClient.connect(forwarder.addresses[0])
     await client.login(ftp_server)
     assert (await client.cmd("TYPE I")).startswith("200")
     port = await client.pasv()
@@ -270,7 +271,7 @@ async def test_passive_listener_refuses_other_sources(forwarder, ftp_server):
         data = await trio.open_tcp_stream("127.0.0.1", port)
     assert (await client.cmd("RETR file.bin")).startswith(("125", "150"))
     assert await wait_closed(data, 10) == payload
-    assert (await client.reply()).startswith("226")
+    assert (await client.text_reply()).startswith("226")
     await client.aclose()
     await data.aclose()
 
@@ -284,7 +285,7 @@ async def test_unused_remote_forward_closes_after_idle_timeout(forwarder_config,
     """
     config = replace(forwarder_config, data_idle_timeout=0.5, active_address="127.0.0.2")
     async with ftptrio.open_forwarder(config) as fwd:
-        client = await RawFTP.connect(fwd.addresses[0])
+        client = await FTPClient.connect(fwd.addresses[0])
         await client.login(ftp_server)
         reply = await client.cmd("PORT 127,0,0,1,200,1")
         assert reply.startswith("5"), reply  # the server's refusal, passed on

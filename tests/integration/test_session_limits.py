@@ -11,11 +11,12 @@ import pytest
 import trio
 
 import ftptrio
+from ftp_fakes import FTPClient
 
 try:
-    from .integration_helpers import RawFTP, download, wait_until, write_random
+    from .integration_helpers import download, wait_until, write_random
 except ImportError:
-    from integration_helpers import RawFTP, download, wait_until, write_random  # type: ignore
+    from integration_helpers import download, wait_until, write_random  # type: ignore
 
 
 def with_options(config: ftptrio.Config, **changes: object) -> ftptrio.Config:
@@ -24,26 +25,26 @@ def with_options(config: ftptrio.Config, **changes: object) -> ftptrio.Config:
 
 async def test_clients_over_max_sessions_get_421(forwarder_config, ftp_server):
     async with ftptrio.open_forwarder(with_options(forwarder_config, max_sessions=1)) as fwd:
-        first = await RawFTP.connect(fwd.addresses[0])
+        first = await FTPClient.connect(fwd.addresses[0])
         await first.login(ftp_server)
-        second = await RawFTP.connect(fwd.addresses[0])
-        reply = await second.reply()
+        second = await FTPClient.connect(fwd.addresses[0])
+        reply = await second.text_reply()
         assert reply.startswith("421 ") and "too many sessions (1)" in reply, reply
         await second.aclose()
         assert (await first.cmd("NOOP")).startswith("200")  # the first one goes on
         await first.aclose()
         await wait_until(lambda: fwd.stats.sessions_active == 0)
-        third = await RawFTP.connect(fwd.addresses[0])
-        assert (await third.reply()).startswith("220")
+        third = await FTPClient.connect(fwd.addresses[0])
+        assert (await third.text_reply()).startswith("220")
         await third.aclose()
 
 
 async def test_idle_session_is_closed_with_421(forwarder_config, ftp_server):
     config = with_options(forwarder_config, idle_session_timeout=0.3)
     async with ftptrio.open_forwarder(config) as fwd:
-        client = await RawFTP.connect(fwd.addresses[0])
+        client = await FTPClient.connect(fwd.addresses[0])
         await client.login(ftp_server)
-        reply = await client.reply(timeout=10)
+        reply = await client.text_reply(timeout=10)
         assert reply.startswith("421 ") and "idle" in reply, reply
         with trio.fail_after(10):
             assert await client.stream.receive_some(100) == b""
@@ -80,7 +81,7 @@ async def test_lan_client_gets_data_listener_on_the_address_it_reached(
     write_random(f"{ftp_server.root}/lan.bin", 5000)
     async with ftptrio.open_forwarder(config) as fwd:
         port = fwd.addresses[0][1]
-        client = await RawFTP.connect(("127.0.0.2", port))
+        client = await FTPClient.connect(("127.0.0.2", port))
         await client.login(ftp_server)
         assert (await client.cmd("TYPE I")).startswith("200")
         reply = await client.cmd("PASV")
@@ -95,8 +96,8 @@ async def test_lan_client_gets_data_listener_on_the_address_it_reached(
             while chunk := await data_stream.receive_some(65536):
                 received += chunk
         assert len(received) == 5000
-        assert (await client.reply())[:3] in ("125", "150")
-        assert (await client.reply()).startswith("226")
+        assert (await client.text_reply())[:3] in ("125", "150")
+        assert (await client.text_reply()).startswith("226")
         await data_stream.aclose()
         await client.aclose()
 
@@ -105,7 +106,7 @@ async def test_pasv_from_an_ipv6_client_gets_425_pointing_to_epsv(forwarder_conf
     spec = dataclasses.replace(forwarder_config.forwards[0], listen_host="::1")
     config = with_options(forwarder_config, forwards=(spec,))
     async with ftptrio.open_forwarder(config) as fwd:
-        client = await RawFTP.connect(("::1", fwd.addresses[0][1]))
+        client = await FTPClient.connect(("::1", fwd.addresses[0][1]))
         await client.login(ftp_server)
         reply = await client.cmd("PASV")
         assert reply.startswith("425 ") and "EPSV" in reply, reply

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import ftptrio
+from ftp_fakes import FTPClient
 from ftptrio.testing import servers
 
 PROHIBITED = "administratively prohibited: open failed"
@@ -41,43 +42,8 @@ def start_sshd(tmp_path):
         server.stop()
 
 
-class Control:
-    """A bare FTP control connection (replies read line by line)."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def reply(self) -> str:
-        with trio.fail_after(20):
-            while True:
-                line, sep, rest = self.buffer.partition(b"\r\n")
-                if sep and len(line) >= 4 and line[3:4] == b" ":
-                    self.buffer = rest
-                    return line.decode("ascii", "replace")
-                if sep:
-                    self.buffer = rest
-                    continue
-                chunk = await self.stream.receive_some(65536)
-                if not chunk:
-                    raise EOFError(self.buffer)
-                self.buffer += chunk
-
-    async def command(self, line: str) -> str:
-        await self.stream.send_all(line.encode() + b"\r\n")
-        return await self.reply()
-
-    async def login(self, ftp: servers.FTPServer) -> None:
-        assert (await self.reply()).startswith("220")
-        assert (await self.command(f"USER {ftp.user}"))[:3] in ("230", "331")
-        if ftp.password is not None:
-            reply = await self.command(f"PASS {ftp.password}")
-            assert reply.startswith("230"), reply
-
-
-async def open_control(forwarder) -> Control:
-    host, port = forwarder.addresses[0]
-    return Control(await trio.open_tcp_stream(host, port))
+async def open_control(forwarder) -> FTPClient:
+    return await FTPClient.connect(forwarder.addresses[0], timeout=20)
 
 
 async def test_control_channel_refused_by_sshd_gives_421_with_reason(
@@ -86,8 +52,8 @@ async def test_control_channel_refused_by_sshd_gives_421_with_reason(
     caplog.set_level(logging.WARNING)
     async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
         control = await open_control(fwd)
-        reply = await control.reply()
-        await control.stream.aclose()
+        reply = await control.text_reply()
+        await control.aclose()
     assert reply.startswith("421 ftptrio: cannot reach the FTP server through SSH: SSH server "
                             f"could not connect to 127.0.0.1:{pyftpdlib_server.port}: "
                             f"{PROHIBITED}"), reply
@@ -104,9 +70,9 @@ async def test_passive_data_refused_by_sshd_gives_425_with_reason(
     async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
         control = await open_control(fwd)
         await control.login(pyftpdlib_server)
-        reply = await control.command("PASV")
-        assert (await control.command("NOOP")).startswith("200")  # the session goes on
-        await control.stream.aclose()
+        reply = await control.cmd("PASV")
+        assert (await control.cmd("NOOP")).startswith("200")  # the session goes on
+        await control.aclose()
     assert reply.startswith("425 ftptrio: cannot open data connection: SSH server could not "
                             "open data connection to 127.0.0.1:"), reply
     assert PROHIBITED in reply and "PermitOpen" in reply, reply
@@ -121,8 +87,8 @@ async def test_active_data_refused_by_sshd_gives_425_suggesting_passive_conversi
     async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
         control = await open_control(fwd)
         await control.login(pyftpdlib_server)
-        reply = await control.command("PORT 127,0,0,1,200,10")
-        await control.stream.aclose()
+        reply = await control.cmd("PORT 127,0,0,1,200,10")
+        await control.aclose()
     assert reply.startswith("425 ftptrio: cannot open data connection: SSH server refused "
                             "remote forward on 127.0.0.1:0"), reply
     assert "AllowTcpForwarding" in reply and "--active-mode passive" in reply, reply

@@ -162,67 +162,39 @@ async def connect_from(local_host: str, address: tuple[str, int]) -> trio.Socket
     return trio.SocketStream(sock)
 
 
-class Session:
-    """A raw control connection from CLIENT_HOST, with a transcript."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.client = FTPClient(stream)
-        self.stream = stream
-        self.transcript: list[str] = []
-
-    async def reply(self) -> list[bytes]:
-        lines = await self.client.reply(timeout=REPLY_TIMEOUT)
-        self.transcript.extend(f"< {line.decode('latin-1')}" for line in lines)
-        return lines
-
-    async def send(self, line: bytes) -> None:
-        self.transcript.append(f"> {line!r}")
-        await self.stream.send_all(line + b"\r\n")
-
-    async def command(self, line: bytes) -> list[bytes]:
-        await self.send(line)
-        return await self.reply()
-
-    async def final_reply(self) -> list[bytes]:
-        """Replies until one that is not preliminary (1xx)."""
-        while True:
-            lines = await self.reply()
-            if lines[0][:1] != b"1":
-                return lines
-
-    async def login(self, ftp: servers.FTPServer) -> None:
-        reply = await self.command(f"USER {ftp.user}".encode())
-        if reply[0][:3] == b"331":
-            reply = await self.command(f"PASS {ftp.password}".encode())
-        assert reply[0][:3] == b"230", self.text()
-
-    async def pasv_list(self) -> bytes:
-        """A legitimate PASV + LIST through ftptrio; returns the listing."""
-        reply = await self.command(b"PASV")
-        assert reply[0][:3] == b"227", self.text()
-        nums = [int(n) for n in re.search(rb"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", reply[0]).groups()]
-        address = (".".join(map(str, nums[:4])), nums[4] * 256 + nums[5])
-        data = await connect_from(CLIENT_HOST, address)
-        chunks = []
-        async with data:
-            reply = await self.command(b"LIST")
-            assert reply[0][:3] in (b"125", b"150"), self.text()
-            with trio.fail_after(REPLY_TIMEOUT):
-                while chunk := await data.receive_some(65536):
-                    chunks.append(chunk)
-        reply = await self.reply()
-        assert reply[0][:3] == b"226", self.text()
-        return b"".join(chunks)
-
-    def text(self) -> str:
-        return "\n".join(self.transcript[-40:])
-
-
-async def open_session(address: tuple[str, int]) -> Session:
-    session = Session(await connect_from(CLIENT_HOST, address))
+async def open_session(address: tuple[str, int]) -> FTPClient:
+    """A raw control connection from CLIENT_HOST (its transcript goes into the
+    assertion messages), greeting read."""
+    session = await FTPClient.connect(address, local_host=CLIENT_HOST, timeout=REPLY_TIMEOUT)
     greeting = await session.reply()
-    assert greeting[0][:3] == b"220", session.text()
+    assert greeting[0][:3] == b"220", session.transcript_text()
     return session
+
+
+async def log_in(session: FTPClient, ftp: servers.FTPServer) -> None:
+    reply = await session.command(f"USER {ftp.user}".encode())
+    if reply[0][:3] == b"331":
+        reply = await session.command(f"PASS {ftp.password}".encode())
+    assert reply[0][:3] == b"230", session.transcript_text()
+
+
+async def pasv_list(session: FTPClient) -> bytes:
+    """A legitimate PASV + LIST through ftptrio; returns the listing."""
+    reply = await session.command(b"PASV")
+    assert reply[0][:3] == b"227", session.transcript_text()
+    nums = [int(n) for n in re.search(rb"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", reply[0]).groups()]
+    address = (".".join(map(str, nums[:4])), nums[4] * 256 + nums[5])
+    data = await connect_from(CLIENT_HOST, address)
+    chunks = []
+    async with data:
+        reply = await session.command(b"LIST")
+        assert reply[0][:3] in (b"125", b"150"), session.transcript_text()
+        with trio.fail_after(REPLY_TIMEOUT):
+            while chunk := await data.receive_some(65536):
+                chunks.append(chunk)
+    reply = await session.reply()
+    assert reply[0][:3] == b"226", session.transcript_text()
+    return b"".join(chunks)
 
 
 def _server_commands(ftp: servers.FTPServer) -> str:
@@ -241,18 +213,18 @@ async def test_telnet_smuggled_bounce_is_refused(request, openssh, server, bounc
     with trio.fail_after(TEST_TIMEOUT):
         async with ftptrio.open_forwarder(forwarder_config(openssh, ftp)) as fwd:
             session = await open_session(fwd.addresses[0])
-            async with session.stream:
-                await session.login(ftp)
+            async with session:
+                await log_in(session, ftp)
                 bounce_reply = await session.command(line)
                 # RETR makes a server that accepted the PORT/EPRT connect to it
-                await session.send(f"RETR {servers.TEXT_FILE_NAME}".encode())
+                await session.send(f"RETR {servers.TEXT_FILE_NAME}\r\n".encode())
                 await session.final_reply()
                 bounced = victim.connections()
                 # the session still works afterwards
-                listing = await session.pasv_list()
+                listing = await pasv_list(session)
                 quit_reply = await session.command(b"QUIT")
     bounced = victim.connections()
-    context = (f"\n--- client transcript ---\n{session.text()}"
+    context = (f"\n--- client transcript ---\n{session.transcript_text()}"
                f"\n--- victim {VICTIM_HOST}:{victim.port} got ---\n{bounced}"
                f"\n--- {ftp.name} commands as it parsed them ---\n{_server_commands(ftp)}")
     assert not bounced, f"{ftp.name} connected to the victim: FTP bounce through ftptrio{context}"
@@ -267,14 +239,14 @@ async def test_telnet_smuggled_auth_tls_is_refused_by_ftptrio(request, openssh, 
     with trio.fail_after(TEST_TIMEOUT):
         async with ftptrio.open_forwarder(forwarder_config(openssh, ftp)) as fwd:
             session = await open_session(fwd.addresses[0])
-            async with session.stream:
+            async with session:
                 reply = await session.command(b"AU" + IAC_IP + b"TH TLS")
-                assert reply[0][:3] != b"234", f"TLS negotiated behind ftptrio's back\n{session.text()}"
+                assert reply[0][:3] != b"234", f"TLS negotiated behind ftptrio's back\n{session.transcript_text()}"
                 assert reply[0][:3] == b"534", (
-                    f"AU<IAC IP>TH TLS did not get ftptrio's 534 refusal\n{session.text()}"
+                    f"AU<IAC IP>TH TLS did not get ftptrio's 534 refusal\n{session.transcript_text()}"
                     f"\n--- {ftp.name} commands ---\n{_server_commands(ftp)}")
-                await session.login(ftp)
-                assert servers.TEXT_FILE_NAME.encode() in await session.pasv_list()
+                await log_in(session, ftp)
+                assert servers.TEXT_FILE_NAME.encode() in await pasv_list(session)
 
 
 @dataclass
@@ -329,11 +301,11 @@ async def test_telnet_smuggled_pass_is_not_logged_at_vv(request, openssh, server
                 await cli.ready.wait()
                 assert cli.address is not None, f"ftptrio exited early:\n{cli.log()}"
                 session = await open_session(cli.address)
-                async with session.stream:
+                async with session:
                     reply = await session.command(f"USER {ftp.user}".encode())
-                    assert reply[0][:3] in (b"230", b"331"), session.text()
+                    assert reply[0][:3] in (b"230", b"331"), session.transcript_text()
                     await session.command(b"PA" + IAC_IP + b"SS " + SECRET.encode())
-                    assert (await session.command(b"NOOP"))[0][:3] == b"200", session.text()
+                    assert (await session.command(b"NOOP"))[0][:3] == b"200", session.transcript_text()
                     await session.command(b"QUIT")
                 process.send_signal(subprocess.signal.SIGTERM)
                 await process.wait()

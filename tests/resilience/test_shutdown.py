@@ -37,7 +37,7 @@ async def drain(proc: trio.Process, output: list[bytes]) -> None:
 
 
 async def open_client(port: int) -> FTPClient:
-    client = FTPClient(await trio.open_tcp_stream("127.0.0.1", port))
+    client = await FTPClient.connect(("127.0.0.1", port))
     assert (await client.reply())[0].startswith(b"220")
     return client
 
@@ -55,7 +55,7 @@ async def test_signal_lets_running_session_finish_then_exits_0(make_setup, nurse
             await trio.open_tcp_stream("127.0.0.1", port)
         assert (await client.command(b"NOOP"))[0].startswith(b"200")  # session goes on
         assert (await client.command(b"QUIT"))[0].startswith(b"221")
-        await client.stream.aclose()
+        await client.aclose()
         with trio.fail_after(10):
             assert await proc.wait() == 0, b"".join(output)
     finally:

@@ -36,11 +36,10 @@ async def _run(test) -> None:
                     forwards=(ftptrio.ForwardSpec(ftp_host="127.0.0.1", ftp_port=ftp.port,
                                                   direction="remote"),))
                 async with ftptrio.open_forwarder(config) as fwd:
-                    stream = await trio.open_tcp_stream(*fwd.addresses[0])
-                    client = FTPClient(stream)
+                    client = await FTPClient.connect(fwd.addresses[0])
                     assert (await client.reply())[0].startswith(b"220")
                     await test(nursery, ssh, ftp, fwd, client)
-                    await stream.aclose()
+                    await client.aclose()
                     await assert_no_leaks(fwd)
                 nursery.cancel_scope.cancel()
 
