@@ -221,13 +221,32 @@ async def assert_no_leaks(forwarder: ftptrio.Forwarder, timeout: float = 10) -> 
     pytest.fail(f"resources of ended sessions remain: {state}")
 
 
+def asyncssh_table(conn: object, name: str) -> dict:
+    """The private table ``name`` of an asyncssh connection (``_channels``,
+    ``_remote_listeners``, ``_local_listeners``).
+
+    asyncssh (2.24) has no public accessor for a connection's open channels or
+    listeners, so the leak checks read its private dicts. If asyncssh renames
+    one, this fails loudly: a default would make every leak check pass.
+    """
+    table = getattr(conn, name, None)
+    if not isinstance(table, dict):
+        import asyncssh
+
+        pytest.fail(f"{type(conn).__name__}.{name} is {table!r}, not asyncssh's table: "
+                    f"asyncssh {asyncssh.__version__} changed its internals, so the leak "
+                    f"checks cannot see its channels/listeners; update "
+                    f"tests/ftp_fakes.asyncssh_table", pytrace=False)
+    return table
+
+
 def _leak_state(forwarder: ftptrio.Forwarder, conn: object, tasks: list[str]) -> dict:
     # the SSH server's listeners of remote (-R) tunnels live as long as the forwarder
-    control = {(r.host, r.port) for r in getattr(forwarder, "remote_listeners", [])}
-    remote = list(getattr(conn, "_remote_listeners", {}).keys()) if conn else []
+    control = {(r.host, r.port) for r in forwarder.remote_listeners}
+    remote = list(asyncssh_table(conn, "_remote_listeners")) if conn else []
     return {
         "sessions_active": forwarder.stats.sessions_active,
         "tasks": tasks,
-        "ssh_channels": list(getattr(conn, "_channels", {}).keys()) if conn else [],
+        "ssh_channels": list(asyncssh_table(conn, "_channels")) if conn else [],
         "remote_forwards": [key for key in remote if key not in control],
     }

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import trio
 
+from ftp_fakes import asyncssh_table
+
 CLIENT_TIMEOUT = 30.0
 BLOCK = 256 * 1024
 #: pyftpdlib's passive port range in ftptrio.testing.threaded_ftp_server
@@ -150,23 +152,25 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,
 
 
 # ------------------------------------------------------------------ leak inspection
+# asyncssh has no public accessor for these: asyncssh_table reads its private
+# tables and fails loudly if one is missing.
 def open_channels(conn: Any) -> list[Any]:
-    """SSH channels asyncssh still tracks on one connection (private API)."""
+    """SSH channels asyncssh still tracks on one connection."""
     if conn is None:
         return []
-    return list(conn._channels.values())  # noqa: SLF001
+    return list(asyncssh_table(conn, "_channels").values())
 
 
 def remote_listeners(conn: Any) -> list[Any]:
     """Remote (tcpip-forward) listeners a client connection still holds."""
     if conn is None:
         return []
-    return list(conn._remote_listeners.values())  # noqa: SLF001
+    return list(asyncssh_table(conn, "_remote_listeners").values())
 
 
 def server_listeners(conn: Any) -> list[Any]:
     """Listeners an SSH server connection still holds for tcpip-forward."""
-    return list(conn._local_listeners.values())  # noqa: SLF001
+    return list(asyncssh_table(conn, "_local_listeners").values())
 
 
 def server_channels(ssh_info: Any) -> list[Any]:

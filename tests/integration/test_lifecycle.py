@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import ftptrio
-from ftp_fakes import FTPClient
+from ftp_fakes import FTPClient, asyncssh_table
 from ftptrio._demo import run_demo
 
 try:
@@ -57,6 +57,21 @@ def _session_with_transfers(addr, ftp_info, name: str) -> tuple[bytes, bytes, li
         ftp.retrlines("LIST", lines.append)
         ftp.quit()
     return a.getvalue(), b.getvalue(), lines
+
+
+# ---------------------------------------------------------------- leak checks
+async def test_leak_checks_read_real_asyncssh_tables(forwarder, ssh_server):
+    """The leak checks read asyncssh's private tables; they exist on both ends,
+    and a missing one fails loudly instead of reading as "nothing leaked"."""
+    client_conn = forwarder.tunnel.connection
+    for name in ("_channels", "_remote_listeners", "_local_listeners"):
+        assert isinstance(asyncssh_table(client_conn, name), dict)
+    assert ssh_server.connections
+    for conn in ssh_server.connections:
+        for name in ("_channels", "_local_listeners"):
+            assert isinstance(asyncssh_table(conn, name), dict)
+    with pytest.raises(pytest.fail.Exception, match="changed its internals"):
+        asyncssh_table(object(), "_channels")
 
 
 # ------------------------------------------------------------------- sessions
