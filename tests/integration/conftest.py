@@ -47,8 +47,9 @@ async def ssh_server(aio_loop):
 
 
 @pytest.fixture
-def ftp_server(tmp_path):
-    """pyftpdlib serving a fresh directory under tmp_path."""
+def inprocess_ftp(tmp_path):
+    """pyftpdlib in a thread of this process, serving a fresh directory under tmp_path
+    (the interop tests' ``real_ftp_server`` runs vsftpd, ProFTPD, pyftpdlib as processes)."""
     root = tmp_path / "ftproot"
     root.mkdir()
     with threaded_ftp_server(str(root)) as info:
@@ -56,15 +57,16 @@ def ftp_server(tmp_path):
 
 
 @pytest.fixture
-def forwarder_config(ssh_server, ftp_server) -> ftptrio.Config:
-    """A Config forwarding a local OS-picked port to ftp_server through ssh_server."""
+def forwarder_config(ssh_server, inprocess_ftp) -> ftptrio.Config:
+    """A Config forwarding a local OS-picked port to inprocess_ftp through ssh_server."""
     return ftptrio.Config(
         ssh=ftptrio.SSHOptions(host=ssh_server.host, port=ssh_server.port,
                                username=ssh_server.username,
                                client_keys=(ssh_server.client_key_path,),
                                known_hosts=ssh_server.known_hosts,
                                connect_timeout=10.0),
-        forwards=(ftptrio.ForwardSpec(ftp_host=ftp_server.host, ftp_port=ftp_server.port),),
+        forwards=(ftptrio.ForwardSpec(ftp_host=inprocess_ftp.host,
+                                      ftp_port=inprocess_ftp.port),),
     )
 
 

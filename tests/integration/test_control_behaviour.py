@@ -9,9 +9,9 @@ from ftp_fakes import FTPClient
 
 
 @pytest.fixture
-async def client(forwarder, ftp_server):
+async def client(forwarder, inprocess_ftp):
     raw = await FTPClient.connect(forwarder.addresses[0])
-    await raw.login(ftp_server)
+    await raw.login(inprocess_ftp)
     try:
         yield raw
     finally:

@@ -194,8 +194,8 @@ async def test_unknown_host_key_names_its_fingerprint_and_what_to_do(
 
 
 # ------------------------------------------------------------------ ask
-def cli_args(ssh, ftp_server, known: Path) -> list[str]:
-    return ["-m", "ftptrio", "-L", f"127.0.0.1:0:127.0.0.1:{ftp_server.port}",
+def cli_args(ssh, inprocess_ftp, known: Path) -> list[str]:
+    return ["-m", "ftptrio", "-L", f"127.0.0.1:0:127.0.0.1:{inprocess_ftp.port}",
             "-p", str(ssh.port), "-i", ssh.client_key_path,
             "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=ask",
             f"{ssh.username}@127.0.0.1"]
@@ -209,13 +209,13 @@ def need_pexpect():
 
 
 @pytest.mark.parametrize("answer", ["yes", "fingerprint", "no"])
-async def test_ask_on_a_terminal_asks_like_ssh(ssh_server, ftp_server, tmp_path, answer):
+async def test_ask_on_a_terminal_asks_like_ssh(ssh_server, inprocess_ftp, tmp_path, answer):
     need_pexpect()
     known = tmp_path / "known_hosts"
     fp = ssh_server.host_key.get_fingerprint("sha256")
 
     def converse() -> tuple[str, int | None]:
-        child = pexpect.spawn(sys.executable, cli_args(ssh_server, ftp_server, known),
+        child = pexpect.spawn(sys.executable, cli_args(ssh_server, inprocess_ftp, known),
                               cwd=str(REPO), encoding="utf-8", timeout=20)
         try:
             child.expect_exact(f"ED25519 key fingerprint is {fp}.")
@@ -245,11 +245,11 @@ async def test_ask_on_a_terminal_asks_like_ssh(ssh_server, ftp_server, tmp_path,
                                      f"{pub(ssh_server.host_key)}\n")
 
 
-async def test_ask_without_a_terminal_refuses(ssh_server, ftp_server, tmp_path):
+async def test_ask_without_a_terminal_refuses(ssh_server, inprocess_ftp, tmp_path):
     known = tmp_path / "known_hosts"
     with trio.fail_after(30):
         result = await trio.run_process(
-            [sys.executable, *cli_args(ssh_server, ftp_server, known)], cwd=REPO,
+            [sys.executable, *cli_args(ssh_server, inprocess_ftp, known)], cwd=REPO,
             stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
             start_new_session=True)  # no controlling terminal
     err = result.stderr.decode()

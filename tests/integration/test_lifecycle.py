@@ -75,10 +75,10 @@ async def test_leak_checks_read_real_asyncssh_tables(forwarder, ssh_server):
 
 
 # ------------------------------------------------------------------- sessions
-async def test_no_leak_after_quit(forwarder, ftp_server, ssh_server):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), 2 * 1024 * 1024)
+async def test_no_leak_after_quit(forwarder, inprocess_ftp, ssh_server):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), 2 * 1024 * 1024)
     a, b, lines = await trio.to_thread.run_sync(
-        _session_with_transfers, forwarder.addresses[0], ftp_server, "file.bin")
+        _session_with_transfers, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert a == payload and b == payload and len(lines) == 1
     assert len(ssh_server.forward_requests) == 2  # active RETR and active LIST
     await assert_no_leaks(forwarder, ssh_server)
@@ -86,13 +86,13 @@ async def test_no_leak_after_quit(forwarder, ftp_server, ssh_server):
     assert forwarder.stats.transfer_errors == 0
 
 
-async def test_no_leak_after_unused_port_and_pasv(forwarder, ftp_server, ssh_server):
+async def test_no_leak_after_unused_port_and_pasv(forwarder, inprocess_ftp, ssh_server):
     """PORT and PASV set up, no transfer, QUIT: forward, listener and channels go away.
 
     (pyftpdlib connects to the PORT address at once, so the remote forward is
     used; its relay to our listener must still be torn down.)"""
     client = await FTPClient.connect(forwarder.addresses[0])
-    await client.login(ftp_server)
+    await client.login(inprocess_ftp)
     with socket.create_server(("127.0.0.1", 0)) as own:
         port = own.getsockname()[1]
         reply = await client.cmd(f"PORT 127,0,0,1,{port >> 8},{port & 255}")
@@ -106,7 +106,7 @@ async def test_no_leak_after_unused_port_and_pasv(forwarder, ftp_server, ssh_ser
     assert await connect_refused(pasv_port)
 
 
-async def test_quit_after_unused_pasv_closes_promptly(forwarder, ftp_server, ssh_server):
+async def test_quit_after_unused_pasv_closes_promptly(forwarder, inprocess_ftp, ssh_server):
     """After QUIT the FTP server closes the control connection; through ftptrio too.
 
     Directly, pyftpdlib closes right after 221. ftptrio connects the server's
@@ -115,7 +115,7 @@ async def test_quit_after_unused_pasv_closes_promptly(forwarder, ftp_server, ssh
     data connection closes: until ftptrio's data_idle_timeout (60 s) expires.
     """
     client = await FTPClient.connect(forwarder.addresses[0])
-    await client.login(ftp_server)
+    await client.login(inprocess_ftp)
     await client.pasv()
     assert (await client.cmd("QUIT")).startswith("221")
     try:
@@ -125,9 +125,9 @@ async def test_quit_after_unused_pasv_closes_promptly(forwarder, ftp_server, ssh
     await assert_no_leaks(forwarder, ssh_server)
 
 
-async def test_no_leak_after_client_vanishes_mid_transfer(forwarder, ftp_server, ssh_server):
-    write_random(os.path.join(ftp_server.root, "big.bin"), BIG)
-    client, data = await _start_stalled_download(forwarder, ftp_server)
+async def test_no_leak_after_client_vanishes_mid_transfer(forwarder, inprocess_ftp, ssh_server):
+    write_random(os.path.join(inprocess_ftp.root, "big.bin"), BIG)
+    client, data = await _start_stalled_download(forwarder, inprocess_ftp)
     # the client disappears without QUIT: both connections just close
     await data.aclose()
     await client.aclose()
@@ -152,12 +152,12 @@ async def _start_stalled_download(fwd, ftp_info, name: str = "big.bin"
 
 
 # --------------------------------------------------------------- cancellation
-async def test_cancelling_forwarder_mid_transfer_tears_down(forwarder_config, ftp_server,
+async def test_cancelling_forwarder_mid_transfer_tears_down(forwarder_config, inprocess_ftp,
                                                             ssh_server):
-    write_random(os.path.join(ftp_server.root, "big.bin"), BIG)
+    write_random(os.path.join(inprocess_ftp.root, "big.bin"), BIG)
     start = None
     async with ftptrio.open_forwarder(forwarder_config) as fwd:
-        client, data = await _start_stalled_download(fwd, ftp_server)
+        client, data = await _start_stalled_download(fwd, inprocess_ftp)
         assert fwd.stats.sessions_active == 1
         conn = fwd.tunnel.connection
         assert len(open_channels(conn)) == 2  # control + data
@@ -177,11 +177,11 @@ async def test_cancelling_forwarder_mid_transfer_tears_down(forwarder_config, ft
 
 
 async def test_cancelling_forwarder_mid_active_upload_tears_down(forwarder_config,
-                                                                 ftp_server, ssh_server):
+                                                                 inprocess_ftp, ssh_server):
     """An active-mode upload in flight (client keeps sending) when ftptrio stops."""
     async with ftptrio.open_forwarder(forwarder_config) as fwd:
         client = await FTPClient.connect(fwd.addresses[0])
-        await client.login(ftp_server)
+        await client.login(inprocess_ftp)
         assert (await client.cmd("TYPE I")).startswith("200")
         listener = trio.socket.socket()
         await listener.bind(("127.0.0.1", 0))
@@ -196,7 +196,7 @@ async def test_cancelling_forwarder_mid_active_upload_tears_down(forwarder_confi
         assert (await client.text_reply()).startswith(("125", "150"))
         with trio.fail_after(5):
             await data.send_all(os.urandom(256 * 1024))
-        await wait_until(lambda: os.path.exists(os.path.join(ftp_server.root, "up.bin")), 5,
+        await wait_until(lambda: os.path.exists(os.path.join(inprocess_ftp.root, "up.bin")), 5,
                          "the upload to start")
         start = trio.current_time()
     assert trio.current_time() - start < 5
@@ -215,12 +215,12 @@ async def test_cancelling_forwarder_mid_active_upload_tears_down(forwarder_confi
 
 
 # --------------------------------------------------------- passive listeners
-async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_config, ftp_server,
+async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_config, inprocess_ftp,
                                                                  ssh_server):
     config = replace(forwarder_config, data_idle_timeout=0.5)
     async with ftptrio.open_forwarder(config) as fwd:
         client = await FTPClient.connect(fwd.addresses[0])
-        await client.login(ftp_server)
+        await client.login(inprocess_ftp)
         conn = fwd.tunnel.connection
         port = await client.pasv()
         assert len(open_channels(conn)) == 2  # control + the waiting data channel
@@ -234,10 +234,10 @@ async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_confi
         await client.aclose()
 
 
-async def test_second_pasv_supersedes_first(forwarder, ftp_server, ssh_server):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), 500_000)
+async def test_second_pasv_supersedes_first(forwarder, inprocess_ftp, ssh_server):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), 500_000)
     client = await FTPClient.connect(forwarder.addresses[0])
-    await client.login(ftp_server)
+    await client.login(inprocess_ftp)
     assert (await client.cmd("TYPE I")).startswith("200")
     first = await client.pasv()
     second = await client.pasv()
@@ -257,20 +257,20 @@ async def test_second_pasv_supersedes_first(forwarder, ftp_server, ssh_server):
     await data.aclose()
 
 
-async def test_second_connection_to_used_passive_listener_refused(forwarder, ftp_server):
-    write_random(os.path.join(ftp_server.root, "big.bin"), BIG)
-    client, data = await _start_stalled_download(forwarder, ftp_server)
+async def test_second_connection_to_used_passive_listener_refused(forwarder, inprocess_ftp):
+    write_random(os.path.join(inprocess_ftp.root, "big.bin"), BIG)
+    client, data = await _start_stalled_download(forwarder, inprocess_ftp)
     port = data.socket.getpeername()[1]
     assert await connect_refused(port)
     await client.aclose()
     await data.aclose()
 
 
-async def test_passive_listener_refuses_other_sources(forwarder, ftp_server):
+async def test_passive_listener_refuses_other_sources(forwarder, inprocess_ftp):
     """Only the control connection's client address may use a data listener."""
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), 100_000)
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), 100_000)
     client = await FTPClient.connect(forwarder.addresses[0])
-    await client.login(ftp_server)
+    await client.login(inprocess_ftp)
     assert (await client.cmd("TYPE I")).startswith("200")
     port = await client.pasv()
     # a connection from another loopback address (127.0.0.2) is dropped, not relayed
@@ -291,7 +291,7 @@ async def test_passive_listener_refuses_other_sources(forwarder, ftp_server):
     await data.aclose()
 
 
-async def test_unused_remote_forward_closes_after_idle_timeout(forwarder_config, ftp_server,
+async def test_unused_remote_forward_closes_after_idle_timeout(forwarder_config, inprocess_ftp,
                                                                ssh_server):
     """A remote forward nobody connects to is cancelled after data_idle_timeout.
 
@@ -301,7 +301,7 @@ async def test_unused_remote_forward_closes_after_idle_timeout(forwarder_config,
     config = replace(forwarder_config, data_idle_timeout=0.5, active_address="127.0.0.2")
     async with ftptrio.open_forwarder(config) as fwd:
         client = await FTPClient.connect(fwd.addresses[0])
-        await client.login(ftp_server)
+        await client.login(inprocess_ftp)
         reply = await client.cmd("PORT 127,0,0,1,200,1")
         assert reply.startswith("5"), reply  # the server's refusal, passed on
         conn = fwd.tunnel.connection
@@ -314,19 +314,19 @@ async def test_unused_remote_forward_closes_after_idle_timeout(forwarder_config,
         await client.aclose()
 
 
-async def test_stats_count_every_completed_transfer(forwarder, ftp_server, ssh_server):
+async def test_stats_count_every_completed_transfer(forwarder, inprocess_ftp, ssh_server):
     """Every transfer that completed is counted, even when the client quits at once.
 
     A session that ends (QUIT) while a finished data relay is still closing
     its SSH channel cancels the relay task before it records the transfer.
     """
-    write_random(os.path.join(ftp_server.root, "f.txt"), 100)
+    write_random(os.path.join(inprocess_ftp.root, "f.txt"), 100)
 
     def sessions(n: int) -> None:
         for _ in range(n):
             with ftplib.FTP() as ftp:
                 ftp.connect(*forwarder.addresses[0], timeout=CLIENT_TIMEOUT)
-                ftp.login(ftp_server.user, ftp_server.password)
+                ftp.login(inprocess_ftp.user, inprocess_ftp.password)
                 ftp.set_pasv(True)
                 ftp.retrlines("LIST", lambda line: None)
                 ftp.set_pasv(False)

@@ -45,12 +45,12 @@ def _task_count() -> int:
 
 
 async def test_thousands_of_active_transfers_in_one_session_leave_nothing_behind(
-        forwarder, ftp_server):
-    write_random(os.path.join(ftp_server.root, "tiny.bin"), 64)
+        forwarder, inprocess_ftp):
+    write_random(os.path.join(inprocess_ftp.root, "tiny.bin"), 64)
     ftp = ftplib.FTP()
     await trio.to_thread.run_sync(lambda: ftp.connect(*forwarder.addresses[0],
                                                       timeout=CLIENT_TIMEOUT))
-    await trio.to_thread.run_sync(ftp.login, ftp_server.user, ftp_server.password)
+    await trio.to_thread.run_sync(ftp.login, inprocess_ftp.user, inprocess_ftp.password)
     ftp.set_pasv(False)
 
     def transfers(count: int) -> None:

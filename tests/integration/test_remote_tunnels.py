@@ -30,58 +30,58 @@ async def run(fn, *args, **kwargs):
     return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
-def remote_config(ssh_server, ftp_server, **options) -> ftptrio.Config:
+def remote_config(ssh_server, inprocess_ftp, **options) -> ftptrio.Config:
     return ftptrio.Config(
         ssh=ftptrio.SSHOptions(host=ssh_server.host, port=ssh_server.port,
                                username=ssh_server.username,
                                client_keys=(ssh_server.client_key_path,),
                                known_hosts=ssh_server.known_hosts, connect_timeout=10.0),
-        forwards=(ftptrio.ForwardSpec(ftp_host=ftp_server.host, ftp_port=ftp_server.port,
+        forwards=(ftptrio.ForwardSpec(ftp_host=inprocess_ftp.host, ftp_port=inprocess_ftp.port,
                                       direction="remote"),),
         **options)
 
 
 @pytest.fixture
-async def remote_forwarder(ssh_server, ftp_server):
-    async with ftptrio.open_forwarder(remote_config(ssh_server, ftp_server)) as fwd:
+async def remote_forwarder(ssh_server, inprocess_ftp):
+    async with ftptrio.open_forwarder(remote_config(ssh_server, inprocess_ftp)) as fwd:
         yield fwd
         await assert_no_leaks(fwd)
 
 
-def _no_direct_to_ftp(ssh_server, ftp_server) -> None:
+def _no_direct_to_ftp(ssh_server, inprocess_ftp) -> None:
     # control and data reach the FTP server from ftptrio's side, never via direct-tcpip
-    assert (ftp_server.host, ftp_server.port) not in ssh_server.direct_requests
+    assert (inprocess_ftp.host, inprocess_ftp.port) not in ssh_server.direct_requests
 
 
 @pytest.mark.parametrize("passive", [True, False], ids=["PASV", "PORT"])
-async def test_remote_download_and_upload(remote_forwarder, ssh_server, ftp_server, passive):
+async def test_remote_download_and_upload(remote_forwarder, ssh_server, inprocess_ftp, passive):
     addr = remote_forwarder.addresses[0]
     # the control listener is the SSH server's (tcpip-forward), not ours
     assert (addr[0], 0) in ssh_server.forward_requests
-    payload = write_random(os.path.join(ftp_server.root, "down.bin"), SIZE)
-    got = await run(download, addr, ftp_server, "down.bin", passive=passive)
+    payload = write_random(os.path.join(inprocess_ftp.root, "down.bin"), SIZE)
+    got = await run(download, addr, inprocess_ftp, "down.bin", passive=passive)
     assert sha256(got) == sha256(payload)
     up = os.urandom(SIZE)
-    await run(upload, addr, ftp_server, "up.bin", up, passive=passive)
-    assert file_sha256(os.path.join(ftp_server.root, "up.bin")) == sha256(up)
+    await run(upload, addr, inprocess_ftp, "up.bin", up, passive=passive)
+    assert file_sha256(os.path.join(inprocess_ftp.root, "up.bin")) == sha256(up)
     await assert_no_leaks(remote_forwarder)  # sessions over: counters are final
     stats = remote_forwarder.stats
     assert stats.by_mode == {"passive" if passive else "active": 2}
     assert stats.transfer_errors == 0
     # a download is bytes to the client, an upload bytes to the server (issue 14.4)
     assert (stats.bytes_to_client, stats.bytes_to_server) == (SIZE, SIZE)
-    _no_direct_to_ftp(ssh_server, ftp_server)
+    _no_direct_to_ftp(ssh_server, inprocess_ftp)
     if passive:  # one port-0 remote forward per PASV (plus the control listener)
         assert ssh_server.forward_requests.count(("127.0.0.1", 0)) == 3
     else:  # active data goes through SSH to the client's own address
         assert {h for h, _p in ssh_server.direct_requests} == {"127.0.0.1"}
 
 
-async def test_remote_download_only_counts_bytes_to_the_client(remote_forwarder, ftp_server,
+async def test_remote_download_only_counts_bytes_to_the_client(remote_forwarder, inprocess_ftp,
                                                                 caplog):
     caplog.set_level("INFO", logger="ftptrio")
-    payload = write_random(os.path.join(ftp_server.root, "d.bin"), SIZE)
-    got = await run(download, remote_forwarder.addresses[0], ftp_server, "d.bin")
+    payload = write_random(os.path.join(inprocess_ftp.root, "d.bin"), SIZE)
+    got = await run(download, remote_forwarder.addresses[0], inprocess_ftp, "d.bin")
     assert sha256(got) == sha256(payload)
     await assert_no_leaks(remote_forwarder)
     stats = remote_forwarder.stats
@@ -90,24 +90,24 @@ async def test_remote_download_only_counts_bytes_to_the_client(remote_forwarder,
     assert "direction=download" in line
 
 
-async def test_remote_epsv_and_eprt(remote_forwarder, ssh_server, ftp_server):
+async def test_remote_epsv_and_eprt(remote_forwarder, ssh_server, inprocess_ftp):
     addr = remote_forwarder.addresses[0]
-    payload = write_random(os.path.join(ftp_server.root, "e.bin"), 200_000)
-    reply, got = await run(epsv_download, addr, ftp_server, "e.bin")
+    payload = write_random(os.path.join(inprocess_ftp.root, "e.bin"), 200_000)
+    reply, got = await run(epsv_download, addr, inprocess_ftp, "e.bin")
     assert sha256(got) == sha256(payload)
-    reply, got = await run(eprt_download, addr, ftp_server, "e.bin")
+    reply, got = await run(eprt_download, addr, inprocess_ftp, "e.bin")
     assert sha256(got) == sha256(payload)
     await assert_no_leaks(remote_forwarder)
     assert remote_forwarder.stats.by_mode == {"passive": 1, "active": 1}
 
 
-async def test_remote_227_names_ssh_listen_address(remote_forwarder, ssh_server, ftp_server):
+async def test_remote_227_names_ssh_listen_address(remote_forwarder, ssh_server, inprocess_ftp):
     """The rewritten 227 names the SSH server's listener; honouring it works."""
     addr = remote_forwarder.addresses[0]
-    payload = write_random(os.path.join(ftp_server.root, "p.bin"), 100_000)
+    payload = write_random(os.path.join(inprocess_ftp.root, "p.bin"), 100_000)
 
     def honour_227() -> tuple[str, bytes]:
-        with login(addr, ftp_server) as ftp:
+        with login(addr, inprocess_ftp) as ftp:
             ftp.voidcmd("TYPE I")
             reply = ftp.sendcmd("PASV")
             host, port = ftplib.parse227(reply)
@@ -124,11 +124,11 @@ async def test_remote_227_names_ssh_listen_address(remote_forwarder, ssh_server,
     assert "127,0,0,1" in reply and sha256(got) == sha256(payload)
 
 
-async def test_remote_port_must_name_client_address(remote_forwarder, ftp_server):
+async def test_remote_port_must_name_client_address(remote_forwarder, inprocess_ftp):
     addr = remote_forwarder.addresses[0]
 
     def foreign_port() -> tuple[str, str]:
-        with login(addr, ftp_server) as ftp:
+        with login(addr, inprocess_ftp) as ftp:
             try:
                 ftp.sendcmd("PORT 10,1,2,3,100,100")
             except ftplib.error_perm as exc:
@@ -144,13 +144,13 @@ async def test_remote_port_must_name_client_address(remote_forwarder, ftp_server
     assert bad.startswith("500") and low.startswith("501")
 
 
-async def test_remote_reply_address_option(ssh_server, ftp_server):
-    config = remote_config(ssh_server, ftp_server, remote_reply_address="192.0.2.7")
+async def test_remote_reply_address_option(ssh_server, inprocess_ftp):
+    config = remote_config(ssh_server, inprocess_ftp, remote_reply_address="192.0.2.7")
     async with ftptrio.open_forwarder(config) as fwd:
         addr = fwd.addresses[0]
 
         def pasv() -> str:
-            with login(addr, ftp_server) as ftp:
+            with login(addr, inprocess_ftp) as ftp:
                 reply = ftp.sendcmd("PASV")
                 ftp.quit()
             return reply
@@ -159,15 +159,15 @@ async def test_remote_reply_address_option(ssh_server, ftp_server):
         await assert_no_leaks(fwd)
 
 
-async def test_mixed_local_and_remote(ssh_server, ftp_server):
-    base = remote_config(ssh_server, ftp_server)
-    local = ftptrio.ForwardSpec(ftp_host=ftp_server.host, ftp_port=ftp_server.port)
+async def test_mixed_local_and_remote(ssh_server, inprocess_ftp):
+    base = remote_config(ssh_server, inprocess_ftp)
+    local = ftptrio.ForwardSpec(ftp_host=inprocess_ftp.host, ftp_port=inprocess_ftp.port)
     config = ftptrio.Config(ssh=base.ssh, forwards=(local, base.forwards[0]))
-    payload = write_random(os.path.join(ftp_server.root, "m.bin"), 300_000)
+    payload = write_random(os.path.join(inprocess_ftp.root, "m.bin"), 300_000)
     async with ftptrio.open_forwarder(config) as fwd:
         for addr in fwd.addresses:
             for passive in (True, False):
-                got = await run(download, addr, ftp_server, "m.bin", passive=passive)
+                got = await run(download, addr, inprocess_ftp, "m.bin", passive=passive)
                 assert sha256(got) == sha256(payload)
         await assert_no_leaks(fwd)
         assert fwd.stats.by_mode == {"passive": 2, "active": 2}
@@ -175,13 +175,13 @@ async def test_mixed_local_and_remote(ssh_server, ftp_server):
     assert fwd.tunnel.connection is None
 
 
-async def test_remote_session_cancel_tears_down(ssh_server, ftp_server):
+async def test_remote_session_cancel_tears_down(ssh_server, inprocess_ftp):
     """Closing the client mid-session (after PASV) leaves no forward or task."""
-    async with ftptrio.open_forwarder(remote_config(ssh_server, ftp_server)) as fwd:
+    async with ftptrio.open_forwarder(remote_config(ssh_server, inprocess_ftp)) as fwd:
         addr = fwd.addresses[0]
 
         def pasv_then_drop() -> None:
-            ftp = login(addr, ftp_server)
+            ftp = login(addr, inprocess_ftp)
             ftp.sendcmd("PASV")
             ftp.sendcmd("TYPE I")
             ftp.sock.close()
@@ -196,11 +196,11 @@ def test_remote_passive_conversion_refused():
         ftptrio.ForwardSpec(ftp_host="h", direction="remote", active_mode="passive")
 
 
-async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, ftp_server):
-    payload = write_random(os.path.join(ftp_server.root, "r.bin"), 100_000)
-    async with ftptrio.open_forwarder(remote_config(ssh_server, ftp_server)) as fwd:
+async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, inprocess_ftp):
+    payload = write_random(os.path.join(inprocess_ftp.root, "r.bin"), 100_000)
+    async with ftptrio.open_forwarder(remote_config(ssh_server, inprocess_ftp)) as fwd:
         addr = fwd.addresses[0]
-        assert sha256(await run(download, addr, ftp_server, "r.bin")) == sha256(payload)
+        assert sha256(await run(download, addr, inprocess_ftp, "r.bin")) == sha256(payload)
         await assert_no_leaks(fwd)
         first = fwd.remote_listeners[0]
         for conn in list(ssh_server.connections):
@@ -210,6 +210,6 @@ async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, ftp_serv
                 await trio.sleep(0.05)
         assert fwd.tunnel.connects == 2
         assert (fwd.remote_listeners[0].host, fwd.remote_listeners[0].port) == addr
-        assert sha256(await run(download, addr, ftp_server, "r.bin", passive=False)) == \
+        assert sha256(await run(download, addr, inprocess_ftp, "r.bin", passive=False)) == \
             sha256(payload)
         await assert_no_leaks(fwd)

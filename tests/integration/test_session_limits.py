@@ -23,10 +23,10 @@ def with_options(config: ftptrio.Config, **changes: object) -> ftptrio.Config:
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
 
 
-async def test_clients_over_max_sessions_get_421(forwarder_config, ftp_server):
+async def test_clients_over_max_sessions_get_421(forwarder_config, inprocess_ftp):
     async with ftptrio.open_forwarder(with_options(forwarder_config, max_sessions=1)) as fwd:
         first = await FTPClient.connect(fwd.addresses[0])
-        await first.login(ftp_server)
+        await first.login(inprocess_ftp)
         second = await FTPClient.connect(fwd.addresses[0])
         reply = await second.text_reply()
         assert reply.startswith("421 ") and "too many sessions (1)" in reply, reply
@@ -39,11 +39,11 @@ async def test_clients_over_max_sessions_get_421(forwarder_config, ftp_server):
         await third.aclose()
 
 
-async def test_idle_session_is_closed_with_421(forwarder_config, ftp_server):
+async def test_idle_session_is_closed_with_421(forwarder_config, inprocess_ftp):
     config = with_options(forwarder_config, idle_session_timeout=0.3)
     async with ftptrio.open_forwarder(config) as fwd:
         client = await FTPClient.connect(fwd.addresses[0])
-        await client.login(ftp_server)
+        await client.login(inprocess_ftp)
         reply = await client.text_reply(timeout=10)
         assert reply.startswith("421 ") and "idle" in reply, reply
         with trio.fail_after(10):
@@ -52,17 +52,17 @@ async def test_idle_session_is_closed_with_421(forwarder_config, ftp_server):
         await wait_until(lambda: fwd.stats.sessions_active == 0)
 
 
-async def test_sessions_are_not_closed_for_idleness_by_default(forwarder, ftp_server):
+async def test_sessions_are_not_closed_for_idleness_by_default(forwarder, inprocess_ftp):
     assert forwarder.stats.sessions == 0
     config_default = ftptrio.Config(ssh=ftptrio.SSHOptions(host="x"),
                                     forwards=(ftptrio.ForwardSpec(ftp_host="h"),))
     assert config_default.idle_session_timeout is None
 
 
-async def test_transfer_log_line_names_the_file(forwarder, ftp_server, caplog):
+async def test_transfer_log_line_names_the_file(forwarder, inprocess_ftp, caplog):
     caplog.set_level(logging.INFO, logger="ftptrio")
-    write_random(f"{ftp_server.root}/report 1.bin", 2000)
-    data = await trio.to_thread.run_sync(download, forwarder.addresses[0], ftp_server,
+    write_random(f"{inprocess_ftp.root}/report 1.bin", 2000)
+    data = await trio.to_thread.run_sync(download, forwarder.addresses[0], inprocess_ftp,
                                          "report 1.bin")
     assert len(data) == 2000
     await wait_until(lambda: forwarder.stats.transfers == 1)
@@ -73,16 +73,16 @@ async def test_transfer_log_line_names_the_file(forwarder, ftp_server, caplog):
 
 
 async def test_lan_client_gets_data_listener_on_the_address_it_reached(
-        forwarder_config, ftp_server):
+        forwarder_config, inprocess_ftp):
     """-g / a non-loopback listener: the 227 names the address the client's control
     connection arrived on (here 127.0.0.2), and the data listener is bound there."""
     spec = dataclasses.replace(forwarder_config.forwards[0], listen_host="0.0.0.0")
     config = with_options(forwarder_config, forwards=(spec,))
-    write_random(f"{ftp_server.root}/lan.bin", 5000)
+    write_random(f"{inprocess_ftp.root}/lan.bin", 5000)
     async with ftptrio.open_forwarder(config) as fwd:
         port = fwd.addresses[0][1]
         client = await FTPClient.connect(("127.0.0.2", port))
-        await client.login(ftp_server)
+        await client.login(inprocess_ftp)
         assert (await client.cmd("TYPE I")).startswith("200")
         reply = await client.cmd("PASV")
         numbers = re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", reply)
@@ -102,12 +102,12 @@ async def test_lan_client_gets_data_listener_on_the_address_it_reached(
         await client.aclose()
 
 
-async def test_pasv_from_an_ipv6_client_gets_425_pointing_to_epsv(forwarder_config, ftp_server):
+async def test_pasv_from_an_ipv6_client_gets_425_pointing_to_epsv(forwarder_config, inprocess_ftp):
     spec = dataclasses.replace(forwarder_config.forwards[0], listen_host="::1")
     config = with_options(forwarder_config, forwards=(spec,))
     async with ftptrio.open_forwarder(config) as fwd:
         client = await FTPClient.connect(("::1", fwd.addresses[0][1]))
-        await client.login(ftp_server)
+        await client.login(inprocess_ftp)
         reply = await client.cmd("PASV")
         assert reply.startswith("425 ") and "EPSV" in reply, reply
         assert (await client.cmd("EPSV")).startswith("229 ")

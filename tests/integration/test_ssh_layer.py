@@ -203,18 +203,18 @@ def recording_handler(seen: list[dict[str, Any]]):
 
 
 async def test_embedding_apps_exception_handler_is_left_alone(aio_loop, forwarder_config,
-                                                              ftp_server):
+                                                              inprocess_ftp):
     """ftptrio running in an application's loop never replaces its handler."""
     seen: list[dict[str, Any]] = []
     app_handler = recording_handler(seen)
     aio_loop.set_exception_handler(app_handler)
-    payload = write_random(os.path.join(ftp_server.root, "f.bin"), 300000)
+    payload = write_random(os.path.join(inprocess_ftp.root, "f.bin"), 300000)
     async with asyncio_loop():  # an existing loop: used as it is
         assert trio_asyncio.current_loop.get() is aio_loop
     async with ftptrio.open_forwarder(forwarder_config) as fwd:
         for passive in (True, False):
             data = await trio.to_thread.run_sync(
-                lambda: download(fwd.addresses[0], ftp_server, "f.bin", passive=passive))
+                lambda: download(fwd.addresses[0], inprocess_ftp, "f.bin", passive=passive))
             assert sha256(data) == sha256(payload)
         assert aio_loop.get_exception_handler() is app_handler
     assert aio_loop.get_exception_handler() is app_handler

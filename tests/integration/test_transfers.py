@@ -42,36 +42,36 @@ async def test_forwarder_uses_the_fixture_loop(forwarder, aio_loop):
 
 # ---------------------------------------------------------------------- passive
 @pytest.mark.parametrize("size", [BIG, 0], ids=["32MiB", "empty"])
-async def test_passive_download(forwarder, ftp_server, ssh_server, size):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), size)
-    got = await run(download, forwarder.addresses[0], ftp_server, "file.bin")
+async def test_passive_download(forwarder, inprocess_ftp, ssh_server, size):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), size)
+    got = await run(download, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert len(got) == size
     assert sha256(got) == sha256(payload)
     assert ssh_server.forward_requests == []
-    assert_direct_requests_only_ftp(ssh_server, ftp_server)
+    assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
 
 @pytest.mark.parametrize("size", [BIG, 0], ids=["32MiB", "empty"])
-async def test_passive_upload(forwarder, ftp_server, ssh_server, size):
+async def test_passive_upload(forwarder, inprocess_ftp, ssh_server, size):
     payload = os.urandom(size)
-    await run(upload, forwarder.addresses[0], ftp_server, "up.bin", payload)
-    path = os.path.join(ftp_server.root, "up.bin")
+    await run(upload, forwarder.addresses[0], inprocess_ftp, "up.bin", payload)
+    path = os.path.join(inprocess_ftp.root, "up.bin")
     assert os.path.getsize(path) == size
     assert file_sha256(path) == sha256(payload)
     assert ssh_server.forward_requests == []
-    assert_direct_requests_only_ftp(ssh_server, ftp_server)
+    assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
 
 # ----------------------------------------------------------------------- active
-async def test_active_remote_forward_download_and_upload(forwarder, ftp_server, ssh_server):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), MEDIUM)
-    got = await run(download, forwarder.addresses[0], ftp_server, "file.bin", passive=False)
+async def test_active_remote_forward_download_and_upload(forwarder, inprocess_ftp, ssh_server):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
+    got = await run(download, forwarder.addresses[0], inprocess_ftp, "file.bin", passive=False)
     assert sha256(got) == sha256(payload)
     assert len(ssh_server.forward_requests) == 1
 
     up = os.urandom(MEDIUM)
-    await run(upload, forwarder.addresses[0], ftp_server, "up.bin", up, passive=False)
-    assert file_sha256(os.path.join(ftp_server.root, "up.bin")) == sha256(up)
+    await run(upload, forwarder.addresses[0], inprocess_ftp, "up.bin", up, passive=False)
+    assert file_sha256(os.path.join(inprocess_ftp.root, "up.bin")) == sha256(up)
     # one tcpip-forward per data connection, all on the configured remote listen host
     assert len(ssh_server.forward_requests) == 2
     assert all(host == "127.0.0.1" for host, _port in ssh_server.forward_requests)
@@ -79,83 +79,83 @@ async def test_active_remote_forward_download_and_upload(forwarder, ftp_server, 
     # (exact per-mode counts: test_lifecycle.py::test_stats_count_every_completed_transfer)
     assert set(forwarder.stats.by_mode) <= {"active"}, forwarder.stats
     # the control channels only: active data never uses direct-tcpip
-    assert ssh_server.direct_requests == [(ftp_server.host, ftp_server.port)] * 2
+    assert ssh_server.direct_requests == [(inprocess_ftp.host, inprocess_ftp.port)] * 2
 
 
-async def test_active_empty_file_download_and_upload(forwarder, ftp_server, ssh_server):
-    write_random(os.path.join(ftp_server.root, "empty.bin"), 0)
-    got = await run(download, forwarder.addresses[0], ftp_server, "empty.bin", passive=False)
+async def test_active_empty_file_download_and_upload(forwarder, inprocess_ftp, ssh_server):
+    write_random(os.path.join(inprocess_ftp.root, "empty.bin"), 0)
+    got = await run(download, forwarder.addresses[0], inprocess_ftp, "empty.bin", passive=False)
     assert got == b""
-    await run(upload, forwarder.addresses[0], ftp_server, "empty-up.bin", b"", passive=False)
-    assert os.path.getsize(os.path.join(ftp_server.root, "empty-up.bin")) == 0
+    await run(upload, forwarder.addresses[0], inprocess_ftp, "empty-up.bin", b"", passive=False)
+    assert os.path.getsize(os.path.join(inprocess_ftp.root, "empty-up.bin")) == 0
     assert len(ssh_server.forward_requests) == 2
 
 
-async def test_active_converted_to_passive(forwarder_config, ftp_server, ssh_server):
+async def test_active_converted_to_passive(forwarder_config, inprocess_ftp, ssh_server):
     config = replace(forwarder_config, active_mode="passive")
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), MEDIUM)
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
     up = os.urandom(MEDIUM)
     async with ftptrio.open_forwarder(config) as fwd:
-        got = await run(download, fwd.addresses[0], ftp_server, "file.bin", passive=False)
-        await run(upload, fwd.addresses[0], ftp_server, "up.bin", up, passive=False)
+        got = await run(download, fwd.addresses[0], inprocess_ftp, "file.bin", passive=False)
+        await run(upload, fwd.addresses[0], inprocess_ftp, "up.bin", up, passive=False)
         await wait_until(lambda: fwd.stats.sessions_active == 0, 5, "sessions to end")
         assert set(fwd.stats.by_mode) <= {"converted"}, fwd.stats
     assert sha256(got) == sha256(payload)
-    assert file_sha256(os.path.join(ftp_server.root, "up.bin")) == sha256(up)
+    assert file_sha256(os.path.join(inprocess_ftp.root, "up.bin")) == sha256(up)
     assert ssh_server.forward_requests == [], "conversion mode asked for a remote forward"
-    assert_direct_requests_only_ftp(ssh_server, ftp_server)
+    assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
     # control + one passive data channel per transfer
     assert len(ssh_server.direct_requests) == 4
 
 
-async def test_converted_mode_works_without_remote_forwarding(forwarder_config, ftp_server,
+async def test_converted_mode_works_without_remote_forwarding(forwarder_config, inprocess_ftp,
                                                               ssh_server):
     ssh_server.allow_remote_forward = False
     config = replace(forwarder_config, active_mode="passive")
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), 100_000)
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), 100_000)
     async with ftptrio.open_forwarder(config) as fwd:
-        got = await run(download, fwd.addresses[0], ftp_server, "file.bin", passive=False)
+        got = await run(download, fwd.addresses[0], inprocess_ftp, "file.bin", passive=False)
     assert got == payload
     assert ssh_server.forward_requests == []
 
 
 # ------------------------------------------------------------------ EPSV / EPRT
-async def test_epsv_download(forwarder, ftp_server, ssh_server):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), MEDIUM)
-    reply, got = await run(epsv_download, forwarder.addresses[0], ftp_server, "file.bin")
+async def test_epsv_download(forwarder, inprocess_ftp, ssh_server):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
+    reply, got = await run(epsv_download, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert reply.startswith("229 ")
     assert sha256(got) == sha256(payload)
     assert ssh_server.forward_requests == []
-    assert_direct_requests_only_ftp(ssh_server, ftp_server)
+    assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
 
-async def test_eprt_download(forwarder, ftp_server, ssh_server):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), MEDIUM)
-    reply, got = await run(eprt_download, forwarder.addresses[0], ftp_server, "file.bin")
+async def test_eprt_download(forwarder, inprocess_ftp, ssh_server):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
+    reply, got = await run(eprt_download, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert reply.startswith("200")
     assert sha256(got) == sha256(payload)
     assert len(ssh_server.forward_requests) == 1
 
 
-async def test_eprt_download_converted(forwarder_config, ftp_server, ssh_server):
+async def test_eprt_download_converted(forwarder_config, inprocess_ftp, ssh_server):
     config = replace(forwarder_config, active_mode="passive")
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), MEDIUM)
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
     async with ftptrio.open_forwarder(config) as fwd:
-        reply, got = await run(eprt_download, fwd.addresses[0], ftp_server, "file.bin")
+        reply, got = await run(eprt_download, fwd.addresses[0], inprocess_ftp, "file.bin")
     assert reply.startswith("200")
     assert sha256(got) == sha256(payload)
     assert ssh_server.forward_requests == []
-    assert_direct_requests_only_ftp(ssh_server, ftp_server)
+    assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
 
 # -------------------------------------------------------------- listing / REST
 @pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
-async def test_directory_listing(forwarder, ftp_server, passive):
+async def test_directory_listing(forwarder, inprocess_ftp, passive):
     names = {f"file-{i:02d}.txt" for i in range(40)}
     for name in names:
-        write_random(os.path.join(ftp_server.root, name), 10)
-    os.mkdir(os.path.join(ftp_server.root, "subdir"))
-    lines, nlst = await run(listing, forwarder.addresses[0], ftp_server, passive=passive)
+        write_random(os.path.join(inprocess_ftp.root, name), 10)
+    os.mkdir(os.path.join(inprocess_ftp.root, "subdir"))
+    lines, nlst = await run(listing, forwarder.addresses[0], inprocess_ftp, passive=passive)
     assert set(nlst) == names | {"subdir"}
     assert len(lines) == len(names) + 1
     assert all(any(line.endswith(" " + name) for line in lines) for name in names)
@@ -163,26 +163,26 @@ async def test_directory_listing(forwarder, ftp_server, passive):
 
 
 @pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
-async def test_resumed_download(forwarder, ftp_server, passive):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), MEDIUM)
+async def test_resumed_download(forwarder, inprocess_ftp, passive):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
     offset = 1_234_567
-    got = await run(download, forwarder.addresses[0], ftp_server, "file.bin",
+    got = await run(download, forwarder.addresses[0], inprocess_ftp, "file.bin",
                     passive=passive, rest=offset)
     assert len(got) == MEDIUM - offset
     assert got == payload[offset:]
 
 
 # ---------------------------------------------------------------- concurrency
-async def test_two_sessions_at_once(forwarder, ftp_server, ssh_server):
+async def test_two_sessions_at_once(forwarder, inprocess_ftp, ssh_server):
     """Two logged-in sessions transfer at the same time (one passive, one active)."""
-    a = write_random(os.path.join(ftp_server.root, "a.bin"), 8 * 1024 * 1024)
-    b = write_random(os.path.join(ftp_server.root, "b.bin"), 8 * 1024 * 1024 + 1)
+    a = write_random(os.path.join(inprocess_ftp.root, "a.bin"), 8 * 1024 * 1024)
+    b = write_random(os.path.join(inprocess_ftp.root, "b.bin"), 8 * 1024 * 1024 + 1)
     both_logged_in = threading.Barrier(2, timeout=CLIENT_TIMEOUT)
     active_counts: list[int] = []
 
     def get(name: str, passive: bool) -> bytes:
         sink = io.BytesIO()
-        with login(forwarder.addresses[0], ftp_server) as ftp:
+        with login(forwarder.addresses[0], inprocess_ftp) as ftp:
             ftp.set_pasv(passive)
             both_logged_in.wait()
             active_counts.append(forwarder.stats.sessions_active)
@@ -203,32 +203,33 @@ async def test_two_sessions_at_once(forwarder, ftp_server, ssh_server):
     assert active_counts == [2, 2]
     assert forwarder.stats.sessions == 2
     assert forwarder.stats.transfer_errors == 0
-    assert_direct_requests_only_ftp(ssh_server, ftp_server)
+    assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
 
-async def test_serve_in_own_nursery(forwarder_config, ftp_server, ssh_server):
+async def test_serve_in_own_nursery(forwarder_config, inprocess_ftp, ssh_server):
     """``await nursery.start(ftptrio.serve, config)`` returns a working Forwarder."""
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), 300_000)
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), 300_000)
     async with trio.open_nursery() as nursery:
         fwd = await nursery.start(ftptrio.serve, forwarder_config)
         assert isinstance(fwd, ftptrio.Forwarder)
         assert fwd.ports == [fwd.addresses[0][1]]
-        got = await run(download, fwd.addresses[0], ftp_server, "file.bin")
+        got = await run(download, fwd.addresses[0], inprocess_ftp, "file.bin")
         nursery.cancel_scope.cancel()
     assert got == payload
     assert fwd.stats.sessions == 1
 
 
-async def test_direct_requests_name_only_the_ftp_server(forwarder, ftp_server, ssh_server):
-    payload = write_random(os.path.join(ftp_server.root, "file.bin"), 200_000)
+async def test_direct_requests_name_only_the_ftp_server(forwarder, inprocess_ftp, ssh_server):
+    payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), 200_000)
     addr = forwarder.addresses[0]
-    assert await run(download, addr, ftp_server, "file.bin") == payload
-    assert (await run(epsv_download, addr, ftp_server, "file.bin"))[1] == payload
-    assert await run(download, addr, ftp_server, "file.bin", passive=False) == payload
-    await run(listing, addr, ftp_server)
-    assert_direct_requests_only_ftp(ssh_server, ftp_server)
-    control = [r for r in ssh_server.direct_requests if r == (ftp_server.host, ftp_server.port)]
+    assert await run(download, addr, inprocess_ftp, "file.bin") == payload
+    assert (await run(epsv_download, addr, inprocess_ftp, "file.bin"))[1] == payload
+    assert await run(download, addr, inprocess_ftp, "file.bin", passive=False) == payload
+    await run(listing, addr, inprocess_ftp)
+    assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
+    control = [r for r in ssh_server.direct_requests
+               if r == (inprocess_ftp.host, inprocess_ftp.port)]
     assert len(control) == 4  # one control channel per session
-    passive_ports = [p for _h, p in ssh_server.direct_requests if p != ftp_server.port]
+    passive_ports = [p for _h, p in ssh_server.direct_requests if p != inprocess_ftp.port]
     # PASV download, EPSV download, LIST and NLST used passive data channels
     assert len(passive_ports) == 4

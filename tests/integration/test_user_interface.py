@@ -33,8 +33,8 @@ PAYLOAD_SIZE = 512 * 1024 + 7
 
 
 @pytest.fixture
-def payload(ftp_server) -> bytes:
-    return write_random(os.path.join(ftp_server.root, "file.bin"), PAYLOAD_SIZE)
+def payload(inprocess_ftp) -> bytes:
+    return write_random(os.path.join(inprocess_ftp.root, "file.bin"), PAYLOAD_SIZE)
 
 
 # ------------------------------------------------------------------ CLI helpers
@@ -85,8 +85,8 @@ async def run_cli(nursery: trio.Nursery, args: list[str], env: dict[str, str] | 
     return cli
 
 
-def forward_arg(ftp_server) -> list[str]:
-    return ["-L", f"127.0.0.1:0:127.0.0.1:{ftp_server.port}"]
+def forward_arg(inprocess_ftp) -> list[str]:
+    return ["-L", f"127.0.0.1:0:127.0.0.1:{inprocess_ftp.port}"]
 
 
 def direct_args(ssh) -> list[str]:
@@ -94,18 +94,18 @@ def direct_args(ssh) -> list[str]:
             "-o", f"UserKnownHostsFile={ssh.known_hosts}"]
 
 
-async def transfer_via(addr: tuple[str, int], ftp_server, payload: bytes) -> None:
-    got = await trio.to_thread.run_sync(download, addr, ftp_server, "file.bin")
+async def transfer_via(addr: tuple[str, int], inprocess_ftp, payload: bytes) -> None:
+    got = await trio.to_thread.run_sync(download, addr, inprocess_ftp, "file.bin")
     assert sha256(got) == sha256(payload)
 
 
-async def cli_transfer_and_stop(nursery, args, ftp_server, payload, env=None, transfers=1
+async def cli_transfer_and_stop(nursery, args, inprocess_ftp, payload, env=None, transfers=1
                                 ) -> CLI:
     cli = await run_cli(nursery, args, env)
     try:
         addr = await cli.ready()
         for _ in range(transfers):
-            await transfer_via(addr, ftp_server, payload)
+            await transfer_via(addr, inprocess_ftp, payload)
         assert await cli.stop() == 0, cli.stderr
     finally:
         if cli.proc.returncode is None:
@@ -140,26 +140,27 @@ async def test_embed_example_runs_standalone(style):
 
 
 # ------------------------------------------------------ an SSH connection of one's own
-async def test_existing_ssh_connection_is_used_and_left_open(ssh_server, ftp_server, payload):
+async def test_existing_ssh_connection_is_used_and_left_open(ssh_server, inprocess_ftp, payload):
     conn = await trio_asyncio.aio_as_trio(asyncssh.connect)(
         ssh_server.host, ssh_server.port, username=ssh_server.username,
         client_keys=[ssh_server.client_key_path], known_hosts=ssh_server.known_hosts)
     try:
         config = ftptrio.Config(
             ssh=ftptrio.SSHOptions(host=ssh_server.host),
-            forwards=(ftptrio.ForwardSpec(ftp_host=ftp_server.host, ftp_port=ftp_server.port),),
+            forwards=(ftptrio.ForwardSpec(ftp_host=inprocess_ftp.host,
+                                          ftp_port=inprocess_ftp.port),),
             ssh_connection=conn)
         async with ftptrio.open_forwarder(config) as fwd:
-            await transfer_via(fwd.addresses[0], ftp_server, payload)
+            await transfer_via(fwd.addresses[0], inprocess_ftp, payload)
             with trio.fail_after(10):
                 await fwd.wait_idle()
             assert fwd.stats.transfers == 1
         assert len(ssh_server.connections) == 1  # ftptrio opened no connection of its own
-        assert (ftp_server.host, ftp_server.port) in ssh_server.direct_requests
+        assert (inprocess_ftp.host, inprocess_ftp.port) in ssh_server.direct_requests
         assert not conn.is_closed()
         # and the connection still works for its owner
         reader, writer = await trio_asyncio.aio_as_trio(conn.open_connection)(
-            ftp_server.host, ftp_server.port)
+            inprocess_ftp.host, inprocess_ftp.port)
         banner = await trio_asyncio.aio_as_trio(reader.readline)()
         assert banner.startswith(b"220"), banner
         writer.close()
@@ -169,42 +170,42 @@ async def test_existing_ssh_connection_is_used_and_left_open(ssh_server, ftp_ser
 
 
 # ------------------------------------------------------------------ ssh_config
-async def test_ssh_config_host_alias_in_home(ssh_server, ftp_server, payload, tmp_path, nursery):
+async def test_ssh_config_host_alias_in_home(ssh_server, inprocess_ftp, payload, tmp_path, nursery):
     home = tmp_path / "home"
     write_ssh_config(home / ".ssh" / "config", ssh_server)
-    await cli_transfer_and_stop(nursery, [*forward_arg(ftp_server), "ftpalias"], ftp_server,
+    await cli_transfer_and_stop(nursery, [*forward_arg(inprocess_ftp), "ftpalias"], inprocess_ftp,
                                 payload, env=cli_env(HOME=str(home)))
-    assert ("127.0.0.1", ftp_server.port) in ssh_server.direct_requests
+    assert ("127.0.0.1", inprocess_ftp.port) in ssh_server.direct_requests
 
 
-async def test_ssh_config_file_given_with_F(ssh_server, ftp_server, payload, tmp_path, nursery):
+async def test_ssh_config_file_given_with_F(ssh_server, inprocess_ftp, payload, tmp_path, nursery):
     home = tmp_path / "emptyhome"
     home.mkdir()
     config = tmp_path / "elsewhere" / "ssh_config"
     write_ssh_config(config, ssh_server)
-    await cli_transfer_and_stop(nursery, [*forward_arg(ftp_server), "-F", str(config),
-                                          "ftpalias"], ftp_server, payload,
+    await cli_transfer_and_stop(nursery, [*forward_arg(inprocess_ftp), "-F", str(config),
+                                          "ftpalias"], inprocess_ftp, payload,
                                 env=cli_env(HOME=str(home)))
-    assert ("127.0.0.1", ftp_server.port) in ssh_server.direct_requests
+    assert ("127.0.0.1", inprocess_ftp.port) in ssh_server.direct_requests
 
 
 # ------------------------------------------------------------------ -J
-async def test_jump_host(ssh_server, ftp_server, payload, nursery):
+async def test_jump_host(ssh_server, inprocess_ftp, payload, nursery):
     ssh = ssh_server
     await cli_transfer_and_stop(
-        nursery, [*forward_arg(ftp_server), *direct_args(ssh),
+        nursery, [*forward_arg(inprocess_ftp), *direct_args(ssh),
                   "-J", f"{ssh.username}@127.0.0.1:{ssh.port}", f"{ssh.username}@127.0.0.1"],
-        ftp_server, payload)
+        inprocess_ftp, payload)
     assert ("127.0.0.1", ssh.port) in ssh.direct_requests  # the hop through the jump host
-    assert ("127.0.0.1", ftp_server.port) in ssh.direct_requests
+    assert ("127.0.0.1", inprocess_ftp.port) in ssh.direct_requests
     assert len(ssh.connections) == 2  # jump host, then the target through it
 
 
 # ------------------------------------------------------------------ --stats
-async def test_stats_printed_at_exit(ssh_server, ftp_server, payload, nursery):
+async def test_stats_printed_at_exit(ssh_server, inprocess_ftp, payload, nursery):
     cli = await cli_transfer_and_stop(
-        nursery, [*forward_arg(ftp_server), *direct_args(ssh_server), "--stats",
-                  f"{ssh_server.username}@127.0.0.1"], ftp_server, payload, transfers=2)
+        nursery, [*forward_arg(inprocess_ftp), *direct_args(ssh_server), "--stats",
+                  f"{ssh_server.username}@127.0.0.1"], inprocess_ftp, payload, transfers=2)
     lines = [line for line in cli.stderr.decode().splitlines()
              if line.startswith("ftptrio stats:")]
     assert len(lines) == 1, cli.stderr.decode()
@@ -213,10 +214,10 @@ async def test_stats_printed_at_exit(ssh_server, ftp_server, payload, nursery):
 
 
 # ------------------------------------------------------------------ --log-format json
-async def test_json_log_format(ssh_server, ftp_server, payload, nursery):
+async def test_json_log_format(ssh_server, inprocess_ftp, payload, nursery):
     cli = await cli_transfer_and_stop(
-        nursery, [*forward_arg(ftp_server), *direct_args(ssh_server), "--log-format", "json",
-                  f"{ssh_server.username}@127.0.0.1"], ftp_server, payload)
+        nursery, [*forward_arg(inprocess_ftp), *direct_args(ssh_server), "--log-format", "json",
+                  f"{ssh_server.username}@127.0.0.1"], inprocess_ftp, payload)
     entries = []
     for line in cli.stderr.decode().splitlines():
         entry = json.loads(line)  # every line is one JSON object
@@ -235,12 +236,12 @@ async def test_json_log_format(ssh_server, ftp_server, payload, nursery):
 
 
 # ------------------------------------------------------------------ host key
-async def test_wrong_host_key_exits_3_with_openssh_warning(ssh_server, ftp_server, tmp_path):
+async def test_wrong_host_key_exits_3_with_openssh_warning(ssh_server, inprocess_ftp, tmp_path):
     other = asyncssh.generate_private_key("ssh-ed25519")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{ssh_server.port} "
                            f"{other.export_public_key().decode().strip()}\n")
-    args = [sys.executable, "-m", "ftptrio", *forward_arg(ftp_server),
+    args = [sys.executable, "-m", "ftptrio", *forward_arg(inprocess_ftp),
             "-p", str(ssh_server.port), "-i", ssh_server.client_key_path,
             "-o", f"UserKnownHostsFile={known_hosts}", f"{ssh_server.username}@127.0.0.1"]
     with trio.fail_after(30):
@@ -258,16 +259,16 @@ async def test_wrong_host_key_exits_3_with_openssh_warning(ssh_server, ftp_serve
     assert f"Offending key for '[127.0.0.1]:{ssh_server.port}' in {known_hosts}:1" in lines, err
     assert lines[-1] == "Host key verification failed.", err
     assert "accept-new" not in err and "StrictHostKeyChecking" not in err, err  # no way around
-    assert ("127.0.0.1", ftp_server.port) not in ssh_server.direct_requests
+    assert ("127.0.0.1", inprocess_ftp.port) not in ssh_server.direct_requests
 
 
-async def test_port_in_use_exits_4_with_one_clear_line(ssh_server, ftp_server):
+async def test_port_in_use_exits_4_with_one_clear_line(ssh_server, inprocess_ftp):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         args = [sys.executable, "-m", "ftptrio", "-L", f"127.0.0.1:{port}:127.0.0.1:"
-                f"{ftp_server.port}", *direct_args(ssh_server),
+                f"{inprocess_ftp.port}", *direct_args(ssh_server),
                 f"{ssh_server.username}@127.0.0.1"]
         with trio.fail_after(30):
             result = await trio.run_process(args, cwd=REPO, capture_stdout=True,
@@ -279,13 +280,13 @@ async def test_port_in_use_exits_4_with_one_clear_line(ssh_server, ftp_server):
     assert lines[-1] == f"ftptrio: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
-async def test_port_in_use_is_a_bind_error_for_embedders(ssh_server, ftp_server,
+async def test_port_in_use_is_a_bind_error_for_embedders(ssh_server, inprocess_ftp,
                                                          forwarder_config, nursery):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        forward = ftptrio.ForwardSpec("127.0.0.1", ftp_server.port, "127.0.0.1", port)
+        forward = ftptrio.ForwardSpec("127.0.0.1", inprocess_ftp.port, "127.0.0.1", port)
         config = dataclasses.replace(forwarder_config, forwards=(forward,))
         with pytest.raises(ftptrio.BindError) as info:
             await nursery.start(ftptrio.serve, config)
@@ -297,7 +298,7 @@ def write_wrong_known_hosts(path: Path, ssh) -> None:
     path.write_text(f"[127.0.0.1]:{ssh.port} {other.export_public_key().decode().strip()}\n")
 
 
-async def run_alias_with_wrong_key(ssh_server, ftp_server, tmp_path, *extra: str):
+async def run_alias_with_wrong_key(ssh_server, inprocess_ftp, tmp_path, *extra: str):
     """ftpalias from -F, whose UserKnownHostsFile names another key for the host."""
     home = tmp_path / "home"
     home.mkdir()
@@ -305,7 +306,7 @@ async def run_alias_with_wrong_key(ssh_server, ftp_server, tmp_path, *extra: str
     write_ssh_config(config, ssh_server)
     known_hosts = Path(ssh_server.known_hosts)
     write_wrong_known_hosts(known_hosts, ssh_server)  # the file ssh_config points at
-    args = [sys.executable, "-m", "ftptrio", *forward_arg(ftp_server), *extra,
+    args = [sys.executable, "-m", "ftptrio", *forward_arg(inprocess_ftp), *extra,
             "-F", str(config), "ftpalias"]
     with trio.fail_after(30):
         proc = await trio.lowlevel.open_process(args, cwd=REPO, stderr=subprocess.PIPE,
@@ -322,8 +323,8 @@ async def run_alias_with_wrong_key(ssh_server, ftp_server, tmp_path, *extra: str
 
 
 async def test_wrong_host_key_from_ssh_config_known_hosts_names_that_file(
-        ssh_server, ftp_server, tmp_path):
-    code, err, _home = await run_alias_with_wrong_key(ssh_server, ftp_server, tmp_path)
+        ssh_server, inprocess_ftp, tmp_path):
+    code, err, _home = await run_alias_with_wrong_key(ssh_server, inprocess_ftp, tmp_path)
     assert code == 3, err
     assert "host key" in err, err
     # the hint must name the file that was actually checked (UserKnownHostsFile
@@ -332,12 +333,12 @@ async def test_wrong_host_key_from_ssh_config_known_hosts_names_that_file(
 
 
 async def test_accept_new_refuses_changed_key_from_ssh_config_known_hosts(
-        ssh_server, ftp_server, tmp_path):
+        ssh_server, inprocess_ftp, tmp_path):
     """StrictHostKeyChecking=accept-new trusts *unknown* hosts only: a host whose
     key differs from the one in known_hosts (here: the UserKnownHostsFile of the
     ssh_config entry) must still be refused, as OpenSSH does."""
     code, err, home = await run_alias_with_wrong_key(
-        ssh_server, ftp_server, tmp_path, "-o", "StrictHostKeyChecking=accept-new")
+        ssh_server, inprocess_ftp, tmp_path, "-o", "StrictHostKeyChecking=accept-new")
     assert "ready: FTP clients connect to" not in err, err
     assert code == 3, err
     assert "host key" in err, err

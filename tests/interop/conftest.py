@@ -41,8 +41,8 @@ def pyftpdlib_server(tmp_path_factory):
 
 
 @pytest.fixture(params=["vsftpd", "proftpd", "pyftpdlib"])
-def ftp_server(request):
-    """Each real FTP server in turn."""
+def real_ftp_server(request):
+    """Each real FTP server in turn, each its own process (vsftpd, ProFTPD, pyftpdlib)."""
     name = "pyftpdlib_server" if request.param == "pyftpdlib" else request.param
     return request.getfixturevalue(name)
 

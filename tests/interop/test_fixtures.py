@@ -41,10 +41,10 @@ async def _greeting_through_sshd(sshd: servers.OpenSSHServer, ftp: servers.FTPSe
         await conn.wait_closed()
 
 
-async def test_sshd_direct_tcpip_to_ftp_server(openssh, ftp_server):
+async def test_sshd_direct_tcpip_to_ftp_server(openssh, real_ftp_server):
     with trio.fail_after(TIMEOUT):
         async with trio_asyncio.open_loop():
-            line = await trio_asyncio.aio_as_trio(_greeting_through_sshd)(openssh, ftp_server)
+            line = await trio_asyncio.aio_as_trio(_greeting_through_sshd)(openssh, real_ftp_server)
     assert line.startswith(b"220 "), line
     # LogLevel DEBUG1 records the forward: later tests can assert on the log.
     assert "direct-tcpip" in openssh.log()
@@ -102,19 +102,19 @@ def _roundtrip(ftp: servers.FTPServer, passive: bool) -> None:
         client.close()
 
 
-async def test_ftp_server_direct_passive(ftp_server):
+async def test_ftp_server_direct_passive(real_ftp_server):
     with trio.fail_after(2 * TIMEOUT):
-        await trio.to_thread.run_sync(_roundtrip, ftp_server, True)
+        await trio.to_thread.run_sync(_roundtrip, real_ftp_server, True)
 
 
-async def test_ftp_server_direct_active(ftp_server):
+async def test_ftp_server_direct_active(real_ftp_server):
     with trio.fail_after(2 * TIMEOUT):
-        await trio.to_thread.run_sync(_roundtrip, ftp_server, False)
+        await trio.to_thread.run_sync(_roundtrip, real_ftp_server, False)
 
 
-def test_ftp_server_refuses_foreign_port(ftp_server):
+def test_ftp_server_refuses_foreign_port(real_ftp_server):
     """Anti-bounce: the servers refuse PORT to an address that is not the client's."""
-    client = _ftp_login(ftp_server, passive=False)
+    client = _ftp_login(real_ftp_server, passive=False)
     try:
         try:
             resp = client.sendcmd("PORT 127,0,0,2,200,10")

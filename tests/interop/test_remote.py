@@ -37,15 +37,15 @@ def remote_config(sshd, ftp, **options) -> ftptrio.Config:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_remote_tunnel_curl(openssh, ftp_server, mode, tmp_path):
+async def test_remote_tunnel_curl(openssh, real_ftp_server, mode, tmp_path):
     client = clients.Curl(mode)
     with trio.fail_after(CASE_TIMEOUT):
-        async with ftptrio.open_forwarder(remote_config(openssh, ftp_server)) as fwd:
+        async with ftptrio.open_forwarder(remote_config(openssh, real_ftp_server)) as fwd:
             host, port = fwd.addresses[0]
             assert host == "127.0.0.1" and port > 0
-            await clients.exercise(client, clients.Target.for_server(ftp_server, "127.0.0.1",
+            await clients.exercise(client, clients.Target.for_server(real_ftp_server, "127.0.0.1",
                                                                      port),
-                                   ftp_server, tmp_path)
+                                   real_ftp_server, tmp_path)
             await assert_no_leaks(fwd)
             stats = fwd.stats
     expected = "active" if mode in ("EPRT", "PORT") else "passive"
