@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import re
 from typing import Any, AsyncIterator, Callable
@@ -170,6 +171,28 @@ class FTPClient:
 
     def transcript_text(self, last: int = 40) -> str:
         return "\n".join(self.transcript[-last:])
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
+                     what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.02)
+    assert predicate(), f"timed out after {timeout} s waiting for {what}"
+
+
+async def wait_for_log(caplog: pytest.LogCaptureFixture, text: str,
+                       timeout: float = 5.0) -> logging.LogRecord:
+    """The first captured log record whose message contains ``text``, waiting for it
+    at most ``timeout`` seconds (the logger's level must let it through)."""
+    def find() -> logging.LogRecord | None:
+        return next((r for r in caplog.records if text in r.getMessage()), None)
+
+    await wait_until(find, timeout, f"a log line with {text!r}")
+    record = find()
+    assert record is not None
+    return record
 
 
 @dataclasses.dataclass

@@ -8,11 +8,11 @@ import hashlib
 import io
 import os
 import socket
-from typing import Any, Callable
+from typing import Any
 
 import trio
 
-from ftp_fakes import asyncssh_table
+from ftp_fakes import asyncssh_table, wait_until  # noqa: F401 (wait_until re-exported)
 
 CLIENT_TIMEOUT = 30.0
 BLOCK = 256 * 1024
@@ -141,14 +141,6 @@ async def connect_refused(port: int, host: str = "127.0.0.1") -> bool:
         return True
     await stream.aclose()
     return False
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,
-                     what: str = "condition") -> None:
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
-    assert predicate(), f"timed out after {timeout} s waiting for {what}"
 
 
 # ------------------------------------------------------------------ leak inspection

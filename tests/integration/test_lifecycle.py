@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ftplib
 import io
+import logging
 import os
 import socket
 from dataclasses import replace
@@ -12,7 +13,7 @@ import pytest
 import trio
 
 import ftptrio
-from ftp_fakes import FTPClient, asyncssh_table
+from ftp_fakes import FTPClient, asyncssh_table, wait_for_log
 from ftptrio._demo import run_demo
 
 try:
@@ -216,7 +217,8 @@ async def test_cancelling_forwarder_mid_active_upload_tears_down(forwarder_confi
 
 # --------------------------------------------------------- passive listeners
 async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_config, inprocess_ftp,
-                                                                 ssh_server):
+                                                                 ssh_server, caplog):
+    caplog.set_level(logging.INFO, logger="ftptrio")
     config = replace(forwarder_config, data_idle_timeout=0.5)
     async with ftptrio.open_forwarder(config) as fwd:
         client = await FTPClient.connect(fwd.addresses[0])
@@ -224,7 +226,8 @@ async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_confi
         conn = fwd.tunnel.connection
         port = await client.pasv()
         assert len(open_channels(conn)) == 2  # control + the waiting data channel
-        await trio.sleep(1.0)
+        # (a connection to find out would be accepted while the listener waits)
+        await wait_for_log(caplog, f"passive listener on port {port} closed unused (timeout)")
         assert await connect_refused(port)
         # the SSH channel opened for it is gone too; the session lives on
         await wait_until(lambda: len(open_channels(conn)) == 1, 3,

@@ -36,8 +36,13 @@ async def test_every_download_is_counted(openssh, pyftpdlib_server, client_name,
                 local = tmp_path / f"down-{i}.bin"
                 await client.download(target, "one_mib.bin", local)
                 assert servers.sha256_file(local) == servers.sha256_file(ftp.path("one_mib.bin"))
-            await trio.sleep(0.5)  # any accounting still in flight
+            # A client is done once it has the 226 (wget closes right then, curl after
+            # 221); ftptrio's session may still be finishing the data relay, which
+            # records the transfer: read the counters once every session has ended.
+            with trio.fail_after(10):
+                await fwd.wait_idle()
             stats = fwd.stats
+            assert stats.sessions_active == 0, stats
             assert stats.sessions == DOWNLOADS
             assert (stats.transfers, stats.by_mode.get("passive", 0)) == (DOWNLOADS, DOWNLOADS), (
                 f"{client_name}: {DOWNLOADS} complete downloads, ftptrio counted {stats}")

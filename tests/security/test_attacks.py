@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import ftptrio
-
+from ftp_fakes import wait_for_log
 
 
 def pasv_reply(host: str, port: int) -> bytes:
@@ -182,17 +182,22 @@ async def test_passive_listener_accepts_only_the_clients_address(make_setup, nur
         assert await read_all(host, port, local_host="127.0.0.1") == b"secret data"
 
 
-async def test_passive_listener_closes_when_superseded_and_when_idle(make_setup, nursery):
+async def test_passive_listener_closes_when_superseded_and_when_idle(make_setup, nursery,
+                                                                     caplog):
+    caplog.set_level(logging.INFO, logger="ftptrio")
     setup = await make_setup(data_idle_timeout=0.5)
     data_port = await serve_data(nursery, b"data")
     setup.ftp.replies[b"PASV"] = pasv_reply("127.0.0.1", data_port)
     async with setup.client() as client:
         first = parse_227_port((await client.command(b"PASV"))[0])
         second = parse_227_port((await client.command(b"PASV"))[0])
-        await trio.sleep(0.1)
+        # connecting to find out would use a listener still open: wait for its closing
+        await wait_for_log(caplog, f"passive listener on port {first[1]} closed unused "
+                                   "(superseded or session ended)")
         with pytest.raises(OSError):
             await read_all(*first)
-        await trio.sleep(0.8)
+        await wait_for_log(caplog, f"passive listener on port {second[1]} closed unused "
+                                   "(timeout)")
         with pytest.raises(OSError):
             await read_all(*second)
 
