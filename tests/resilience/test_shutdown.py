@@ -11,7 +11,7 @@ import sys
 import pytest
 import trio
 
-from ftp_fakes import FTPClient
+from ftp_fakes import FTPClient, wait_until
 
 
 async def start_cli(setup, *extra: str) -> tuple[trio.Process, int, list[bytes]]:
@@ -36,6 +36,11 @@ async def drain(proc: trio.Process, output: list[bytes]) -> None:
         output.append(chunk)
 
 
+async def wait_logged(output: list[bytes], text: bytes) -> None:
+    """Wait until ftptrio's stderr (collected by ``drain``) contains ``text``."""
+    await wait_until(lambda: text in b"".join(output), 10, f"ftptrio to log {text!r}")
+
+
 async def open_client(port: int) -> FTPClient:
     client = await FTPClient.connect(("127.0.0.1", port))
     assert (await client.reply())[0].startswith(b"220")
@@ -50,7 +55,8 @@ async def test_signal_lets_running_session_finish_then_exits_0(make_setup, nurse
     try:
         client = await open_client(port)
         proc.send_signal(signum)
-        await trio.sleep(0.5)
+        # logged once the listeners are closed
+        await wait_logged(output, b"no longer accepting FTP clients")
         with pytest.raises(OSError):  # no longer accepting
             await trio.open_tcp_stream("127.0.0.1", port)
         assert (await client.command(b"NOOP"))[0].startswith(b"200")  # session goes on
@@ -82,12 +88,18 @@ async def test_second_signal_exits_at_once(make_setup, nursery):
     proc, port, output = await start_cli(setup, "--grace", "60")
     nursery.start_soon(drain, proc, output)
     try:
-        await open_client(port)
+        # held open (not garbage-collected) so that a session is still running when
+        # the second signal arrives: only that makes ftptrio stop before the grace ends
+        client = await open_client(port)
         proc.send_signal(signal.SIGINT)
-        await trio.sleep(0.5)
+        # trio merges a signal that arrives again before the first is taken: wait
+        # until ftptrio has taken the first one
+        await wait_logged(output, b"received SIGINT")
         proc.send_signal(signal.SIGINT)
         with trio.fail_after(5):
             assert await proc.wait() == 0, b"".join(output)
+        await wait_logged(output, b"second signal: stopping now")
         assert b"Traceback" not in b"".join(output)
+        await client.aclose()
     finally:
         proc.kill()
