@@ -142,7 +142,9 @@ async def test_active_converted_to_passive_needs_no_remote_forward(make_setup, n
 
 # --------------------------------------------------------- peers that vanish
 async def test_ftp_server_closes_control_while_data_open(make_setup, nursery):
-    setup = await make_setup()
+    # once the control connection ends, a running transfer gets data_drain_timeout
+    # (5 s by default) before it is cut: a short one, not a 5 s wait
+    setup = await make_setup(data_drain_timeout=0.3)
     setup.ftp.replies[b"PASV"] = pasv_reply(await start_server(nursery, endless))
 
     async def retr_then_vanish(line: bytes, stream: trio.SocketStream) -> None:
@@ -197,11 +199,13 @@ async def test_half_close_passive_upload_then_reply(make_setup, nursery):
 async def test_half_close_passive_download_then_ack(make_setup, nursery):
     """Server sends, shuts down writing, then still reads the client's answer."""
     acks: list[bytes] = []
+    acked = trio.Event()
 
     async def send_then_read(stream: trio.SocketStream) -> None:
         await stream.send_all(PAYLOAD)
         await stream.send_eof()
         acks.append(await receive_all(stream))
+        acked.set()
         await stream.aclose()
 
     setup = await make_setup()
@@ -213,8 +217,7 @@ async def test_half_close_passive_download_then_ack(make_setup, nursery):
         await data.send_all(b"ack")
         await data.aclose()
         with trio.fail_after(10):
-            while not acks:
-                await trio.sleep(0.01)
+            await acked.wait()
     assert acks == [b"ack"]
 
 
