@@ -101,6 +101,8 @@ async def test_pipelined_local_and_forwarded_replies_keep_order(client, ftp_comm
 async def test_pipelined_commands_split_bytewise(client):
     for byte in b"NOOP\r\nPWD\r\n":
         await client.send(bytes([byte]))
+        # the behaviour under test: a checkpoint between bytes lets ftptrio read
+        # each byte on its own (nothing is awaited here)
         await trio.sleep(0)
     assert (await client.text_reply()).startswith("200")
     assert (await client.text_reply()).startswith("257")

@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 import trio
+import trio_asyncio
 
 import ftptrio
 
@@ -48,9 +49,10 @@ async def refused(config: ftptrio.Config) -> str:
 
 
 async def wait_closed(conn) -> None:
+    """asyncssh's own event: the connection is closed."""
     with trio.fail_after(10):
-        while not conn.is_closed():
-            await trio.sleep(0.01)
+        await trio_asyncio.aio_as_trio(conn.wait_closed)()
+    assert conn.is_closed()
 
 
 # ------------------------------------------------------------------ accept-new

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import ftptrio
-from ftp_fakes import assert_no_leaks
+from ftp_fakes import assert_no_leaks, wait_until
 
 try:
     from .integration_helpers import (CLIENT_TIMEOUT, download, eprt_download, epsv_download,
@@ -205,9 +205,8 @@ async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, inproces
         first = fwd.remote_listeners[0]
         for conn in list(ssh_server.connections):
             conn.close()  # the SSH server drops ftptrio
-        with trio.fail_after(20):
-            while fwd.remote_listeners[0] is first:
-                await trio.sleep(0.05)
+        await wait_until(lambda: fwd.remote_listeners[0] is not first, 20,
+                         "the remote listener to be re-established")
         assert fwd.tunnel.connects == 2
         assert (fwd.remote_listeners[0].host, fwd.remote_listeners[0].port) == addr
         assert sha256(await run(download, addr, inprocess_ftp, "r.bin", passive=False)) == \
