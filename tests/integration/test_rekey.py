@@ -47,23 +47,23 @@ def completed_rekeys(caplog: pytest.LogCaptureFixture) -> int:
 
 
 @pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
-async def test_large_transfers_survive_frequent_rekeys(forwarder, ftp_server, caplog, passive):
+async def test_large_transfers_survive_frequent_rekeys(forwarder, inprocess_ftp, caplog, passive):
     caplog.set_level(logging.DEBUG, logger="asyncssh")
     payload = os.urandom(SIZE)
-    with open(os.path.join(ftp_server.root, "down.bin"), "wb") as f:
+    with open(os.path.join(inprocess_ftp.root, "down.bin"), "wb") as f:
         f.write(payload)
     addr = forwarder.addresses[0]
     before = completed_rekeys(caplog)
     with trio.fail_after(120):
         got = await trio.to_thread.run_sync(
-            lambda: download(addr, ftp_server, "down.bin", passive=passive))
+            lambda: download(addr, inprocess_ftp, "down.bin", passive=passive))
     assert sha256(got) == sha256(payload)
     after_download = completed_rekeys(caplog)
     # both ends log each key exchange: SIZE / REKEY_BYTES rekeys, seen twice
     assert after_download - before >= SIZE // REKEY_BYTES, after_download - before
     with trio.fail_after(120):
         await trio.to_thread.run_sync(
-            lambda: upload(addr, ftp_server, "up.bin", payload, passive=passive))
-    with open(os.path.join(ftp_server.root, "up.bin"), "rb") as f:
+            lambda: upload(addr, inprocess_ftp, "up.bin", payload, passive=passive))
+    with open(os.path.join(inprocess_ftp.root, "up.bin"), "rb") as f:
         assert sha256(f.read()) == sha256(payload)
     assert completed_rekeys(caplog) - after_download >= SIZE // REKEY_BYTES

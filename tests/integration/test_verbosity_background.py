@@ -67,9 +67,9 @@ def run_session(args: list[str], ftp) -> str:
     return err
 
 
-async def test_v_shows_connection_and_auth_steps_not_protocol_lines(ssh_server, ftp_server):
-    err = await trio.to_thread.run_sync(run_session, cli_args(ssh_server, ftp_server, "-v"),
-                                        ftp_server)
+async def test_v_shows_connection_and_auth_steps_not_protocol_lines(ssh_server, inprocess_ftp):
+    err = await trio.to_thread.run_sync(run_session, cli_args(ssh_server, inprocess_ftp, "-v"),
+                                        inprocess_ftp)
     fingerprint = ssh_server.host_key.get_fingerprint()
     assert f"server host key: ssh-ed25519 {fingerprint}" in err, err
     key_fingerprint = re.escape(ssh_server.client_key.get_fingerprint())
@@ -81,12 +81,12 @@ async def test_v_shows_connection_and_auth_steps_not_protocol_lines(ssh_server, 
     assert "Traceback" not in err
 
 
-async def test_vv_adds_protocol_lines_with_session_ids(ssh_server, ftp_server):
-    err = await trio.to_thread.run_sync(run_session, cli_args(ssh_server, ftp_server, "-vv"),
-                                        ftp_server)
+async def test_vv_adds_protocol_lines_with_session_ids(ssh_server, inprocess_ftp):
+    err = await trio.to_thread.run_sync(run_session, cli_args(ssh_server, inprocess_ftp, "-vv"),
+                                        inprocess_ftp)
     assert "session 1: client> USER" in err, err
     assert "session 1: client> PASS ****" in err or "session 1: client> PASS" in err
-    assert ftp_server.password not in err  # never logged
+    assert inprocess_ftp.password not in err  # never logged
     assert re.search(r"session 1: server< 227 ", err), err
     assert "[conn=" not in err  # asyncssh's own debugging only from -vvv
     for line in err.splitlines():  # every protocol line names its session
@@ -94,16 +94,16 @@ async def test_vv_adds_protocol_lines_with_session_ids(ssh_server, ftp_server):
             assert "session 1: " in line, line
 
 
-async def test_vvv_adds_asyncssh_debugging(ssh_server, ftp_server):
-    err = await trio.to_thread.run_sync(run_session, cli_args(ssh_server, ftp_server, "-vvv"),
-                                        ftp_server)
+async def test_vvv_adds_asyncssh_debugging(ssh_server, inprocess_ftp):
+    err = await trio.to_thread.run_sync(run_session, cli_args(ssh_server, inprocess_ftp, "-vvv"),
+                                        inprocess_ftp)
     assert "[conn=" in err, err
     assert "session 1: client> USER" in err
 
 
-async def test_log_level_option_sets_verbosity(ssh_server, ftp_server):
+async def test_log_level_option_sets_verbosity(ssh_server, inprocess_ftp):
     err = await trio.to_thread.run_sync(
-        run_session, cli_args(ssh_server, ftp_server, "-o", "LogLevel=DEBUG2"), ftp_server)
+        run_session, cli_args(ssh_server, inprocess_ftp, "-o", "LogLevel=DEBUG2"), inprocess_ftp)
     assert "session 1: client> USER" in err, err
 
 
@@ -118,13 +118,13 @@ def wait_gone(pid: int, timeout: float = 20.0) -> bool:
     return False
 
 
-async def test_f_goes_to_background_once_ready_and_E_logs_to_a_file(ssh_server, ftp_server,
+async def test_f_goes_to_background_once_ready_and_E_logs_to_a_file(ssh_server, inprocess_ftp,
                                                                     tmp_path):
     log_file = tmp_path / "ftptrio.log"
 
     def scenario() -> None:
         done = subprocess.run([sys.executable, "-m", "ftptrio",
-                               *cli_args(ssh_server, ftp_server, "-f", "-E", str(log_file))],
+                               *cli_args(ssh_server, inprocess_ftp, "-f", "-E", str(log_file))],
                               env=env(), cwd=REPO, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=30)
         # the command returns once the forwarder is ready; nothing on its stderr (-E)
@@ -135,7 +135,7 @@ async def test_f_goes_to_background_once_ready_and_E_logs_to_a_file(ssh_server, 
         try:
             found = READY.search(text)
             assert found, text
-            assert list_files((found.group(1), int(found.group(2))), ftp_server) == []
+            assert list_files((found.group(1), int(found.group(2))), inprocess_ftp) == []
         finally:
             os.kill(pid, signal.SIGTERM)
             assert wait_gone(pid), "the background forwarder did not stop on SIGTERM"
@@ -144,8 +144,8 @@ async def test_f_goes_to_background_once_ready_and_E_logs_to_a_file(ssh_server, 
     await trio.to_thread.run_sync(scenario)
 
 
-async def test_f_reports_failure_with_the_exit_code(ssh_server, ftp_server, tmp_path):
-    args = cli_args(ssh_server, ftp_server, "-f")
+async def test_f_reports_failure_with_the_exit_code(ssh_server, inprocess_ftp, tmp_path):
+    args = cli_args(ssh_server, inprocess_ftp, "-f")
     args[args.index("-l") + 1] = "nobody"  # a user the server refuses
     done = await trio.to_thread.run_sync(lambda: subprocess.run(
         [sys.executable, "-m", "ftptrio", *args, "-o", "BatchMode=yes"], env=env(), cwd=REPO,
