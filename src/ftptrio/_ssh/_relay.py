@@ -141,7 +141,9 @@ class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
         peer = self.peer
         if peer is None or peer.transport is None:
             self.early.append(data)
-        elif not peer.lost:
+        elif not peer.lost and not peer.transport.is_closing():
+            # a closing peer (a socket whose send failed) would only log a warning
+            # per write ("socket.send() raised exception"); its end is on its way
             peer.transport.write(data)
 
     @guard_callback
