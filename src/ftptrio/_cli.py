@@ -159,6 +159,10 @@ async def _run(config: Config, grace: float, stats_out: list[TransferStats],
                 waiters.start_soon(second_signal)
                 waiters.start_soon(sessions_done)
             nursery.cancel_scope.cancel()
+        # stopping: more signals while the last connections close must not kill the
+        # process with a signal exit status (the receiver above restored the default)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
