@@ -10,9 +10,10 @@ The client namespace has no route to 10.213.2.0/24 and the sshhost namespace
 does not forward IP (ip_forward stays 0): the only way from the client to the
 FTP host is ftptrio's SSH connection.  Passive data goes through direct-tcpip
 channels to 10.213.2.2; active data through remote forwards that sshd binds on
-10.213.2.1 (``--remote-listen-address``), announced to the FTP server as
-``--active-address 10.213.2.1``, which is also the control connection's peer
-address as the FTP server sees it (so the servers' anti-bounce check passes).
+10.213.2.1, announced to the FTP server as ``--active-address 10.213.2.1``, which
+is also the control connection's peer address as the FTP server sees it (so the
+servers' anti-bounce check passes). Only ``--active-address`` is given, as in the
+README's gateway example: ftptrio then asks sshd to listen there (issue 15.4).
 
 Everything (ftptrio, sshd, FTP servers, namespaces) is removed in the
 fixture's finalizer, also when a step fails.
@@ -165,7 +166,7 @@ def world(tmp_path_factory):
             "-L", f"127.0.0.1:{ports['pyftpdlib']}:{FTP_ADDR}:{PYFTPDLIB_PORT}",
             "-p", str(sshd.port), "-i", sshd.client_key,
             "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "--active-address", SSH_ADDR_F, "--remote-listen-address", SSH_ADDR_F,
+            "--active-address", SSH_ADDR_F,
             f"{sshd.username}@{SSH_ADDR_C}",
         ]
         with open(log_path, "ab") as log:
@@ -204,3 +205,5 @@ async def test_netns(world, server, client, mode, tmp_path):
     if mode in ("EPRT", "PORT"):
         # active data came back through a remote forward on the FTP side of the sshhost
         assert f"tcpip-forward listen {SSH_ADDR_F} port 0" in world.sshd.log()
+        assert (f"the SSH server listens on {SSH_ADDR_F} for the FTP server's data "
+                "connections (needs GatewayPorts clientspecified") in world.ftptrio_log_tail(200000)
