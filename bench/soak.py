@@ -27,23 +27,10 @@ import trio
 import ftptrio
 from _common import (MIB, bench_tmpdir, print_header, proc_fds, proc_status_kib, table,
                      write_random_file)
-from ftptrio.testing import servers
+from ftptrio.testing import servers, trio_task_count
 
 FILES = {"small.bin": 1024, "large.bin": 16 * MIB, "slow.bin": 64 * MIB}
 
-
-def _task_count() -> int:
-    count = 0
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        nonlocal count
-        count += 1
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    walk(trio.lowlevel.current_root_task())
-    return count
 
 
 class Traffic:
@@ -139,7 +126,7 @@ async def soak(minutes: float, interval: float, workers: int) -> int:
                         fds, socks = proc_fds(os.getpid())
                         row = [f"{trio.current_time() - start:.0f}",
                                f"{proc_status_kib(os.getpid()) / 1024:.1f}", fds, socks,
-                               _task_count(), fwd.stats.sessions, fwd.stats.sessions_active,
+                               trio_task_count(), fwd.stats.sessions, fwd.stats.sessions_active,
                                fwd.stats.transfers, fwd.stats.transfer_errors,
                                traffic.ok, traffic.cut, traffic.failed]
                         rows.append(row)
@@ -149,7 +136,7 @@ async def soak(minutes: float, interval: float, workers: int) -> int:
             await trio.sleep(2)  # let the last sessions end
             fds, socks = proc_fds(os.getpid())
             rows.append(["end", f"{proc_status_kib(os.getpid()) / 1024:.1f}", fds, socks,
-                         _task_count(), fwd.stats.sessions, fwd.stats.sessions_active,
+                         trio_task_count(), fwd.stats.sessions, fwd.stats.sessions_active,
                          fwd.stats.transfers, fwd.stats.transfer_errors,
                          traffic.ok, traffic.cut, traffic.failed])
     finally:

@@ -272,3 +272,32 @@ def address_allowed(address: str, allowed: tuple[str, ...]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(net, strict=False) for net in allowed)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """An SSH destination: host, and the user and port it names (None: not given)."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+
+def parse_jump_hosts(text: str) -> list[Destination]:
+    """ProxyJump (``-J``): ``[user@]host[:port]``, comma-separated (IPv6 in brackets)."""
+    hops = []
+    for hop in filter(None, text.split(",")):
+        user, _, hostport = hop.strip().rpartition("@")
+        if hostport.startswith("["):  # [ipv6]:port
+            host, _, port = hostport[1:].partition("]")
+            port = port.lstrip(":")
+        else:
+            host, _, port = hostport.partition(":")
+        try:
+            number = int(port) if port else None
+        except ValueError:
+            number = 0
+        if not host or number is not None and not 1 <= number <= 65535:
+            raise ConfigError(f"bad jump host {hop!r}: expected [user@]host[:port]")
+        hops.append(Destination(host, user or None, number))
+    return hops

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import NoReturn, Sequence
 from urllib.parse import unquote
 
-from ._config import Config, Direction, ForwardSpec, SSHOptions
+from ._config import Config, Destination, Direction, ForwardSpec, SSHOptions, parse_jump_hosts
 from ._errors import ConfigError
 
 #: the ``-o`` keys ftptrio understands (lower case, as ssh_config keys are matched)
@@ -86,15 +86,6 @@ def parse_forward(spec: str, direction: Direction = "local", *,
 
 # ---------------------------------------------------------------- destinations
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """An SSH destination: host, and the user and port it names (None: not given)."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-
 _URI = re.compile(r"ssh://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/@\[\]]*)"
                   r"(?::(?P<port>[^/]*))?/?", re.IGNORECASE)
 
@@ -122,26 +113,6 @@ def parse_destination(text: str) -> Destination:
         except ValueError:
             raise ConfigError(f"bad destination {text!r}: port must be a number") from None
     return Destination(host, unquote(match["user"]) if match["user"] else None, port)
-
-
-def parse_jump_hosts(text: str) -> list[Destination]:
-    """ProxyJump (``-J``): ``[user@]host[:port]``, comma-separated (IPv6 in brackets)."""
-    hops = []
-    for hop in filter(None, text.split(",")):
-        user, _, hostport = hop.strip().rpartition("@")
-        if hostport.startswith("["):  # [ipv6]:port
-            host, _, port = hostport[1:].partition("]")
-            port = port.lstrip(":")
-        else:
-            host, _, port = hostport.partition(":")
-        try:
-            number = int(port) if port else None
-        except ValueError:
-            number = 0
-        if not host or number is not None and not 1 <= number <= 65535:
-            raise ConfigError(f"bad jump host {hop!r}: expected [user@]host[:port]")
-        hops.append(Destination(host, user or None, number))
-    return hops
 
 
 # ---------------------------------------------------------------- -o

@@ -9,6 +9,8 @@ import os
 
 import trio
 
+from ftptrio.testing import trio_task_count
+
 try:
     from .integration_helpers import CLIENT_TIMEOUT, wait_until, write_random
 except ImportError:
@@ -29,19 +31,6 @@ def _rss_kib() -> int:
                 return int(line.split()[1])
     raise AssertionError("no VmRSS in /proc/self/status")
 
-
-def _task_count() -> int:
-    count = 0
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        nonlocal count
-        count += 1
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    walk(trio.lowlevel.current_root_task())
-    return count
 
 
 async def test_thousands_of_active_transfers_in_one_session_leave_nothing_behind(
@@ -66,7 +55,7 @@ async def test_thousands_of_active_transfers_in_one_session_leave_nothing_behind
         done += batch
         await wait_until(lambda: forwarder.stats.transfers == done, 10, "transfers counted")
         gc.collect()
-        samples.append((_open_fds(), _task_count(), _rss_kib()))
+        samples.append((_open_fds(), trio_task_count(), _rss_kib()))
     await trio.to_thread.run_sync(ftp.quit)
     assert forwarder.stats.transfers == TRANSFERS and forwarder.stats.transfer_errors == 0
     # after the first batch, the counts stay flat: nothing piles up per transfer

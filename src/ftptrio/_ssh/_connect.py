@@ -19,8 +19,8 @@ from typing import Callable
 import asyncssh
 import trio
 
-from .._config import SSHOptions
-from .._errors import TunnelError
+from .._config import SSHOptions, parse_jump_hosts
+from .._errors import ConfigError, TunnelError
 from ._auth import Authenticator, Settings, auth_kwargs, denied_message
 from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
@@ -181,20 +181,12 @@ class Tunnel:
 
 def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
     """ProxyJump "[user@]host[:port],..." as options for each hop."""
-    hops = []
-    for hop in filter(None, (options.proxy_jump or "").split(",")):
-        user, _, hostport = hop.strip().rpartition("@")
-        if hostport.startswith("["):  # [ipv6]:port
-            host, _, port = hostport[1:].partition("]")
-            port = port.lstrip(":")
-        else:
-            host, _, port = hostport.partition(":")
-        try:
-            hops.append(dataclasses.replace(options, host=host, port=int(port) if port else None,
-                                            username=user or None, proxy_jump=None))
-        except ValueError:
-            raise TunnelError(f"bad jump host {hop!r}: expected [user@]host[:port]") from None
-    return hops
+    try:
+        hops = parse_jump_hosts(options.proxy_jump or "")
+    except ConfigError as exc:
+        raise TunnelError(str(exc)) from None
+    return [dataclasses.replace(options, host=hop.host, port=hop.port, username=hop.user,
+                                proxy_jump=None) for hop in hops]
 
 
 async def _connect_via_jumps(

@@ -81,4 +81,24 @@ def threaded_ftp_server(root: str | None = None, user: str = "demo",
             thread.join(10)
 
 
-__all__ = ["FTPServerInfo", "SSHServerInfo", "inprocess_ssh_server", "threaded_ftp_server"]
+def trio_task_count() -> int:
+    """Every task of the running trio run (for flat-trend checks in tests and benches)."""
+    import trio
+
+    count = 0
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        nonlocal count
+        count += 1
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None, "trio_task_count() must run inside trio.run"
+    walk(root)
+    return count
+
+
+__all__ = ["FTPServerInfo", "SSHServerInfo", "inprocess_ssh_server", "threaded_ftp_server",
+           "trio_task_count"]
