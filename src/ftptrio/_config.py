@@ -19,6 +19,10 @@ ACTIVE_MODES = ("remote-forward", "passive")
 DEFAULT_KEEPALIVE_INTERVAL = 15.0
 DEFAULT_KEEPALIVE_COUNT_MAX = 3
 DEFAULT_CONNECT_TIMEOUT = 15.0
+#: largest SSH receive window a data channel grows to (--max-window)
+DEFAULT_MAX_WINDOW = 64 * 1024 * 1024
+MIN_MAX_WINDOW = 64 * 1024
+MAX_MAX_WINDOW = 1024 * 1024 * 1024
 AUTH_TLS_POLICIES = ("refuse", "passthrough")
 
 
@@ -141,10 +145,19 @@ class SSHOptions:
     compression: bool | None = None
     #: -4 / -6 / AddressFamily
     address_family: AddressFamily | None = None
+    #: --max-window: a data channel's SSH receive window starts at 8 MiB (or this, if
+    #: smaller) and doubles while the local side keeps up, up to this many bytes
+    #: (as HPN-SSH does): in flight over a long fat network, and the most a
+    #: slowed-down channel may hold
+    max_window: int = DEFAULT_MAX_WINDOW
 
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigError("SSH host must not be empty")
+        if isinstance(self.max_window, bool) or not isinstance(self.max_window, int) or not (
+                MIN_MAX_WINDOW <= self.max_window <= MAX_MAX_WINDOW):
+            raise ConfigError(f"max window must be {MIN_MAX_WINDOW} to {MAX_MAX_WINDOW} bytes "
+                              f"(got {self.max_window!r})")
         if self.port is not None:
             _check_port("SSH port", self.port, allow_zero=False)
         if self.strict_host_key_checking not in ("yes", "accept-new", "ask", "no"):

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import NoReturn, Sequence
 from urllib.parse import unquote
 
-from ._config import Config, Destination, Direction, ForwardSpec, SSHOptions, parse_jump_hosts
+from ._config import (DEFAULT_MAX_WINDOW, Config, Destination, Direction, ForwardSpec, SSHOptions,
+                      parse_jump_hosts)
 from ._errors import ConfigError
 
 #: the ``-o`` keys ftptrio understands (lower case, as ssh_config keys are matched)
@@ -113,6 +114,18 @@ def parse_destination(text: str) -> Destination:
         except ValueError:
             raise ConfigError(f"bad destination {text!r}: port must be a number") from None
     return Destination(host, unquote(match["user"]) if match["user"] else None, port)
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """A byte count: an integer with an optional K, M or G suffix (powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]?)(?:i?[bB])?\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: expected bytes, or a number "
+                                         "with K, M or G")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
 # ---------------------------------------------------------------- -o
@@ -253,6 +266,10 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
                    help="close sessions with no control traffic and no transfer for this "
                         "long (default: never)")
+    p.add_argument("--max-window", type=parse_size, default=DEFAULT_MAX_WINDOW, metavar="SIZE",
+                   help="largest SSH receive window of a data channel, in bytes (suffix K, "
+                        "M or G); the window grows up to it while the local side keeps up: "
+                        "raise it for fast links with a long round trip (default 64M)")
     p.add_argument("--max-sessions", type=int, default=256, metavar="N",
                    help="FTP sessions served at once; more clients get 421 (256)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
@@ -337,6 +354,7 @@ def config_from_args(args: argparse.Namespace,
                             if preferred else None),
             compression=True if args.compression else yes_no(opts, "compression"),
             address_family=family,  # type: ignore[arg-type]  # checked above
+            max_window=args.max_window,
         )
     except ValueError as exc:
         raise ConfigError(f"bad option value: {exc}") from None

@@ -152,3 +152,17 @@ def test_ssh_options_repr_hides_the_password():
     from ftptrio._config import SSHOptions
     options = SSHOptions(host="h", username="u", password="hunter2")
     assert "hunter2" not in repr(options) and "u" in repr(options)
+
+
+def test_max_window_takes_sizes_with_suffixes():
+    from ftptrio._config import DEFAULT_MAX_WINDOW
+    assert _config(["-L", "2121:ftp:21", "h"]).ssh.max_window == DEFAULT_MAX_WINDOW
+    assert _config(["-L", "2121:ftp:21", "--max-window", "16M", "h"]).ssh.max_window == 16 << 20
+    assert _config(["-L", "2121:ftp:21", "--max-window", "1g", "h"]).ssh.max_window == 1 << 30
+    assert _config(["-L", "2121:ftp:21", "--max-window", "262144", "h"]).ssh.max_window == 262144
+
+
+@pytest.mark.parametrize("size", ["1K", "2G", "lots", "-1M", "0"])
+def test_max_window_out_of_range_or_malformed_is_a_usage_error(size):
+    with pytest.raises((ConfigError, SystemExit)):
+        _config(["-L", "2121:ftp:21", "--max-window", size, "h"])

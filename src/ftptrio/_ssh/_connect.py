@@ -24,7 +24,7 @@ from .._errors import ConfigError, TunnelError
 from ._auth import Authenticator, Settings, auth_kwargs, denied_message
 from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
-from ._relay import SSHDataRelay, open_data_relay
+from ._relay import DEFAULT_MAX_WINDOW, SSHDataRelay, open_data_relay
 from ._streams import CLOSE_TIMEOUT, RemoteListener, RemoteStreamListener, SSHStream, open_ssh_stream
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,11 @@ class Tunnel:
         self.connects = 0
 
     @property
+    def max_window(self) -> int:
+        """The largest receive window a data channel grows to (--max-window)."""
+        return self.options.max_window if self.options is not None else DEFAULT_MAX_WINDOW
+
+    @property
     def connection(self) -> asyncssh.SSHClientConnection | None:
         return self._conn
 
@@ -137,7 +142,7 @@ class Tunnel:
         """A direct-tcpip channel to host:port, to be paired with a local socket."""
         conn = await self.connect()
         try:
-            return await open_data_relay(conn, host, port)
+            return await open_data_relay(conn, host, port, self.max_window)
         except SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not open data connection to {host}:{port}: "
                               f"{refusal(exc)}{_open_hint(exc)}") from exc
@@ -149,7 +154,8 @@ class Tunnel:
         conn = await self.connect()
         async with self._listen_lock:
             try:
-                return await RemoteListener.open(conn, host, port, accept_filter)
+                return await RemoteListener.open(conn, host, port, accept_filter,
+                                                 self.max_window)
             except SSH_ERRORS as exc:
                 raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
                                   f"{refusal(exc)}{LISTEN_HINT}") from exc

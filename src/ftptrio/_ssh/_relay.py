@@ -12,17 +12,19 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Union, cast
 
 import asyncssh
 import trio
 
+from .._config import DEFAULT_MAX_WINDOW as DEFAULT_MAX_WINDOW
 from ._bridge import TEARDOWN_ERRNOS, aio, guard_callback, run_future
 
 log = logging.getLogger(__name__)
 
-#: SSH channel window: large enough to keep a fast link busy.
+#: a data channel's initial SSH receive window (it grows up to the Tunnel's max_window)
 WINDOW = 8 * 1024 * 1024
 MAX_PKTSIZE = 32768
 #: per-end write buffer before the other end is paused (back-pressure)
@@ -38,8 +40,9 @@ def recv_buffered(chan: asyncssh.SSHTCPChannel[bytes]) -> int:
     return sum(len(data) for data, _ in pending) if pending else 0
 
 
-def bound_receive_window(chan: asyncssh.SSHTCPChannel[bytes]) -> None:
-    """Make ``chan``'s window adjusts count the bytes it still buffers.
+def bound_receive_window(chan: asyncssh.SSHTCPChannel[bytes], max_window: int = 0) -> None:
+    """Make ``chan``'s window adjusts count the bytes it still buffers, and let
+    its window grow up to ``max_window`` while that makes it faster.
 
     While reading is paused, asyncssh keeps what arrives (at most the window) in
     the channel. When reading resumes it sends a window adjust as soon as it
@@ -53,23 +56,40 @@ def bound_receive_window(chan: asyncssh.SSHTCPChannel[bytes]) -> None:
     Here each delivery first adds the still-buffered bytes to the receive window
     that asyncssh's adjust is computed from, and takes them off again after: the
     peer's allowance plus the buffered bytes never exceed the window, so a
-    paused channel holds at most one window. (asyncssh offers no public hook;
-    without the private names this asyncssh version keeps its own behaviour.)
+    paused channel holds at most one window.
+
+    Window growth (after HPN-SSH): asyncssh sends an adjust once half the window
+    is used, so a channel moves at most about a window per round trip, often
+    half (OpenSSH's 2 MiB at 50 ms: ~20-40 MB/s). At an adjust the window
+    doubles, up to ``max_window``, when no delivery since the previous adjust
+    came from data a pause held back (the local side keeps up). The next period
+    then has to be faster by GROWTH_GAIN; if it is not, the window was not what
+    limited, and it goes back and stays: a larger window would only let the
+    SSH server queue more (measured on loopback: OpenSSH's sshd spends ~5x the
+    CPU on a large backlog, and a download fell from ~100 to ~15 MB/s). A slow
+    consumer thus holds at most the window it had when it slowed down (at most
+    ``max_window``). (asyncssh offers no public hook; without the private names
+    this asyncssh version keeps its own behaviour.)
     """
     deliver = getattr(chan, "_deliver_data", None)
-    if deliver is None or not hasattr(chan, "_recv_buf") or not hasattr(chan, "_recv_window"):
+    if deliver is None or not hasattr(chan, "_recv_buf") or not hasattr(chan, "_recv_window") \
+            or not hasattr(chan, "_init_recv_window"):
         log.debug("asyncssh channel without _deliver_data/_recv_buf/_recv_window: "
                   "receive window not bounded")
         return
-
-    half_window = chan.get_recv_window() / 2
+    growth = _WindowGrowth(chan._init_recv_window, max_window)
 
     def deliver_bounded(data: bytes, datatype: asyncssh.DataType) -> None:
+        if chan._recv_buf:  # delivering what a pause held back: the consumer is slow
+            growth.throttled = True
+        window = chan._init_recv_window
         # no adjust is due while the peer may still send half a window (adding the
         # buffered bytes could only raise that): the common case costs one compare
-        if chan._recv_window >= half_window:
+        if chan._recv_window >= window / 2:
             deliver(data, datatype)
             return
+        if growth.active:
+            chan._init_recv_window = growth.adjust_due(window)
         held = recv_buffered(chan)
         chan._recv_window += held
         try:
@@ -78,6 +98,49 @@ def bound_receive_window(chan: asyncssh.SSHTCPChannel[bytes]) -> None:
             chan._recv_window -= held
 
     chan._deliver_data = deliver_bounded  # type: ignore[method-assign]
+
+
+#: after the window doubled, the next period must be this much faster to keep it
+GROWTH_GAIN = 1.2
+
+
+class _WindowGrowth:
+    """When a channel's receive window doubles, and when it goes back (see
+    bound_receive_window). Called once per window adjust, i.e. per half window."""
+
+    __slots__ = ("active", "max_window", "throttled", "_since", "_rate_before", "_periods")
+
+    def __init__(self, window: int, max_window: int) -> None:
+        self.active = max_window > window
+        self.max_window = max_window
+        #: a delivery since the last adjust came from a paused channel's buffer
+        self.throttled = False
+        self._since = time.monotonic()
+        #: the rate before the last growth, until the period after it is measured
+        self._rate_before = 0.0
+        self._periods = 0
+
+    def adjust_due(self, window: int) -> int:
+        """The window to advertise now (half a window was used since the last call)."""
+        if not self.active:
+            return window
+        now = time.monotonic()
+        rate = (window / 2) / max(now - self._since, 1e-6)
+        self._since = now
+        self._periods += 1
+        throttled, self.throttled = self.throttled, False
+        if self._rate_before:  # the period after a growth
+            if rate < GROWTH_GAIN * self._rate_before:
+                self.active = False  # the window was not the limit: back, and stay
+                log.debug("SSH channel receive window back to %d bytes (%.0f -> %.0f B/s)",
+                          window // 2, self._rate_before, rate)
+                return window // 2
+            self._rate_before = 0.0
+        if throttled or self._periods < 3 or window >= self.max_window:
+            return window  # the first periods include the channel's start
+        self._rate_before = rate
+        log.debug("SSH channel receive window grown to %d bytes", min(self.max_window, 2 * window))
+        return min(self.max_window, 2 * window)
 
 
 class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
@@ -112,7 +175,7 @@ class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
         # asyncio gives a socket transport, asyncssh a channel: both are _Transport
         self.transport = transport = cast(_Transport, transport)
         if isinstance(transport, asyncssh.SSHTCPChannel):
-            bound_receive_window(transport)
+            bound_receive_window(transport, self.relay.max_window)
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_HIGH_WATER // 4)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -196,8 +259,10 @@ class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
 class _Relay:
     """Pairs a socket end and a channel end; ``done`` resolves when both closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_window: int = DEFAULT_MAX_WINDOW) -> None:
         loop = asyncio.get_event_loop()
+        #: the SSH channel's receive window may grow up to this
+        self.max_window = max_window
         self.done: asyncio.Future[None] = loop.create_future()
         self.error: BaseException | None = None
         self.socket_end = _RelayEnd(self)
@@ -382,18 +447,20 @@ class SSHDataRelay:
         return self._relay.buffered
 
 
-async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str,
-                          port: int) -> SSHDataRelay:
-    """Open a direct-tcpip channel to host:port for relaying (asyncssh errors propagate)."""
-    relay = _Relay()
+async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: int,
+                          max_window: int = DEFAULT_MAX_WINDOW) -> SSHDataRelay:
+    """Open a direct-tcpip channel to host:port for relaying (asyncssh errors
+    propagate); its receive window starts at WINDOW and may grow to ``max_window``."""
+    relay = _Relay(max_window)
     await aio(conn.create_connection)(lambda: relay.channel_end, host, port,
-                                      window=WINDOW, max_pktsize=MAX_PKTSIZE)
+                                      window=min(WINDOW, max_window), max_pktsize=MAX_PKTSIZE)
     return SSHDataRelay(relay)
 
 
-def incoming_data_relay() -> tuple[SSHDataRelay, _RelayEnd]:
+def incoming_data_relay(max_window: int = DEFAULT_MAX_WINDOW,
+                        ) -> tuple[SSHDataRelay, _RelayEnd]:
     """For a forwarded-tcpip channel: the relay, and the session to give asyncssh."""
-    relay = _Relay()
+    relay = _Relay(max_window)
     return SSHDataRelay(relay), relay.channel_end
 
 

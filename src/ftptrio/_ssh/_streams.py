@@ -20,8 +20,8 @@ import asyncssh
 import trio
 
 from ._bridge import aio, guard_callback, run_future
-from ._relay import (MAX_PKTSIZE, WINDOW, SSHDataRelay, bound_receive_window,
-                     incoming_data_relay, recv_buffered)
+from ._relay import (DEFAULT_MAX_WINDOW, MAX_PKTSIZE, WINDOW, SSHDataRelay,
+                     bound_receive_window, incoming_data_relay, recv_buffered)
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,10 @@ class RemoteListener:
     Open with ``await RemoteListener.open(conn, host, port)``.
     """
 
-    def __init__(self, accept_filter: Callable[[str, int], bool] | None = None) -> None:
+    def __init__(self, accept_filter: Callable[[str, int], bool] | None = None,
+                 max_window: int = DEFAULT_MAX_WINDOW) -> None:
         self._listener: asyncssh.SSHListener | None = None
+        self._max_window = max_window
         self.port = 0
         self.host = ""
         self._incoming: asyncio.Future[_Incoming] = asyncio.get_event_loop().create_future()
@@ -185,11 +187,14 @@ class RemoteListener:
 
     @classmethod
     async def open(cls, conn: asyncssh.SSHClientConnection, host: str, port: int = 0,
-                   accept_filter: Callable[[str, int], bool] | None = None) -> RemoteListener:
-        """Request the forward (asyncssh errors propagate)."""
-        remote = cls(accept_filter)
+                   accept_filter: Callable[[str, int], bool] | None = None,
+                   max_window: int = DEFAULT_MAX_WINDOW) -> RemoteListener:
+        """Request the forward (asyncssh errors propagate). The data channel's
+        receive window starts at WINDOW and may grow to ``max_window``."""
+        remote = cls(accept_filter, max_window)
         remote._listener = await aio(conn.create_server)(
-            remote._session_factory, host, port, window=WINDOW, max_pktsize=MAX_PKTSIZE)
+            remote._session_factory, host, port, window=min(WINDOW, max_window),
+            max_pktsize=MAX_PKTSIZE)
         remote.host = host
         remote.port = remote._listener.get_port()
         return remote
@@ -202,7 +207,7 @@ class RemoteListener:
                         orig_host, orig_port, self.port)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             "ftptrio: one-shot data forward already used")
-        relay, session = incoming_data_relay()
+        relay, session = incoming_data_relay(self._max_window)
         fut.set_result((relay, orig_host, orig_port))
         return session
 
