@@ -19,8 +19,10 @@ ACTIVE_MODES = ("remote-forward", "passive")
 DEFAULT_KEEPALIVE_INTERVAL = 15.0
 DEFAULT_KEEPALIVE_COUNT_MAX = 3
 DEFAULT_CONNECT_TIMEOUT = 15.0
-#: largest SSH receive window a data channel grows to (--max-window)
-DEFAULT_MAX_WINDOW = 64 * 1024 * 1024
+#: largest SSH receive window a data channel grows to (--max-window). Equal to the
+#: initial window (no growth) by default: against OpenSSH's sshd a larger window
+#: made sshd queue a backlog and slow down (bench/wan.py; see _relay.bound_receive_window)
+DEFAULT_MAX_WINDOW = 8 * 1024 * 1024
 MIN_MAX_WINDOW = 64 * 1024
 MAX_MAX_WINDOW = 1024 * 1024 * 1024
 AUTH_TLS_POLICIES = ("refuse", "passthrough")

@@ -268,8 +268,9 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "long (default: never)")
     p.add_argument("--max-window", type=parse_size, default=DEFAULT_MAX_WINDOW, metavar="SIZE",
                    help="largest SSH receive window of a data channel, in bytes (suffix K, "
-                        "M or G); the window grows up to it while the local side keeps up: "
-                        "raise it for fast links with a long round trip (default 64M)")
+                        "M or G; default 8M): above 8M the window doubles while that makes "
+                        "the channel faster (fast links with a long round trip, SSH servers "
+                        "that cope with a large window, e.g. HPN-SSH); below, it is the window")
     p.add_argument("--max-sessions", type=int, default=256, metavar="N",
                    help="FTP sessions served at once; more clients get 421 (256)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",

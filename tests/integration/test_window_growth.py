@@ -23,9 +23,9 @@ def clock(monkeypatch):
 def periods(growth, clock, window, seconds_for):
     """Run adjusts; seconds_for(window) is how long half a window takes."""
     seen = []
-    for _ in range(12):
+    for _ in range(40):
         clock[0] += seconds_for(window)
-        window = growth.adjust_due(window)
+        window = growth.adjust_due(window, window // 4)
         seen.append(window)
     return seen
 
@@ -40,7 +40,7 @@ def test_window_limited_channel_grows_to_the_cap(clock):
 def test_channel_not_limited_by_the_window_goes_back_and_stays(clock):
     # a fixed rate (100 MB/s): a larger window does not help
     growth = _WindowGrowth(8 * MIB, 64 * MIB)
-    seen = periods(growth, clock, 8 * MIB, lambda w: (w / 2) / 100e6)
+    seen = periods(growth, clock, 8 * MIB, lambda w: (w / 4) / 100e6)
     assert 16 * MIB in seen  # tried once
     assert seen[-1] == 8 * MIB and not growth.active
 
@@ -48,7 +48,7 @@ def test_channel_not_limited_by_the_window_goes_back_and_stays(clock):
 def test_small_gain_is_not_enough(clock):
     growth = _WindowGrowth(8 * MIB, 64 * MIB)
     rate = {8 * MIB: 50e6, 16 * MIB: 50e6 * (GROWTH_GAIN - 0.05)}
-    seen = periods(growth, clock, 8 * MIB, lambda w: (w / 2) / rate.get(w, 50e6))
+    seen = periods(growth, clock, 8 * MIB, lambda w: (w / 4) / rate.get(w, 50e6))
     assert seen[-1] == 8 * MIB
 
 
@@ -58,7 +58,7 @@ def test_no_growth_while_a_pause_held_data_back(clock):
     for _ in range(12):
         clock[0] += 0.05
         growth.throttled = True
-        window = growth.adjust_due(window)
+        window = growth.adjust_due(window, window // 4)
     assert window == 8 * MIB
 
 

@@ -156,7 +156,7 @@ def test_ssh_options_repr_hides_the_password():
 
 def test_max_window_takes_sizes_with_suffixes():
     from ftptrio._config import DEFAULT_MAX_WINDOW
-    assert _config(["-L", "2121:ftp:21", "h"]).ssh.max_window == DEFAULT_MAX_WINDOW
+    assert _config(["-L", "2121:ftp:21", "h"]).ssh.max_window == DEFAULT_MAX_WINDOW == 8 << 20
     assert _config(["-L", "2121:ftp:21", "--max-window", "16M", "h"]).ssh.max_window == 16 << 20
     assert _config(["-L", "2121:ftp:21", "--max-window", "1g", "h"]).ssh.max_window == 1 << 30
     assert _config(["-L", "2121:ftp:21", "--max-window", "262144", "h"]).ssh.max_window == 262144
