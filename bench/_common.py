@@ -35,6 +35,20 @@ GIB = 1 << 30
 
 
 # ------------------------------------------------------------------ header/output
+def measured_ftptrio(env: dict[str, str] | None = None) -> str:
+    """The ftptrio a ``python -m ftptrio`` subprocess imports (with ``env``, default
+    this environment): version, path and scanner implementation. Benches measure
+    that one (an installed package, or a tree given by PYTHONPATH), not ``src/``."""
+    probe = ("import ftptrio, os; print(ftptrio.__version__, "
+             "os.path.dirname(ftptrio.__file__), ftptrio.IMPLEMENTATION)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, cwd=tempfile.gettempdir())
+    if out.returncode:
+        return f"ftptrio does not import: {out.stderr.strip().splitlines()[-1:]}"
+    version, path, implementation = out.stdout.split()
+    return f"ftptrio {version} from {path}, scanner {implementation}"
+
+
 def print_header(title: str) -> None:
     import ftptrio
 
@@ -43,7 +57,7 @@ def print_header(title: str) -> None:
     except AttributeError:  # pragma: no cover - not Linux
         affinity = os.cpu_count()
     print(f"# {title}")
-    print(f"ftptrio.IMPLEMENTATION = {ftptrio.IMPLEMENTATION}")
+    print(f"measured: {measured_ftptrio()}")
     print(f"cores: os.cpu_count() = {os.cpu_count()}, usable (affinity) = {affinity}")
     versions = [f"python {platform.python_version()}", f"ftptrio {ftptrio.__version__}"]
     for mod in ("trio", "trio_asyncio", "asyncssh", "pyftpdlib"):

@@ -18,6 +18,7 @@ Run: python bench/bench_rewrite.py
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import random
 import sys
@@ -25,9 +26,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ftptrio._errors import BadDataAddress  # noqa: E402
+from ftptrio._errors import BadDataAddress
 
 SEED = 20240601
 TARGET_BYTES = 1_000_000
@@ -201,19 +200,36 @@ def chunked(data: bytes) -> list[bytes]:
     return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
 
 
-def main() -> None:
+def main() -> int:
+    global ROUNDS
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python-only", action="store_true",
+                    help="measure the pure-Python twin alone when the extension is not built "
+                         "(otherwise a missing extension is an error: no ratio to report)")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"best of (default {ROUNDS})")
+    args = ap.parse_args()
+    ROUNDS = args.rounds
     rng = random.Random(SEED)
     transcript, server, client, commands = build_session(rng)
     chunks = chunked(transcript)
     streams = (chunked(server), chunked(client))
+    import ftptrio
+    from ftptrio import _scan
+
+    # the ftptrio this interpreter imports: an installed package, or what PYTHONPATH names
+    print(f"measured: ftptrio {ftptrio.__version__} from {Path(ftptrio.__file__).parent}; "
+          f"_scan.IMPLEMENTATION = {_scan.IMPLEMENTATION}")
     impls: list[tuple[str, ModuleType]] = [("python", importlib.import_module("ftptrio._rewrite_py"))]
     try:
         impls.append(("cython", importlib.import_module("ftptrio._rewrite")))
     except ImportError as exc:
-        print(f"cython: not available ({exc})")
-    from ftptrio import _scan
-
-    print(f"ftptrio._scan.IMPLEMENTATION = {_scan.IMPLEMENTATION}")
+        print(f"cython extension: not importable ({exc})")
+        if not args.python_only:
+            print("no cython/python ratio to report: build the extension (pip install . with "
+                  "a C compiler, or python setup.py build_ext --inplace for a source tree), "
+                  "or pass --python-only", file=sys.stderr)
+            return 2
     n_lines = transcript.count(b"\n")
     n_server, n_client = server.count(b"\n"), client.count(b"\n")
     print(f"session: {len(transcript):,} bytes, {n_lines:,} lines, {commands:,} commands; "
@@ -252,5 +268,8 @@ def main() -> None:
     table("LineSplitter.feed alone:", split_only, chunks, len(transcript))
 
 
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
