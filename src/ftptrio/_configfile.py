@@ -29,11 +29,8 @@ from typing import Any, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover - Python 3.10
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment, unused-ignore]  # typed when tomli is installed
+else:  # pragma: no cover - Python 3.10: the tomli dependency
+    import tomli as tomllib
 
 from ._config import Config, Direction, ForwardSpec
 from ._errors import ConfigError
@@ -114,9 +111,6 @@ def _tokens(flag: str, kind: str, value: Any) -> list[str]:
 
 
 def read(path: str) -> dict[str, Any]:
-    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
-        raise ConfigError(f"{path}: --config needs Python >= 3.11 (tomllib) or the tomli "
-                          "package")
     try:
         with open(path, "rb") as f:
             data: dict[str, Any] = tomllib.load(f)
