@@ -14,7 +14,6 @@ import trio
 
 import ftptrio
 from ftp_fakes import assert_no_leaks
-from ftptrio._configfile import tomllib
 from ftptrio.testing import servers
 
 try:
@@ -24,7 +23,6 @@ except ImportError:  # pragma: no cover
 
 CASE_TIMEOUT = 120
 MODES = ("EPSV", "PASV", "EPRT", "PORT")
-needs_toml = pytest.mark.skipif(tomllib is None, reason="Python 3.10 without tomli")
 
 
 def remote_config(sshd, ftp, **options) -> ftptrio.Config:
@@ -62,7 +60,6 @@ async def test_remote_tunnel_curl(openssh, real_ftp_server, mode, tmp_path):
         assert re.search(r"rtype cancel-tcpip-forward", log)
 
 
-@needs_toml
 async def test_remote_tunnel_from_cli_config_file(openssh, pyftpdlib_server, tmp_path):
     """The same tunnel described by a TOML file (load_config) works end to end."""
     from ftptrio._configfile import load_config
@@ -87,7 +84,6 @@ async def test_remote_tunnel_from_cli_config_file(openssh, pyftpdlib_server, tmp
             await assert_no_leaks(fwd)
 
 
-@needs_toml
 async def test_cli_config_file_starts_every_tunnel(openssh, vsftpd, tmp_path):
     """``python -m ftptrio --config FILE`` with one -R and one -L tunnel: both
     carry a curl download (EPSV through -L, PORT through -R); SIGINT exits 0."""

@@ -10,10 +10,9 @@ import pytest
 from ftptrio._cli import build_parser, main
 from ftptrio._options import config_from_args, parse_forward
 from ftptrio._config import ForwardSpec
-from ftptrio._configfile import GLOBAL_KEYS, load_config, tomllib
+from ftptrio._configfile import GLOBAL_KEYS, load_config
 from ftptrio._errors import ConfigError
 
-needs_toml = pytest.mark.skipif(tomllib is None, reason="Python 3.10 without tomli")
 
 
 # main() configures logging: undo it after each test (fixture in conftest.py)
@@ -50,7 +49,6 @@ EXAMPLE = """\
 """
 
 
-@needs_toml
 def test_example_file(tmp_path):
     config, args = load_config(write(tmp_path, EXAMPLE))
     ssh = config.ssh
@@ -75,7 +73,6 @@ def test_example_file(tmp_path):
     assert remote.remote_reply_host(config) == "10.9.9.9"
 
 
-@needs_toml
 def test_command_line_adds_to_and_overrides_the_file(tmp_path):
     path = write(tmp_path, EXAMPLE)
     config, _ = load_config(path, ["--config", path, "-p", "22", "-L", "3000:h:21",
@@ -85,7 +82,6 @@ def test_command_line_adds_to_and_overrides_the_file(tmp_path):
     assert [f.listen_port for f in config.forwards] == [2121, 2122, 3000]
 
 
-@needs_toml
 def test_host_alias_and_remote_only(tmp_path):
     config, _ = load_config(write(tmp_path, """\
         host = "myalias"
@@ -105,8 +101,6 @@ def test_every_file_key_has_a_command_line_twin():
         assert flag == "destination" or flag in flags, key
 
 
-@needs_toml
-@needs_toml
 @pytest.mark.parametrize("text, message", [
     ("host = ", "not valid TOML"),
     ('host = "h"\nbogus = 1', "unknown key 'bogus'"),
@@ -144,7 +138,6 @@ def test_bad_files(tmp_path, text, message):
         load_config(path)
 
 
-@needs_toml
 @pytest.mark.parametrize("text", ["host = ", 'host = "h"\nport = "x"',
                                   'host = "h"\n[[tunnel]]\nremote = "1:h:21"\nauth_tls = 3'])
 def test_main_bad_file_is_one_line_exit_2(tmp_path, capsys, text):
@@ -154,7 +147,6 @@ def test_main_bad_file_is_one_line_exit_2(tmp_path, capsys, text):
     assert err.startswith(f"ftptrio: {path}: ") and "\n" not in err and "Traceback" not in err
 
 
-@needs_toml
 def test_main_missing_file(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "nope.toml")]) == 2
     err = capsys.readouterr().err.strip()
@@ -207,7 +199,6 @@ def test_main_bad_remote_option_is_one_line(capsys, argv):
     assert err.startswith("ftptrio: ") and "\n" not in err
 
 
-@needs_toml
 def test_readme_example_file_is_valid(tmp_path):
     import pathlib
     import re
