@@ -37,7 +37,7 @@ SETUPS: dict[str, tuple[int, str]] = {
     "test_remote_tunnel_curl": (4, "`-R` remote tunnel, client on the SSH host's side"),
 }
 CONVERTED = {"PORT": "PORT → PASV", "EPRT": "EPRT → EPSV"}
-SERVER_ORDER = ["vsftpd", "pyftpdlib"]
+SERVER_ORDER = ["vsftpd", "pyftpdlib", "proftpd"]
 CLIENT_ORDER = ["curl", "lftp", "wget", "ftplib"]
 MODE_ORDER = ["EPSV", "PASV", "EPRT", "PORT"]
 MARK = {"passed": "✅", "failed": "❌", "skipped": "skipped"}
