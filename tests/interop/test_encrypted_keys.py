@@ -165,3 +165,27 @@ async def test_encrypted_default_key_says_why(sshd, tmp_path):
         lambda: run_until_ready(args(sshd), HOME=str(home)))
     assert not ready and code == 3, err
     assert f"identity file {home}/.ssh/id_ed25519: encrypted" in err, err
+
+
+async def test_ctrl_c_at_the_passphrase_prompt_exits_and_restores_echo(sshd):
+    """As ssh: Ctrl-C while the passphrase is asked ends ftptrio at once, and the
+    terminal echoes again (the prompt thread used to keep reading the terminal, so
+    ftptrio waited for Enter with echo off)."""
+    child = pexpect.spawn(sys.executable, ["-m", "ftptrio", *args(sshd, "-i", sshd.client_key)],
+                          env=env(), cwd=str(REPO), timeout=30, echo=True)
+    try:
+        def dialogue() -> tuple[bool, float, bool]:
+            child.expect_exact(f"Enter passphrase for key '{sshd.client_key}': ")
+            echo_while_asking = child.getecho()
+            started = time.monotonic()
+            child.sendintr()
+            child.expect(pexpect.EOF, timeout=10)
+            return echo_while_asking, time.monotonic() - started, child.getecho()
+        echo_while_asking, seconds, echo_after = await trio.to_thread.run_sync(dialogue)
+        assert not echo_while_asking
+        assert seconds < 10
+        assert echo_after, "terminal echo not restored after Ctrl-C"
+        assert b"Traceback" not in (child.before or b"")
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)

@@ -18,10 +18,12 @@ asking again is allowed only on a terminal.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import subprocess
 import sys
+import threading
 from typing import Any, Callable, Sequence
 
 import asyncssh
@@ -46,6 +48,17 @@ def _fingerprint(key: Any) -> str:
 
 # ---------------------------------------------------------------- prompting
 
+def _run_into(done: concurrent.futures.Future[Any], fn: Callable[..., Any],
+              args: tuple[Any, ...]) -> None:
+    """Thread body: ``fn(*args)`` into ``done``."""
+    if not done.set_running_or_notify_cancel():
+        return
+    try:
+        done.set_result(fn(*args))
+    except BaseException as exc:  # the awaiting side re-raises it
+        done.set_exception(exc)
+
+
 class Prompter:
     """Asks the user a question, as ssh's read_passphrase(): the terminal, else
     SSH_ASKPASS. Blocking: call it in a thread."""
@@ -54,6 +67,27 @@ class Prompter:
         self.batch_mode = batch_mode
         #: after the first login, only a terminal may be asked (never askpass)
         self.terminal_only = False
+        #: a prompt reading the terminal wakes up on a byte here (interrupt())
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+
+    def interrupt(self) -> None:
+        """End the prompt now running (Ctrl-C while asking): it returns None after
+        restoring the terminal's echo, as ssh's read_passphrase does on a signal."""
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # already woken
+            pass
+
+    def _drain_wakeups(self) -> None:
+        os.set_blocking(self._wake_r, False)
+        try:
+            while os.read(self._wake_r, 64):
+                pass
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self._wake_r, True)
 
     @staticmethod
     def has_terminal() -> bool:
@@ -140,14 +174,15 @@ class Prompter:
             return None
         return done.stdout.decode("utf-8", "replace").rstrip("\r\n")
 
-    @staticmethod
-    def _tty(prompt: str, echo: bool) -> str | None:
+    def _tty(self, prompt: str, echo: bool) -> str | None:
+        import select
         import termios
 
         try:
             fd = os.open(TTY, os.O_RDWR | os.O_NOCTTY)
         except OSError:
             return None
+        self._drain_wakeups()
         try:
             old = termios.tcgetattr(fd)
             if not echo:
@@ -158,6 +193,9 @@ class Prompter:
                 os.write(fd, prompt.encode("utf-8", "replace"))
                 line = b""
                 while not line.endswith(b"\n"):
+                    readable, _, _ = select.select([fd, self._wake_r], [], [])
+                    if self._wake_r in readable:  # interrupted: give up, echo restored
+                        return None
                     chunk = os.read(fd, 1)
                     if not chunk:
                         if not line:
@@ -258,9 +296,20 @@ class Authenticator:
         self.prompter.terminal_only = True
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking prompt in a thread. Cancelled (Ctrl-C): the prompt is woken
+        and waited for, so the terminal gets its echo back and no thread is left
+        reading it (the process could not exit before someone pressed Enter)."""
         self.prompt_started()
+        done = concurrent.futures.Future[Any]()
+        thread = threading.Thread(target=_run_into, args=(done, fn, args), daemon=True,
+                                  name="ftptrio-prompt")
+        thread.start()
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            return await asyncio.wrap_future(done)
+        except BaseException:
+            self.prompter.interrupt()
+            thread.join(timeout=5)
+            raise
         finally:
             self.prompt_ended()
 
