@@ -312,6 +312,51 @@ def start_ssh_forward(ssh: "servers.OpenSSHServer", dest_port: int, workdir: str
     raise RuntimeError(f"ssh -L did not start: {last}")
 
 
+def start_ssh_ftp_forward(ssh: "servers.OpenSSHServer", ftp: "servers.FTPServer", workdir: str,
+                          listen_host: str, cipher: str | None = None,
+                          ) -> tuple[subprocess.Popen, int]:
+    """FTP through ``ssh -L`` the way users do it by hand: one ``ssh -N`` with a
+    forward for the control port and one for each port of the FTP server's
+    (small, fixed) passive range, all on ``listen_host`` (another loopback
+    address than the server's, so that the passive ports keep their numbers).
+    Returns the process and the forwarded control port."""
+    last = ""
+    for _attempt in range(3):
+        port = servers.free_port(listen_host)
+        args = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes",
+                "-L", f"{listen_host}:{port}:{ftp.host}:{ftp.port}"]
+        for p in ftp.passive_ports:
+            args += ["-L", f"{listen_host}:{p}:{ftp.host}:{p}"]
+        args += [*ssh_base_args(ssh, cipher), f"{ssh.username}@{ssh.host}"]
+        log_path = os.path.join(workdir, f"ssh-L-ftp-{port}.log")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True)
+        try:
+            servers.wait_for_port(listen_host, port, timeout=30, process=proc)
+            for p in ftp.passive_ports:
+                servers.wait_for_port(listen_host, p, timeout=30, process=proc)
+            return proc, port
+        except (TimeoutError, RuntimeError) as exc:
+            stop(proc)
+            last = f"{exc}: {Path(log_path).read_text(errors='replace')[-2000:]}"
+    raise RuntimeError(f"ssh -L per passive port did not start: {last}")
+
+
+def ftptrio_identity() -> str:
+    """The rewriter implementation and the file of the ftptrio that ``python -m
+    ftptrio`` imports in this environment (what start_ftptrio runs), asked of a
+    subprocess: the bench measures that one, not a source tree it might sit in."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import ftptrio, ftptrio._scan; "
+         "print(ftptrio._scan.IMPLEMENTATION, ftptrio.__version__, ftptrio.__file__)"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise RuntimeError(f"cannot import ftptrio: {out.stderr.strip()[-2000:]}")
+    impl, version, path = out.stdout.split(maxsplit=2)
+    return f"rewriter {impl}, ftptrio {version}, {path.strip()}"
+
+
 def negotiated_cipher(ssh: "servers.OpenSSHServer") -> str:
     """Cipher of the most recent SSH connection, from sshd's DEBUG1 log."""
     cipher = "?"
