@@ -286,6 +286,51 @@ async def test_teardown_error_in_a_relay_callback_stays_in_the_relay(aio_loop, c
     assert any("peer already gone" in r.getMessage() for r in caplog.records)
 
 
+class _CorkRecorder:
+    """A channel stand-in that records whether ``sock`` is corked at each write."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.corked: list[tuple[int, int]] = []
+
+    def write(self, data: bytes) -> None:
+        try:
+            corked = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+        except OSError:  # closed
+            corked = -1
+        self.corked.append((len(data), corked))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="Linux TCP_CORK")
+async def test_socket_reads_larger_than_a_packet_go_into_ssh_with_the_socket_corked(aio_loop):
+    """A socket read of several SSH packets is written into the channel with the
+    SSH connection's socket corked (the packets leave as few segments), and
+    uncorked right after; a read of one packet at most is written as it is."""
+    lst = socket.create_server(("127.0.0.1", 0))
+    ssh_sock = socket.create_connection(lst.getsockname())
+    far, _ = lst.accept()
+    lst.close()
+    try:
+        relay = _Relay()
+        channel = _CorkRecorder(ssh_sock)
+        relay.channel_end.transport = channel  # type: ignore[assignment]
+        relay.socket_end.transport = _BrokenTransport()  # type: ignore[assignment]
+        relay.socket_end.cork = ssh_sock
+        relay.socket_end.data_received(b"x" * 256 * 1024)
+        relay.socket_end.data_received(b"y" * 1000)
+        assert channel.corked == [(256 * 1024, 1), (1000, 0)]
+        assert ssh_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+        ssh_sock.close()  # a gone SSH socket: the data still goes to the channel
+        relay.socket_end.data_received(b"z" * 100_000)
+        assert channel.corked[-1] == (100_000, -1) and relay.socket_end.cork is None
+    finally:
+        ssh_sock.close()
+        far.close()
+
+
 async def test_unexpected_callback_error_is_logged_as_warning(caplog):
     class Owner:
         cleaned: list[Exception] = []
