@@ -445,9 +445,10 @@ def main() -> int:
     print(C.table(["goal", "ratio", "bound", ""], rows))
     print()
     print("ftptrio peak RSS (VmHWM, KiB): " + ", ".join(f"{k} {v}" for k, v in ftptrio_rss.items()))
-    print(f"direct FTP download reaches {mbps('direct FTP (EPSV)', 'down'):.0f} MB/s "
-          f"(curl is {'not ' if mbps('direct FTP (EPSV)', 'down') > 1000 else ''}"
-          f"the bottleneck if this is > 1000)")
+    if ("direct FTP (EPSV)", "down") in times:
+        print(f"direct FTP download reaches {mbps('direct FTP (EPSV)', 'down'):.0f} MB/s "
+              f"(curl is {'not ' if mbps('direct FTP (EPSV)', 'down') > 1000 else ''}"
+              f"the bottleneck if this is > 1000)")
     if logs:
         print("ftptrio stderr (last 2000 chars):\n" + logs[-2000:])
     print(f"errors: {len(errors)}")
