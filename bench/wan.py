@@ -8,6 +8,10 @@ everything that is due in one go (a sleep per chunk would cap it at ~1 chunk per
 ms). The proxy reads eagerly, so the TCP connections on either side of it see
 loopback RTTs: only SSH's per-channel flow control (and the forwarders' own
 buffering) sees the delay. A full outgoing buffer (32 MiB) pauses the other side.
+The proxy listens on its own loopback address whose route uses cubic, not the
+system's BBR, for every socket that talks to it (see link_address: BBR on a
+microsecond-RTT hop paces a bursty SSH channel at ~1.6 MB/s for hundreds of ms);
+--bbr keeps the old behaviour.
 
 Routes, all through the same proxy into the same sshd, aes128-gcm:
 
@@ -43,8 +47,17 @@ SEED = 20261201
 
 _DELAY_PROXY = r'''
 import asyncio, collections, socket, sys
-target_port, delay = int(sys.argv[1]), float(sys.argv[2])
+target_port, delay, host = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 HIGH = 32 << 20
+
+def plain_tcp(sock):
+    """No Nagle, and cubic rather than the system's default congestion control (see
+    link_address in wan.py): the proxy's own sockets model a link, not a paced sender."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+    except OSError:
+        pass
 
 class Delay:
     """One direction: what arrives is written to `out` `delay` seconds later."""
@@ -92,7 +105,7 @@ class Half(asyncio.Protocol):
         self.transport, self.peer, self.dir = None, None, Delay(loop)
     def connection_made(self, t):
         self.transport = t
-        t.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        plain_tcp(t.get_extra_info("socket"))
         t.set_write_buffer_limits(HIGH, HIGH // 4)
     def data_received(self, data): self.dir.push(data)
     def eof_received(self): self.dir.push_end(False); return True
@@ -111,18 +124,72 @@ class Client(Half):
         server.peer, self.peer = self, server
         self.dir.out, server.dir.out = server, self
         try:
-            await loop.create_connection(lambda: server, "127.0.0.1", target_port)
+            await loop.create_connection(lambda: server, "127.0.0.1", target_port,
+                                         local_addr=(host, 0))
         except OSError:
             self.transport.close(); return
         self.transport.resume_reading()
 
 async def main():
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: Client(loop), "127.0.0.1", 0, backlog=128)
+    srv = await loop.create_server(lambda: Client(loop), host, 0, backlog=128)
     print("PORT", srv.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
 '''
+
+
+#: the delay proxy's address, with its own loopback route (see link_address)
+LINK_ADDRESS = "127.0.50.50"
+
+
+def link_address(bed: C.Bed, fix: bool) -> str:
+    """The address the delay proxy listens on and connects to sshd from.
+
+    This machine's default congestion control is BBR. Every TCP hop around the
+    proxy is a loopback hop (microsecond RTT) carrying the bursts of a
+    window-limited SSH channel, and there BBR falls into a trap: a lone paced
+    segment waits for the receiver's delayed ACK (40 ms), BBR takes that as the
+    bandwidth and paces at it. Measured through the 50 ms proxy with a bare
+    asyncssh client and an 8 MiB window: sshd's socket paced at 12.8 Mbit/s
+    (`ss -ti`: bbr bw 12.9 Mbps, 2.3 MB not sent) for hundreds of ms, the channel
+    averaged 46-54 MB/s instead of ~150. A real 50 ms link does not do this (the
+    RTT is 50 ms, not microseconds), so the link is modelled without it: a /32
+    route for this address with `congctl cubic` makes every socket that talks to
+    the proxy (sshd's, ftptrio's, ssh's, sftp's) use cubic, for every route
+    alike. Needs root and iproute2; otherwise (or with --bbr) 127.0.0.1 as before.
+    """
+    if not fix:
+        return C.HOST
+    route = ["local", f"{LINK_ADDRESS}/32", "dev", "lo", "table", "local"]
+    try:
+        subprocess.run(["ip", "route", "replace", *route, "congctl", "cubic"], check=True,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"WARNING: no cubic route for the delay proxy ({exc}); using {C.HOST} with "
+              f"the system's congestion control", flush=True)
+        return C.HOST
+    bed.stack.callback(subprocess.run, ["ip", "route", "del", *route], capture_output=True,
+                       timeout=30)
+    return LINK_ADDRESS
+
+
+def start_proxy(bed: C.Bed, name: str, host: str, *args: str) -> tuple[subprocess.Popen, int]:
+    """The delay proxy (like throughput.start_script, listening on ``host``)."""
+    script = Path(bed.workdir) / f"{name}.py"
+    script.write_text(_DELAY_PROXY)
+    err = open(Path(bed.workdir) / f"{name}.stderr", "ab")
+    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args, host],
+                                    stdout=subprocess.PIPE, stderr=err,
+                                    stdin=subprocess.DEVNULL, start_new_session=True))
+    err.close()
+    line = proc.stdout.readline().decode()
+    if not line.startswith("PORT "):
+        raise RuntimeError(f"{name} did not start: {line!r} "
+                           f"{(Path(bed.workdir) / f'{name}.stderr').read_text()[-2000:]}")
+    port = int(line.split()[1])
+    C.servers.wait_for_port(host, port, timeout=30, process=proc)
+    return proc, port
 
 
 def curl_time(ftp: C.servers.FTPServer, port: int, direction: str, path: Path, size: int) -> float:
@@ -176,6 +243,9 @@ def main() -> int:
     ap.add_argument("--ftptrio-arg", action="append", default=[],
                     help="extra command-line argument for ftptrio (repeatable)")
     ap.add_argument("--no-sftp", action="store_true")
+    ap.add_argument("--bbr", action="store_true",
+                    help="keep the system's congestion control (BBR here) around the proxy: "
+                         "the loopback pacing trap link_address describes")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -200,12 +270,15 @@ def main() -> int:
         data = Path(ftp.root) / "wan.bin"
         C.write_random_file(data, size, SEED)
         _sp, stream_port = start_script(bed, "stream_server", _STREAM_SERVER, str(data))
+        link = link_address(bed, not args.bbr)
+        print(f"delay proxy on {link} "
+              f"({'cubic route' if link != C.HOST else 'system congestion control'})", flush=True)
         for rtt in rtts:
-            proxy, pport = start_script(bed, f"proxy{rtt:g}", _DELAY_PROXY,
-                                        str(bed.ssh.port), str(rtt / 2000))
+            proxy, pport = start_proxy(bed, f"proxy{rtt:g}", link, str(bed.ssh.port),
+                                       str(rtt / 2000))
             kh = Path(bed.workdir) / f"known_hosts_{pport}"
-            kh.write_text(f"[{C.HOST}]:{pport} {bed.ssh.host_public_key.strip()}\n")
-            ssh = dataclasses.replace(bed.ssh, port=pport, known_hosts=str(kh))
+            kh.write_text(f"[{link}]:{pport} {bed.ssh.host_public_key.strip()}\n")
+            ssh = dataclasses.replace(bed.ssh, host=link, port=pport, known_hosts=str(kh))
             routes = []
             for name, src in trees:
                 saved = os.environ.get("PYTHONPATH")
