@@ -164,6 +164,13 @@ class DataPlane:
             self._active_waits[request.id] = scope
         return scope
 
+    def _end_wait(self, wait: trio.CancelScope) -> None:
+        """``wait`` is over (peer connected, superseded, timed out): drop it now. An
+        exited scope can live on in trio's deadline heap until its deadline, and every
+        new data request cancels each scope still in the set (measured before this:
+        ~450 stale scopes per request after 1000 files, ~2.5 ms of CPU per file)."""
+        self._waits.discard(wait)
+
     def _active_done(self, request: ActiveRequest) -> None:
         """The active data connection of ``request`` is connected or given up."""
         self._active_waits.pop(request.id, None)
@@ -235,6 +242,7 @@ class DataPlane:
                     sock.close()
         finally:
             listener.close()
+            self._end_wait(wait)
         return None
 
     async def _forwarded_connection(self, remote: RemoteListener, wait: trio.CancelScope,
@@ -247,6 +255,7 @@ class DataPlane:
             with wait:
                 incoming = await remote.accept()
         finally:
+            self._end_wait(wait)
             await remote.aclose()  # cancel-tcpip-forward as soon as accepted
         if incoming is None:
             log.info("session %d: remote forward port %d closed unused (%s)", self.session_id,

@@ -292,3 +292,30 @@ async def test_port_flood_leaves_one_forward_waiting():
         gc.collect()
         assert plane.waiting == 1
         plane.stop_waiting()
+
+
+async def test_finished_waits_are_dropped_at_once():
+    """A wait that ended (peer connected) leaves the plane's set at once, not when the
+    garbage collector gets to it: trio keeps an exited scope alive in its deadline heap
+    until the deadline (data_idle_timeout), and every new data request cancels every
+    scope still in the set (measured: ~450 stale scopes per request after 1000 files,
+    2.5 ms of CPU per file)."""
+    plane, tunnel, _ = make_plane()
+    async with trio.open_nursery() as nursery, plane.open():
+        # an earlier deadline that stays registered (as a session's other timeouts do)
+        # keeps trio from popping the exited scopes off its heap
+        nursery.start_soon(trio.sleep, plane.config.data_idle_timeout / 2)
+        for offer_id in range(1, 51):
+            _, port = await plane.setup(PassiveOffer(None, 50000, True, offer_id))
+            sock = await connect(port)
+            sock.close()
+            await tunnel.relays[-1].done.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert plane.waiting == 0
+        for request_id in range(51, 101):
+            await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
+            await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
+            await plane.wait_active_settled()
+            await trio.testing.wait_all_tasks_blocked()
+            assert plane.waiting == 0
+        nursery.cancel_scope.cancel()
