@@ -7,16 +7,18 @@ in two outboxes, ``to_client`` and ``to_server``. An outbox item is ``bytes`` to
 send, ``CLOSE`` (send what came before, then end the session) or an event:
 
 * ``PassiveOffer`` (in ``to_client``): the server answered PASV/EPSV. The data
-  plane opens the forward, then calls ``data_ready(offer, host, port)`` (the
-  reply naming host:port is put first in ``to_client``) or
-  ``data_failed(offer, reason)`` (a 425 instead).
+  plane opens the forward (for -L: binds the listener, the SSH channel opens
+  meanwhile), then calls ``data_ready(offer, host, port)`` (the reply naming
+  host:port is put first in ``to_client``) or ``data_failed(offer, reason)``
+  (a 425 instead).
 * ``ActiveRequest`` (in ``to_server``): the client sent PORT/EPRT. The data
   plane opens a listener for the server, then calls ``data_ready(request, host,
   port)`` (the rewritten PORT/EPRT is put first in ``to_server``) or
   ``data_failed(request, reason)`` (the client gets a 425 in its turn).
 * ``ConvertedActive`` (in ``to_client``): active-to-passive conversion; the
   server answered our PASV/EPSV. The data plane connects the server's data port
-  to the client's listener, then calls ``data_ready(event)`` or ``data_failed``.
+  to the client's listener (meanwhile: ``data_ready(event)`` at once), or calls
+  ``data_failed``.
 * ``ActiveRefused`` (in ``to_client``): the server refused a rewritten
   PORT/EPRT; the data plane drops that request's listener.
 * ``HoldForActiveData`` (in ``to_client``): what follows is a transfer-complete
@@ -24,7 +26,9 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
   connection is settled (connected to the client, or given up), so a client
   never sees 226 before its data connection.
 * ``TransferCommand`` (in ``to_server``, before a RETR/STOR/LIST... line): names the
-  transfer for the data plane's log line.
+  transfer for the data plane's log line; the session waits there for a data channel
+  still opening, and calls ``transfer_refused(event, reason)`` if it failed (the
+  line is dropped, the client gets a 425 in its turn).
 * ``QuitSent`` (in ``to_server``, after the QUIT line): no transfer can follow,
   so data listeners still waiting for a peer can close.
 
@@ -120,9 +124,13 @@ class HoldForActiveData:
 @dataclass(frozen=True, slots=True)
 class TransferCommand:
     """A transfer command (RETR, STOR, LIST ...) goes to the server next: names the
-    transfer in the log (printable, PASS-free by construction)."""
+    transfer in the log (printable, PASS-free by construction). The data plane may
+    still be opening that transfer's data channel (its reply already went out):
+    the session waits for it here and, if it failed, calls ``transfer_refused``."""
 
     command: str
+    #: the command's entry among the replies awaited (for transfer_refused)
+    entry: _Pending | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +377,20 @@ class ControlChannel:
                 break
         self._release_local_replies()
 
+    def transfer_refused(self, event: TransferCommand, reason: str) -> None:
+        """The data channel for the transfer command right behind ``event`` in
+        ``to_server`` could not be opened (after its 227/229 or 200 was sent): the
+        command is not sent to the server, and the client gets a 425 in its turn."""
+        entry = event.entry
+        if (self.closed or entry is None or entry not in self._pending or not self.to_server
+                or not isinstance(self.to_server[0], bytes)):
+            return
+        self.to_server.popleft()
+        entry.kind = "local"
+        entry.reply = self._data_failed_reply(reason)
+        self._held_reply_bytes += len(entry.reply)
+        self._release_local_replies()
+
     # ------------------------------------------------------------ client side
     def _client_line(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
         if flags & _BAD_LINE:
@@ -421,8 +443,11 @@ class ControlChannel:
         elif verb == b"REIN":
             self._forward_command(line, "rein")
         elif verb in _TRANSFER_VERBS:
-            self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200])))
-            self._forward_command(line, "plain")
+            entry = _Pending("plain")
+            self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
+                                                  entry))
+            self._pending.append(entry)
+            self.to_server.append(line)
         elif verb == b"ABOR" and flags & _scan.FLAG_TELNET:
             self._forward_command(ABOR_SYNCH + line, "plain")
         else:

@@ -46,6 +46,23 @@ class DataSetupError(Exception):
     """A data channel could not be set up; the message is the reason for the 425."""
 
 
+class _Opening:
+    """A data channel whose reply (227/229, or 200 for a converted PORT) went out before
+    its SSH channel was open. The transfer command that uses it waits for it
+    (``DataPlane.transfer_ready``) and gets the 425 if it failed."""
+
+    __slots__ = ("done", "failure")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.failure: str | None = None
+
+    def settle(self, failure: str | None = None) -> None:
+        if not self.done.is_set():
+            self.failure = failure
+            self.done.set()
+
+
 @dataclass(frozen=True, slots=True)
 class SessionAddresses:
     """The addresses of one session's control connections that data channels need."""
@@ -77,6 +94,10 @@ class DataPlane:
         self._active_waits: dict[int, trio.CancelScope] = {}
         self._active_settled = trio.Event()
         self._warned_pasv_address = False
+        #: listeners whose SSH channel is still opening: closed at once when superseded
+        self._opening_listeners: dict[trio.CancelScope, trio.socket.SocketType] = {}
+        #: the latest data channel still opening after its reply went out (or its result)
+        self._opening: _Opening | None = None
         #: the latest transfer command (RETR file, STOR file, LIST ...), for the log
         self._transfer_name = ""
         #: data connections relaying right now (an idle session has none)
@@ -105,10 +126,27 @@ class DataPlane:
         """Close every listener and forward still waiting for its peer (QUIT, session end)."""
         for wait in list(self._waits):
             wait.cancel()
+            listener = self._opening_listeners.pop(wait, None)
+            if listener is not None:
+                listener.close()  # no task waits on it yet (its channel is opening)
 
     def name_transfer(self, command: str) -> None:
         """The client's latest transfer command (``RETR file``), named in the log line."""
         self._transfer_name = command
+
+    async def transfer_ready(self) -> str | None:
+        """Called before a transfer command goes to the server: wait until the data
+        channel of the latest PASV/EPSV (or converted PORT/EPRT) is open, at most
+        ``Config.data_idle_timeout``; the reason for a 425 if it could not be."""
+        opening, self._opening = self._opening, None
+        if opening is None:
+            return None
+        if not opening.done.is_set():
+            with trio.move_on_after(self.config.data_idle_timeout):
+                await opening.done.wait()
+            if not opening.done.is_set():
+                return "timed out opening the data channel through SSH"
+        return opening.failure
 
     def refused(self, request_id: int) -> None:
         """The server refused the PORT/EPRT of ``request_id``: drop its listener."""
@@ -158,6 +196,7 @@ class DataPlane:
         waiting, so a session holds at most one (300 PORT commands cannot leave 300
         listeners on the SSH server)."""
         self.stop_waiting()
+        self._opening = None
         scope = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
         self._waits.add(scope)
         if request is not None:
@@ -170,6 +209,7 @@ class DataPlane:
         new data request cancels each scope still in the set (measured before this:
         ~450 stale scopes per request after 1000 files, ~2.5 ms of CPU per file)."""
         self._waits.discard(wait)
+        self._opening_listeners.pop(wait, None)
 
     def _active_done(self, request: ActiveRequest) -> None:
         """The active data connection of ``request`` is connected or given up."""
@@ -298,9 +338,8 @@ class LocalDataPlane(DataPlane):
         """The address a 227 names: the one the client's control connection reached."""
         return self.config.passive_address or self.addresses.client_local_host
 
-    async def _relay_to_server(self, named: str | None, port: int) -> SSHDataRelay:
-        """An SSH channel to the server's passive port (``named``: the 227's address)."""
-        destination = self._passive_destination(named)
+    async def _relay_to_server(self, destination: str, port: int) -> SSHDataRelay:
+        """An SSH channel to the server's passive port."""
         try:
             return await self.tunnel.open_data_relay(destination, port)
         except TunnelError as exc:
@@ -308,30 +347,56 @@ class LocalDataPlane(DataPlane):
             raise DataSetupError(str(exc)) from exc
 
     async def passive(self, offer: PassiveOffer) -> tuple[str, int]:
+        """The listener is bound and the reply can go out at once; the SSH channel
+        opens meanwhile (the client's connect waits in the listen backlog, the
+        server's first bytes in the relay) and the transfer command waits for it."""
         local = self.addresses.client_local_host
         if not offer.extended and ":" in local and not self.config.passive_address:
             # a 227 can only name an IPv4 address; this client reached us over IPv6
             raise DataSetupError("PASV cannot name this IPv6 connection's address; use EPSV")
-        relay = await self._relay_to_server(offer.host, offer.port)
+        destination = self._passive_destination(offer.host)
         try:
             listener = await open_data_listener(self.config.data_bind_host, local)
         except OSError as exc:
-            relay.close()
             raise DataSetupError(f"no local listener: {exc}") from exc
-        self._start(self._serve_passive, listener, relay, self._new_wait())
+        wait = self._new_wait()
+        self._opening_listeners[wait] = listener
+        opening = self._opening = _Opening()
         port = listener.getsockname()[1]
+        self._start(self._serve_passive, listener, port, destination, offer.port, wait, opening)
         log.debug("session %d: passive data port %d via SSH, client connects to port %d",
                   self.session_id, offer.port, port)
         return self._reply_address(), port
 
-    async def _serve_passive(self, listener: trio.socket.SocketType, relay: SSHDataRelay,
-                             wait: trio.CancelScope) -> None:
-        """Accept the client's one data connection and relay it through SSH."""
-        port = listener.getsockname()[1]
+    async def _serve_passive(self, listener: trio.socket.SocketType, port: int,
+                             destination: str, ftp_port: int, wait: trio.CancelScope,
+                             opening: _Opening) -> None:
+        """Open the SSH channel, then accept the client's one data connection and
+        relay it. The open itself is not cut short by ``wait`` (asyncssh would leave a
+        channel whose open was cancelled open on the SSH server): superseding closes
+        the listener at once, and the channel as soon as it is open."""
+        try:
+            relay = await self._relay_to_server(destination, ftp_port)
+        except DataSetupError as exc:
+            opening.settle(str(exc))
+            listener.close()  # the client's connect (if any) is reset
+            self._end_wait(wait)
+            return
+        except BaseException:
+            opening.settle("session ended")
+            listener.close()
+            self._end_wait(wait)
+            raise
+        opening.settle()
+        self._opening_listeners.pop(wait, None)  # from here on, closed with the wait
         sock = None
         try:
-            sock = await self._accept_one(listener, self.addresses.client_host, "the client",
-                                          wait)
+            if wait.cancel_called:  # superseded while opening: its listener is closed
+                listener.close()
+                self._end_wait(wait)
+            else:
+                sock = await self._accept_one(listener, self.addresses.client_host,
+                                              "the client", wait)
         finally:
             if sock is None:
                 relay.close()
@@ -366,16 +431,28 @@ class LocalDataPlane(DataPlane):
             await self._transfer("active", relay)
 
     async def converted(self, event: ConvertedActive) -> None:
-        relay = await self._relay_to_server(event.server_host, event.server_port)
-        try:
-            await relay.connect_socket(event.client_host, event.client_port)
-        except OSError as exc:
-            log.warning("session %d: cannot connect to client data port %s:%d: %s",
-                        self.session_id, event.client_host, event.client_port, exc)
-            raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
-        self._start(self._serve_converted, relay)
+        """The 200 can go out at once: the SSH channel opens and connects to the
+        client's listener meanwhile, and the transfer command waits for it."""
+        destination = self._passive_destination(event.server_host)
+        opening = self._opening = _Opening()
+        self._start(self._serve_converted, destination, event, opening)
 
-    async def _serve_converted(self, relay: SSHDataRelay) -> None:
+    async def _serve_converted(self, destination: str, event: ConvertedActive,
+                               opening: _Opening) -> None:
+        try:
+            relay = await self._relay_to_server(destination, event.server_port)
+            try:
+                await relay.connect_socket(event.client_host, event.client_port)
+            except OSError as exc:
+                log.warning("session %d: cannot connect to client data port %s:%d: %s",
+                            self.session_id, event.client_host, event.client_port, exc)
+                raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
+            opening.settle()
+        except DataSetupError as exc:
+            opening.settle(str(exc))
+            return
+        finally:
+            opening.settle("session ended")  # no-op once settled
         await self._transfer("converted", relay)
 
 

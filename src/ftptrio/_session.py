@@ -256,6 +256,11 @@ class Session:
                 data.refused(item.request_id)
             elif isinstance(item, TransferCommand):
                 data.name_transfer(item.command)
+                # its data channel may still be opening (the reply went out first)
+                failure = await data.transfer_ready()
+                if failure is not None:
+                    self.control.transfer_refused(item, failure)
+                    self._wake()
             elif isinstance(item, QuitSent):
                 data.stop_waiting()  # no transfer can follow a QUIT
             else:

@@ -225,7 +225,8 @@ async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_confi
         await client.login(inprocess_ftp)
         conn = fwd.tunnel.connection
         port = await client.pasv()
-        assert len(open_channels(conn)) == 2  # control + the waiting data channel
+        # control + the waiting data channel (it opens just after the 227 went out)
+        await wait_until(lambda: len(open_channels(conn)) == 2, 3, "the data channel to open")
         # (a connection to find out would be accepted while the listener waits)
         await wait_for_log(caplog, f"passive listener on port {port} closed unused (timeout)")
         assert await connect_refused(port)

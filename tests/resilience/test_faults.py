@@ -104,9 +104,14 @@ async def test_refused_data_channel_gives_425_and_session_continues(make_setup, 
     setup.ftp.replies[b"PASV"] = pasv_reply(await start_server(nursery, endless))
     async with setup.client() as client:
         setup.ssh.allow_direct = False
-        assert (await client.command(b"PASV"))[0].startswith(b"425 ")
+        # the 227 goes out as soon as the listener is bound, before the SSH channel
+        # opens: the failure reaches the client as a 425 to its transfer command
+        assert (await client.command(b"PASV"))[0].startswith(b"227 ")
+        reply = (await client.command(b"RETR f"))[0]
+        assert reply.startswith(b"425 ftptrio: cannot open data connection: "), reply
         setup.ssh.allow_direct = True
         assert (await client.command(b"NOOP"))[0].startswith(b"200")
+    assert b"RETR f" not in b" ".join(setup.ftp.commands)  # never sent to the server
 
 
 async def test_refused_remote_forward_gives_425_and_session_continues(make_setup):

@@ -976,3 +976,37 @@ def test_refused_auth_argument_is_escaped_in_logs(caplog):
     caplog.set_level(logging.INFO, logger="ftptrio._control")
     check([c(b"AUTH \x1b[31mTLS\r\n")])
     assert "\x1b" not in caplog.text and "\\x1b[31mTLS" in caplog.text
+
+
+def test_transfer_refused_answers_425_in_fifo_order_and_sends_nothing():
+    """The 229 went out before the data channel opened; the channel failed: the
+    transfer command is not sent, and its 425 comes after the replies before it."""
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"EPSV\r\n")
+    ch.to_server.clear()
+    ch.to_client.clear()
+    ch.receive_server(b"229 Entering extended passive mode (|||6000|)\r\n")
+    offer = ch.to_client.popleft()
+    assert isinstance(offer, PassiveOffer)
+    ch.data_ready(offer, "127.0.0.1", 40000)
+    assert ch.to_client.popleft().startswith(b"229 ")
+    ch.receive_client(b"TYPE I\r\nRETR f\r\nNOOP\r\n")
+    assert ch.to_server.popleft() == b"TYPE I\r\n"
+    event = ch.to_server.popleft()
+    assert event == TransferCommand("RETR f")
+    ch.transfer_refused(event, "SSH server could not open data connection: refused")
+    assert list(ch.to_server) == [b"NOOP\r\n"]  # RETR never reaches the server
+    assert list(ch.to_client) == []  # the 425 waits for TYPE's reply
+    ch.receive_server(b"200 Type set to I\r\n")
+    assert list(ch.to_client) == [
+        b"200 Type set to I\r\n",
+        b"425 ftptrio: cannot open data connection: SSH server could not open data "
+        b"connection: refused\r\n"]
+    ch.to_client.clear()
+    ch.receive_server(b"200 NOOP ok\r\n")
+    assert list(ch.to_client) == [b"200 NOOP ok\r\n"]
+    assert ch.backlog == 0
+    # a second call for the same command changes nothing
+    ch.transfer_refused(event, "again")
+    assert list(ch.to_server) == [b"NOOP\r\n"]

@@ -128,6 +128,7 @@ async def test_passive_relays_the_clients_one_connection_and_counts_it():
     async with plane.open():
         host, port = await plane.setup(PassiveOffer("10.9.9.9", 50000, False, 1))
         assert host == "127.0.0.1"
+        assert await plane.transfer_ready() is None  # the channel opened
         assert tunnel.relays[0].destination == ("127.0.0.1", 50000)  # the FTP host, not 10.9.9.9
         sock = await connect(port)
         with sock:
@@ -141,6 +142,7 @@ async def test_passive_listener_refuses_other_addresses():
     plane, tunnel, _ = make_plane()
     async with plane.open():
         _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
+        assert await plane.transfer_ready() is None
         stranger = await connect(port, "127.0.0.2")
         with stranger:
             assert await stranger.recv(10) == b""  # closed by the data plane
@@ -167,6 +169,7 @@ async def test_passive_address_not_allow_listed_is_refused():
         with pytest.raises(DataSetupError, match="not allowed"):
             await plane.setup(PassiveOffer("10.0.0.8", 50000, False, 1))
         await plane.setup(PassiveOffer("10.0.0.7", 50000, False, 2))
+        assert await plane.transfer_ready() is None
         assert tunnel.relays[0].destination == ("10.0.0.7", 50000)
         plane.stop_waiting()
 
@@ -175,8 +178,16 @@ async def test_tunnel_errors_become_setup_errors_with_the_reason():
     plane, tunnel, _ = make_plane()
     tunnel.fail = True
     async with plane.open():
-        with pytest.raises(DataSetupError, match="administratively prohibited"):
-            await plane.setup(PassiveOffer(None, 50000, True, 1))
+        # the 227/229 goes out before the channel is open: the transfer gets the 425
+        _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
+        assert "administratively prohibited" in (await plane.transfer_ready() or "")
+        assert await plane.transfer_ready() is None  # one answer per data channel
+        with pytest.raises(OSError):  # the listener closed with the failure
+            await connect(port)
+        assert plane.waiting == 0
+        assert await plane.setup(ConvertedActive("127.0.0.1", 50000, None, 6000, False, 3)) \
+            == ("", 0)
+        assert "administratively prohibited" in (await plane.transfer_ready() or "")
         with pytest.raises(DataSetupError, match="remote forward refused"):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 2))
 
@@ -236,6 +247,7 @@ async def test_converted_connects_the_server_port_to_the_clients_listener():
     async with plane.open():
         assert await plane.setup(
             ConvertedActive("127.0.0.1", 50000, None, 6000, False, 1)) == ("", 0)
+        assert await plane.transfer_ready() is None
         assert tunnel.relays[0].destination == ("127.0.0.1", 6000)
         assert tunnel.relays[0].connected_to == ("127.0.0.1", 50000)
     assert stats.by_mode == {"converted": 1}
@@ -307,6 +319,7 @@ async def test_finished_waits_are_dropped_at_once():
         nursery.start_soon(trio.sleep, plane.config.data_idle_timeout / 2)
         for offer_id in range(1, 51):
             _, port = await plane.setup(PassiveOffer(None, 50000, True, offer_id))
+            assert await plane.transfer_ready() is None
             sock = await connect(port)
             sock.close()
             await tunnel.relays[-1].done.wait()
@@ -319,3 +332,48 @@ async def test_finished_waits_are_dropped_at_once():
             await trio.testing.wait_all_tasks_blocked()
             assert plane.waiting == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_reply_goes_out_before_the_channel_opens_and_the_transfer_waits():
+    """The 229 names a bound listener at once; the channel opens meanwhile; the
+    transfer command waits for it; a superseded offer's channel is closed once open."""
+    plane, tunnel, _ = make_plane()
+    gate = trio.Event()
+    real_open = tunnel.open_data_relay
+
+    async def slow_open(host: str, port: int) -> FakeRelay:
+        await gate.wait()
+        return await real_open(host, port)
+
+    tunnel.open_data_relay = slow_open  # type: ignore[method-assign]
+    async with plane.open(), trio.open_nursery() as nursery:
+        _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
+        assert tunnel.relays == []  # replied before the channel exists
+        sock = await connect(port)  # waits in the listen backlog
+        ready: list[str | None] = []
+
+        async def transfer() -> None:
+            ready.append(await plane.transfer_ready())
+
+        nursery.start_soon(transfer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ready == []  # the transfer command waits for the channel
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert ready == [None]
+        sock.close()
+        await tunnel.relays[0].done.wait()
+        # superseded while opening: the channel is closed as soon as it is open
+        gate = trio.Event()
+        _, first = await plane.setup(PassiveOffer(None, 50001, True, 2))
+        await plane.setup(PassiveOffer(None, 50002, True, 3))
+        with pytest.raises(OSError):  # its listener closed at once, not once opened
+            await connect(first)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        by_port = {r.destination[1]: r for r in tunnel.relays}
+        assert sorted(by_port) == [50000, 50001, 50002]
+        assert by_port[50001].closed and not by_port[50002].closed
+        assert plane.waiting == 1
+        plane.stop_waiting()
