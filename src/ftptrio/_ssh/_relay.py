@@ -439,6 +439,18 @@ async def _connect_socket_end(relay: _Relay, host: str, port: int) -> None:
         raise
 
 
+async def _attach_and_wait(relay: _Relay, sock: RelaySocket) -> None:
+    """Make an accepted socket the relay's socket end, then wait until both ends
+    closed (asyncio coroutine)."""
+    try:
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: relay.socket_end,
+                                                                 sock)
+    except BaseException:
+        sock.close()
+        raise
+    await asyncio.shield(relay.done)
+
+
 class SSHDataRelay:
     """An opened (or incoming) SSH channel, relayed to a TCP socket once paired."""
 
@@ -466,9 +478,16 @@ class SSHDataRelay:
             raise
 
     async def relay_socket(self, sock: trio.socket.SocketType) -> RelayResult:
-        """Relay between an accepted trio socket and this channel until both close."""
-        await self.attach_socket(sock)
-        return await self.wait()
+        """Relay between an accepted trio socket and this channel until both close
+        (attach and wait in one bridge crossing; on cancellation abort both)."""
+        relay = self._relay
+        fd_sock = RelaySocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        try:
+            await aio(_attach_and_wait)(relay, fd_sock)
+        finally:
+            if not relay.done.done():
+                relay.abort()
+        return self.snapshot()
 
     async def wait(self) -> RelayResult:
         """Wait until both ends closed; on cancellation abort both."""
