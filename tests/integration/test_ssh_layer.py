@@ -21,7 +21,7 @@ import ftptrio
 from ftptrio._ssh import (RemoteListener, RemoteStreamListener, SSHDataRelay, SSHStream, Tunnel,
                           asyncio_loop)
 from ftptrio._ssh._bridge import guard_callback
-from ftptrio._ssh._relay import RelaySocket, _Relay
+from ftptrio._ssh._relay import RelaySocket, _Relay, open_data_relay
 from ftp_fakes import wait_until
 
 try:
@@ -401,3 +401,22 @@ async def test_teardown_under_load_reaches_no_exception_handler(tunnel, aio_loop
                 load.start_soon(one)
     assert seen == []
     assert aio_loop.get_exception_handler() is handler  # never swapped out
+
+
+async def test_data_relay_open_cancelled_midway_leaves_no_channel(tunnel, ssh_server, nursery):
+    """A session can end while its data channel opens (the 227 went out first):
+    asyncssh would keep a channel whose open was cancelled once the server confirms
+    it; ftptrio closes it."""
+    port, _received = await start_upcase_server(nursery)
+    conn = await tunnel.connect()
+    token = trio.lowlevel.current_trio_token()
+    for _ in range(5):
+        with trio.CancelScope() as scope:
+            token.run_sync_soon(scope.cancel)  # once the open is under way
+            await open_data_relay(conn, "127.0.0.1", port)
+        assert scope.cancelled_caught
+    await wait_until(lambda: not conn._channels, 5, "the cancelled data channels to close")
+    # and a relay opened after that still works
+    relay = await open_data_relay(conn, "127.0.0.1", port)
+    assert len(conn._channels) == 1
+    relay.close()

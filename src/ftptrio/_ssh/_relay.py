@@ -526,9 +526,29 @@ async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: i
     """Open a direct-tcpip channel to host:port for relaying (asyncssh errors
     propagate); its receive window starts at WINDOW and may grow to ``max_window``."""
     relay = _Relay(max_window)
-    await aio(conn.create_connection)(lambda: relay.channel_end, host, port,
-                                      window=min(WINDOW, max_window), max_pktsize=MAX_PKTSIZE)
+    # asyncssh leaves a channel whose open was cancelled open once the server confirms
+    # it: the open runs as its own asyncio task, and a caller cancelled meanwhile (its
+    # session ended while the reply had already gone out) closes what it opens
+    opening = asyncio.get_event_loop().create_task(conn.create_connection(
+        lambda: relay.channel_end, host, port, window=min(WINDOW, max_window),
+        max_pktsize=MAX_PKTSIZE))
+    try:
+        await run_future(asyncio.shield(opening))
+    except BaseException:
+        if opening.done():
+            _close_opened(opening)
+        else:
+            opening.add_done_callback(_close_opened)
+        raise
     return SSHDataRelay(relay)
+
+
+def _close_opened(opening: asyncio.Task[tuple[asyncssh.SSHTCPChannel[bytes], object]]) -> None:
+    """Close the channel of an open nobody waits for any more (if it opened)."""
+    if opening.cancelled() or opening.exception() is not None:
+        return  # nothing opened (the exception is retrieved: no warning)
+    chan, _session = opening.result()
+    chan.close()
 
 
 def incoming_data_relay(max_window: int = DEFAULT_MAX_WINDOW,
