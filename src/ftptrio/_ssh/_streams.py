@@ -184,6 +184,8 @@ class RemoteListener:
         self.host = ""
         self._incoming: asyncio.Future[_Incoming] = asyncio.get_event_loop().create_future()
         self._accept_filter = accept_filter
+        #: accept() handed the connection to its caller
+        self._taken = False
 
     @classmethod
     async def open(cls, conn: asyncssh.SSHClientConnection, host: str, port: int = 0,
@@ -213,13 +215,21 @@ class RemoteListener:
 
     async def accept(self) -> _Incoming:
         """Wait for the FTP server's data connection; returns (relay, orig host, port)."""
-        return await run_future(asyncio.shield(self._incoming))
+        incoming = await run_future(asyncio.shield(self._incoming))
+        self._taken = True
+        return incoming
 
     async def aclose(self) -> None:
         """Cancel the forward (cancel-tcpip-forward); shielded, bounded."""
         listener, self._listener = self._listener, None
         if not self._incoming.done():
             self._incoming.cancel()
+        elif not self._taken and not self._incoming.cancelled():
+            # the connection came, but the wait for it ended first (superseded, timed
+            # out): close it, after asyncssh has finished opening it (call_soon keeps
+            # the order of the channel's pending open step)
+            relay, _host, _port = self._incoming.result()
+            asyncio.get_event_loop().call_soon(relay.close)
         if listener is None:
             return
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
