@@ -17,8 +17,7 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
   ``data_failed(request, reason)`` (the client gets a 425 in its turn).
 * ``ConvertedActive`` (in ``to_client``): active-to-passive conversion; the
   server answered our PASV/EPSV. The data plane connects the server's data port
-  to the client's listener (meanwhile: ``data_ready(event)`` at once), or calls
-  ``data_failed``.
+  to the client's listener, then calls ``data_ready(event)`` or ``data_failed``.
 * ``ActiveRefused`` (in ``to_client``): the server refused a rewritten
   PORT/EPRT; the data plane drops that request's listener.
 * ``HoldForActiveData`` (in ``to_client``): what follows is a transfer-complete
@@ -379,7 +378,7 @@ class ControlChannel:
 
     def transfer_refused(self, event: TransferCommand, reason: str) -> None:
         """The data channel for the transfer command right behind ``event`` in
-        ``to_server`` could not be opened (after its 227/229 or 200 was sent): the
+        ``to_server`` could not be opened (after its 227/229 was sent): the
         command is not sent to the server, and the client gets a 425 in its turn."""
         entry = event.entry
         if (self.closed or entry is None or entry not in self._pending or not self.to_server

@@ -47,7 +47,7 @@ class DataSetupError(Exception):
 
 
 class _Opening:
-    """A data channel whose reply (227/229, or 200 for a converted PORT) went out before
+    """A passive data channel whose reply (227/229) went out before
     its SSH channel was open. The transfer command that uses it waits for it
     (``DataPlane.transfer_ready``) and gets the 425 if it failed."""
 
@@ -136,7 +136,7 @@ class DataPlane:
 
     async def transfer_ready(self) -> str | None:
         """Called before a transfer command goes to the server: wait until the data
-        channel of the latest PASV/EPSV (or converted PORT/EPRT) is open, at most
+        channel of the latest PASV/EPSV is open, at most
         ``Config.data_idle_timeout``; the reason for a 425 if it could not be."""
         opening, self._opening = self._opening, None
         if opening is None:
@@ -431,28 +431,22 @@ class LocalDataPlane(DataPlane):
             await self._transfer("active", relay)
 
     async def converted(self, event: ConvertedActive) -> None:
-        """The 200 can go out at once: the SSH channel opens and connects to the
-        client's listener meanwhile, and the transfer command waits for it."""
-        destination = self._passive_destination(event.server_host)
-        opening = self._opening = _Opening()
-        self._start(self._serve_converted, destination, event, opening)
-
-    async def _serve_converted(self, destination: str, event: ConvertedActive,
-                               opening: _Opening) -> None:
+        """Open the SSH channel and connect it to the client's listener before the
+        200 (measured: sending the 200 first and holding the transfer command for
+        the channel made the converted route ~1 ms per file slower here, not faster:
+        both ends then compete for the CPU)."""
+        self._opening = None
+        relay = await self._relay_to_server(self._passive_destination(event.server_host),
+                                            event.server_port)
         try:
-            relay = await self._relay_to_server(destination, event.server_port)
-            try:
-                await relay.connect_socket(event.client_host, event.client_port)
-            except OSError as exc:
-                log.warning("session %d: cannot connect to client data port %s:%d: %s",
-                            self.session_id, event.client_host, event.client_port, exc)
-                raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
-            opening.settle()
-        except DataSetupError as exc:
-            opening.settle(str(exc))
-            return
-        finally:
-            opening.settle("session ended")  # no-op once settled
+            await relay.connect_socket(event.client_host, event.client_port)
+        except OSError as exc:
+            log.warning("session %d: cannot connect to client data port %s:%d: %s",
+                        self.session_id, event.client_host, event.client_port, exc)
+            raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
+        self._start(self._serve_converted, relay)
+
+    async def _serve_converted(self, relay: SSHDataRelay) -> None:
         await self._transfer("converted", relay)
 
 

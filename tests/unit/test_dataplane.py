@@ -185,9 +185,8 @@ async def test_tunnel_errors_become_setup_errors_with_the_reason():
         with pytest.raises(OSError):  # the listener closed with the failure
             await connect(port)
         assert plane.waiting == 0
-        assert await plane.setup(ConvertedActive("127.0.0.1", 50000, None, 6000, False, 3)) \
-            == ("", 0)
-        assert "administratively prohibited" in (await plane.transfer_ready() or "")
+        with pytest.raises(DataSetupError, match="administratively prohibited"):
+            await plane.setup(ConvertedActive("127.0.0.1", 50000, None, 6000, False, 3))
         with pytest.raises(DataSetupError, match="remote forward refused"):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 2))
 
