@@ -130,6 +130,9 @@ class TransferCommand:
     command: str
     #: the command's entry among the replies awaited (for transfer_refused)
     entry: _Pending | None = field(default=None, compare=False, repr=False)
+    #: a PASV/EPSV sent before it is still unanswered (pipelined): this transfer's
+    #: data channel is not offered yet, and one set up earlier is not its own
+    passive_unanswered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,6 @@ EntryKind = Literal[
     "greeting", "plain", "pasv", "epsv", "pasv-via-epsv", "epsv-via-pasv", "active",
     "converted", "auth", "rein", "local"
 ]
-
 #: passive entry kind -> (reply code the server must send, client wants extended reply)
 _PASSIVE_KINDS: dict[str, tuple[int, bool]] = {
     "pasv": (227, False), "epsv": (229, True),
@@ -443,8 +445,9 @@ class ControlChannel:
             self._forward_command(line, "rein")
         elif verb in _TRANSFER_VERBS:
             entry = _Pending("plain")
+            unanswered = any(e.kind in _PASSIVE_KINDS for e in self._pending)
             self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
-                                                  entry))
+                                                  entry, unanswered))
             self._pending.append(entry)
             self.to_server.append(line)
         elif verb == b"ABOR" and flags & _scan.FLAG_TELNET:

@@ -134,12 +134,15 @@ class DataPlane:
         """The client's latest transfer command (``RETR file``), named in the log line."""
         self._transfer_name = command
 
-    async def transfer_ready(self) -> str | None:
+    async def transfer_ready(self, passive_unanswered: bool = False) -> str | None:
         """Called before a transfer command goes to the server: wait until the data
         channel of the latest PASV/EPSV is open, at most
-        ``Config.data_idle_timeout``; the reason for a 425 if it could not be."""
+        ``Config.data_idle_timeout``; the reason for a 425 if it could not be.
+        ``passive_unanswered``: the client pipelined a PASV/EPSV whose reply has not
+        come yet, so the channel opened before is not this transfer's (its failure
+        must not refuse it); the transfer goes on and its own offer follows."""
         opening, self._opening = self._opening, None
-        if opening is None:
+        if opening is None or passive_unanswered:
             return None
         if not opening.done.is_set():
             with trio.move_on_after(self.config.data_idle_timeout):

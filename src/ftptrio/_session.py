@@ -257,7 +257,7 @@ class Session:
             elif isinstance(item, TransferCommand):
                 data.name_transfer(item.command)
                 # its data channel may still be opening (the reply went out first)
-                failure = await data.transfer_ready()
+                failure = await data.transfer_ready(item.passive_unanswered)
                 if failure is not None:
                     self.control.transfer_refused(item, failure)
                     self._wake()

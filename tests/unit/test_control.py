@@ -972,6 +972,22 @@ def test_transfer_commands_are_named_for_the_log():
     assert ch.to_server[0] == TransferCommand("RETR my file\\x1b.txt")
 
 
+def test_transfer_command_says_when_its_passive_offer_is_still_to_come():
+    """Pipelined EPSV + RETR: the RETR goes out before the 229 came back, so a data
+    channel set up earlier (perhaps a failed one) is not this transfer's."""
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"EPSV\r\nRETR a\r\n")
+    first = [i for i in ch.to_server if isinstance(i, TransferCommand)]
+    assert [t.passive_unanswered for t in first] == [True]
+    ch.receive_server(b"229 Entering Extended Passive Mode (|||6446|)\r\n")
+    ch.receive_client(b"RETR b\r\n")  # the 229 came: RETR b's offer is known
+    ch.receive_client(b"PASV\r\nLIST\r\n")
+    named = [(i.command, i.passive_unanswered) for i in ch.to_server
+             if isinstance(i, TransferCommand)]
+    assert named == [("RETR a", True), ("RETR b", False), ("LIST", True)]
+
+
 def test_refused_auth_argument_is_escaped_in_logs(caplog):
     caplog.set_level(logging.INFO, logger="ftptrio._control")
     check([c(b"AUTH \x1b[31mTLS\r\n")])

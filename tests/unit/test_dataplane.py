@@ -174,6 +174,21 @@ async def test_passive_address_not_allow_listed_is_refused():
         plane.stop_waiting()
 
 
+async def test_a_failed_channel_does_not_refuse_a_pipelined_later_transfer():
+    """EPSV whose channel failed, never used; then EPSV + RETR pipelined: the RETR
+    (sent before the new 229 came back) is not refused with the old failure."""
+    plane, tunnel, _ = make_plane()
+    tunnel.fail = True
+    async with plane.open():
+        await plane.setup(PassiveOffer(None, 50000, True, 1))
+        await trio.sleep(0.05)  # the open fails meanwhile
+        assert await plane.transfer_ready(passive_unanswered=True) is None
+        tunnel.fail = False
+        await plane.setup(PassiveOffer(None, 50001, True, 2))
+        assert await plane.transfer_ready() is None
+        plane.stop_waiting()
+
+
 async def test_tunnel_errors_become_setup_errors_with_the_reason():
     plane, tunnel, _ = make_plane()
     tunnel.fail = True
