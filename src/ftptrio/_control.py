@@ -20,6 +20,8 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
   to the client's listener, then calls ``data_ready(event)`` or ``data_failed``.
 * ``ActiveRefused`` (in ``to_client``): the server refused a rewritten
   PORT/EPRT; the data plane drops that request's listener.
+* ``ActiveAccepted`` (in ``to_client``): the server accepted a rewritten PORT/EPRT;
+  listeners of older PORT/EPRT commands (kept while the client pipelines) are unused.
 * ``HoldForActiveData`` (in ``to_client``): what follows is a transfer-complete
   reply (226/250) after an active transfer; send it only once the active data
   connection is settled (connected to the client, or given up), so a client
@@ -116,6 +118,14 @@ class ActiveRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveAccepted:
+    """The server accepted our rewritten PORT/EPRT: its next transfer uses the listener
+    of ``request_id``, so listeners of older PORT/EPRT commands are unused."""
+
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class HoldForActiveData:
     """Send what follows only once active data connections are settled."""
 
@@ -148,8 +158,8 @@ class _Close:
 CLOSE = _Close()
 
 DataEvent = Union[PassiveOffer, ActiveRequest, ConvertedActive]
-Event = Union[PassiveOffer, ActiveRequest, ConvertedActive, ActiveRefused, HoldForActiveData,
-              TransferCommand, QuitSent]
+Event = Union[PassiveOffer, ActiveRequest, ConvertedActive, ActiveRefused, ActiveAccepted,
+              HoldForActiveData, TransferCommand, QuitSent]
 OutItem = Union[bytes, Event, _Close]
 
 #: what an event counts for in ``Outbox.size``
@@ -622,6 +632,9 @@ class ControlChannel:
                 assert entry.request is not None
                 self._active_in_flight = max(0, self._active_in_flight - 1)
                 self.to_client.append(ActiveRefused(entry.request.id))
+            elif entry.kind == "active" and code // 100 == 2:
+                assert entry.request is not None
+                self.to_client.append(ActiveAccepted(entry.request.id))
             elif entry.kind == "auth" and code == 234:
                 self._log.warning("AUTH accepted by server: control channel is now opaque")
                 self.opaque = True

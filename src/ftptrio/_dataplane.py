@@ -21,6 +21,7 @@ one, so a session has at most one data channel waiting for its peer.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import socket
 import weakref
@@ -38,6 +39,9 @@ from ._ssh import RelayResult, RemoteListener, SSHDataRelay, Tunnel
 from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
+
+#: PORT/EPRT listeners a session keeps while the server has not answered them (pipelining)
+MAX_ACTIVE_WAITING = 4
 
 Mode = Literal["passive", "active", "converted"]
 
@@ -89,7 +93,12 @@ class DataPlane:
         self.stats = stats
         self.addresses = addresses
         self._nursery: trio.Nursery | None = None
-        self._waits: weakref.WeakSet[trio.CancelScope] = weakref.WeakSet()
+        #: waits for a peer -> their order of creation
+        self._waits: weakref.WeakKeyDictionary[trio.CancelScope, int] = \
+            weakref.WeakKeyDictionary()
+        self._wait_order = itertools.count()
+        #: PORT/EPRT request id -> its wait's order, until the server answers it
+        self._request_order: dict[int, int] = {}
         #: request id -> the wait of its active data connection (removed when settled)
         self._active_waits: dict[int, trio.CancelScope] = {}
         self._active_settled = trio.Event()
@@ -122,9 +131,12 @@ class DataPlane:
                     nursery.cancel_scope.deadline,
                     trio.current_time() + self.config.data_drain_timeout)
 
-    def stop_waiting(self) -> None:
-        """Close every listener and forward still waiting for its peer (QUIT, session end)."""
-        for wait in list(self._waits):
+    def stop_waiting(self, older_than: int | None = None) -> None:
+        """Close every listener and forward still waiting for its peer (QUIT, session
+        end), or those created before the wait numbered ``older_than``."""
+        for wait, order in list(self._waits.items()):
+            if older_than is not None and order >= older_than:
+                continue
             wait.cancel()
             listener = self._opening_listeners.pop(wait, None)
             if listener is not None:
@@ -153,15 +165,26 @@ class DataPlane:
 
     def refused(self, request_id: int) -> None:
         """The server refused the PORT/EPRT of ``request_id``: drop its listener."""
+        self._request_order.pop(request_id, None)
         wait = self._active_waits.get(request_id)
         if wait is not None:
             wait.cancel()
+
+    def accepted(self, request_id: int) -> None:
+        """The server accepted the PORT/EPRT of ``request_id``: its next transfer uses
+        that listener, so every one created before it is unused (a client that
+        pipelines PORT a, RETR, PORT b, RETR keeps a's until the server took b)."""
+        order = self._request_order.pop(request_id, None)
+        if order is not None:
+            self.stop_waiting(older_than=order)
 
     async def wait_active_settled(self) -> None:
         """Until every active data connection is connected or given up, at most
         ``Config.active_hold_timeout``."""
         with trio.move_on_after(self.config.active_hold_timeout):
-            while self._active_waits:
+            # a PORT/EPRT the server has not answered yet (pipelined) is not this
+            # transfer's
+            while any(rid not in self._request_order for rid in self._active_waits):
                 await self._active_settled.wait()
 
     @property
@@ -195,13 +218,25 @@ class DataPlane:
 
     def _new_wait(self, request: ActiveRequest | None = None) -> trio.CancelScope:
         """The wait of a new data channel for its peer: at most the idle timeout,
-        cancelled when the control ends. It supersedes every listener or forward still
-        waiting, so a session holds at most one (300 PORT commands cannot leave 300
-        listeners on the SSH server)."""
-        self.stop_waiting()
+        cancelled when the control ends.
+
+        A passive one (set up when the server answered PASV/EPSV) supersedes every
+        listener or forward still waiting. An active one is set up when the client
+        sends PORT/EPRT, before the server has used the previous one if the client
+        pipelines: older waits end when the server accepts this one (``accepted``),
+        and at most MAX_ACTIVE_WAITING are kept meanwhile (300 PORT commands cannot
+        leave 300 listeners on the SSH server)."""
+        order = next(self._wait_order)
+        if request is None:
+            self.stop_waiting()
+        else:
+            oldest = sorted(self._waits.values())[:-(MAX_ACTIVE_WAITING - 1) or None]
+            if oldest:
+                self.stop_waiting(older_than=oldest[-1] + 1)
+            self._request_order[request.id] = order
         self._opening = None
         scope = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
-        self._waits.add(scope)
+        self._waits[scope] = order
         if request is not None:
             self._active_waits[request.id] = scope
         return scope
@@ -211,7 +246,7 @@ class DataPlane:
         exited scope can live on in trio's deadline heap until its deadline, and every
         new data request cancels each scope still in the set (measured before this:
         ~450 stale scopes per request after 1000 files, ~2.5 ms of CPU per file)."""
-        self._waits.discard(wait)
+        self._waits.pop(wait, None)
         self._opening_listeners.pop(wait, None)
 
     def _active_done(self, request: ActiveRequest) -> None:

@@ -18,8 +18,9 @@ from typing import Callable, Union
 import trio
 
 from ._config import Config, ForwardSpec
-from ._control import (CLOSE, ActiveRefused, ActiveRequest, ControlChannel, ConvertedActive,
-                       HoldForActiveData, Outbox, PassiveOffer, QuitSent, TransferCommand)
+from ._control import (CLOSE, ActiveAccepted, ActiveRefused, ActiveRequest, ControlChannel,
+                       ConvertedActive, HoldForActiveData, Outbox, PassiveOffer, QuitSent,
+                       TransferCommand)
 from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPlane,
                          SessionAddresses)
 from ._errors import TunnelError
@@ -254,6 +255,8 @@ class Session:
                 await data.wait_active_settled()
             elif isinstance(item, ActiveRefused):
                 data.refused(item.request_id)
+            elif isinstance(item, ActiveAccepted):
+                data.accepted(item.request_id)
             elif isinstance(item, TransferCommand):
                 data.name_transfer(item.command)
                 # its data channel may still be opening (the reply went out first)

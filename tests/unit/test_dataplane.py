@@ -15,8 +15,8 @@ import trio
 
 from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._control import ActiveRequest, ConvertedActive, PassiveOffer
-from ftptrio._dataplane import (DataSetupError, LocalDataPlane, RemoteDataPlane,
-                                SessionAddresses)
+from ftptrio._dataplane import (MAX_ACTIVE_WAITING, DataSetupError, LocalDataPlane,
+                                RemoteDataPlane, SessionAddresses)
 from ftptrio._errors import TunnelError
 from ftptrio._stats import TransferStats
 
@@ -211,6 +211,7 @@ async def test_active_request_opens_a_filtered_remote_forward_and_settles():
     async with plane.open():
         host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         assert (host, port) == ("127.0.0.1", 40000)
+        plane.accepted(1)  # the server's 200 to the rewritten PORT
         listener = tunnel.listeners[0]
         assert listener.accept_filter("127.0.0.1", 20) and not listener.accept_filter("10.0.0.1", 20)
         relay = FakeRelay("", 0)
@@ -305,18 +306,49 @@ async def test_closing_the_plane_cancels_waiting_listeners():
 
 
 async def test_port_flood_leaves_one_forward_waiting():
-    """300 valid PORTs: each supersedes the unused one before (issue 18.3)."""
+    """300 valid PORTs (issue 18.3): at most MAX_ACTIVE_WAITING forwards while the
+    server has not answered them, one once it accepted the last."""
     plane, tunnel, _ = make_plane()
     async with plane.open():
         await plane.setup(PassiveOffer(None, 50000, True, 1))
         for request_id in range(2, 302):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
+            await trio.testing.wait_all_tasks_blocked()
+            open_now = [listener.closed for listener in tunnel.listeners].count(False)
+            assert open_now <= MAX_ACTIVE_WAITING
+        await trio.testing.wait_all_tasks_blocked()
+        assert [listener.closed for listener in tunnel.listeners].count(False) == 4
+        assert tunnel.relays[0].closed  # the PASV's channel too
+        for request_id in range(2, 302):
+            plane.accepted(request_id)  # the server's 200s, in order
         await trio.testing.wait_all_tasks_blocked()
         assert [listener.closed for listener in tunnel.listeners].count(False) == 1
-        assert tunnel.relays[0].closed  # the PASV's channel too
         assert list(plane._active_waits) == [301]
         gc.collect()
         assert plane.waiting == 1
+        plane.stop_waiting()
+
+
+async def test_pipelined_port_keeps_the_earlier_forward_until_the_server_took_the_next():
+    """PORT a, RETR, PORT b, RETR sent at once: b's forward is set up when the client
+    sends PORT b, before the server has connected to a's; a's stays until the server
+    accepts PORT b, and the 226 of a's transfer is not held for b's."""
+    plane, tunnel, _ = make_plane()
+    async with plane.open():
+        await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        await plane.setup(ActiveRequest("127.0.0.1", 50001, False, 2))
+        first, second = tunnel.listeners
+        await trio.testing.wait_all_tasks_blocked()
+        assert not first.closed and not second.closed
+        plane.accepted(1)  # 200 to PORT a; the server connects to a's forward
+        relay = FakeRelay("", 0)
+        await first.incoming.send((relay, "127.0.0.1", 20))
+        with trio.fail_after(5):
+            await plane.wait_active_settled()  # a's connection, not b's
+        assert relay.connected_to == ("127.0.0.1", 50000) and not second.closed
+        plane.accepted(2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not second.closed  # b's own forward stays for its transfer
         plane.stop_waiting()
 
 
