@@ -236,6 +236,7 @@ async def test_hold_is_bounded_by_the_active_hold_timeout():
     plane, _, _ = make_plane(active_hold_timeout=0.05)
     async with plane.open():
         await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        plane.accepted(1)  # the server never connects
         with trio.fail_after(5):
             await plane.wait_active_settled()  # returns after the hold timeout
         plane.stop_waiting()
@@ -249,10 +250,11 @@ async def test_many_active_transfers_leave_no_per_request_state():
             if request_id % 2:
                 plane.refused(request_id)
             else:
+                plane.accepted(request_id)
                 await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
             await plane.wait_active_settled()
         await trio.testing.wait_all_tasks_blocked()
-        assert plane._active_waits == {}
+        assert plane._active_waits == {} and plane._request_order == {}
         gc.collect()
         assert plane.waiting == 0
 
@@ -288,6 +290,7 @@ async def test_remote_active_listener_accepts_only_the_ftp_server():
     async with plane.open():
         host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         assert host == "127.0.0.1"
+        plane.accepted(1)  # the server's 200 to the rewritten PORT
         sock = await connect(port)
         sock.close()
         with trio.fail_after(5):
@@ -373,6 +376,7 @@ async def test_finished_waits_are_dropped_at_once():
             assert plane.waiting == 0
         for request_id in range(51, 101):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
+            plane.accepted(request_id)
             await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
             await plane.wait_active_settled()
             await trio.testing.wait_all_tasks_blocked()
