@@ -410,11 +410,15 @@ class LocalDataPlane(DataPlane):
                              destination: str, ftp_port: int, wait: trio.CancelScope,
                              opening: _Opening) -> None:
         """Open the SSH channel, then accept the client's one data connection and
-        relay it. The open itself is not cut short by ``wait`` (asyncssh would leave a
-        channel whose open was cancelled open on the SSH server): superseding closes
-        the listener at once, and the channel as soon as it is open."""
+        relay it. The open itself is not cut short by superseding ``wait`` (that
+        closes the listener at once, and the channel as soon as it is open), but it is
+        by its deadline (data_idle_timeout): a hanging open (sshd connecting to a port
+        whose host drops SYNs: ~2 min) must not keep the listener bound past it (a
+        cancelled open closes its channel once open: open_data_relay)."""
+        relay = None
         try:
-            relay = await self._relay_to_server(destination, ftp_port)
+            with trio.move_on_at(wait.deadline):
+                relay = await self._relay_to_server(destination, ftp_port)
         except DataSetupError as exc:
             opening.settle(str(exc))
             listener.close()  # the client's connect (if any) is reset
@@ -425,6 +429,13 @@ class LocalDataPlane(DataPlane):
             listener.close()
             self._end_wait(wait)
             raise
+        if relay is None:
+            opening.settle("timed out opening the data channel through SSH")
+            listener.close()
+            self._end_wait(wait)
+            log.info("session %d: passive listener on port %d closed unused (timeout "
+                     "opening the SSH channel)", self.session_id, port)
+            return
         opening.settle()
         self._opening_listeners.pop(wait, None)  # from here on, closed with the wait
         sock = None

@@ -427,3 +427,29 @@ async def test_reply_goes_out_before_the_channel_opens_and_the_transfer_waits():
         assert by_port[50001].closed and not by_port[50002].closed
         assert plane.waiting == 1
         plane.stop_waiting()
+
+
+async def test_listener_closes_after_the_idle_timeout_while_the_channel_still_opens():
+    """A channel open that hangs (sshd's connect to a port whose host drops SYNs takes
+    ~2 min) does not keep the passive listener bound past data_idle_timeout: no
+    connection can be accepted or queued there any more, and the transfer gets its
+    425 in time."""
+    plane, tunnel, _ = make_plane(data_idle_timeout=0.3)
+    gate = trio.Event()
+    real_open = tunnel.open_data_relay
+
+    async def hanging_open(host: str, port: int) -> FakeRelay:
+        await gate.wait()
+        return await real_open(host, port)
+
+    tunnel.open_data_relay = hanging_open  # type: ignore[method-assign]
+    async with plane.open():
+        _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
+        assert "timed out" in (await plane.transfer_ready() or "")
+        await trio.sleep(0.1)
+        with pytest.raises(OSError):  # the listener is gone with its timeout
+            await connect(port)
+        assert plane.waiting == 0
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert all(relay.closed for relay in tunnel.relays)  # no channel left open
