@@ -182,7 +182,6 @@ class Prompter:
             fd = os.open(TTY, os.O_RDWR | os.O_NOCTTY)
         except OSError:
             return None
-        self._drain_wakeups()
         try:
             old = termios.tcgetattr(fd)
             if not echo:
@@ -300,6 +299,9 @@ class Authenticator:
         and waited for, so the terminal gets its echo back and no thread is left
         reading it (the process could not exit before someone pressed Enter)."""
         self.prompt_started()
+        # stale wake-ups go before the prompt starts, not when it opens the terminal:
+        # a Ctrl-C that comes before that must still end it
+        self.prompter._drain_wakeups()
         done = concurrent.futures.Future[Any]()
         thread = threading.Thread(target=_run_into, args=(done, fn, args), daemon=True,
                                   name="ftptrio-prompt")
