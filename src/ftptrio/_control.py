@@ -143,6 +143,9 @@ class TransferCommand:
     #: a PASV/EPSV sent before it is still unanswered (pipelined): this transfer's
     #: data channel is not offered yet, and one set up earlier is not its own
     passive_unanswered: bool = False
+    #: the id of the PassiveOffer that answered the latest PASV/EPSV before it (0: none,
+    #: or that PASV/EPSV got no offer): an older offer's data channel is not its own
+    offer_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +288,8 @@ class ControlChannel:
         self._captured: list[bytes] | None = None
         #: b"PASV" or b"EPSV" once the server refused it: translate from then on
         self._server_lacks: bytes | None = None
+        #: the PassiveOffer that answered the latest PASV/EPSV (0: it got none)
+        self._latest_offer = 0
 
     # ------------------------------------------------------------------ input
     def receive_client(self, data: bytes) -> None:
@@ -457,7 +462,7 @@ class ControlChannel:
             entry = _Pending("plain")
             unanswered = any(e.kind in _PASSIVE_KINDS for e in self._pending)
             self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
-                                                  entry, unanswered))
+                                                  entry, unanswered, self._latest_offer))
             self._pending.append(entry)
             self.to_server.append(line)
         elif verb == b"ABOR" and flags & _scan.FLAG_TELNET:
@@ -611,6 +616,8 @@ class ControlChannel:
         entry = self._pending.popleft()
         text = b" ".join(l.rstrip(b"\r\n") for l in captured) if captured else last_line
         passive = _PASSIVE_KINDS.get(entry.kind)
+        if passive is not None:
+            self._latest_offer = 0  # set by _passive_reply if an offer goes out
         if passive is not None and code == passive[0]:
             self._passive_reply(code, text, extended=passive[1])
         elif (entry.kind in ("pasv", "epsv") and code in _NOT_SUPPORTED and captured
@@ -661,6 +668,7 @@ class ControlChannel:
             return
         if offer.extended != extended:
             offer = PassiveOffer(offer.host, offer.port, extended, offer.id)
+        self._latest_offer = offer.id
         self.to_client.append(offer)
 
     def _translate_passive(self, kind: str, code: int) -> None:

@@ -55,9 +55,10 @@ class _Opening:
     its SSH channel was open. The transfer command that uses it waits for it
     (``DataPlane.transfer_ready``) and gets the 425 if it failed."""
 
-    __slots__ = ("done", "failure")
+    __slots__ = ("done", "failure", "offer_id")
 
-    def __init__(self) -> None:
+    def __init__(self, offer_id: int = 0) -> None:
+        self.offer_id = offer_id
         self.done = trio.Event()
         self.failure: str | None = None
 
@@ -146,15 +147,20 @@ class DataPlane:
         """The client's latest transfer command (``RETR file``), named in the log line."""
         self._transfer_name = command
 
-    async def transfer_ready(self, passive_unanswered: bool = False) -> str | None:
+    async def transfer_ready(self, passive_unanswered: bool = False,
+                             offer_id: int | None = None) -> str | None:
         """Called before a transfer command goes to the server: wait until the data
         channel of the latest PASV/EPSV is open, at most
         ``Config.data_idle_timeout``; the reason for a 425 if it could not be.
         ``passive_unanswered``: the client pipelined a PASV/EPSV whose reply has not
         come yet, so the channel opened before is not this transfer's (its failure
-        must not refuse it); the transfer goes on and its own offer follows."""
+        must not refuse it); the transfer goes on and its own offer follows.
+        ``offer_id``: the offer that answered the transfer's PASV/EPSV; the channel
+        opening is another's (an older one: this offer's reply was read but not yet
+        set up) or none: likewise, its failure must not refuse this transfer."""
         opening, self._opening = self._opening, None
-        if opening is None or passive_unanswered:
+        if opening is None or passive_unanswered or (offer_id is not None
+                                                     and opening.offer_id != offer_id):
             return None
         if not opening.done.is_set():
             with trio.move_on_after(self.config.data_idle_timeout):
@@ -399,7 +405,7 @@ class LocalDataPlane(DataPlane):
             raise DataSetupError(f"no local listener: {exc}") from exc
         wait = self._new_wait()
         self._opening_listeners[wait] = listener
-        opening = self._opening = _Opening()
+        opening = self._opening = _Opening(offer.id)
         port = listener.getsockname()[1]
         self._start(self._serve_passive, listener, port, destination, offer.port, wait, opening)
         log.debug("session %d: passive data port %d via SSH, client connects to port %d",

@@ -260,7 +260,7 @@ class Session:
             elif isinstance(item, TransferCommand):
                 data.name_transfer(item.command)
                 # its data channel may still be opening (the reply went out first)
-                failure = await data.transfer_ready(item.passive_unanswered)
+                failure = await data.transfer_ready(item.passive_unanswered, item.offer_id)
                 if failure is not None:
                     self.control.transfer_refused(item, failure)
                     self._wake()

@@ -1013,7 +1013,7 @@ def test_transfer_refused_answers_425_in_fifo_order_and_sends_nothing():
     ch.receive_client(b"TYPE I\r\nRETR f\r\nNOOP\r\n")
     assert ch.to_server.popleft() == b"TYPE I\r\n"
     event = ch.to_server.popleft()
-    assert event == TransferCommand("RETR f")
+    assert event == TransferCommand("RETR f", offer_id=offer.id)  # its channel: this offer's
     ch.transfer_refused(event, "SSH server could not open data connection: refused")
     assert list(ch.to_server) == [b"NOOP\r\n"]  # RETR never reaches the server
     assert list(ch.to_client) == []  # the 425 waits for TYPE's reply

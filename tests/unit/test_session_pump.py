@@ -81,3 +81,58 @@ async def test_client_that_never_reads_cannot_grow_local_replies():
         assert session.control.to_client.size <= MAX_OUTBOX_BYTES + 65536 * 10
         assert len(session.control.to_client) < 20_000
         nursery.cancel_scope.cancel()
+
+
+class DataTunnel(StreamTunnel):
+    """StreamTunnel whose data channel opens fail while ``fail`` is set."""
+
+    def __init__(self, server_end: trio.abc.HalfCloseableStream) -> None:
+        super().__init__(server_end)
+        self.fail = True
+        self.opened: list[tuple[str, int]] = []
+
+    async def open_data_relay(self, host: str, port: int) -> object:
+        from ftptrio._errors import TunnelError
+
+        if self.fail:
+            raise TunnelError("open failed: administratively prohibited")
+        self.opened.append((host, port))
+        await trio.sleep_forever()  # never needed here
+
+
+async def test_transfer_is_not_refused_by_an_older_offers_failure_before_its_own_is_set_up():
+    """PASV 1 answered, its channel failed, unused. PASV 2: the server's 227 is read,
+    and the client's RETR right behind it, before the session has set the new offer
+    up: the RETR must not get PASV 1's 425 (it belongs to PASV 2)."""
+    # the client over loopback TCP: the data plane binds where the client connected
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    client = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+    session_client = await listeners[0].accept()
+    await listeners[0].aclose()
+    session_server, server = trio.testing.memory_stream_pair()
+    spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
+    config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,))
+    tunnel = DataTunnel(session_server)
+    session = Session(session_client, spec, config, tunnel,  # type: ignore[arg-type]
+                      TransferStats(), peer=("127.0.0.1", 40000))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await server.send_all(b"220 hello\r\n")
+        await receive_until(client, b"220 hello\r\n")
+        await client.send_all(b"PASV\r\n")
+        await receive_until(server, b"PASV\r\n")
+        await server.send_all(b"227 Entering Passive Mode (127,0,0,1,200,1).\r\n")
+        assert (await receive_until(client, b"\r\n")).startswith(b"227 ")
+        await trio.testing.wait_all_tasks_blocked()  # PASV 1's channel failed
+        tunnel.fail = False
+        await client.send_all(b"PASV\r\n")
+        await receive_until(server, b"PASV\r\n")
+        # the 227 and the RETR arrive together
+        await server.send_all(b"227 Entering Passive Mode (127,0,0,1,200,2).\r\n")
+        await client.send_all(b"RETR f\r\n")
+        got = await receive_until(client, b"227 ")
+        with trio.move_on_after(1):
+            got += await receive_until(client, b"425 ")
+        assert b"425 " not in got, got
+        assert await receive_until(server, b"RETR f\r\n") == b"RETR f\r\n"
+        nursery.cancel_scope.cancel()
