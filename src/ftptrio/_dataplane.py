@@ -108,6 +108,8 @@ class DataPlane:
         self._opening_listeners: dict[trio.CancelScope, trio.socket.SocketType] = {}
         #: the latest data channel still opening after its reply went out (or its result)
         self._opening: _Opening | None = None
+        #: passive channel opens run one at a time (a superseded one waiting is skipped)
+        self._open_lock = trio.Lock()
         #: the latest transfer command (RETR file, STOR file, LIST ...), for the log
         self._transfer_name = ""
         #: data connections relaying right now (an idle session has none)
@@ -420,11 +422,16 @@ class LocalDataPlane(DataPlane):
         closes the listener at once, and the channel as soon as it is open), but it is
         by its deadline (data_idle_timeout): a hanging open (sshd connecting to a port
         whose host drops SYNs: ~2 min) must not keep the listener bound past it (a
-        cancelled open closes its channel once open: open_data_relay)."""
+        cancelled open closes its channel once open: open_data_relay). Opens run one
+        at a time per session, and one superseded before its turn is never made: a
+        client pipelining 200 PASVs does not put 200 opens (each an sshd connect to
+        the FTP host) in flight at once."""
         relay = None
         try:
             with trio.move_on_at(wait.deadline):
-                relay = await self._relay_to_server(destination, ftp_port)
+                async with self._open_lock:
+                    if not wait.cancel_called:
+                        relay = await self._relay_to_server(destination, ftp_port)
         except DataSetupError as exc:
             opening.settle(str(exc))
             listener.close()  # the client's connect (if any) is reset
@@ -436,11 +443,14 @@ class LocalDataPlane(DataPlane):
             self._end_wait(wait)
             raise
         if relay is None:
-            opening.settle("timed out opening the data channel through SSH")
+            superseded = trio.current_time() < wait.deadline  # else: timed out
+            opening.settle("superseded" if superseded
+                           else "timed out opening the data channel through SSH")
             listener.close()
             self._end_wait(wait)
-            log.info("session %d: passive listener on port %d closed unused (timeout "
-                     "opening the SSH channel)", self.session_id, port)
+            log.info("session %d: passive listener on port %d closed unused (%s)",
+                     self.session_id, port, "superseded or session ended" if superseded
+                     else "timeout opening the SSH channel")
             return
         opening.settle()
         self._opening_listeners.pop(wait, None)  # from here on, closed with the wait

@@ -150,3 +150,45 @@ async def test_fully_pipelined_pasv_retr_abor_quit_get_one_reply_each_in_order(
         with pytest.raises(EOFError):
             await client.line(timeout=5)
     assert setup.ftp.commands[-4:] == [b"PASV", b"RETR a", b"ABOR", b"QUIT"]
+
+
+async def test_pipelined_pasv_flood_opens_at_most_one_channel_at_a_time(
+        make_setup, nursery, slow_data_opens, monkeypatch):
+    """200 PASVs in one write: each 227 supersedes the one before, and a superseded
+    offer's channel need not be opened at all. Opens run one at a time per session
+    (as before the 227 went out first): not 200 direct-tcpip opens (each an sshd
+    connect to the FTP host) in flight at once."""
+    from ftptrio._ssh import _testserver
+
+    delay, control_ports = slow_data_opens
+    delay[0] = 0.2
+    in_flight = [0, 0]  # now, most
+    slow = _testserver.relayed_connection
+
+    async def counted(host: str, port: int):
+        if port in control_ports:
+            return await slow(host, port)
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        try:
+            return await slow(host, port)
+        finally:
+            in_flight[0] -= 1
+
+    monkeypatch.setattr(_testserver, "relayed_connection", counted)
+    setup = await make_setup()
+    control_ports.add(setup.ftp.port)
+    data_port = await serve_data(nursery, b"last")
+    setup.ftp.replies[b"PASV"] = pasv_reply("127.0.0.1", data_port)
+    setup.ftp.replies[b"RETR"] = b"150 here\r\n226 done\r\n"
+    async with setup.client() as client:
+        await client.send(b"PASV\r\n" * 200)
+        for _ in range(200):
+            reply = await client.reply()
+            assert reply[0].startswith(b"227 "), reply
+        host, port = parse_227_port(reply[0])
+        await client.send(b"RETR f\r\n")
+        assert await read_all(host, port) == b"last"
+        assert (await client.reply())[0].startswith(b"150")
+        assert (await client.reply())[0].startswith(b"226")
+    assert in_flight[1] <= 2, in_flight
