@@ -492,6 +492,7 @@ class ControlChannel:
             self._answer_locally(f"501 ftptrio: {verb.decode()} to a port below 1024 refused.")
             return
         request = ActiveRequest(host, port, extended, next(self._ids))
+        self._latest_offer = 0  # a transfer after this uses the PORT's channel
         if self.active_mode == "passive":
             self._log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
                       "EPSV" if extended else "PASV")

@@ -1029,3 +1029,19 @@ def test_transfer_refused_answers_425_in_fifo_order_and_sends_nothing():
     # a second call for the same command changes nothing
     ch.transfer_refused(event, "again")
     assert list(ch.to_server) == [b"NOOP\r\n"]
+
+
+def test_transfer_after_a_port_is_not_tied_to_an_earlier_passive_offer():
+    """PASV answered (its channel may have failed, unused), then PORT + RETR
+    pipelined with active mode converted to passive: the RETR's data channel is the
+    PORT's, so it must not name the old offer (whose failure would refuse it)."""
+    ch = ControlChannel(client_host="127.0.0.1", active_mode="passive")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"PASV\r\n")
+    ch.receive_server(b"227 Entering Passive Mode (127,0,0,1,23,112).\r\n")
+    offer = next(item for item in ch.to_client if isinstance(item, PassiveOffer))
+    ch.data_ready(offer, "127.0.0.1", 40000)
+    ch.to_server.clear()
+    ch.receive_client(b"PORT 127,0,0,1,156,64\r\nRETR f\r\n")
+    event = next(item for item in ch.to_server if isinstance(item, TransferCommand))
+    assert event.offer_id != offer.id
