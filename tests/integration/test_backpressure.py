@@ -18,6 +18,7 @@ FTP client downloading, or a slow FTP server receiving on -R) and ``to_remote``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import Any, AsyncIterator
@@ -92,3 +93,33 @@ async def test_control_stream_holds_at_most_window_plus_high_water(tunnel):
         await stream.aclose()
     assert digest.digest() == hashlib.sha256(payload).digest()
     assert max(pace.samples) <= 256 * 1024 + 2 * 1024 * 1024 + 64 * 1024, max(pace.samples)
+
+
+async def test_channel_never_attached_holds_at_most_one_window(tunnel):
+    """-L passive: the channel now opens while the 227 goes out, so a hostile server
+    can send before (or without) the client ever connecting: the relay holds at
+    most its SSH window, and the rest waits in the server's socket."""
+    sent = [0]
+
+    async def flood(stream: trio.SocketStream) -> None:
+        chunk = b"x" * 65536
+        try:
+            with trio.move_on_after(10):
+                while True:
+                    await stream.send_all(chunk)
+                    sent[0] += len(chunk)
+        except trio.BrokenResourceError:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, flood, 0,
+                                                          host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        relay = await tunnel.open_data_relay("127.0.0.1", port)
+        try:
+            await trio.sleep(1.0)
+            assert sent[0] > WINDOW  # the server could send more than a window
+            assert relay.buffered <= WINDOW, relay.buffered
+        finally:
+            relay.close()
+            nursery.cancel_scope.cancel()
