@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ftptrio.testing import servers
 
@@ -42,7 +42,8 @@ def measured_ftptrio(env: dict[str, str] | None = None) -> str:
     probe = ("import ftptrio, os; print(ftptrio.__version__, "
              "os.path.dirname(ftptrio.__file__), ftptrio.IMPLEMENTATION)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env=env, cwd=tempfile.gettempdir())
+                         env=env, cwd=tempfile.gettempdir(), timeout=60,
+                         stdin=subprocess.DEVNULL)
     if out.returncode:
         return f"ftptrio does not import: {out.stderr.strip().splitlines()[-1:]}"
     version, path, implementation = out.stdout.split()
@@ -289,27 +290,40 @@ def ssh_base_args(ssh: "servers.OpenSSHServer", cipher: str | None = None) -> li
     return args
 
 
-def start_ssh_forward(ssh: "servers.OpenSSHServer", dest_port: int, workdir: str,
-                      cipher: str | None = None) -> tuple[subprocess.Popen, int]:
-    """``ssh -N -L 127.0.0.1:PORT:127.0.0.1:dest_port`` (OpenSSH cannot listen on
-    port 0, so a free port is picked first)."""
+def _start_ssh_forwards(ssh: "servers.OpenSSHServer", workdir: str, listen_host: str,
+                        forwards: Callable[[int], list[tuple[int, str, int]]], what: str,
+                        cipher: str | None = None) -> tuple[subprocess.Popen, int]:
+    """One ``ssh -N`` with the ``-L`` forwards ``forwards(port)`` gives for a free
+    ``port`` on ``listen_host`` (OpenSSH cannot listen on port 0): (listen port,
+    destination host, destination port) each. Returns the process once every
+    forward listens, and ``port``; three tries."""
     last = ""
     for _attempt in range(3):
-        port = servers.free_port()
-        args = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes",
-                "-L", f"{HOST}:{port}:{HOST}:{dest_port}", *ssh_base_args(ssh, cipher),
-                f"{ssh.username}@{ssh.host}"]
-        log_path = os.path.join(workdir, f"ssh-L-{port}.log")
+        port = servers.free_port(listen_host)
+        wanted = forwards(port)
+        args = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes"]
+        for listen_port, dest_host, dest_port in wanted:
+            args += ["-L", f"{listen_host}:{listen_port}:{dest_host}:{dest_port}"]
+        args += [*ssh_base_args(ssh, cipher), f"{ssh.username}@{ssh.host}"]
+        log_path = os.path.join(workdir, f"ssh-L-{what.replace(' ', '-')}-{port}.log")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True)
         try:
-            servers.wait_for_port(HOST, port, timeout=30, process=proc)
+            for listen_port, _host, _port in wanted:
+                servers.wait_for_port(listen_host, listen_port, timeout=30, process=proc)
             return proc, port
         except (TimeoutError, RuntimeError) as exc:
             stop(proc)
             last = f"{exc}: {Path(log_path).read_text(errors='replace')[-2000:]}"
-    raise RuntimeError(f"ssh -L did not start: {last}")
+    raise RuntimeError(f"ssh -L {what} did not start: {last}")
+
+
+def start_ssh_forward(ssh: "servers.OpenSSHServer", dest_port: int, workdir: str,
+                      cipher: str | None = None) -> tuple[subprocess.Popen, int]:
+    """``ssh -N -L 127.0.0.1:PORT:127.0.0.1:dest_port``."""
+    return _start_ssh_forwards(ssh, workdir, HOST, lambda port: [(port, HOST, dest_port)],
+                               "stream", cipher)
 
 
 def start_ssh_ftp_forward(ssh: "servers.OpenSSHServer", ftp: "servers.FTPServer", workdir: str,
@@ -320,41 +334,10 @@ def start_ssh_ftp_forward(ssh: "servers.OpenSSHServer", ftp: "servers.FTPServer"
     (small, fixed) passive range, all on ``listen_host`` (another loopback
     address than the server's, so that the passive ports keep their numbers).
     Returns the process and the forwarded control port."""
-    last = ""
-    for _attempt in range(3):
-        port = servers.free_port(listen_host)
-        args = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes",
-                "-L", f"{listen_host}:{port}:{ftp.host}:{ftp.port}"]
-        for p in ftp.passive_ports:
-            args += ["-L", f"{listen_host}:{p}:{ftp.host}:{p}"]
-        args += [*ssh_base_args(ssh, cipher), f"{ssh.username}@{ssh.host}"]
-        log_path = os.path.join(workdir, f"ssh-L-ftp-{port}.log")
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True)
-        try:
-            servers.wait_for_port(listen_host, port, timeout=30, process=proc)
-            for p in ftp.passive_ports:
-                servers.wait_for_port(listen_host, p, timeout=30, process=proc)
-            return proc, port
-        except (TimeoutError, RuntimeError) as exc:
-            stop(proc)
-            last = f"{exc}: {Path(log_path).read_text(errors='replace')[-2000:]}"
-    raise RuntimeError(f"ssh -L per passive port did not start: {last}")
-
-
-def ftptrio_identity() -> str:
-    """The rewriter implementation and the file of the ftptrio that ``python -m
-    ftptrio`` imports in this environment (what start_ftptrio runs), asked of a
-    subprocess: the bench measures that one, not a source tree it might sit in."""
-    out = subprocess.run(
-        [sys.executable, "-c", "import ftptrio, ftptrio._scan; "
-         "print(ftptrio._scan.IMPLEMENTATION, ftptrio.__version__, ftptrio.__file__)"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    if out.returncode != 0:
-        raise RuntimeError(f"cannot import ftptrio: {out.stderr.strip()[-2000:]}")
-    impl, version, path = out.stdout.split(maxsplit=2)
-    return f"rewriter {impl}, ftptrio {version}, {path.strip()}"
+    return _start_ssh_forwards(
+        ssh, workdir, listen_host,
+        lambda port: [(port, ftp.host, ftp.port)] + [(p, ftp.host, p) for p in ftp.passive_ports],
+        "per passive port", cipher)
 
 
 def negotiated_cipher(ssh: "servers.OpenSSHServer") -> str:

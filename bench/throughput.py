@@ -275,7 +275,7 @@ def main() -> int:
           f"repeat {repeat}, median reported; MB/s = 10^6 B/s")
     t_start = time.monotonic()
 
-    identity = C.ftptrio_identity()
+    identity = C.measured_ftptrio()
     print(f"ftptrio measured (what `python -m ftptrio` imports here): {identity}")
 
     with C.test_bed("ftptrio-bench-tp-", keep=args.keep, passive_count=PASSIVE_PORTS) as bed:

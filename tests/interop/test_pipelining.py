@@ -12,17 +12,11 @@ import trio
 import ftptrio
 from ftp_fakes import FTPClient
 from ftptrio.testing import servers
+from test_refusals import config_for
 
 SERVERS = ("vsftpd", "proftpd")
 FILES = ("one_mib.bin", servers.TEXT_FILE_NAME, "one_mib.bin")
 TIMEOUT = 30
-
-
-def _config(sshd: servers.OpenSSHServer, ftp: servers.FTPServer) -> ftptrio.Config:
-    return ftptrio.Config(
-        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
-                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
-        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port),))
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -30,7 +24,7 @@ async def test_pipelined_port_retr_pairs_all_arrive(request, openssh, server):
     ftp: servers.FTPServer = request.getfixturevalue(server)
     expected = [ftp.path(name).read_bytes() for name in FILES]
     with trio.fail_after(TIMEOUT):
-        async with ftptrio.open_forwarder(_config(openssh, ftp)) as fwd, \
+        async with ftptrio.open_forwarder(config_for(openssh, ftp)) as fwd, \
                 trio.open_nursery() as nursery:
             client = await FTPClient.connect(fwd.addresses[0], timeout=TIMEOUT)
             async with client:
