@@ -44,3 +44,18 @@ def test_ctrl_c_just_before_the_prompt_reads_the_terminal_is_not_lost(monkeypatc
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_each_prompt_closes_its_wake_up_pipe(monkeypatch):
+    """The wake-up pipe lives as long as its prompt: a process that creates many
+    tunnels (an embedding application) does not collect two descriptors per tunnel."""
+    auth = _auth.Authenticator(SSHOptions(host="sshhost"))
+    before = len(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        for _ in range(20):
+            assert await auth._in_thread(lambda: "answer") == "answer"
+
+    asyncio.run(main())
+    assert auth.prompter._wake is None
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -67,27 +67,34 @@ class Prompter:
         self.batch_mode = batch_mode
         #: after the first login, only a terminal may be asked (never askpass)
         self.terminal_only = False
-        #: a prompt reading the terminal wakes up on a byte here (interrupt())
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        #: the running prompt's wake-up pipe (read end, write end): interrupt() writes
+        #: a byte, the prompt reading the terminal then gives up
+        self._wake: tuple[int, int] | None = None
+
+    def open_wakeup(self) -> None:
+        """A fresh wake-up pipe for the prompt about to run (an interrupt that comes
+        before it reads the terminal still ends it)."""
+        self.close_wakeup()
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        self._wake = (read_end, write_end)
+
+    def close_wakeup(self) -> None:
+        """Close the wake-up pipe once its prompt has ended."""
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            os.close(wake[0])
+            os.close(wake[1])
 
     def interrupt(self) -> None:
         """End the prompt now running (Ctrl-C while asking): it returns None after
         restoring the terminal's echo, as ssh's read_passphrase does on a signal."""
+        if self._wake is None:
+            return
         try:
-            os.write(self._wake_w, b"x")
+            os.write(self._wake[1], b"x")
         except BlockingIOError:  # already woken
             pass
-
-    def _drain_wakeups(self) -> None:
-        os.set_blocking(self._wake_r, False)
-        try:
-            while os.read(self._wake_r, 64):
-                pass
-        except BlockingIOError:
-            pass
-        finally:
-            os.set_blocking(self._wake_r, True)
 
     @staticmethod
     def has_terminal() -> bool:
@@ -192,8 +199,9 @@ class Prompter:
                 os.write(fd, prompt.encode("utf-8", "replace"))
                 line = b""
                 while not line.endswith(b"\n"):
-                    readable, _, _ = select.select([fd, self._wake_r], [], [])
-                    if self._wake_r in readable:  # interrupted: give up, echo restored
+                    wake = [self._wake[0]] if self._wake is not None else []
+                    readable, _, _ = select.select([fd, *wake], [], [])
+                    if wake and wake[0] in readable:  # interrupted: give up, echo restored
                         return None
                     chunk = os.read(fd, 1)
                     if not chunk:
@@ -299,9 +307,9 @@ class Authenticator:
         and waited for, so the terminal gets its echo back and no thread is left
         reading it (the process could not exit before someone pressed Enter)."""
         self.prompt_started()
-        # stale wake-ups go before the prompt starts, not when it opens the terminal:
-        # a Ctrl-C that comes before that must still end it
-        self.prompter._drain_wakeups()
+        # the pipe exists before the prompt starts: a Ctrl-C that comes before it
+        # reads the terminal must still end it
+        self.prompter.open_wakeup()
         done = concurrent.futures.Future[Any]()
         thread = threading.Thread(target=_run_into, args=(done, fn, args), daemon=True,
                                   name="ftptrio-prompt")
@@ -313,6 +321,8 @@ class Authenticator:
             thread.join(timeout=5)
             raise
         finally:
+            if not thread.is_alive():  # (an askpass program may outlive the join)
+                self.prompter.close_wakeup()
             self.prompt_ended()
 
     async def agent_keys(self, settings: Settings) -> tuple[Any, list[Any]]:
