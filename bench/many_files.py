@@ -9,6 +9,9 @@ default, vsftpd with --server vsftpd; --routes picks a subset by key):
   passive         ftptrio passive (EPSV)   client -> ftptrio -> SSH -> FTP server
   active          ftptrio active (EPRT)    ftptrio asks sshd for a remote forward per transfer
   converted       ftptrio active->passive  EPRT through ftptrio --active-mode passive
+  floor           asyncssh alone (trio-asyncio)  the SSH stack's floor: an asyncssh client
+                  that is itself the FTP client (bench/_floor_client.py), no forwarder
+  floor-asyncio   asyncssh alone (asyncio)       the same on a stock asyncio loop
 
 Each ftptrio route's process holds one SSH connection for the whole run, so
 ``--routes passive`` with many files is a soak of that many sequential data
@@ -24,14 +27,22 @@ EPRT/PORT) to receiving the first data byte -- median and p99 in ms.
 
 A ~40 ms stall per data channel (PERFORMANCE.md trap 1) shows as a setup
 median near 40 ms and files/s far below direct.
+
+The floor routes bound what any forwarder built on asyncssh can reach: they do
+only the SSH side of each file (a channel for the control lines, a direct-tcpip
+channel per file), in one process that is also the FTP client. Their per-file
+time against direct is the best ratio the stack allows; ftptrio adds the local
+sockets, the listener and the rewriting on top.
 """
 
 from __future__ import annotations
 
 import argparse
 import ftplib
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,7 +64,35 @@ def recv_all(sock: socket.socket, first: bytes, bufsize: int = 65536) -> int:
         n += len(chunk)
 
 
-ROUTE_KEYS = ("direct-passive", "direct-active", "passive", "active", "converted")
+ROUTE_KEYS = ("direct-passive", "direct-active", "passive", "active", "converted", "floor",
+              "floor-asyncio")
+#: floor route key -> the event loop bench/_floor_client.py runs asyncssh on
+FLOOR_LOOPS = {"floor": "trio-asyncio", "floor-asyncio": "asyncio"}
+FLOOR_CLIENT = Path(__file__).resolve().parent / "_floor_client.py"
+WARMUP_FILES = 5
+
+
+def run_floor(bed: C.Bed, loop: str, names: list[str], size: int, timeout: float,
+              cipher: str | None) -> tuple[float, list[float], list[str], float]:
+    """The asyncssh-alone client over every file (with ``cipher``, the one ftptrio
+    negotiated, or asyncssh's default). Returns (elapsed, setup latencies in s,
+    errors, its CPU s)."""
+    ssh, ftp = bed.ssh, bed.ftp
+    job = {"ssh": {"host": ssh.host, "port": ssh.port, "username": ssh.username,
+                   "client_key": ssh.client_key, "known_hosts": ssh.known_hosts,
+                   "cipher": cipher},
+           "ftp": {"host": ftp.host, "port": ftp.port, "user": ftp.user,
+                   "password": ftp.password},
+           "subdir": SUBDIR, "names": names, "size": size, "warmup": WARMUP_FILES}
+    try:
+        out = subprocess.run([sys.executable, str(FLOOR_CLIENT), "--loop", loop],
+                             input=json.dumps(job), capture_output=True, text=True,
+                             timeout=timeout + len(names) * 0.5)
+        result = json.loads(out.stdout)
+    except (subprocess.TimeoutExpired, ValueError) as exc:
+        detail = getattr(exc, "stderr", None) or ""
+        return 0.0, [], [f"floor client ({loop}): {exc!r} {str(detail)[-2000:]}"], 0.0
+    return result["elapsed"], result["lat"], result["errors"], result["cpu"]
 
 
 def run_route(port: int, names: list[str], size: int, mode: str, legacy: bool,
@@ -190,20 +229,31 @@ def main() -> int:
                        fx_default),
             "converted": (f"ftptrio active->passive ({acmd})", fx_conv and fx_conv.port, "active",
                           fx_conv),
+            "floor": (f"asyncssh alone, {FLOOR_LOOPS['floor']} (EPSV)", None, "floor", None),
+            "floor-asyncio": (f"asyncssh alone, {FLOOR_LOOPS['floor-asyncio']} (EPSV)", None,
+                              "floor", None),
         }
-        routes = [all_routes[k] for k in keys]
+        routes = [(*all_routes[k], k) for k in keys]
         user, password = bed.ftp.user, bed.ftp.password
-        # warm-up: a few files per route (imports, first channel, caches)
-        for name, port, mode, fx in routes:
-            run_route(port, names[:5], args.size, mode, args.legacy, args.timeout, user, password)
-        for name, port, mode, fx in routes:
+        cipher = C.negotiated_cipher(bed.ssh) if fxs else None
+        # warm-up: a few files per route (imports, first channel, caches); the floor
+        # client warms up in its own process
+        for name, port, mode, fx, key in routes:
+            if mode != "floor":
+                run_route(port, names[:WARMUP_FILES], args.size, mode, args.legacy,
+                          args.timeout, user, password)
+        for name, port, mode, fx, key in routes:
             if fx:
                 time.sleep(args.settle)
                 before = fx.snapshot()
             c0 = fx.cpu() if fx else None
-            elapsed, lat, errs = run_route(port, names, args.size, mode, args.legacy, args.timeout,
-                                           user, password)
-            cpu = (fx.cpu() - c0) if fx else None
+            if mode == "floor":
+                elapsed, lat, errs, cpu = run_floor(bed, FLOOR_LOOPS[key], names, args.size,
+                                                    args.timeout, cipher)
+            else:
+                elapsed, lat, errs = run_route(port, names, args.size, mode, args.legacy,
+                                               args.timeout, user, password)
+                cpu = (fx.cpu() - c0) if fx else None
             ok = len(lat)
             results.append((name, ok, elapsed, lat, cpu))
             errors_all += [f"{name}: {e}" for e in errs]
@@ -222,6 +272,7 @@ def main() -> int:
         logs = "".join(fx.log() for fx in fxs).strip()
 
     mode_of = {r[0]: r[2] for r in routes}
+    floor_name = all_routes["floor"][0]
     by_name = {r[0]: r for r in results}
 
     def rate_of(name: str) -> float:
@@ -242,7 +293,8 @@ def main() -> int:
                      sum(1 for x in lat if x > 0.030),
                      cpu * 1000 / ok if cpu is not None and ok else None])
     print(C.table(["route", "files", "files/s", "ratio vs direct", "vs direct same mode",
-                   "setup median ms", "setup p99 ms", "max ms", "n > 30 ms", "ftptrio CPU ms/file"],
+                   "setup median ms", "setup p99 ms", "max ms", "n > 30 ms",
+                   "CPU ms/file (ftptrio or floor client)"],
                   rows))
     if res_rows:
         print()
@@ -255,6 +307,13 @@ def main() -> int:
                       res_rows))
     print()
     print("goals (PERFORMANCE.md): per-file time <= 2.5 x direct (files/s >= 0.4 x direct); setup p99 < 5 ms through OpenSSH sshd")
+    floor_rate = rate_of(floor_name)
+    if floor_rate == floor_rate and direct == direct:  # both measured (not NaN)
+        print(f"stack floor: asyncssh alone under trio-asyncio takes {direct / floor_rate:.2f} x "
+              "direct per file (the best ratio any forwarder on this stack can reach)")
+        for name, ok, elapsed, lat, cpu in results:
+            if name.startswith("ftptrio") and ok and elapsed:
+                print(f"  {name}: {floor_rate / (ok / elapsed):.2f} x the floor's per-file time")
     if logs:
         print("ftptrio stderr (last 2000 chars):\n" + logs[-2000:])
     print(f"FTP server: {args.server}")
