@@ -142,6 +142,12 @@ SFTP_AES = "sftp aes128-gcm"
 FWD_HOST = "127.0.0.2"
 
 
+def goal_verdict(ratio: float, op: str, bound: float) -> str:
+    if ratio != ratio:  # NaN: not measured
+        return "?"
+    return "met" if (ratio >= bound if op == ">=" else ratio <= bound) else "NOT met"
+
+
 def start_script(bed: C.Bed, name: str, source: str, *args: str) -> tuple[subprocess.Popen, int]:
     """Run a helper script that prints 'PORT n' once it listens."""
     script = Path(bed.workdir) / f"{name}.py"
@@ -429,20 +435,23 @@ def main() -> int:
 
     print()
     print(f"## LAN goals (issue 16 point 3), {FTPTRIO_PASV}, same run; ftptrio measured: {identity}")
-    goals = [("throughput vs " + SSH_PER_PORT, lambda d: C.ratio(mbps(FTPTRIO_PASV, d),
-                                                                 mbps(SSH_PER_PORT, d)), ">=", 0.9),
-             ("throughput vs " + SFTP_AES, lambda d: C.ratio(mbps(FTPTRIO_PASV, d),
-                                                             mbps(SFTP_AES, d)), ">=", 1.5),
-             ("CPU s/GiB vs " + ASH_TRIO, lambda d: C.ratio(cpu_gib(FTPTRIO_PASV, d),
-                                                           cpu_gib(ASH_TRIO, d)), "<=", 1.1)]
+    # each goal as ftptrio's ratio and, for the throughput goals, the same ratio of
+    # asyncssh's own forwarder under trio-asyncio: the most the design card's stack
+    # gives a forwarder here (the bound when ftptrio misses a goal it also misses)
+    goals = [("throughput vs " + SSH_PER_PORT, SSH_PER_PORT, ">=", 0.9),
+             ("throughput vs " + SFTP_AES, SFTP_AES, ">=", 1.5)]
     rows = []
-    for label, fn, op, bound in goals:
+    for label, baseline, op, bound in goals:
         for d in ("down", "up"):
-            r = fn(d)
-            met = "?" if r != r else ("met" if (r >= bound if op == ">=" else r <= bound)
-                                      else "NOT met")
-            rows.append([f"{label} {d}", r, f"{op} {bound}", met])
-    print(C.table(["goal", "ratio", "bound", ""], rows))
+            r = C.ratio(mbps(FTPTRIO_PASV, d), mbps(baseline, d))
+            stack = C.ratio(mbps(ASH_TRIO, d), mbps(baseline, d))
+            rows.append([f"{label} {d}", r, f"{op} {bound}", goal_verdict(r, op, bound), stack,
+                         goal_verdict(stack, op, bound)])
+    for d in ("down", "up"):
+        r = C.ratio(cpu_gib(FTPTRIO_PASV, d), cpu_gib(ASH_TRIO, d))
+        rows.append([f"CPU s/GiB vs {ASH_TRIO} {d}", r, "<= 1.1", goal_verdict(r, "<=", 1.1),
+                     "-", ""])
+    print(C.table(["goal", "ftptrio", "bound", "", f"{ASH_TRIO} (the stack)", ""], rows))
     print()
     print("ftptrio peak RSS (VmHWM, KiB): " + ", ".join(f"{k} {v}" for k, v in ftptrio_rss.items()))
     if ("direct FTP (EPSV)", "down") in times:
