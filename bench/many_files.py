@@ -28,11 +28,16 @@ EPRT/PORT) to receiving the first data byte -- median and p99 in ms.
 A ~40 ms stall per data channel (PERFORMANCE.md trap 1) shows as a setup
 median near 40 ms and files/s far below direct.
 
-The floor routes bound what any forwarder built on asyncssh can reach: they do
-only the SSH side of each file (a channel for the control lines, a direct-tcpip
-channel per file), in one process that is also the FTP client. Their per-file
-time against direct is the best ratio the stack allows; ftptrio adds the local
-sockets, the listener and the rewriting on top.
+The floor routes bound a passive-mode forwarder built on asyncssh from below:
+they do only the SSH side of each file (a channel for the control lines, a
+direct-tcpip channel per file, RETR held until it is open, as ftptrio does) in
+one process that is also the FTP client, with the same cipher as ftptrio and
+the same TCP_QUICKACK fix, as asyncio code throughout (under trio-asyncio: one
+aio_as_trio call, no trio task, no trio/asyncio crossing per file). A forwarder
+adds the local sockets, its listener and checks, and (ftptrio, on trio) the
+crossings between its trio tasks and asyncssh. The floor's CPU figure includes
+its own FTP client (ftptrio's is the forwarder alone). --legacy makes it use
+PASV; --timeout bounds each of its replies and reads.
 """
 
 from __future__ import annotations
@@ -73,26 +78,46 @@ WARMUP_FILES = 5
 
 
 def run_floor(bed: C.Bed, loop: str, names: list[str], size: int, timeout: float,
-              cipher: str | None) -> tuple[float, list[float], list[str], float]:
-    """The asyncssh-alone client over every file (with ``cipher``, the one ftptrio
-    negotiated, or asyncssh's default). Returns (elapsed, setup latencies in s,
+              legacy: bool, ciphers: list[str]) -> tuple[float, list[float], list[str], float]:
+    """The asyncssh-alone client over every file (``ciphers``: the one ftptrio
+    negotiated, or ftptrio's preference order). Returns (elapsed, setup latencies in s,
     errors, its CPU s)."""
     ssh, ftp = bed.ssh, bed.ftp
     job = {"ssh": {"host": ssh.host, "port": ssh.port, "username": ssh.username,
                    "client_key": ssh.client_key, "known_hosts": ssh.known_hosts,
-                   "cipher": cipher},
+                   "ciphers": ciphers},
            "ftp": {"host": ftp.host, "port": ftp.port, "user": ftp.user,
                    "password": ftp.password},
-           "subdir": SUBDIR, "names": names, "size": size, "warmup": WARMUP_FILES}
+           "subdir": SUBDIR, "names": names, "size": size, "warmup": WARMUP_FILES,
+           "legacy": legacy, "timeout": timeout}
+    what = f"floor client ({loop})"
     try:
         out = subprocess.run([sys.executable, str(FLOOR_CLIENT), "--loop", loop],
                              input=json.dumps(job), capture_output=True, text=True,
-                             timeout=timeout + len(names) * 0.5)
+                             timeout=timeout * 4 + len(names))
+    except subprocess.TimeoutExpired as exc:
+        return 0.0, [], [f"{what}: no result after {exc.timeout:.0f} s {_tail(exc.stderr)}"], 0.0
+    try:
         result = json.loads(out.stdout)
-    except (subprocess.TimeoutExpired, ValueError) as exc:
-        detail = getattr(exc, "stderr", None) or ""
-        return 0.0, [], [f"floor client ({loop}): {exc!r} {str(detail)[-2000:]}"], 0.0
+    except ValueError:
+        return 0.0, [], [f"{what} exited with {out.returncode} {_tail(out.stderr)}"], 0.0
+    print(f"{what}: cipher {result['cipher']}, loop {result['loop']}")
     return result["elapsed"], result["lat"], result["errors"], result["cpu"]
+
+
+def _tail(stderr: str | bytes | None) -> str:
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    return (stderr or "").strip()[-2000:]
+
+
+def floor_ciphers(negotiated: str | None) -> list[str]:
+    """The cipher ftptrio negotiated in this run, else ftptrio's own preference order."""
+    if negotiated and negotiated != "?":
+        return [negotiated]
+    from ftptrio._ssh._connect import _encryption_algs
+
+    return _encryption_algs(None)
 
 
 def run_route(port: int, names: list[str], size: int, mode: str, legacy: bool,
@@ -229,13 +254,13 @@ def main() -> int:
                        fx_default),
             "converted": (f"ftptrio active->passive ({acmd})", fx_conv and fx_conv.port, "active",
                           fx_conv),
-            "floor": (f"asyncssh alone, {FLOOR_LOOPS['floor']} (EPSV)", None, "floor", None),
-            "floor-asyncio": (f"asyncssh alone, {FLOOR_LOOPS['floor-asyncio']} (EPSV)", None,
+            "floor": (f"asyncssh alone, {FLOOR_LOOPS['floor']} ({pcmd})", None, "floor", None),
+            "floor-asyncio": (f"asyncssh alone, {FLOOR_LOOPS['floor-asyncio']} ({pcmd})", None,
                               "floor", None),
         }
         routes = [(*all_routes[k], k) for k in keys]
         user, password = bed.ftp.user, bed.ftp.password
-        cipher = C.negotiated_cipher(bed.ssh) if fxs else None
+        ciphers = floor_ciphers(C.negotiated_cipher(bed.ssh) if fxs else None)
         # warm-up: a few files per route (imports, first channel, caches); the floor
         # client warms up in its own process
         for name, port, mode, fx, key in routes:
@@ -249,7 +274,7 @@ def main() -> int:
             c0 = fx.cpu() if fx else None
             if mode == "floor":
                 elapsed, lat, errs, cpu = run_floor(bed, FLOOR_LOOPS[key], names, args.size,
-                                                    args.timeout, cipher)
+                                                    args.timeout, args.legacy, ciphers)
             else:
                 elapsed, lat, errs = run_route(port, names, args.size, mode, args.legacy,
                                                args.timeout, user, password)
@@ -272,7 +297,6 @@ def main() -> int:
         logs = "".join(fx.log() for fx in fxs).strip()
 
     mode_of = {r[0]: r[2] for r in routes}
-    floor_name = all_routes["floor"][0]
     by_name = {r[0]: r for r in results}
 
     def rate_of(name: str) -> float:
@@ -307,13 +331,17 @@ def main() -> int:
                       res_rows))
     print()
     print("goals (PERFORMANCE.md): per-file time <= 2.5 x direct (files/s >= 0.4 x direct); setup p99 < 5 ms through OpenSSH sshd")
-    floor_rate = rate_of(floor_name)
-    if floor_rate == floor_rate and direct == direct:  # both measured (not NaN)
-        print(f"stack floor: asyncssh alone under trio-asyncio takes {direct / floor_rate:.2f} x "
-              "direct per file (the best ratio any forwarder on this stack can reach)")
+    for key in FLOOR_LOOPS:
+        floor_rate = rate_of(all_routes[key][0])
+        if floor_rate != floor_rate or direct != direct:  # NaN: not measured
+            continue
+        print(f"floor: asyncssh alone on {FLOOR_LOOPS[key]} takes {direct / floor_rate:.2f} x "
+              f"direct ({pcmd}) per file: the SSH work per file with no forwarder, no trio "
+              "task and no trio/asyncio crossing; a lower bound for a passive-mode forwarder "
+              "on that loop that opens the data channel before it forwards RETR")
         for name, ok, elapsed, lat, cpu in results:
-            if name.startswith("ftptrio") and ok and elapsed:
-                print(f"  {name}: {floor_rate / (ok / elapsed):.2f} x the floor's per-file time")
+            if name.startswith("ftptrio") and mode_of[name] == "passive" and ok and elapsed:
+                print(f"  {name}: {floor_rate / (ok / elapsed):.2f} x this floor's per-file time")
     if logs:
         print("ftptrio stderr (last 2000 chars):\n" + logs[-2000:])
     print(f"FTP server: {args.server}")

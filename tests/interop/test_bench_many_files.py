@@ -5,6 +5,7 @@ asyncio) report the floor next to ftptrio. The bench's figures are not asserted
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -28,7 +29,40 @@ def test_many_files_with_floor_routes(tmp_path: Path) -> None:
                   "asyncssh alone, trio-asyncio (EPSV)", "asyncssh alone, asyncio (EPSV)"):
         row = re.search(rf"^{re.escape(route)}\s+(\d+)\s", out.stdout, re.M)
         assert row and int(row.group(1)) == 12, (route, out.stdout)
-    assert re.search(r"stack floor: asyncssh alone under trio-asyncio takes [0-9.]+ x direct",
-                     out.stdout), out.stdout
-    assert re.search(r"ftptrio passive \(EPSV\): [0-9.]+ x the floor's per-file time",
-                     out.stdout), out.stdout
+    for loop in ("trio-asyncio", "asyncio"):
+        assert re.search(rf"floor: asyncssh alone on {loop} takes [0-9.]+ x direct \(EPSV\)",
+                         out.stdout), out.stdout
+    assert len(re.findall(r"ftptrio passive \(EPSV\): [0-9.]+ x this floor's per-file time",
+                          out.stdout)) == 2, out.stdout
+    assert "floor client (asyncio): cipher aes128-gcm@openssh.com, loop asyncio." in out.stdout
+
+
+def test_many_files_floor_client_reports_failures(tmp_path: Path) -> None:
+    """A floor client that cannot log in says why, as a bench error, at once."""
+    servers.require_tool("sshd")
+    servers.require_tool("ssh-keygen")
+    server = servers.start_openssh(tmp_path / "sshd")
+    try:
+        refused = servers.free_port()  # nothing listens there
+        for loop in ("asyncio", "trio-asyncio"):
+            job = {"ssh": {"host": server.host, "port": server.port,
+                           "username": server.username, "client_key": server.client_key,
+                           "known_hosts": server.known_hosts,
+                           "ciphers": ["aes128-gcm@openssh.com"]},
+                   "ftp": {"host": "127.0.0.1", "port": refused, "user": "u", "password": "p"},
+                   "subdir": "many", "names": ["a"], "size": 1, "warmup": 0, "legacy": False,
+                   "timeout": 10}
+            out = subprocess.run([sys.executable, str(BENCH / "_floor_client.py"), "--loop", loop],
+                                 input=json.dumps(job), capture_output=True, text=True,
+                                 timeout=60)
+            assert out.returncode == 0, out.stderr
+            result = json.loads(out.stdout)
+            assert result["lat"] == [] and len(result["errors"]) == 1, result
+            assert "floor client:" in result["errors"][0] and "Connect" in result["errors"][0]
+            if loop == "asyncio":  # a stock loop, nothing of trio in the process
+                assert result["loop"] == ("asyncio.unix_events._UnixSelectorEventLoop "
+                                          "(trio not loaded)"), result
+            else:
+                assert result["loop"].startswith("trio_asyncio."), result
+    finally:
+        server.stop()
