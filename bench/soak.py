@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 from urllib.parse import quote
 
 import trio
@@ -187,6 +188,23 @@ async def soak(minutes: float, interval: float, workers: int, log_file: str | No
     return 0
 
 
+async def stop_on_sigterm(run: Callable[..., Awaitable[int]], *args: object) -> int:
+    """``run(*args)``, cancelled on SIGTERM (as on Ctrl-C) so that its ``finally`` stops
+    the servers it started; 143 (128 + SIGTERM) then, as a shell reports it."""
+    result = 128 + signal.SIGTERM
+    async with trio.open_nursery() as nursery:
+        async def watch() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    print("SIGTERM: stopping the clients, ftptrio and the servers", flush=True)
+                    nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        result = await run(*args)
+        nursery.cancel_scope.cancel()
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -214,8 +232,8 @@ def main() -> int:
                  + ("" if args.no_drop else ", one SSH drop half-way"))
     print("  columns: s  RSS_MiB  fds  socks  tasks  sessions  active  transfers  "
           "xfer_errors  clients_ok  cut  failed")
-    return trio.run(soak, args.minutes, args.interval, args.workers, args.log, not args.no_drop,
-                    args.server)
+    return trio.run(stop_on_sigterm, soak, args.minutes, args.interval, args.workers, args.log,
+                    not args.no_drop, args.server)
 
 
 if __name__ == "__main__":
