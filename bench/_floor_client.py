@@ -28,8 +28,8 @@ CPU s of this process during the downloads, the cipher used and the loop's class
 from __future__ import annotations
 
 import asyncio
+import ftplib
 import json
-import re
 import socket
 import sys
 import time
@@ -37,18 +37,16 @@ from typing import Any
 
 import asyncssh
 
-EPSV_PORT = re.compile(rb"\(\|\|\|(\d+)\|\)")
-PASV_PORT = re.compile(rb"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)")
 MAX_ERRORS = 20
 
 
-def data_port(reply_line: bytes, legacy: bool) -> int:
-    found = (PASV_PORT if legacy else EPSV_PORT).search(reply_line)
-    if not found:
-        raise RuntimeError(f"no data port in {reply_line!r}")
+def data_port(reply_line: bytes, legacy: bool, ftp_host: str) -> int:
+    """The port of a 227 (``legacy``) or 229 reply, parsed as many_files' ftplib client
+    parses it."""
+    text = reply_line.decode("latin-1").rstrip("\r\n")
     if legacy:
-        return int(found.group(5)) * 256 + int(found.group(6))
-    return int(found.group(1))
+        return ftplib.parse227(text)[1]
+    return ftplib.parse229(text, (ftp_host, 0))[1]
 
 
 def acknowledge_at_once(conn: asyncssh.SSHClientConnection) -> None:
@@ -107,7 +105,7 @@ async def download_all(job: dict[str, Any]) -> dict[str, Any]:
         async def fetch(name: str) -> None:
             t0 = time.perf_counter()
             w.write(b"PASV\r\n" if legacy else b"EPSV\r\n")
-            port = data_port(await expect("2"), legacy)
+            port = data_port(await expect("2"), legacy, ftp["host"])
             dr, dw = await conn.open_connection(ftp["host"], port)
             try:
                 w.write(f"RETR {name}\r\n".encode())
@@ -127,7 +125,7 @@ async def download_all(job: dict[str, Any]) -> dict[str, Any]:
             for name in names:
                 try:
                     await fetch(name)
-                except (OSError, asyncssh.Error, RuntimeError, EOFError,
+                except (OSError, asyncssh.Error, ftplib.Error, RuntimeError, EOFError,
                         asyncio.TimeoutError) as exc:
                     errors.append(f"{name}: {exc!r}")
                     if len(errors) > MAX_ERRORS:
