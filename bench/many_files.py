@@ -243,8 +243,9 @@ def main() -> int:
         for fx in fxs:
             at_start[fx.pid] = fx.snapshot()
             print(f"ftptrio pid {fx.pid} ({fx.mode}) at start: {C.fmt_snapshot(at_start[fx.pid])}")
-        if fxs:
-            print(f"ftptrio cipher: {C.negotiated_cipher(bed.ssh)}", flush=True)
+        negotiated = C.negotiated_cipher(bed.ssh) if fxs else None
+        if negotiated:
+            print(f"ftptrio cipher: {negotiated}", flush=True)
         all_routes = {
             "direct-passive": (f"direct ({pcmd})", bed.ftp.port, "passive", None),
             "direct-active": (f"direct ({acmd})", bed.ftp.port, "active", None),
@@ -260,7 +261,7 @@ def main() -> int:
         }
         routes = [(*all_routes[k], k) for k in keys]
         user, password = bed.ftp.user, bed.ftp.password
-        ciphers = floor_ciphers(C.negotiated_cipher(bed.ssh) if fxs else None)
+        ciphers = floor_ciphers(negotiated)
         # warm-up: a few files per route (imports, first channel, caches); the floor
         # client warms up in its own process
         for name, port, mode, fx, key in routes:
