@@ -33,9 +33,17 @@ import json
 import socket
 import sys
 import time
+import warnings
 from typing import Any
 
-import asyncssh
+try:  # as ftptrio._ssh does: asyncssh's import names cryptography's deprecated DSA classes
+    from cryptography.utils import CryptographyDeprecationWarning
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning,
+                            module=r"asyncssh(\.|$)")
+except ImportError:
+    pass
+
+import asyncssh  # noqa: E402
 
 MAX_ERRORS = 20
 

@@ -10,7 +10,27 @@
   callbacks and sockets.
 """
 
-from ._bridge import asyncio_loop as asyncio_loop
+import warnings as _warnings
+
+
+def _hide_asyncssh_crypto_deprecations() -> None:
+    """asyncssh (2.24) names cryptography's deprecated DSA classes at import and
+    in its key code; cryptography >= 51 warns for each (CryptographyDeprecationWarning,
+    five lines at import). ftptrio users can do nothing about them, so exactly that
+    category is ignored for warnings raised *in asyncssh's modules*; the same
+    warning from any other module (an embedding application's own code) still shows.
+    Runs before anything below imports asyncssh."""
+    try:
+        from cryptography.utils import CryptographyDeprecationWarning
+    except ImportError:  # pragma: no cover - cryptography is an asyncssh dependency
+        return
+    _warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning,
+                             module=r"asyncssh(\.|$)")
+
+
+_hide_asyncssh_crypto_deprecations()
+
+from ._bridge import asyncio_loop as asyncio_loop  # noqa: E402
 from ._connect import Tunnel as Tunnel
 from ._connect import set_debug_level as set_debug_level
 from ._relay import RelayResult as RelayResult
