@@ -119,11 +119,18 @@ class SSHOptions:
     username: str | None = None
     client_keys: tuple[str, ...] | None = None
     password: str | None = field(default=None, repr=False)
-    #: path of a known_hosts file; None = ~/.ssh/known_hosts (asyncssh default)
+    #: UserKnownHostsFile: path of the user known_hosts file, or "none" (no user
+    #: file); None: ssh_config's, else ~/.ssh/known_hosts and ~/.ssh/known_hosts2.
+    #: A file that does not exist is read as empty (no fallback to the default).
     known_hosts: str | None = None
+    #: GlobalKnownHostsFile: a path or "none"; None: ssh_config's, else
+    #: /etc/ssh/ssh_known_hosts and /etc/ssh/ssh_known_hosts2
+    global_known_hosts: str | None = None
     #: "yes" (default: unknown or changed keys are refused), "accept-new"
     #: (trust on first use, append to known_hosts), "ask" (as accept-new after
-    #: the user confirms on the terminal; refused without one), "no" (no checking).
+    #: the user confirms on the terminal; refused without one), "no" (as
+    #: accept-new, as OpenSSH: unknown keys accepted; a changed key is refused in
+    #: every mode, since OpenSSH would disable forwarding for it).
     strict_host_key_checking: Literal["yes", "accept-new", "ask", "no"] = "yes"
     config_files: tuple[str, ...] | None = None
     ciphers: tuple[str, ...] | None = None

@@ -28,7 +28,7 @@ from ._errors import ConfigError
 
 #: the ``-o`` keys ftptrio understands (lower case, as ssh_config keys are matched)
 SSH_OPTION_KEYS = frozenset({
-    "port", "user", "identityfile", "userknownhostsfile", "proxyjump",
+    "port", "user", "identityfile", "userknownhostsfile", "globalknownhostsfile", "proxyjump",
     "stricthostkeychecking", "serveraliveinterval", "serveralivecountmax",
     "ciphers", "connecttimeout", "batchmode", "exitonforwardfailure", "identitiesonly",
     "compression", "loglevel", "passwordauthentication", "kbdinteractiveauthentication",
@@ -36,7 +36,8 @@ SSH_OPTION_KEYS = frozenset({
 #: the same keys as ssh_config spells them (for messages)
 SSH_OPTION_NAMES = (
     "AddressFamily", "BatchMode", "Ciphers", "Compression", "ConnectTimeout",
-    "ExitOnForwardFailure", "IdentitiesOnly", "IdentityFile", "KbdInteractiveAuthentication",
+    "ExitOnForwardFailure", "GlobalKnownHostsFile", "IdentitiesOnly", "IdentityFile",
+    "KbdInteractiveAuthentication",
     "LogLevel", "PasswordAuthentication", "Port", "PreferredAuthentications", "ProxyJump",
     "PubkeyAuthentication", "ServerAliveCountMax", "ServerAliveInterval",
     "StrictHostKeyChecking", "User", "UserKnownHostsFile")
@@ -336,6 +337,7 @@ def config_from_args(args: argparse.Namespace,
             username=args.user or dest.user or opts.get("user") or None,
             client_keys=tuple(identities) if identities else None,
             known_hosts=opts.get("userknownhostsfile"),
+            global_known_hosts=opts.get("globalknownhostsfile"),
             strict_host_key_checking=strict,  # type: ignore[arg-type]  # checked by SSHOptions
             config_files=(args.config_file,) if args.config_file else None,
             ciphers=tuple(opts["ciphers"].split(",")) if "ciphers" in opts else None,

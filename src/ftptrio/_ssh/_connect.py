@@ -185,14 +185,44 @@ class Tunnel:
                     log.debug("closing SSH connection: %r", exc)
 
 
+#: the longest ProxyJump chain followed (ssh_config's ProxyJump of each first hop included)
+MAX_JUMPS = 8
+
+
+def _config_proxy_jump(options: SSHOptions) -> str | None:
+    """ssh_config's ProxyJump for ``options.host`` (None: none set, or ``none``)."""
+    kwargs: dict[str, object] = {"host": options.host, "config": list(options.config_files)
+                                 if options.config_files else ()}
+    if options.port is not None:
+        kwargs["port"] = options.port
+    value = asyncssh.SSHClientConnectionOptions(**kwargs).config.get("ProxyJump")
+    return str(value) if value else None
+
+
 def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
-    """ProxyJump "[user@]host[:port],..." as options for each hop."""
-    try:
-        hops = parse_jump_hosts(options.proxy_jump or "")
-    except ConfigError as exc:
-        raise TunnelError(str(exc)) from None
-    return [dataclasses.replace(options, host=hop.host, port=hop.port, username=hop.user,
-                                proxy_jump=None) for hop in hops]
+    """The hops before ``options.host``, first to last, as options for each: -J, else
+    ssh_config's ProxyJump for the host; a first hop's own ssh_config ProxyJump is
+    followed too (as ssh -W does). ftptrio connects every hop itself, so each is
+    checked with the same known_hosts files and policy as the target (asyncssh's own
+    ProxyJump handling would read its default files). A hop's ``proxy_jump`` is ""
+    (resolved: ssh_config is not consulted again for it)."""
+    chain: list[SSHOptions] = []
+    current = options
+    while True:
+        spec = current.proxy_jump if current.proxy_jump is not None else \
+            _config_proxy_jump(current)
+        try:
+            hops = parse_jump_hosts(spec or "")
+        except ConfigError as exc:
+            raise TunnelError(str(exc)) from None
+        if not hops:
+            return chain
+        chain[:0] = [dataclasses.replace(options, host=hop.host, port=hop.port,
+                                         username=hop.user, proxy_jump="") for hop in hops]
+        if len(chain) > MAX_JUMPS:
+            raise TunnelError(f"ProxyJump: more than {MAX_JUMPS} jump hosts before "
+                              f"{options.host} (a loop in ssh_config?)")
+        current = dataclasses.replace(chain[0], proxy_jump=None)
 
 
 async def _connect_via_jumps(
@@ -202,8 +232,9 @@ async def _connect_via_jumps(
     authenticated with the same known_hosts, keys and policy as the target)."""
     jumps: list[asyncssh.SSHClientConnection] = []
     try:
-        for hop in _jump_hosts(options):
-            jumps.append(await _connect(hop, auth, jumps[-1] if jumps else None, hostkeys))
+        for hop in await trio.to_thread.run_sync(_jump_hosts, options):
+            jumps.append(await _connect(hop, auth, jumps[-1] if jumps else None, hostkeys,
+                                        jump=True))
         return await _connect(options, auth, jumps[-1] if jumps else None, hostkeys), jumps
     except BaseException:
         for jump in jumps:
@@ -213,17 +244,19 @@ async def _connect_via_jumps(
 
 async def _connect(options: SSHOptions, auth: Authenticator,
                    via: asyncssh.SSHClientConnection | None = None,
-                   hostkeys: HostKeyPolicy | None = None) -> asyncssh.SSHClientConnection:
-    kwargs: dict[str, object] = {"encryption_algs": _encryption_algs(options.ciphers)}
+                   hostkeys: HostKeyPolicy | None = None, *, jump: bool = False,
+                   ) -> asyncssh.SSHClientConnection:
+    # tunnel=None: never asyncssh's own ProxyJump (_jump_hosts resolved it)
+    kwargs: dict[str, object] = {"encryption_algs": _encryption_algs(options.ciphers),
+                                 "tunnel": via}
     if options.port is not None:
         kwargs["port"] = options.port
     if options.username is not None:
         kwargs["username"] = options.username
     if options.config_files is not None:
         kwargs["config"] = list(options.config_files)
-    if via is not None:
-        kwargs["tunnel"] = via
-    where = options.host + (f":{options.port}" if options.port else "")
+    address = options.host + (f":{options.port}" if options.port else "")
+    where = f"jump host {options.host}:{options.port or 22}" if jump else address
     agent = None
     settings: Settings | None = None
     try:
@@ -259,7 +292,7 @@ async def _connect(options: SSHOptions, auth: Authenticator,
     except asyncssh.PermissionDenied as exc:
         user = settings.username if settings is not None else options.username
         raise TunnelError(denied_message(
-            f"{user}@{where}" if user else where, auth,
+            ("jump host " if jump else "") + (f"{user}@{address}" if user else address), auth,
             ",".join(auth.server_methods) or exc.reason)) from exc
     except (asyncssh.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
         timeout = settings.connect_timeout if settings is not None else (

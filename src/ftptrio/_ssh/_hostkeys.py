@@ -11,6 +11,17 @@ the arguments the verification used whether the host has *any* entry: only a
 host without one is "unknown" (accepted with accept-new, asked about with
 ask); a host with entries but not this key has a changed key and is refused.
 
+Which files are read follows OpenSSH, never asyncssh's shortcuts: the user files
+are ``-o UserKnownHostsFile`` (``none``: no user file), else ssh_config's
+UserKnownHostsFile, else ``~/.ssh/known_hosts`` and ``~/.ssh/known_hosts2``; the
+global files are ssh_config's GlobalKnownHostsFile, else
+``/etc/ssh/ssh_known_hosts{,2}``. Files that do not exist are read as empty: a
+configured file that is missing never falls back to the default one. Host keys
+are always verified (asyncssh's "no verification" is never asked for, whatever
+the configuration): StrictHostKeyChecking=no accepts and records an *unknown* key
+as OpenSSH does, but a *changed* key is refused in every mode (OpenSSH disables
+port forwarding then, and forwarding is all ftptrio does).
+
 A key accepted on first use is pinned in memory for the life of the Tunnel
 (reconnects must present the same key even if known_hosts could not be
 written, e.g. /dev/null), then appended to the first known_hosts file:
@@ -39,6 +50,11 @@ Mode = Literal["yes", "accept-new", "ask", "no"]
 Verdict = Literal["unknown", "changed", "changed-since-first-use", "accepted", "pinned", "error"]
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+#: OpenSSH's defaults of UserKnownHostsFile and GlobalKnownHostsFile
+DEFAULT_USER_FILES = (DEFAULT_KNOWN_HOSTS, "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_FILES = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+#: known_hosts data that trusts no key (asyncssh reads b"" as "use the default file")
+NO_TRUSTED_KEYS = b"# no known_hosts file exists\n"
 
 
 def key_type(key: asyncssh.SSHKey) -> str:
@@ -104,7 +120,7 @@ class HostKeyPolicy:
                 return True
             check.verdict, check.pinned = "changed-since-first-use", pinned
             return False
-        if self.mode == "accept-new":
+        if self.mode in ("accept-new", "no"):
             self.pin(host, port, key)
             check.verdict = "accepted"
             return True
@@ -145,34 +161,72 @@ def has_entries(known_hosts: object, host: str, addr: str, port: int | None) -> 
     return any(asyncssh.match_known_hosts(known_hosts, host, addr, _port(port)))  # type: ignore[arg-type]
 
 
-def resolved_known_hosts(host: str, port: int | None, config_files: Sequence[str] | None,
-                         known_hosts: str | None) -> tuple[object, list[str], str | None]:
-    """What asyncssh's connection will check: the known_hosts argument (ssh_config's
-    UserKnownHostsFile/GlobalKnownHostsFile applied, files that do not exist left
-    out as OpenSSH does; the default file if none is configured), the files by
-    name (the first is where first-use keys go) and ssh_config's HostKeyAlias."""
+@dataclasses.dataclass(frozen=True)
+class KnownHostsFiles:
+    """The known_hosts files of one host, as OpenSSH chooses them."""
+
+    user: tuple[str, ...]
+    global_: tuple[str, ...]
+    #: ssh_config's HostKeyAlias for the host
+    alias: str | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.user + self.global_
+
+    @property
+    def record_to(self) -> str | None:
+        """Where keys accepted on first use are written (the first user file)."""
+        return self.user[0] if self.user else None
+
+    def present(self) -> list[str]:
+        return [f for f in self.files if os.path.isfile(f)]
+
+    def describe(self) -> str:
+        """The files by name, for messages: the ones that do not exist marked."""
+        if not self.files:
+            return "no known_hosts file (UserKnownHostsFile and GlobalKnownHostsFile none)"
+        return ", ".join(f if os.path.isfile(f) else f"{f} (not found)" for f in self.files)
+
+
+def _file_list(value: object, default: Sequence[str]) -> tuple[str, ...]:
+    """An ssh_config file-list value: missing -> default; [] (``none``) -> none."""
+    if value is None or value == ():
+        chosen: Sequence[str] = default
+    elif isinstance(value, str):
+        chosen = [] if value.lower() == "none" else [value]
+    else:
+        chosen = [str(f) for f in value]  # type: ignore[attr-defined]
+    return tuple(os.path.expanduser(f) for f in chosen)
+
+
+def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] | None,
+                      known_hosts: str | None, global_known_hosts: str | None = None,
+                      ) -> KnownHostsFiles:
+    """The user and global known_hosts files for ``host``: the command line's
+    (``known_hosts``: a path, or ``none``), else ssh_config's, else OpenSSH's defaults."""
     # config=() as asyncssh.connect passes it: ~/.ssh/config when no file is given
     kwargs: dict[str, object] = {"host": host,
                                  "config": list(config_files) if config_files else ()}
     if port is not None:
         kwargs["port"] = port
-    if known_hosts is not None:
-        kwargs["known_hosts"] = known_hosts
-    resolved = asyncssh.SSHClientConnectionOptions(**kwargs)
-    alias: str | None = resolved.host_key_alias
-    configured: object = resolved.known_hosts
-    default = [os.path.expanduser(DEFAULT_KNOWN_HOSTS)]
-    if configured is None:
-        return None, default, alias
-    if isinstance(configured, str):
-        configured = [configured]
-    if not configured:
-        configured = default
-    if isinstance(configured, (list, tuple)) and all(isinstance(f, str) for f in configured):
-        files = [os.path.expanduser(f) for f in configured]
-        present = [f for f in files if os.path.exists(f)]
-        return (present or b""), files, alias
-    return configured, default, alias  # keys or an SSHKnownHosts object: no file
+    probe = asyncssh.SSHClientConnectionOptions(**kwargs)
+    config = probe.config
+    user = _file_list(known_hosts if known_hosts is not None
+                      else config.get("UserKnownHostsFile"), DEFAULT_USER_FILES)
+    global_ = _file_list(global_known_hosts if global_known_hosts is not None
+                         else config.get("GlobalKnownHostsFile"), DEFAULT_GLOBAL_FILES)
+    return KnownHostsFiles(user, global_, probe.host_key_alias)
+
+
+def resolved_known_hosts(host: str, port: int | None, config_files: Sequence[str] | None,
+                         known_hosts: str | None, global_known_hosts: str | None = None,
+                         ) -> tuple[object, KnownHostsFiles]:
+    """What asyncssh's connection checks (``known_hosts=``: the files that exist, or
+    NO_TRUSTED_KEYS; never None, which turns verification off, nor an empty value,
+    which asyncssh replaces by ~/.ssh/known_hosts) and the files by name."""
+    found = known_hosts_files(host, port, config_files, known_hosts, global_known_hosts)
+    return (found.present() or NO_TRUSTED_KEYS), found
 
 
 def matching_lines(files: Sequence[str], host: str, addr: str,
@@ -199,7 +253,7 @@ def matching_lines(files: Sequence[str], host: str, addr: str,
 
 # ----------------------------------------------------------------- messages
 
-def unknown_host_message(check: Check, where: str, files: Sequence[str], *,
+def unknown_host_message(check: Check, where: str, files: KnownHostsFiles, *,
                          asked: bool = False) -> str:
     assert check.key is not None
     first = (f"Host key verification failed for {where}: the authenticity of host "
@@ -207,22 +261,25 @@ def unknown_host_message(check: Check, where: str, files: Sequence[str], *,
              + (" and there is no terminal to ask on" if asked else "") + ".\n")
     return (first
             + f"{key_type(check.key)} key fingerprint is {fingerprint(check.key)}.\n"
-            + f"No entry for it in {', '.join(files)}. Compare the fingerprint with the "
+            + f"No entry for it in {files.describe()}. Compare the fingerprint with the "
               "one the SSH server's administrator gives you (ssh-keygen -lf on the "
-              "server's host key), then add the key to that file, or connect once with "
+              "server's host key), then add the key to "
+            + (files.record_to or "a known_hosts file") + ", or connect once with "
               "-o StrictHostKeyChecking=ask (on a terminal) or "
               "-o StrictHostKeyChecking=accept-new.")
 
 
-def changed_host_message(check: Check, where: str, files: Sequence[str]) -> str:
+def changed_host_message(check: Check, where: str, known: KnownHostsFiles,
+                         mode: Mode = "yes") -> str:
     assert check.key is not None
     bar = "@" * 59
     if check.verdict == "changed-since-first-use":
         offending = []
         summary = "the key accepted on first use in this run"
     else:
-        offending = matching_lines(files, check.host, check.addr, check.port)
-        summary = ", ".join(f"{path}:{number}" for path, number in offending) or ", ".join(files)
+        offending = matching_lines(known.files, check.host, check.addr, check.port)
+        summary = (", ".join(f"{path}:{number}" for path, number in offending)
+                   or known.describe())
     lines = [f"host key of {where} ('{check.pattern}') has CHANGED: it does not match "
              f"{summary}; refusing to connect",
              bar,
@@ -239,13 +296,19 @@ def changed_host_message(check: Check, where: str, files: Sequence[str]) -> str:
         lines.append(f"This run accepted a different {key_type(check.pinned)} key "
                      f"({fingerprint(check.pinned)}) for '{check.pattern}' on first use.")
     else:
-        lines.append(f"Add correct host key in {files[0]} to get rid of this message.")
+        lines.append(f"Add correct host key in {known.record_to or known.files[0]} "
+                     "to get rid of this message.")
         for path, number in offending:
             lines.append(f"Offending key for '{check.pattern}' in {path}:{number}")
         if not offending:
-            lines.append(f"Known entries for '{check.pattern}' in {', '.join(files)}")
-    lines.append(f"Host key for {check.pattern} has changed and you have requested "
-                 "strict checking.")
+            lines.append(f"Known entries for '{check.pattern}' in {known.describe()}")
+    if mode == "no":
+        lines.append("StrictHostKeyChecking=no accepts unknown keys, never changed ones: "
+                     "OpenSSH disables port forwarding for a host whose key changed, and "
+                     "forwarding is all ftptrio does.")
+    else:
+        lines.append(f"Host key for {check.pattern} has changed and you have requested "
+                     "strict checking.")
     lines.append("Host key verification failed.")
     return "\n".join(lines)
 
@@ -351,15 +414,15 @@ def permanently_added(pattern: str, key: asyncssh.SSHKey, recorded: bool) -> str
 async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
                            policy: HostKeyPolicy | None, where: str,
                            ) -> asyncssh.SSHClientConnection:
-    """asyncssh.connect with ``policy``'s host-key checking; TunnelError with
-    OpenSSH's messages when the key is refused."""
-    if policy is None or policy.mode == "no":
-        return await aio(asyncssh.connect)(options.host, **{**kwargs, "known_hosts": None})
-    known_hosts, files, alias = await trio.to_thread.run_sync(
+    """asyncssh.connect with ``policy``'s host-key checking (every mode verifies:
+    see the module's doc); TunnelError with OpenSSH's messages when the key is refused."""
+    if policy is None:
+        policy = HostKeyPolicy(options.strict_host_key_checking)
+    known_hosts, files = await trio.to_thread.run_sync(
         resolved_known_hosts, options.host, options.port, options.config_files,
-        options.known_hosts)
+        options.known_hosts, options.global_known_hosts)
     for attempt in range(2):  # a second time after the user said yes (ask)
-        check = Check(known_hosts, alias)
+        check = Check(known_hosts, files.alias)
         try:
             conn = await aio(asyncssh.connect)(
                 options.host, **{**kwargs, "known_hosts": known_hosts,
@@ -367,10 +430,11 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
                                      check, kwargs.get("client_factory"))})  # type: ignore[arg-type]
         except asyncssh.HostKeyNotVerifiable as exc:
             if check.verdict in ("changed", "changed-since-first-use"):
-                raise TunnelError(changed_host_message(check, where, files)) from exc
+                raise TunnelError(changed_host_message(check, where, files,
+                                                       policy.mode)) from exc
             if check.verdict != "unknown":
                 raise TunnelError(f"{where}: host key not verified ({exc.reason}); check "
-                                  f"the known_hosts file ({', '.join(files)})") from exc
+                                  f"the known_hosts files ({files.describe()})") from exc
             if policy.mode != "ask" or attempt:
                 raise TunnelError(unknown_host_message(check, where, files)) from exc
             try:
@@ -382,21 +446,22 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
                                   "the host key was not accepted.") from exc
             assert check.key is not None
             policy.pin(check.host, check.port, check.key)
-            _remember(files[0], check)
+            _remember(files.record_to, check)
             continue
         if check.verdict == "accepted":
-            _remember(files[0], check)
+            _remember(files.record_to, check)
         return conn
     raise AssertionError("unreachable")
 
 
-def _remember(path: str, check: Check) -> None:
+def _remember(path: str | None, check: Check) -> None:
     assert check.key is not None
-    recorded = record_first_use(path, check.pattern, check.key, check)
+    recorded = (record_first_use(path, check.pattern, check.key, check)
+                if path is not None else False)
     log.warning("%s", permanently_added(check.pattern, check.key, recorded))
 
 
-__all__ = ["connect_verified", "Check", "HostKeyPolicy", "Mode", "ask_on_terminal", "changed_host_message",
+__all__ = ["connect_verified", "Check", "HostKeyPolicy", "KnownHostsFiles", "Mode", "ask_on_terminal", "changed_host_message",
            "fingerprint", "has_entries", "host_pattern", "key_type",
-           "permanently_added", "record_first_use", "resolved_known_hosts",
+           "known_hosts_files", "permanently_added", "record_first_use", "resolved_known_hosts",
            "unknown_host_message"]
