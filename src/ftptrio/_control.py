@@ -546,6 +546,8 @@ class ControlChannel:
             self._lines_log.debug("server< %s", printable(line.rstrip(b"\r\n")[:200]))
         if self._multiline_code is not None:
             ends = line[:3] == self._multiline_code and line[3:4] == b" "
+            if not ends:  # text to every client, never a final reply (e.g. an inner 229)
+                line = _scan.reply_text_line(line)
             if self._captured is not None:
                 self._captured.append(line)
                 if len(self._captured) > MAX_CAPTURED_LINES:
@@ -558,10 +560,12 @@ class ControlChannel:
                 self._reply_complete(int(line[:3]), line)
             return
         if code < 0:
-            self._log.warning("FTP server sent a line that is not a reply; passed on: %s",
-                              printable(line[:80]))
-            self.to_client.append(line)
+            self._log.warning("FTP server sent a line that is not a reply; passed on as "
+                              "text: %s", printable(line[:80]))
+            self.to_client.append(_scan.reply_text_line(line))  # "2271 (...)" is 227 to ftplib
             return
+        if line[3:4] in (b"\r", b"\n"):  # "200\r\n": a reply to ftplib, text to curl
+            line = line[:3] + b" " + line[3:]
         if flags & _scan.FLAG_CONTINUES:
             self._multiline_code = line[:3]
             head = self._pending[0].kind if self._pending else None

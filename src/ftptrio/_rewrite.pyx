@@ -30,6 +30,7 @@ __all__ = [
     "parse_eprt_arg",
     "parse_port_arg",
     "parse_reply_code",
+    "reply_text_line",
     "split_command",
     "telnet_decode",
 ]
@@ -329,6 +330,15 @@ def parse_reply_code(bytes line not None):
     if sep == 32 or sep == 13 or sep == 10:
         return (code, False)
     return None
+
+
+def reply_text_line(bytes line not None):
+    """An inner line of a multi-line reply made text for every client (see the Python twin)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+    cdef cbuf p = <cbuf>PyBytes_AS_STRING(line)
+    if n >= 3 and _isdigit(p[0]) and _isdigit(p[1]) and _isdigit(p[2]) and (n == 3 or p[3] != 45):
+        return b" " + line
+    return line
 
 
 def split_command(bytes line not None):

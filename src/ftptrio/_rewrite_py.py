@@ -33,6 +33,7 @@ __all__ = [
     "parse_eprt_arg",
     "parse_port_arg",
     "parse_reply_code",
+    "reply_text_line",
     "split_command",
     "telnet_decode",
 ]
@@ -261,6 +262,17 @@ def parse_reply_code(line: bytes) -> tuple[int, bool] | None:
     if sep == 32 or sep == 13 or sep == 10:
         return (a * 100 + b * 10 + c - 5328, False)
     return None
+
+
+def reply_text_line(line: bytes) -> bytes:
+    """An inner line of a multi-line reply, made text for every client: a line that
+    starts with three digits not followed by ``-`` gets a leading space (RFC 959
+    continuation text), since curl, wget, lftp and tnftp end a reply at any
+    ``ddd `` line and Python's ftplib at its own code followed by anything but ``-``."""
+    if (len(line) >= 3 and 48 <= line[0] <= 57 and 48 <= line[1] <= 57
+            and 48 <= line[2] <= 57 and line[3:4] != b"-"):
+        return b" " + line
+    return line
 
 
 def split_command(line: bytes) -> tuple[bytes, bytes]:

@@ -39,6 +39,7 @@ FLAG_TELNET: int = _impl.FLAG_TELNET
 FLAG_BAD_TELNET: int = _impl.FLAG_BAD_TELNET
 LineSplitter = _impl.LineSplitter
 parse_reply_code = _impl.parse_reply_code
+reply_text_line = _impl.reply_text_line
 split_command = _impl.split_command
 telnet_decode = _impl.telnet_decode
 parse_227 = _impl.parse_227
@@ -70,6 +71,7 @@ __all__ = [
     "parse_eprt_arg",
     "parse_port_arg",
     "parse_reply_code",
+    "reply_text_line",
     "split_command",
     "telnet_decode",
 ]

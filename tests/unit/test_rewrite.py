@@ -731,7 +731,7 @@ def test_format_eprt_bad_host(rewrite, host):
 API = {"MAX_LINE", "LineSplitter", "parse_reply_code", "split_command", "parse_227", "parse_229",
        "parse_port_arg", "parse_eprt_arg", "format_227", "format_229", "format_port",
        "format_eprt", "FLAG_CONTINUES", "FLAG_NUL", "FLAG_BARE_CR", "FLAG_TELNET",
-       "FLAG_BAD_TELNET", "telnet_decode"}
+       "FLAG_BAD_TELNET", "telnet_decode", "reply_text_line"}
 
 
 def test_api_names(rewrite):

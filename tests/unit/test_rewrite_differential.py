@@ -131,6 +131,7 @@ def all_results(module, line):
     verb, arg = module.split_command(line)
     return [
         outcome(module.parse_reply_code, line),
+        outcome(module.reply_text_line, line),
         outcome(module.split_command, line),
         outcome(module.telnet_decode, line),
         outcome(module.parse_227, line),
