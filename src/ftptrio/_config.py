@@ -118,6 +118,7 @@ class SSHOptions:
     port: int | None = None
     username: str | None = None
     client_keys: tuple[str, ...] | None = None
+    #: the password of the final SSH host (never sent to a ProxyJump hop)
     password: str | None = field(default=None, repr=False)
     #: UserKnownHostsFile: path of the user known_hosts file, or "none" (no user
     #: file); None: ssh_config's, else ~/.ssh/known_hosts and ~/.ssh/known_hosts2.

@@ -234,6 +234,10 @@ class Settings:
         config = probe.config
         self.host: str = probe.host or options.host
         self.username: str = probe.username
+        self.port: int = probe.port
+        #: an embedder's SSHOptions.password: given to the final host only (a hop's
+        #: options carry none)
+        self.given_password = options.password
         self.keepalive_interval = _first(options.keepalive_interval,
                                          config.get("ServerAliveInterval"),
                                          DEFAULT_KEEPALIVE_INTERVAL)
@@ -288,7 +292,9 @@ class Authenticator:
         self._keys: dict[str, asyncssh.SSHKey] = {}
         #: identity files not used, with the reason (named when login fails)
         self.notes: dict[str, str] = {}
-        self._password: str | None = options.password
+        #: passwords typed at a prompt, by (user, host, port): each goes only to the
+        #: host it was typed for (never to another ProxyJump hop)
+        self._passwords: dict[tuple[str, str, int], str] = {}
         #: notes for the failure message of the current attempt
         self.failure_notes: list[str] = []
         #: auth methods the server said can continue (for the failure message)
@@ -425,8 +431,10 @@ class Authenticator:
     # -------------------------------------------------------- password, kbdint
 
     async def password(self, settings: Settings, attempt: int) -> str | None:
-        if attempt == 0 and self._password is not None:
-            return self._password
+        target = (settings.username, settings.host, settings.port)
+        known = self._passwords.get(target, settings.given_password)
+        if attempt == 0 and known is not None:
+            return known
         if attempt >= PROMPT_TRIES:
             return None
         if self.prompter.how() is None:
@@ -438,7 +446,7 @@ class Authenticator:
             self.prompter.ask, f"{settings.username}@{settings.host}'s password: ")
         if answer is None:
             return None
-        self._password = answer
+        self._passwords[target] = answer
         return str(answer)
 
     async def kbdint(self, settings: Settings, name: str, instructions: str,

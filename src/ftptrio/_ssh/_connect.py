@@ -217,8 +217,10 @@ def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
             raise TunnelError(str(exc)) from None
         if not hops:
             return chain
+        # an embedder's password is the final host's: never sent to a hop
         chain[:0] = [dataclasses.replace(options, host=hop.host, port=hop.port,
-                                         username=hop.user, proxy_jump="") for hop in hops]
+                                         username=hop.user, proxy_jump="", password=None)
+                     for hop in hops]
         if len(chain) > MAX_JUMPS:
             raise TunnelError(f"ProxyJump: more than {MAX_JUMPS} jump hosts before "
                               f"{options.host} (a loop in ssh_config?)")

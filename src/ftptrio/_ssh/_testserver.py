@@ -55,6 +55,8 @@ class SSHServerInfo:
     kbdint: tuple[str, str, list[tuple[str, bool, str]]] | None = None
     #: every keyboard-interactive answer list the server received
     kbdint_answers: list[list[str]] = field(default_factory=list)
+    #: every (username, password) the server was sent
+    passwords_tried: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
@@ -75,6 +77,7 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
             return info.password is not None
 
         def validate_password(self, username: str, password: str) -> bool:
+            info.passwords_tried.append((username, password))
             return username == info.username and password == info.password
 
         def kbdint_auth_supported(self) -> bool:
