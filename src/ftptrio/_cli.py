@@ -20,6 +20,7 @@ from . import _options
 from ._config import Config
 from ._errors import BindError, ConfigError, FtptrioError, TunnelError
 from ._stats import TransferStats
+from ._text import visible
 
 log = logging.getLogger("ftptrio")
 
@@ -83,6 +84,14 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class VisibleFormatter(logging.Formatter):
+    """Text logs: control characters from peers shown as escapes (``\033``), never
+    sent to the terminal raw."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record), newlines=True)
+
+
 def setup_logging(verbose: int, quiet: bool, log_format: str = "text",
                   log_file: str | None = None) -> None:
     """Levels as ssh's: -v connection and authentication steps (keys tried, methods
@@ -90,9 +99,12 @@ def setup_logging(verbose: int, quiet: bool, log_format: str = "text",
     also the protocol lines of every session; -vvv asyncssh's own debugging.
     ``log_file`` (-E): append there instead of standard error."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
+    if log_file:  # as ssh -E: created 0600 (at -vv it holds user names and paths)
+        os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o600))
     handler: logging.Handler = (logging.FileHandler(log_file) if log_file
                                 else logging.StreamHandler())
-    handler.setFormatter(JSONFormatter() if log_format == "json" else logging.Formatter(
+    handler.setFormatter(JSONFormatter() if log_format == "json" else VisibleFormatter(
         "%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # protocol lines (client> / server<) only from -vv on

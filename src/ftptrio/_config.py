@@ -127,6 +127,9 @@ class SSHOptions:
     #: GlobalKnownHostsFile: a path or "none"; None: ssh_config's, else
     #: /etc/ssh/ssh_known_hosts and /etc/ssh/ssh_known_hosts2
     global_known_hosts: str | None = None
+    #: HashKnownHosts: keys accepted on first use are written with the host name
+    #: hashed; None: ssh_config's value, else no
+    hash_known_hosts: bool | None = None
     #: "yes" (default: unknown or changed keys are refused), "accept-new"
     #: (trust on first use, append to known_hosts), "ask" (as accept-new after
     #: the user confirms on the terminal; refused without one), "no" (as
@@ -240,8 +243,11 @@ class Config:
             raise ConfigError("active mode must be 'remote-forward' or 'passive'")
         if self.auth_tls not in AUTH_TLS_POLICIES:
             raise ConfigError("AUTH TLS policy must be 'refuse' or 'passthrough'")
-        for name in ("active_address", "data_bind_host"):
-            _check_ip(name, getattr(self, name))
+        for name, option in (("active_address", "--active-address / active_address"),
+                             ("remote_listen_host",
+                              "--remote-listen-address / remote_listen_address"),
+                             ("data_bind_host", "data bind address")):
+            _check_ip(option, getattr(self, name))
         if self.passive_address is not None:
             _check_ip("passive_address", self.passive_address, v4_only=True)
         if self.remote_reply_address is not None:

@@ -49,6 +49,7 @@ from typing import Any, Iterable, Literal, Union
 from . import _scan
 from ._errors import BadDataAddress, LineTooLong
 from ._netaddr import same_address
+from ._text import visible
 
 log = logging.getLogger(__name__)
 #: the protocol lines themselves (client> / server<): shown from -vv on
@@ -699,7 +700,8 @@ class ControlChannel:
 
 
 def _ascii(text: str) -> bytes:
-    return text.encode("ascii", "replace")
+    """ftptrio's own reply text: one line (CR, LF and escapes shown as ``\ooo``), ASCII."""
+    return visible(text).encode("ascii", "replace")
 
 
 def _after_lines(buffer: bytes, count: int) -> bytes:

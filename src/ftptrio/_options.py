@@ -28,19 +28,20 @@ from ._errors import ConfigError
 
 #: the ``-o`` keys ftptrio understands (lower case, as ssh_config keys are matched)
 SSH_OPTION_KEYS = frozenset({
-    "port", "user", "identityfile", "userknownhostsfile", "globalknownhostsfile", "proxyjump",
-    "stricthostkeychecking", "serveraliveinterval", "serveralivecountmax",
-    "ciphers", "connecttimeout", "batchmode", "exitonforwardfailure", "identitiesonly",
-    "compression", "loglevel", "passwordauthentication", "kbdinteractiveauthentication",
-    "pubkeyauthentication", "preferredauthentications", "addressfamily"})
+    "port", "user", "identityfile", "userknownhostsfile", "globalknownhostsfile",
+    "hashknownhosts", "proxyjump", "stricthostkeychecking", "serveraliveinterval",
+    "serveralivecountmax", "ciphers", "connecttimeout", "batchmode", "exitonforwardfailure",
+    "identitiesonly", "compression", "loglevel", "passwordauthentication",
+    "kbdinteractiveauthentication", "pubkeyauthentication", "preferredauthentications",
+    "addressfamily"})
 #: the same keys as ssh_config spells them (for messages)
 SSH_OPTION_NAMES = (
     "AddressFamily", "BatchMode", "Ciphers", "Compression", "ConnectTimeout",
-    "ExitOnForwardFailure", "GlobalKnownHostsFile", "IdentitiesOnly", "IdentityFile",
-    "KbdInteractiveAuthentication",
-    "LogLevel", "PasswordAuthentication", "Port", "PreferredAuthentications", "ProxyJump",
-    "PubkeyAuthentication", "ServerAliveCountMax", "ServerAliveInterval",
-    "StrictHostKeyChecking", "User", "UserKnownHostsFile")
+    "ExitOnForwardFailure", "GlobalKnownHostsFile", "HashKnownHosts", "IdentitiesOnly",
+    "IdentityFile", "KbdInteractiveAuthentication", "LogLevel", "PasswordAuthentication",
+    "Port", "PreferredAuthentications", "ProxyJump", "PubkeyAuthentication",
+    "ServerAliveCountMax", "ServerAliveInterval", "StrictHostKeyChecking", "User",
+    "UserKnownHostsFile")
 #: LogLevel -> (verbosity as a count of -v, quiet)
 LOG_LEVELS = {"quiet": (0, True), "fatal": (0, True), "error": (0, True), "info": (0, False),
               "verbose": (1, False), "debug": (1, False), "debug1": (1, False),
@@ -338,6 +339,7 @@ def config_from_args(args: argparse.Namespace,
             client_keys=tuple(identities) if identities else None,
             known_hosts=opts.get("userknownhostsfile"),
             global_known_hosts=opts.get("globalknownhostsfile"),
+            hash_known_hosts=yes_no(opts, "hashknownhosts"),
             strict_host_key_checking=strict,  # type: ignore[arg-type]  # checked by SSHOptions
             config_files=(args.config_file,) if args.config_file else None,
             ciphers=tuple(opts["ciphers"].split(",")) if "ciphers" in opts else None,
@@ -389,7 +391,7 @@ def remote_listen_host(given: str | None, active_address: str) -> str:
     server can reach it: the --active-address when that is not loopback (a gateway;
     the SSH server needs GatewayPorts clientspecified), else 127.0.0.1."""
     if given is not None:
-        return given
+        return "127.0.0.1" if given == "localhost" else given  # as ssh -R's bind address
     try:
         loopback = ipaddress.ip_address(active_address).is_loopback
     except ValueError:

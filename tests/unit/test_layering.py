@@ -116,7 +116,8 @@ def test_configfile_does_not_import_cli():
 
 
 @pytest.mark.parametrize("module", ["ftptrio._options", "ftptrio._configfile",
-                                    "ftptrio._config", "ftptrio._errors", "ftptrio._stats"])
+                                    "ftptrio._config", "ftptrio._errors", "ftptrio._stats",
+                                    "ftptrio._text"])
 def test_pure_modules_import_no_io_library(module):
     tops = {name.split(".")[0] for name in imports_of(module)}
     assert not tops & {"trio", "asyncssh", "trio_asyncio", "socket", "asyncio"}
@@ -153,7 +154,7 @@ def test_protocol_core_imports_no_trio_and_no_io(module):
     assert not tops & {"trio", "asyncssh", "trio_asyncio", "socket", "asyncio"}, module
     internal = {name for name in imports_of(module) if name.startswith("ftptrio.")}
     assert internal <= {"ftptrio._scan", "ftptrio._errors", "ftptrio._netaddr",
-                        "ftptrio._rewrite", "ftptrio._rewrite_py"}, internal
+                        "ftptrio._rewrite", "ftptrio._rewrite_py", "ftptrio._text"}, internal
 
 
 def test_layering_check_sees_a_violation(monkeypatch):

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import asyncssh
 
+from .._text import visible
 from .._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT_MAX, \
     DEFAULT_KEEPALIVE_INTERVAL, SSHOptions
 
@@ -153,6 +154,7 @@ class Prompter:
         """Show a server's message (banner, instructions) where prompts go."""
         if not text:
             return
+        text = visible(text, newlines=True)
         if not text.endswith("\n"):
             text += "\n"
         if self.how() == "tty":
@@ -462,7 +464,8 @@ class Authenticator:
         answers = []
         for text, echo in prompts:
             answer = await self._in_thread(
-                self.prompter.ask, f"({settings.username}@{settings.host}) {text}", echo)
+                self.prompter.ask, f"({settings.username}@{settings.host}) {visible(text)}",
+                echo)
             if answer is None:
                 return None
             answers.append(answer)

@@ -27,6 +27,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ParamSpec, TypeVar, 
 import asyncssh
 import trio_asyncio
 
+from .._text import visible
+
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
@@ -41,7 +43,7 @@ TEARDOWN_ERRNOS = frozenset({errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET, errn
 
 def reason(exc: BaseException) -> str:
     """The most readable text of an SSH or socket error."""
-    return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return visible(getattr(exc, "reason", None) or str(exc) or type(exc).__name__)
 
 
 #: RFC 4254 channel-open failure codes, named as OpenSSH's client names them

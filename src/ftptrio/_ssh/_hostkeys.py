@@ -31,7 +31,10 @@ back to confirm the entry matches.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import logging
 import os
 import stat
@@ -45,6 +48,11 @@ from .._errors import TunnelError
 from ._bridge import aio
 
 log = logging.getLogger(__name__)
+
+# asyncssh's ssh_config parser ignores HashKnownHosts: read it as OpenSSH's yes/no
+_client_config = asyncssh.config.SSHClientConfig
+_client_config._handlers.setdefault(
+    "hashknownhosts", ("HashKnownHosts", asyncssh.config.SSHConfig._set_bool))
 
 Mode = Literal["yes", "accept-new", "ask", "no"]
 Verdict = Literal["unknown", "changed", "changed-since-first-use", "accepted", "pinned", "error"]
@@ -169,6 +177,8 @@ class KnownHostsFiles:
     global_: tuple[str, ...]
     #: ssh_config's HostKeyAlias for the host
     alias: str | None = None
+    #: HashKnownHosts: first-use entries written hashed (|1|salt|hash), as OpenSSH does
+    hashed: bool = False
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -202,7 +212,7 @@ def _file_list(value: object, default: Sequence[str]) -> tuple[str, ...]:
 
 def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] | None,
                       known_hosts: str | None, global_known_hosts: str | None = None,
-                      ) -> KnownHostsFiles:
+                      hash_known_hosts: bool | None = None) -> KnownHostsFiles:
     """The user and global known_hosts files for ``host``: the command line's
     (``known_hosts``: a path, or ``none``), else ssh_config's, else OpenSSH's defaults."""
     # config=() as asyncssh.connect passes it: ~/.ssh/config when no file is given
@@ -216,16 +226,20 @@ def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] |
                       else config.get("UserKnownHostsFile"), DEFAULT_USER_FILES)
     global_ = _file_list(global_known_hosts if global_known_hosts is not None
                          else config.get("GlobalKnownHostsFile"), DEFAULT_GLOBAL_FILES)
-    return KnownHostsFiles(user, global_, probe.host_key_alias)
+    hashed = hash_known_hosts if hash_known_hosts is not None else \
+        bool(config.get("HashKnownHosts", False))
+    return KnownHostsFiles(user, global_, probe.host_key_alias, hashed)
 
 
 def resolved_known_hosts(host: str, port: int | None, config_files: Sequence[str] | None,
                          known_hosts: str | None, global_known_hosts: str | None = None,
+                         hash_known_hosts: bool | None = None,
                          ) -> tuple[object, KnownHostsFiles]:
     """What asyncssh's connection checks (``known_hosts=``: the files that exist, or
     NO_TRUSTED_KEYS; never None, which turns verification off, nor an empty value,
     which asyncssh replaces by ~/.ssh/known_hosts) and the files by name."""
-    found = known_hosts_files(host, port, config_files, known_hosts, global_known_hosts)
+    found = known_hosts_files(host, port, config_files, known_hosts, global_known_hosts,
+                              hash_known_hosts)
     return (found.present() or NO_TRUSTED_KEYS), found
 
 
@@ -315,10 +329,19 @@ def changed_host_message(check: Check, where: str, known: KnownHostsFiles,
 
 # ----------------------------------------------------------------- recording
 
+def hashed_pattern(pattern: str) -> str:
+    """OpenSSH's hashed known_hosts name: ``|1|base64(salt)|base64(HMAC-SHA1(salt, name))``."""
+    salt = os.urandom(20)
+    digest = hmac.new(salt, pattern.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
 def record_first_use(path: str, pattern: str, key: asyncssh.SSHKey,
-                     check: Check) -> bool:
-    """Append ``pattern key`` to known_hosts; True if reading it back confirms it."""
-    line = f"{pattern} {key.export_public_key().decode().strip()}\n"
+                     check: Check, hashed: bool = False) -> bool:
+    """Append ``pattern key`` to known_hosts (the name hashed with HashKnownHosts);
+    True if reading it back confirms it."""
+    name = hashed_pattern(pattern) if hashed else pattern
+    line = f"{name} {key.export_public_key().decode().strip()}\n"
     try:
         _make_private_dirs(os.path.dirname(path) or ".")
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
@@ -420,7 +443,7 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
         policy = HostKeyPolicy(options.strict_host_key_checking)
     known_hosts, files = await trio.to_thread.run_sync(
         resolved_known_hosts, options.host, options.port, options.config_files,
-        options.known_hosts, options.global_known_hosts)
+        options.known_hosts, options.global_known_hosts, options.hash_known_hosts)
     for attempt in range(2):  # a second time after the user said yes (ask)
         check = Check(known_hosts, files.alias)
         try:
@@ -446,17 +469,18 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
                                   "the host key was not accepted.") from exc
             assert check.key is not None
             policy.pin(check.host, check.port, check.key)
-            _remember(files.record_to, check)
+            _remember(files, check)
             continue
         if check.verdict == "accepted":
-            _remember(files.record_to, check)
+            _remember(files, check)
         return conn
     raise AssertionError("unreachable")
 
 
-def _remember(path: str | None, check: Check) -> None:
+def _remember(files: KnownHostsFiles, check: Check) -> None:
     assert check.key is not None
-    recorded = (record_first_use(path, check.pattern, check.key, check)
+    path = files.record_to
+    recorded = (record_first_use(path, check.pattern, check.key, check, files.hashed)
                 if path is not None else False)
     log.warning("%s", permanently_added(check.pattern, check.key, recorded))
 
