@@ -14,6 +14,7 @@ Every error here is a ConfigError (exit code 2).
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import logging
 import math
@@ -69,6 +70,9 @@ def parse_forward(spec: str, direction: Direction = "local", *,
     text = spec[4:] if spec.lower().startswith("ftp/") else spec
     parts = [p[1:-1] if p.startswith("[") else p
              for p in re.findall(r"\[[^\]]*\]|[^:]+", text)]
+    if "[" not in text and text.count(":") > 3:
+        raise ConfigError(f"bad {flag} {spec!r}: an IPv6 address goes in brackets, e.g. "
+                          "[::1]:2121:ftp_host:21 or 2121:[2001:db8::5]:21")
     if len(parts) == 3:
         bind = "0.0.0.0" if gateway and direction == "local" else "127.0.0.1"
         port, host, hostport = parts
@@ -102,6 +106,11 @@ def parse_destination(text: str) -> Destination:
     """
     if text[:6].lower() != "ssh://":
         user, _, host = text.rpartition("@")
+        name, colon, tail = host.rpartition(":")
+        if colon and ":" not in name and tail.isdigit():
+            at = f"{user}@" if user else ""
+            raise ConfigError(f"bad destination {text!r}: a port does not go after the host "
+                              f"here; use -p {tail} {at}{name} or ssh://{at}{name}:{tail}")
         return Destination(host, user or None)
     match = _URI.fullmatch(text)
     if match is None:
@@ -140,9 +149,13 @@ def parse_ssh_options(pairs: Sequence[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep:
             key, _, value = pair.partition(" ")
-        key = key.strip().lower()
+        given = key.strip()
+        key = given.lower()
         if key not in SSH_OPTION_KEYS:
-            raise ConfigError(f"unsupported -o option {key!r}; supported: "
+            close = difflib.get_close_matches(key, [n.lower() for n in SSH_OPTION_NAMES], 1)
+            hint = next((f"did you mean {n}? " for n in SSH_OPTION_NAMES
+                         if close and n.lower() == close[0]), "")
+            raise ConfigError(f"unsupported -o option {given!r}; {hint}supported: "
                               + ", ".join(SSH_OPTION_NAMES))
         out.setdefault(key, value.strip())
     return out

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ftptrio._control import (
+    ActiveAccepted,
     ActiveRefused,
     HoldForActiveData,
     QuitSent,
@@ -169,8 +170,8 @@ def run(steps, options, seed: int | None):
                     else:
                         ch.data_failed(item, "remote forward refused")
                 else:
-                    assert isinstance(item, (ActiveRefused, HoldForActiveData, QuitSent,
-                                             TransferCommand)) \
+                    assert isinstance(item, (ActiveAccepted, ActiveRefused, HoldForActiveData,
+                                             QuitSent, TransferCommand)) \
                         or item is CLOSE
                 size += len(answer)
                 sink.append(answer)

@@ -53,7 +53,14 @@ def set_debug_level(level: int) -> None:
 
 
 def _encryption_algs(ciphers: tuple[str, ...] | None) -> list[str]:
+    """-o Ciphers as asyncssh takes it (each name checked: a ConfigError names a
+    cipher this asyncssh does not support), else ftptrio's preference."""
     if ciphers:
+        supported = {alg.decode() for alg in asyncssh.encryption.get_encryption_algs()}
+        for name in ciphers:
+            if name.lstrip("+-^") not in supported:
+                raise ConfigError(f"bad option value: Ciphers: unsupported cipher {name!r}; "
+                                  f"supported: {', '.join(sorted(supported))}")
         return list(ciphers)
     available = [alg.decode() for alg in asyncssh.encryption.get_default_encryption_algs()]
     preferred = [c for c in PREFERRED_CIPHERS if c in available]
@@ -72,6 +79,12 @@ class Tunnel:
         self._owned = connection is None
         #: host-key checking, with the keys accepted on first use (pinned across reconnects)
         self._hostkeys = HostKeyPolicy(options.strict_host_key_checking) if options else None
+        if options is not None:  # usage errors (exit 2) before anything connects
+            _encryption_algs(options.ciphers)
+            for path in options.config_files or ():
+                if not os.path.isfile(os.path.expanduser(path)):
+                    raise ConfigError(f"Can't open user config file {path}: "
+                                      "No such file or directory (-F)")
         self._lock = trio.Lock()
         self._listen_lock = trio.Lock()
         self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump connections under self._conn
