@@ -60,6 +60,8 @@ async def fetch_through(fwd: ftptrio.Forwarder, args: argparse.Namespace) -> Non
 
 # Style 1: an async context manager. The forwarder runs for the block and is
 # shut down (listeners closed, SSH connection closed) when the block ends.
+# A failure to start (TunnelError, BindError, ConfigError: all FtptrioError) is
+# raised by `async with` itself; an error raised in the block comes out as itself.
 async def with_context_manager(config: ftptrio.Config, args: argparse.Namespace) -> None:
     async with ftptrio.open_forwarder(config) as fwd:
         await fetch_through(fwd, args)
@@ -67,11 +69,21 @@ async def with_context_manager(config: ftptrio.Config, args: argparse.Namespace)
 
 # Style 2: inside a nursery you already have. nursery.start() returns once the
 # SSH connection is up and the listeners are bound; cancel the nursery to stop.
+# A failure to start is raised by nursery.start() itself. Let it leave the
+# `async with` block and your nursery wraps it in an ExceptionGroup (as trio does
+# with any error leaving a nursery), so it is caught inside and raised after.
 async def with_nursery(config: ftptrio.Config, args: argparse.Namespace) -> None:
+    failed: ftptrio.FtptrioError | None = None
     async with trio.open_nursery() as nursery:
-        fwd = await nursery.start(ftptrio.serve, config)
-        await fetch_through(fwd, args)
-        nursery.cancel_scope.cancel()
+        try:
+            fwd = await nursery.start(ftptrio.serve, config)
+        except ftptrio.FtptrioError as exc:
+            failed = exc
+        else:
+            await fetch_through(fwd, args)
+            nursery.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
 
 
 def make_config(args: argparse.Namespace) -> ftptrio.Config:

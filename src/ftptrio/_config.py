@@ -47,12 +47,21 @@ class ForwardSpec:
     meaning for this forward only (None: use the Config's).
     """
 
+    #: the FTP server: as the SSH server reaches it (local), as this machine does (remote)
     ftp_host: str
+    #: the FTP server's control port
     ftp_port: int = 21
+    #: where FTP clients connect: an address of this machine (local), on the SSH
+    #: server (remote)
     listen_host: str = "127.0.0.1"
+    #: the port FTP clients connect to; 0: picked by the OS (local) or the SSH
+    #: server (remote), see ``Forwarder.addresses``
     listen_port: int = 0
+    #: "local" (-L) or "remote" (-R), as above
     direction: Direction = "local"
+    #: ``Config.active_mode`` for this forward
     active_mode: ActiveMode | None = None
+    #: ``Config.auth_tls`` for this forward
     auth_tls: AuthTLSPolicy | None = None
     #: local tunnels: data listeners bind 0.0.0.0 (-g) for this forward
     gateway: bool | None = None
@@ -114,9 +123,14 @@ class ForwardSpec:
 class SSHOptions:
     """How to reach the SSH server. None means: asyncssh/ssh_config default."""
 
+    #: the SSH server: a host name, an address or an ssh_config ``Host`` alias
     host: str
+    #: the SSH server's port; None: ssh_config's, else 22
     port: int | None = None
+    #: the login name; None: ssh_config's ``User``, else the local user's name
     username: str | None = None
+    #: private key files (ssh -i), tried after the agent's keys; None: ssh_config's
+    #: ``IdentityFile``, else the ``~/.ssh/id_*`` files that exist
     client_keys: tuple[str, ...] | None = None
     #: the password of the final SSH host (never sent to a ProxyJump hop)
     password: str | None = field(default=None, repr=False)
@@ -136,21 +150,30 @@ class SSHOptions:
     #: accept-new, as OpenSSH: unknown keys accepted; a changed key is refused in
     #: every mode, since OpenSSH would disable forwarding for it).
     strict_host_key_checking: Literal["yes", "accept-new", "ask", "no"] = "yes"
+    #: ssh_config files read instead of ``~/.ssh/config`` (ssh -F); None: ``~/.ssh/config``
     config_files: tuple[str, ...] | None = None
+    #: Ciphers, in order of preference; None: ftptrio's preference (AES-GCM first)
     ciphers: tuple[str, ...] | None = None
     #: ProxyJump: "[user@]host[:port]" jump host(s), comma-separated (ssh -J)
     proxy_jump: str | None = None
-    #: ServerAliveInterval / ServerAliveCountMax / ConnectTimeout; None: ssh_config's
-    #: value, else the DEFAULT_* above
+    #: ServerAliveInterval: seconds between keepalives (0: none); None: ssh_config's
+    #: value, else DEFAULT_KEEPALIVE_INTERVAL
     keepalive_interval: float | None = None
+    #: ServerAliveCountMax: keepalives unanswered before the connection counts as
+    #: lost; None: ssh_config's value, else DEFAULT_KEEPALIVE_COUNT_MAX
     keepalive_count_max: int | None = None
+    #: ConnectTimeout in seconds; None: ssh_config's value, else DEFAULT_CONNECT_TIMEOUT
     connect_timeout: float | None = None
-    #: the rest of ssh's options; None: ssh_config's value, else ssh's default
+    # the rest of ssh's options; None: ssh_config's value, else ssh's default
     #: BatchMode: never prompt (for passphrases, passwords, keyboard-interactive)
     batch_mode: bool = False
+    #: IdentitiesOnly: of the agent's keys, offer only those of client_keys' files
     identities_only: bool | None = None
+    #: PubkeyAuthentication
     pubkey_auth: bool | None = None
+    #: PasswordAuthentication
     password_auth: bool | None = None
+    #: KbdInteractiveAuthentication
     kbdint_auth: bool | None = None
     #: PreferredAuthentications, in order (e.g. ("publickey", "password"))
     preferred_auth: tuple[str, ...] | None = None
@@ -195,7 +218,9 @@ class SSHOptions:
 class Config:
     """Everything serve() needs."""
 
+    #: the SSH server and how to log in
     ssh: SSHOptions
+    #: the FTP forwards, at least one (``Forwarder.addresses`` has the same order)
     forwards: tuple[ForwardSpec, ...]
     #: "remote-forward": PORT/EPRT get a tcpip-forward on the SSH server (Tectia style).
     #: "passive": PORT/EPRT are converted to PASV/EPSV towards the server.
@@ -214,6 +239,8 @@ class Config:
     trust_pasv_address: bool = False
     #: addresses or networks (CIDR) a 227 may name when trust_pasv_address is set
     pasv_allowed_hosts: tuple[str, ...] = ()
+    #: AUTH TLS/SSL: "refuse" (534: the client goes on in plain text inside the SSH
+    #: tunnel) or "passthrough" (TLS relayed untouched; data ports then unseen)
     auth_tls: AuthTLSPolicy = "refuse"
     #: a data listener or remote forward waits this long for its peer
     data_idle_timeout: float = 60.0
@@ -226,6 +253,7 @@ class Config:
     idle_session_timeout: float | None = None
     #: sessions served at once; more clients get 421 and are closed
     max_sessions: int = 256
+    #: longest control line in bytes (512 to 65536); a longer one ends the session
     max_line: int = 4096
     #: remote (-R) tunnels: address written into rewritten 227 replies (the SSH
     #: host as the remote clients reach it); None: the -R listen address, or
@@ -234,6 +262,8 @@ class Config:
     #: ssh's ExitOnForwardFailure: at start, check that the SSH server opens a
     #: channel to every -L tunnel's FTP server, and fail (exit 3) if it refuses
     exit_on_forward_failure: bool = False
+    #: an open asyncssh.SSHClientConnection to forward through instead of connecting
+    #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, NoReturn
 
 import trio
 
+if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 (trio depends on it)
+    from exceptiongroup import BaseExceptionGroup
+
 from ._config import Config, ForwardSpec
 from ._stats import TransferStats
-from ._errors import BindError, TunnelError
+from ._errors import BindError, ConfigError, TunnelError
 from ._session import Session
 from ._dataplane import ftp_server_only
 from ._ssh import RemoteStreamListener, SSHStream, Tunnel, asyncio_loop
@@ -35,7 +39,10 @@ class Forwarder:
     #: where clients connect, per forward in Config order (remote tunnels:
     #: the listen address and port on the SSH server)
     addresses: list[tuple[str, int]]
+    #: the counters (sessions, transfers by mode, bytes, errors); final once
+    #: ``wait_idle()`` returns
     stats: TransferStats = field(default_factory=TransferStats)
+    #: the shared SSH connection (ftptrio's own ``Tunnel``: not a stable API)
     tunnel: Tunnel | None = None
     #: the SSH server's listeners of remote (-R) tunnels (not per-session resources)
     remote_listeners: list[RemoteStreamListener] = field(default_factory=list)
@@ -44,6 +51,7 @@ class Forwarder:
 
     @property
     def ports(self) -> list[int]:
+        """The ports of ``addresses``, in the same order."""
         return [port for _host, port in self.addresses]
 
     def stop_accepting(self) -> None:
@@ -172,7 +180,10 @@ async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
 
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
     _explain_active_setup(config)
-    tunnel = Tunnel(config.ssh, config.ssh_connection)
+    try:
+        tunnel = Tunnel(config.ssh, config.ssh_connection)
+    except TypeError as exc:  # ssh_connection is not an asyncssh client connection
+        raise ConfigError(f"Config.ssh_connection: {exc}") from None
     try:
         await tunnel.connect()
         listeners: list[tuple[ForwardSpec, Any]] = []
@@ -231,6 +242,36 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
         await tunnel.aclose()
 
 
+def _unwrap(exc: BaseException) -> BaseException:
+    """``exc`` without the exception groups that wrap a single exception (trio's
+    nurseries, ftptrio's and trio-asyncio's, each wrap what leaves them): the one
+    error inside, or the first group holding several (independent errors that
+    really happened together)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc`` that are not groups, depth first (``[exc]`` if it is
+    not a group). Splitting a group (as a cancel scope does) rebuilds the groups
+    but keeps these very objects."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
+    return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+
+
+def _raise_keeping_context(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` with its own ``__context__`` (raised inside an ``except``
+    block, it would get the exception being handled, here the group it came in)."""
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
+
+
 async def serve(config: Config, *,
                 task_status: trio.TaskStatus[Forwarder] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the forwarder until cancelled.
@@ -238,9 +279,18 @@ async def serve(config: Config, *,
     Connects to the SSH server, binds every forward's listener, then reports a
     ``Forwarder`` (bound addresses, counters) through ``task_status``. Use with
     ``await nursery.start(ftptrio.serve, config)``.
+
+    A failure to start is raised by ``nursery.start()`` as the ``FtptrioError``
+    itself, not inside an exception group: ``TunnelError`` (SSH connection,
+    authentication, host key, ExitOnForwardFailure), ``BindError`` (a listen
+    address), ``ConfigError`` (a Config that cannot be used). A group comes out
+    only when several errors happened at once.
     """
-    async with asyncio_loop():
-        await _serve_in_loop(config, task_status=task_status)
+    try:
+        async with asyncio_loop():
+            await _serve_in_loop(config, task_status=task_status)
+    except BaseExceptionGroup as group:
+        _raise_keeping_context(_unwrap(group))
 
 
 @asynccontextmanager
@@ -248,10 +298,33 @@ async def open_forwarder(config: Config) -> AsyncIterator[Forwarder]:
     """``async with open_forwarder(config) as fwd:`` runs a forwarder for the block.
 
     ``fwd.addresses`` lists the bound (host, port) per forward, in order.
+
+    A failure to start is raised by ``async with`` as the ``FtptrioError`` itself
+    (as for ``serve``); an exception raised in the block comes out of it
+    unchanged, not wrapped in an exception group. A group comes out only when
+    several errors happened at once (the block's and the forwarder's).
     """
-    async with trio.open_nursery() as nursery:
-        forwarder = await nursery.start(serve, config)
-        try:
-            yield forwarder
-        finally:
-            nursery.cancel_scope.cancel()
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            forwarder = await nursery.start(serve, config)
+            try:
+                yield forwarder
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # the nursery wraps whatever leaves it, even a single error (trio's
+        # strict_exception_groups, the default). Only the block's error left it:
+        # re-raise the very object thrown in (asynccontextmanager then passes it on
+        # with its own traceback), even a group of the block's own, which the
+        # nursery's cancel scope rebuilt on the way out (same leaves, new groups)
+        if (body_error is not None and len(group.exceptions) == 1
+                and list(map(id, _leaves(group.exceptions[0])))
+                == list(map(id, _leaves(body_error)))):
+            _raise_keeping_context(body_error)
+        # else a start-up failure, or the forwarder's error (with the block's):
+        # the one error itself, a group only of several
+        _raise_keeping_context(_unwrap(group))
