@@ -220,10 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(leaf, KeyboardInterrupt):
             return EXIT_OK
         if isinstance(leaf, FtptrioError):
-            print(f"ftptrio: {leaf}", file=sys.stderr)
+            print(f"ftptrio: {visible(str(leaf), newlines=True)}", file=sys.stderr)
             return exit_code(leaf)
         if isinstance(leaf, OSError):  # the environment, not a bug: one line
-            print(f"ftptrio: {leaf}", file=sys.stderr)
+            print(f"ftptrio: {visible(str(leaf), newlines=True)}", file=sys.stderr)
             return EXIT_OTHER
         raise
     finally:

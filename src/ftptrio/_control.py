@@ -241,6 +241,21 @@ def describe_line(line: bytes) -> str:
     return printable(line.rstrip(b"\r\n")[:200])
 
 
+def reply_without_telnet(line: bytes, flags: int) -> tuple[bytes, int, int]:
+    """A server line as Telnet-aware clients read it (lftp, tnftp and inetutils ftp
+    remove IAC sequences from replies): ``22<IAC NOP>9 (|||22|)`` is a 229 to them.
+    Returns (line, code, flags) of the line with every Telnet sequence removed and any
+    byte 0xFF left (a doubled IAC, which tnftp drops) shown as ``?``, so that every
+    client and ftptrio read the same line."""
+    body = line.rstrip(b"\r\n")
+    decoded = _scan.telnet_decode(body)[0].replace(b"\xff", b"?") + line[len(body):]
+    parsed = _scan.parse_reply_code(decoded)
+    flags &= ~_scan.FLAG_CONTINUES
+    if parsed is None:
+        return decoded, -1, flags
+    return decoded, parsed[0], flags | (_scan.FLAG_CONTINUES if parsed[1] else 0)
+
+
 def printable(data: bytes) -> str:
     """``data`` for a text log: printable ASCII as is, every other byte as ``\\xNN``."""
     text = data.decode("latin-1")
@@ -545,6 +560,10 @@ class ControlChannel:
             return
         if self._lines_log.isEnabledFor(logging.DEBUG):
             self._lines_log.debug("server< %s", printable(line.rstrip(b"\r\n")[:200]))
+        if b"\xff" in line:  # read as lftp, tnftp and inetutils ftp read it: Telnet removed
+            line, code, flags = reply_without_telnet(line, flags)
+            self._log.warning("FTP server sent Telnet bytes in a reply; passed on without "
+                              "them: %s", printable(line[:80]))
         if self._multiline_code is not None:
             ends = line[:3] == self._multiline_code and line[3:4] == b" "
             if not ends:  # text to every client, never a final reply (e.g. an inner 229)
@@ -563,7 +582,8 @@ class ControlChannel:
         if code < 0:
             self._log.warning("FTP server sent a line that is not a reply; passed on as "
                               "text: %s", printable(line[:80]))
-            self.to_client.append(_scan.reply_text_line(line))  # "2271 (...)" is 227 to ftplib
+            # text to every client: ftplib takes any line starting with 1-3 for a reply
+            self.to_client.append(b" " + line if line[:1].isdigit() else line)
             return
         if line[3:4] in (b"\r", b"\n"):  # "200\r\n": a reply to ftplib, text to curl
             line = line[:3] + b" " + line[3:]
@@ -700,7 +720,7 @@ class ControlChannel:
 
 
 def _ascii(text: str) -> bytes:
-    """ftptrio's own reply text: one line (CR, LF and escapes shown as ``\ooo``), ASCII."""
+    """ftptrio's own reply text: one line (CR, LF and escapes shown in octal), ASCII."""
     return visible(text).encode("ascii", "replace")
 
 

@@ -184,3 +184,28 @@ async def test_a_jump_host_refused_is_named_with_the_file_read(
     assert f"jump host 127.0.0.1:{ssh_server.port}" in message, message
     assert f"{wrong}:1" in message, message
     assert not ssh_server.direct_requests
+
+
+async def test_tokens_in_known_hosts_paths_are_expanded(
+        ssh_server, forwarder_config, tmp_path, home):
+    """UserKnownHostsFile ~/kh/%k: the file OpenSSH reads (before: a literal '%k' file
+    that did not exist, so a pinned host counted as unknown and accept-new took any key)."""
+    (home / "kh").mkdir()
+    (home / "kh" / "target").write_text(other_key_line(ssh_server.port))
+    config = via_alias(forwarder_config, ssh_config(
+        tmp_path / "config", ssh_server, "UserKnownHostsFile ~/kh/%n",
+        "GlobalKnownHostsFile none"), strict_host_key_checking="accept-new")
+    message = await refused(config)
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
+    assert f"{home}/kh/target:1" in message, message
+
+
+async def test_an_unknown_token_is_a_configuration_error(forwarder_config, tmp_path, home):
+    with pytest.raises(ftptrio.ConfigError, match="unknown token %Z"):
+        try:
+            async with ftptrio.open_forwarder(dataclasses.replace(
+                    forwarder_config, ssh=dataclasses.replace(forwarder_config.ssh,
+                                                              known_hosts="~/kh/%Z"))):
+                pass
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None

@@ -42,7 +42,7 @@ def finals_any_code_space(data: bytes) -> list[bytes]:
 def finals_ftplib(data: bytes) -> list[bytes]:
     """Python's ftplib.getmultiline: any line starts a reply; a ``ddd-`` one ends at a
     line of the same code whose fourth character is not ``-``. Only replies whose last
-    line starts with a digit are kept (ftplib raises error_proto for the others)."""
+    line starts with 1-5 are kept (ftplib raises error_proto for the others)."""
     finals, first = [], None
     for line in lines_of(data):
         if first is None:
@@ -52,7 +52,7 @@ def finals_ftplib(data: bytes) -> list[bytes]:
         elif not (line[:3] == first[:3] and line[3:4] != b"-"):
             continue
         first = None
-        if line[:1].isdigit():
+        if line[:1] in (b"1", b"2", b"3", b"4", b"5"):
             finals.append(line)
     return finals
 
@@ -81,6 +81,8 @@ def client_output(commands: list[bytes], server: bytes, split: int | None) -> by
 
 
 def check_every_client_reads_the_same(out: bytes) -> None:
+    # lftp, tnftp and inetutils ftp remove Telnet sequences from replies: none may remain
+    assert b"\xff" not in out, out
     rfc = finals_rfc959(out)
     assert finals_any_code_space(out) == rfc, out
     assert finals_ftplib(out) == rfc, out
@@ -99,12 +101,29 @@ def test_the_reported_inner_229_and_227_are_text():
     check_every_client_reads_the_same(out)
 
 
+def test_telnet_bytes_in_replies_are_read_as_telnet_aware_clients_read_them():
+    """lftp took ``<IAC NOP>229 (|||22|)`` (ftptrio: "not a reply") for its EPSV's
+    answer and connected to port 22 of its own machine."""
+    for hostile in (b"\xff\xf1229 Entering Extended Passive Mode (|||22|)\r\n",
+                    b"22\xff\xf19 Entering Extended Passive Mode (|||22|)\r\n",
+                    b"\xff\xfb\x01229 (|||22|)\r\n"):
+        out = client_output([b"EPSV\r\n"], hostile
+                            + b"229 Entering Extended Passive Mode (|||6000|)\r\n", None)
+        assert b"|||22|" not in out, out
+        check_every_client_reads_the_same(out)
+    out = client_output([b"NOOP\r\n"], b"200-x\r\n\xff\xf1200 inner\r\n200 end\r\n", None)
+    assert out.endswith(b"200-x\r\n200 inner\r\n200 end\r\n"), out  # inner: the end
+    check_every_client_reads_the_same(out)
+
+
 INNER = st.one_of(
     st.sampled_from([b"229 Entering Extended Passive Mode (|||6000|)", b"227 (127,0,0,1,23,112)",
                      b"227 Entering Passive Mode (10,0,0,1,4,1).", b"200", b"200 y", b"2001 x",
                      b"150 Opening", b"226 done", b"421 bye", b"x", b"", b" 200 ok", b"229",
-                     b"200-more", b"229-(|||6000|)"]),
-    st.builds(lambda code, sep, text: b"%03d" % code + sep + text, st.integers(0, 999),
+                     b"200-more", b"229-(|||6000|)", b"\xff\xf1229 (|||22|)",
+                     b"22\xff\xf19 (|||22|)", b"\xff\xfb\x01229 (|||22|)", b"2\xff\xff29 x",
+                     b"\xff", b"200 \xff"]),
+    st.builds(lambda code, sep, text: b"%03d" % code + sep + text, st.integers(100, 599),
               st.sampled_from([b"", b" ", b"-", b"x", b"\t"]), st.binary(max_size=8).map(
                   lambda b: b.replace(b"\n", b"").replace(b"\r", b"").replace(b"\0", b""))),
 )

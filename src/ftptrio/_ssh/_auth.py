@@ -578,7 +578,7 @@ def auth_kwargs(options: SSHOptions, settings: Settings) -> dict[str, object]:
 def denied_message(where: str, auth: Authenticator, methods: str) -> str:
     """ssh's "Permission denied (publickey,password)." plus why keys or
     prompts could not be used."""
-    text = f"{where}: Permission denied ({methods})."
+    text = f"{where}: Permission denied ({visible(methods)})."  # the server's words
     notes = [f"identity file {path}: {why}" for path, why in auth.notes.items()]
     notes += auth.failure_notes
     if notes:

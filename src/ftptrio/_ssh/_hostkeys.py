@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import getpass
 import hashlib
 import hmac
 import logging
 import os
+import re
+import socket
 import stat
 from typing import Callable, Literal, Sequence
 
@@ -44,7 +47,7 @@ import asyncssh
 import trio
 
 from .._config import SSHOptions
-from .._errors import TunnelError
+from .._errors import ConfigError, TunnelError
 from ._bridge import aio
 
 log = logging.getLogger(__name__)
@@ -199,7 +202,27 @@ class KnownHostsFiles:
         return ", ".join(f if os.path.isfile(f) else f"{f} (not found)" for f in self.files)
 
 
-def _file_list(value: object, default: Sequence[str]) -> tuple[str, ...]:
+def expand_tokens(path: str, tokens: dict[str, str]) -> str:
+    """ssh_config(5) TOKENS (``%h``, ``%k``, ``%d``, ...) and ``${VAR}`` in a
+    known_hosts path, as OpenSSH expands them; ``~`` too. An unknown token or an
+    unset variable is a ConfigError (OpenSSH refuses them as well)."""
+    def env(match: re.Match[str]) -> str:
+        if match.group(1) not in os.environ:
+            raise ConfigError(f"known_hosts path {path!r}: environment variable "
+                              f"{match.group(1)} is not set")
+        return os.environ[match.group(1)]
+
+    def token(match: re.Match[str]) -> str:
+        if match.group(1) not in tokens:
+            raise ConfigError(f"known_hosts path {path!r}: unknown token %{match.group(1)}")
+        return tokens[match.group(1)]
+
+    text = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", env, path)
+    return os.path.expanduser(re.sub(r"%(.)", token, text))
+
+
+def _file_list(value: object, default: Sequence[str],
+               tokens: dict[str, str]) -> tuple[str, ...]:
     """An ssh_config file-list value: missing -> default; [] (``none``) -> none."""
     if value is None or value == ():
         chosen: Sequence[str] = default
@@ -207,7 +230,7 @@ def _file_list(value: object, default: Sequence[str]) -> tuple[str, ...]:
         chosen = [] if value.lower() == "none" else [value]
     else:
         chosen = [str(f) for f in value]  # type: ignore[attr-defined]
-    return tuple(os.path.expanduser(f) for f in chosen)
+    return tuple(expand_tokens(f, tokens) for f in chosen)
 
 
 def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] | None,
@@ -222,10 +245,14 @@ def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] |
         kwargs["port"] = port
     probe = asyncssh.SSHClientConnectionOptions(**kwargs)
     config = probe.config
+    tokens = {"%": "%", "d": os.path.expanduser("~"), "u": getpass.getuser(),
+              "h": str(probe.host), "n": host, "p": str(probe.port), "r": str(probe.username),
+              "k": str(probe.host_key_alias or host), "i": str(os.getuid()),
+              "l": socket.gethostname(), "L": socket.gethostname().split(".")[0]}
     user = _file_list(known_hosts if known_hosts is not None
-                      else config.get("UserKnownHostsFile"), DEFAULT_USER_FILES)
+                      else config.get("UserKnownHostsFile"), DEFAULT_USER_FILES, tokens)
     global_ = _file_list(global_known_hosts if global_known_hosts is not None
-                         else config.get("GlobalKnownHostsFile"), DEFAULT_GLOBAL_FILES)
+                         else config.get("GlobalKnownHostsFile"), DEFAULT_GLOBAL_FILES, tokens)
     hashed = hash_known_hosts if hash_known_hosts is not None else \
         bool(config.get("HashKnownHosts", False))
     return KnownHostsFiles(user, global_, probe.host_key_alias, hashed)
