@@ -253,6 +253,9 @@ class Config:
     idle_session_timeout: float | None = None
     #: sessions served at once; more clients get 421 and are closed
     max_sessions: int = 256
+    #: sessions served at once for one client address; its further sessions get 421
+    #: (one address cannot take every session, nor the memory their windows hold)
+    max_sessions_per_client: int = 32
     #: longest control line in bytes (512 to 65536); a longer one ends the session
     max_line: int = 4096
     #: remote (-R) tunnels: address written into rewritten 227 replies (the SSH
@@ -292,10 +295,10 @@ class Config:
             _check_seconds(name.replace("_", " "), getattr(self, name))
         if self.idle_session_timeout is not None:
             _check_seconds("idle session timeout", self.idle_session_timeout)
-        if isinstance(self.max_sessions, bool) or not isinstance(self.max_sessions, int) \
-                or self.max_sessions < 1:
-            raise ConfigError(f"max sessions must be a positive integer (got "
-                              f"{self.max_sessions!r})")
+        for name, value in (("max sessions", self.max_sessions),
+                            ("max sessions per client", self.max_sessions_per_client)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer (got {value!r})")
         for allowed in self.pasv_allowed_hosts:
             try:
                 ipaddress.ip_network(allowed, strict=False)

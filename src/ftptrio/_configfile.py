@@ -57,6 +57,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "active_hold_timeout": ("--active-hold-timeout", "number"),
     "idle_timeout": ("--idle-timeout", "number"),
     "max_sessions": ("--max-sessions", "int"),
+    "max_sessions_per_client": ("--max-sessions-per-client", "int"),
     "max_window": ("--max-window", "str"),
     "grace": ("--grace", "number"),
     "stats": ("--stats", "bool"),

@@ -279,8 +279,8 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="longest a transfer-complete reply waits for its active data "
                         "connection (10)")
     p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
-                   help="close sessions with no control traffic and no transfer for this "
-                        "long (default: never)")
+                   help="close sessions with no control traffic and no data moving for "
+                        "this long; a stalled transfer counts as idle (default: never)")
     p.add_argument("--max-window", type=parse_size, default=DEFAULT_MAX_WINDOW, metavar="SIZE",
                    help="largest SSH receive window of a data channel, in bytes (suffix K, "
                         "M or G; default 8M): above 8M the window doubles while that makes "
@@ -288,6 +288,9 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "that cope with a large window, e.g. HPN-SSH); below, it is the window")
     p.add_argument("--max-sessions", type=int, default=256, metavar="N",
                    help="FTP sessions served at once; more clients get 421 (256)")
+    p.add_argument("--max-sessions-per-client", type=int, default=32, metavar="N",
+                   help="FTP sessions served at once for one client address; more get "
+                        "421 (32)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGINT/SIGTERM, let running sessions finish for up to this "
                         "long (default 10); a second signal stops at once")
@@ -394,6 +397,7 @@ def config_from_args(args: argparse.Namespace,
         active_hold_timeout=args.active_hold_timeout,
         idle_session_timeout=args.idle_timeout,
         max_sessions=args.max_sessions,
+        max_sessions_per_client=args.max_sessions_per_client,
         exit_on_forward_failure=_yes_no("ExitOnForwardFailure",
                                         opts.get("exitonforwardfailure", "no")),
     )

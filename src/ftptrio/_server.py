@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import errno
 import ipaddress
 import logging
@@ -47,6 +49,9 @@ class Forwarder:
     #: the SSH server's listeners of remote (-R) tunnels (not per-session resources)
     remote_listeners: list[RemoteStreamListener] = field(default_factory=list)
     _accepting: trio.CancelScope | None = field(default=None, repr=False)
+    #: running sessions by client address (Config.max_sessions_per_client)
+    _per_client: collections.Counter[str] = field(default_factory=collections.Counter,
+                                                  repr=False)
     _idle: trio.Event = field(default_factory=trio.Event, repr=False)
 
     @property
@@ -74,24 +79,57 @@ class Forwarder:
 async def _handle_client(stream: trio.SocketStream | SSHStream, forward: ForwardSpec,
                          config: Config, tunnel: Tunnel, forwarder: Forwarder,
                          peer: tuple[str, int] | None = None) -> None:
+    client = _client_host(stream, peer)
+    counted = False
     try:
         if forwarder.stats.sessions_active >= config.max_sessions:
             await _refuse_busy(stream, config.max_sessions)
             return
+        if client is not None:
+            if forwarder._per_client[client] >= config.max_sessions_per_client:
+                await _refuse_busy(stream, config.max_sessions_per_client, client)
+                return
+            forwarder._per_client[client] += 1
+            counted = True
         await Session(stream, forward, config, tunnel, forwarder.stats, peer).run()
     except Exception:  # one broken session must never stop the listener
         log.exception("session crashed")
     finally:
+        if counted:
+            assert client is not None
+            forwarder._per_client[client] -= 1
+            if not forwarder._per_client[client]:
+                del forwarder._per_client[client]
         forwarder._session_ended()
 
 
-async def _refuse_busy(stream: trio.SocketStream | SSHStream, limit: int) -> None:
-    """421 to a client over the session limit (Config.max_sessions), then close."""
-    log.warning("refused an FTP client: %d sessions running (--max-sessions)", limit)
+def _client_host(stream: trio.SocketStream | SSHStream,
+                 peer: tuple[str, int] | None) -> str | None:
+    """The FTP client's address (None: unknown, e.g. a remote tunnel's originator)."""
+    if peer is not None:
+        return peer[0]
+    sock = getattr(stream, "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else None
+    except OSError:
+        return None
+
+
+async def _refuse_busy(stream: trio.SocketStream | SSHStream, limit: int,
+                       client: str | None = None) -> None:
+    """421 to a client over a session limit (Config.max_sessions, or with ``client``
+    max_sessions_per_client), then close."""
+    if client is None:
+        log.warning("refused an FTP client: %d sessions running (--max-sessions)", limit)
+        text = f"421 ftptrio: too many sessions ({limit}); try again later.\r\n"
+    else:
+        log.warning("refused an FTP client from %s: %d sessions from that address "
+                    "(--max-sessions-per-client)", client, limit)
+        text = (f"421 ftptrio: too many sessions from your address ({limit}); "
+                "try again later.\r\n")
     with trio.move_on_after(5):
         try:
-            await stream.send_all(f"421 ftptrio: too many sessions ({limit}); "
-                                  "try again later.\r\n".encode())
+            await stream.send_all(text.encode())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     with trio.CancelScope(shield=True):
@@ -151,6 +189,11 @@ def _explain_active_setup(config: Config) -> None:
     """Log what active mode of each -L tunnel depends on, where it is not obvious."""
     for forward in config.forwards:
         effective = forward.effective(config)
+        if forward.direction == "local" and _is_host_name(forward.ftp_host):
+            log.warning("FTP host %s is a name: the SSH server resolves it again for "
+                        "every data channel, so whoever controls its DNS can steer data "
+                        "connections to other hosts; give the FTP host as an address "
+                        "where that matters", forward.ftp_host)
         if forward.direction != "local" or effective.active_mode != "remote-forward":
             continue
         if ftp_server_only(forward.ftp_host) is None:
@@ -162,6 +205,17 @@ def _explain_active_setup(config: Config) -> None:
             log.info("active mode: the SSH server listens on %s for the FTP server's data "
                      "connections (needs GatewayPorts clientspecified in its sshd_config)",
                      effective.remote_listen_host)
+
+
+def _is_host_name(host: str) -> bool:
+    """A name the SSH server resolves (localhost excepted: it never leaves the host)."""
+    if host.lower() == "localhost":
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
 
 
 async def _check_forwards(config: Config, tunnel: Tunnel) -> None:

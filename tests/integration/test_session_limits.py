@@ -122,3 +122,41 @@ def test_timeouts_must_be_finite_and_positive(bad):
                   "idle_session_timeout"):
         with pytest.raises(ftptrio.ConfigError, match="positive number of seconds"):
             with_options(config, **{field: bad})
+
+
+async def test_one_client_address_cannot_take_every_session(forwarder_config, inprocess_ftp,
+                                                            caplog):
+    """--max-sessions-per-client: the third session from 127.0.0.1 gets 421; a client
+    from another address (127.0.0.2) is still served."""
+    config = with_options(forwarder_config, max_sessions_per_client=2)
+    async with ftptrio.open_forwarder(config) as fwd:
+        first = await FTPClient.connect(fwd.addresses[0])
+        second = await FTPClient.connect(fwd.addresses[0])
+        for client in (first, second):
+            assert (await client.text_reply()).startswith("220")
+        third = await FTPClient.connect(fwd.addresses[0])
+        reply = await third.text_reply()
+        assert reply.startswith("421 ") and "from your address (2)" in reply, reply
+        await third.aclose()
+        other = await FTPClient.connect(fwd.addresses[0], local_host="127.0.0.2")
+        assert (await other.text_reply()).startswith("220")
+        await other.aclose()
+        await first.aclose()
+        await wait_until(lambda: fwd.stats.sessions_active == 1)
+        again = await FTPClient.connect(fwd.addresses[0])
+        assert (await again.text_reply()).startswith("220")
+        for client in (second, again):
+            await client.aclose()
+        await wait_until(lambda: fwd.stats.sessions_active == 0)
+        assert not fwd._per_client  # nothing counted once every session ended
+    assert "refused an FTP client from 127.0.0.1" in caplog.text
+
+
+async def test_a_host_name_ftp_host_is_warned_about_for_passive_too(forwarder_config, caplog):
+    config = dataclasses.replace(forwarder_config, active_mode="passive", forwards=(
+        dataclasses.replace(forwarder_config.forwards[0], ftp_host="localhost"),
+        dataclasses.replace(forwarder_config.forwards[0], ftp_host="ftp.invalid")))
+    async with ftptrio.open_forwarder(config):
+        pass
+    assert "FTP host ftp.invalid is a name: the SSH server resolves it again" in caplog.text
+    assert "FTP host localhost is a name" not in caplog.text
