@@ -262,6 +262,10 @@ class Config:
     #: host as the remote clients reach it); None: the -R listen address, or
     #: 127.0.0.1 when that is a wildcard
     remote_reply_address: str | None = None
+    #: before ready, open one control connection to each -L tunnel's FTP server
+    #: through SSH and read its greeting (logged; a failure is an error line, or
+    #: with exit_on_forward_failure the end of start-up)
+    check_ftp_servers: bool = True
     #: ssh's ExitOnForwardFailure: at start, check that the SSH server opens a
     #: channel to every -L tunnel's FTP server, and fail (exit 3) if it refuses
     exit_on_forward_failure: bool = False

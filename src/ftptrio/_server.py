@@ -20,6 +20,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 (trio depends o
 
 from ._config import Config, ForwardSpec
 from ._stats import TransferStats
+from ._text import visible
 from ._errors import BindError, ConfigError, TunnelError
 from ._session import Session
 from ._dataplane import ftp_server_only
@@ -218,18 +219,55 @@ def _is_host_name(host: str) -> bool:
     return False
 
 
+#: how long the start-up check waits for an FTP server's greeting
+GREETING_TIMEOUT = 15.0
+
+
 async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
-    """ExitOnForwardFailure: open (and close) a channel to every -L tunnel's FTP server."""
+    """Before ``ready``: one control connection to every -L tunnel's FTP server through
+    the SSH server, reading its greeting, so that a forward that cannot work (sshd
+    forbids forwarding, the FTP server is down) is reported at start, not to the first
+    client. A failure is logged as an error; with ExitOnForwardFailure it ends
+    start-up (TunnelError, exit 3)."""
     for forward in config.forwards:
         if forward.direction == "remote":
             continue  # its tcpip-forward was already confirmed
+        where = f"{forward.ftp_host}:{forward.ftp_port}"
         try:
-            stream = await tunnel.open_stream(forward.ftp_host, forward.ftp_port)
+            greeting = await _ftp_greeting(tunnel, forward.ftp_host, forward.ftp_port)
         except TunnelError as exc:
-            raise TunnelError(f"forward to {forward.ftp_host}:{forward.ftp_port} cannot be "
-                              f"set up (ExitOnForwardFailure=yes): {exc}") from exc
+            if config.exit_on_forward_failure:
+                raise TunnelError(f"forward to {where} cannot be set up "
+                                  f"(ExitOnForwardFailure=yes): {exc}") from exc
+            log.error("FTP server %s not reachable through the SSH server: %s", where, exc)
+            continue
+        log.info("FTP server %s reachable (%s)", where, greeting)
+
+
+async def _ftp_greeting(tunnel: Tunnel, host: str, port: int) -> str:
+    """The first line an FTP server sends through a direct-tcpip channel (a 220);
+    TunnelError when the channel is refused or no 2xx greeting comes."""
+    stream = await tunnel.open_stream(host, port)
+    try:
+        data = b""
+        with trio.move_on_after(GREETING_TIMEOUT):
+            while b"\n" not in data and len(data) < 4096:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise TunnelError(f"the connection closed before a greeting: {exc}") from None
+    finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()
+    line = visible(data.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1"))[:120]
+    if not line:
+        raise TunnelError(f"no greeting within {GREETING_TIMEOUT:g} s (is it an FTP server?)"
+                          if b"\n" not in data and not data else "no greeting")
+    if not line.startswith("2"):
+        raise TunnelError(f"it answered {line!r}")
+    return line
 
 
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
@@ -262,7 +300,7 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                 for remote in remote_listeners:
                     await remote.aclose()
             raise
-        if config.exit_on_forward_failure:
+        if config.check_ftp_servers or config.exit_on_forward_failure:
             await _check_forwards(config, tunnel)
         addresses = []
         for forward, group in listeners:

@@ -79,7 +79,8 @@ async def test_active_remote_forward_download_and_upload(forwarder, inprocess_ft
     # (exact per-mode counts: test_lifecycle.py::test_stats_count_every_completed_transfer)
     assert set(forwarder.stats.by_mode) <= {"active"}, forwarder.stats
     # the control channels only: active data never uses direct-tcpip
-    assert ssh_server.direct_requests == [(inprocess_ftp.host, inprocess_ftp.port)] * 2
+    # the start-up check's control connection, then one per session
+    assert ssh_server.direct_requests == [(inprocess_ftp.host, inprocess_ftp.port)] * 3
 
 
 async def test_active_empty_file_download_and_upload(forwarder, inprocess_ftp, ssh_server):
@@ -105,7 +106,7 @@ async def test_active_converted_to_passive(forwarder_config, inprocess_ftp, ssh_
     assert ssh_server.forward_requests == [], "conversion mode asked for a remote forward"
     assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
     # control + one passive data channel per transfer
-    assert len(ssh_server.direct_requests) == 4
+    assert len(ssh_server.direct_requests) == 5  # the start-up check + 4
 
 
 async def test_converted_mode_works_without_remote_forwarding(forwarder_config, inprocess_ftp,
@@ -229,7 +230,7 @@ async def test_direct_requests_name_only_the_ftp_server(forwarder, inprocess_ftp
     assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
     control = [r for r in ssh_server.direct_requests
                if r == (inprocess_ftp.host, inprocess_ftp.port)]
-    assert len(control) == 4  # one control channel per session
+    assert len(control) == 5  # the start-up check, then one control channel per session
     passive_ports = [p for _h, p in ssh_server.direct_requests if p != inprocess_ftp.port]
     # PASV download, EPSV download, LIST and NLST used passive data channels
     assert len(passive_ports) == 4

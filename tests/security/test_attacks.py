@@ -14,6 +14,11 @@ import ftptrio
 from ftp_fakes import wait_for_log
 
 
+def CONTROL_ONLY(setup) -> list[tuple[str, int]]:
+    """The start-up check's control connection and the session's: no data channel."""
+    return [("127.0.0.1", setup.ftp.port)] * 2
+
+
 def pasv_reply(host: str, port: int) -> bytes:
     h = host.replace(".", ",")
     return f"227 Entering Passive Mode ({h},{port >> 8},{port & 255}).\r\n".encode()
@@ -92,7 +97,7 @@ async def test_unsolicited_227_is_withheld_and_not_forwarded(make_setup):
         withheld = (await client.reply())[0]
         assert withheld.startswith(b"227 ftptrio: unsolicited passive reply withheld")
         assert b"5000" not in withheld and b"19,136" not in withheld
-    assert setup.ssh.direct_requests == [("127.0.0.1", setup.ftp.port)]
+    assert setup.ssh.direct_requests == CONTROL_ONLY(setup)
 
 
 async def test_227_inside_a_multiline_reply_is_text(make_setup):
@@ -104,7 +109,7 @@ async def test_227_inside_a_multiline_reply_is_text(make_setup):
     async with setup.client() as client:
         assert b"\r\n".join(await client.command(b"STAT")) + b"\r\n" == as_text
         assert b"\r\n".join(await client.command(b"PASV")) + b"\r\n" == as_text
-    assert setup.ssh.direct_requests == [("127.0.0.1", setup.ftp.port)]
+    assert setup.ssh.direct_requests == CONTROL_ONLY(setup)
 
 
 @pytest.mark.parametrize("bad", [
@@ -121,7 +126,7 @@ async def test_invalid_passive_reply_gives_425_and_session_continues(make_setup,
         verb = b"EPSV" if bad.startswith(b"229") else b"PASV"
         assert (await client.command(verb))[0].startswith(b"425 ")
         assert (await client.command(b"NOOP"))[0].startswith(b"200")
-    assert setup.ssh.direct_requests == [("127.0.0.1", setup.ftp.port)]
+    assert setup.ssh.direct_requests == CONTROL_ONLY(setup)
 
 
 @pytest.mark.parametrize("bad", [b"200 " + b"x" * 10000 + b"\r\n", b"200 nul\x00byte\r\n",

@@ -1,0 +1,65 @@
+"""Start-up that tells the truth (first contact, round 2, point 7): before ready,
+ftptrio opens one control connection to each -L tunnel's FTP server through SSH and
+reads its greeting; a forward that cannot work is an error line at start (and with
+ExitOnForwardFailure the end of start-up), not a surprise for the first client."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+
+import pytest
+import trio
+
+import ftptrio
+
+
+async def test_reachable_ftp_server_is_logged_with_its_greeting(forwarder_config, inprocess_ftp,
+                                                                 caplog):
+    caplog.set_level(logging.INFO, logger="ftptrio")
+    async with ftptrio.open_forwarder(forwarder_config):
+        pass
+    assert (f"FTP server {inprocess_ftp.host}:{inprocess_ftp.port} reachable (220"
+            in caplog.text), caplog.text
+
+
+async def test_forbidden_forwarding_is_an_error_at_start(ssh_server, forwarder_config, caplog):
+    ssh_server.allow_direct = False
+    async with ftptrio.open_forwarder(forwarder_config):
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and "not reachable through the SSH server" in errors[0].getMessage(), \
+        caplog.text
+
+
+async def test_forbidden_forwarding_with_exit_on_forward_failure_ends_start_up(
+        ssh_server, forwarder_config):
+    ssh_server.allow_direct = False
+    config = dataclasses.replace(forwarder_config, exit_on_forward_failure=True)
+    with pytest.raises(ftptrio.TunnelError, match="ExitOnForwardFailure=yes"):
+        async with ftptrio.open_forwarder(config):
+            pass
+
+
+async def test_a_server_that_is_not_ftp_is_reported(forwarder_config, ssh_server, nursery,
+                                                     caplog):
+    async def not_ftp(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"SSH-2.0-OpenSSH_9.2\r\n")
+        await stream.aclose()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, not_ftp, 0,
+                                                      host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    config = dataclasses.replace(forwarder_config, forwards=(
+        dataclasses.replace(forwarder_config.forwards[0], ftp_port=port),))
+    async with ftptrio.open_forwarder(config):
+        pass
+    assert f"FTP server 127.0.0.1:{port} not reachable" in caplog.text
+    assert "it answered 'SSH-2.0-OpenSSH_9.2'" in caplog.text
+
+
+async def test_the_check_can_be_turned_off_for_embedders(ssh_server, forwarder_config):
+    config = dataclasses.replace(forwarder_config, check_ftp_servers=False)
+    async with ftptrio.open_forwarder(config):
+        pass
+    assert not ssh_server.direct_requests
