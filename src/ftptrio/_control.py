@@ -370,7 +370,8 @@ class ControlChannel:
         self.closed = True
 
     def idle_timeout(self, seconds: float) -> None:
-        """No control traffic and no transfer for ``seconds``: 421 to the client, close."""
+        """No control traffic and no byte moved on a data connection for ``seconds``:
+        421 to the client, close."""
         self.to_client.append(b"421 ftptrio: idle for %d seconds; closing the session.\r\n"
                               % int(seconds))
         self.to_client.append(CLOSE)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import logging
+import math
 import socket
 import weakref
 from contextlib import asynccontextmanager
@@ -66,6 +67,16 @@ class _Opening:
         if not self.done.is_set():
             self.failure = failure
             self.done.set()
+
+
+class _Seen:
+    """A running relay's ``progress`` as the idle watch last saw it change, and when."""
+
+    __slots__ = ("progress", "moved_at")
+
+    def __init__(self, progress: object, moved_at: float) -> None:
+        self.progress = progress
+        self.moved_at = moved_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +123,44 @@ class DataPlane:
         self._open_lock = trio.Lock()
         #: the latest transfer command (RETR file, STOR file, LIST ...), for the log
         self._transfer_name = ""
-        #: data connections relaying right now (an idle session has none)
-        self.transfers_running = 0
+        #: data connections relaying right now -> what the idle watch saw of each
+        self._running: dict[SSHDataRelay, _Seen] = {}
+        #: when a transfer last started or ended
+        self._running_changed = -math.inf
+        #: the session ends for idleness: running transfers are stalled, none is drained
+        self._no_drain = False
 
     @property
     def session_id(self) -> int:
         return self.addresses.session_id
+
+    @property
+    def transfers_running(self) -> int:
+        """Data connections relaying right now (an idle session has none)."""
+        return len(self._running)
+
+    def last_data_activity(self) -> float:
+        """When a byte last moved on a data connection, in either direction, as far as
+        polling tells (trio time): the latest call that saw a running relay's
+        ``progress`` change (so late by at most the interval between calls, never
+        early), or the start or end of a transfer; -inf if none ran. Polled by the
+        session's idle timeout: a stalled transfer is idle, a slow one is not, and the
+        relay's per-chunk path does nothing more than count bytes, as before."""
+        latest = self._running_changed
+        now = trio.current_time()
+        for relay, seen in self._running.items():
+            progress = relay.progress
+            if progress != seen.progress:
+                seen.progress, seen.moved_at = progress, now
+            if seen.moved_at > latest:
+                latest = seen.moved_at
+        return latest
+
+    def end_without_drain(self) -> None:
+        """The session is closing for idleness: when ``open()`` exits, its running
+        transfers (stalled: no byte moved for the idle time) are cancelled at once
+        instead of getting ``Config.data_drain_timeout``."""
+        self._no_drain = True
 
     # ------------------------------------------------------------ lifetime
     @asynccontextmanager
@@ -130,9 +173,9 @@ class DataPlane:
                 yield self
             finally:
                 self.stop_waiting()
-                nursery.cancel_scope.deadline = min(
-                    nursery.cancel_scope.deadline,
-                    trio.current_time() + self.config.data_drain_timeout)
+                drain = 0.0 if self._no_drain else self.config.data_drain_timeout
+                nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
+                                                    trio.current_time() + drain)
 
     def stop_waiting(self, older_than: int | None = None) -> None:
         """Close every listener and forward still waiting for its peer (QUIT, session
@@ -276,15 +319,16 @@ class DataPlane:
         the transfer and log one line. A transfer cut by cancellation (shutdown after
         --grace, the session's drain timeout) is recorded with the bytes moved so far,
         as aborted unless its data had already ended (only the teardown was cut)."""
-        started = trio.current_time()
-        self.transfers_running += 1
+        started = self._running_changed = trio.current_time()
+        self._running[relay] = _Seen(relay.progress, started)
         try:
             result = await (relay.wait() if sock is None else relay.relay_socket(sock))
         except trio.Cancelled:
             self._record(mode, started, relay.snapshot(cancelled=True))
             raise
         finally:
-            self.transfers_running -= 1
+            del self._running[relay]
+            self._running_changed = trio.current_time()
         self._record(mode, started, result)
 
     def _record(self, mode: Mode, started: float, result: RelayResult) -> None:

@@ -35,6 +35,9 @@ _session_ids = itertools.count(1)
 #: that does not read cannot make ftptrio queue its replies without bound)
 MAX_OUTBOX_BYTES = 256 * 1024
 RECEIVE_SIZE = 65536
+#: while transfers run, the idle timeout polls their progress this often (part of it)
+IDLE_POLL_PART = 1 / 8
+MIN_IDLE_POLL = 0.05
 
 ControlStream = Union[trio.SocketStream, SSHStream]
 
@@ -221,16 +224,27 @@ class Session:
 
     async def _close_when_idle(self, data: DataPlane, timeout: float) -> None:
         """Config.idle_session_timeout: 421 and close after ``timeout`` seconds with no
-        control traffic and no running transfer."""
+        control traffic and no byte moved on any data connection. A running transfer
+        counts only while it moves bytes (either way, however slowly): one stalled
+        for ``timeout`` is idle, and is cut at once when the session closes. While
+        transfers run, their progress is polled every IDLE_POLL_PART of the
+        timeout (the relay only counts bytes: no per-chunk crossing to trio), so a
+        stalled one is closed between ``timeout`` and that much later."""
         self._last_activity = trio.current_time()
+        poll = max(timeout * IDLE_POLL_PART, MIN_IDLE_POLL)
         while True:
-            await trio.sleep_until(self._last_activity + timeout)
-            if trio.current_time() < self._last_activity + timeout:
-                continue  # traffic meanwhile
+            deadline = max(self._last_activity, data.last_data_activity()) + timeout
             if data.transfers_running:
-                self._last_activity = trio.current_time()
-                continue
-            log.info("session %d: idle for %.0f s; closing", self.id, timeout)
+                deadline = min(deadline, trio.current_time() + poll)
+            await trio.sleep_until(deadline)
+            if trio.current_time() < max(self._last_activity,
+                                         data.last_data_activity()) + timeout:
+                continue  # traffic meanwhile, or a poll of running transfers
+            stalled = data.transfers_running
+            log.info("session %d: idle for %.0f s%s; closing", self.id, timeout,
+                     f" ({stalled} transfer{'s' * (stalled > 1)} stalled)" if stalled else "")
+            if stalled:
+                data.end_without_drain()
             self.control.idle_timeout(timeout)
             self._wake()
             return

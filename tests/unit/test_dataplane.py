@@ -66,6 +66,10 @@ class FakeRelay:
     def close(self) -> None:
         self.closed = True
 
+    @property
+    def progress(self) -> tuple[int, int]:
+        return self.result.to_ssh, self.result.from_ssh
+
 
 class FakeRemoteListener:
     def __init__(self, port: int, accept_filter: object) -> None:

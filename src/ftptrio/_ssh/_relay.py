@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Union, cast
@@ -23,6 +24,13 @@ import trio
 
 from .._config import DEFAULT_MAX_WINDOW as DEFAULT_MAX_WINDOW
 from ._bridge import TEARDOWN_ERRNOS, aio, guard_callback, run_future
+
+try:  # bytes in a socket's send queue the peer has not acknowledged yet (SIOCOUTQ)
+    import fcntl
+    import termios
+    _OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # not here: only the relay's own buffers are seen
+    _OUTQ = None
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +365,18 @@ class _Relay:
                     held += recv_buffered(transport)
         return held
 
+    @property
+    def progress(self) -> tuple[int, int, int, int, int]:
+        """Changes whenever a byte moves: read from either end (the byte counts the
+        relay keeps anyway), sent on out of a write buffer (its size shrinks) or
+        taken by the local peer from the socket's kernel send queue (SIOCOUTQ: a
+        slow reader can drain megabytes from there before asyncio's buffer moves).
+        Meant to be polled (the idle timeout): nothing is added to the per-chunk
+        path."""
+        socket_end, channel_end = self.socket_end, self.channel_end
+        return (socket_end.count, channel_end.count, _write_buffered(socket_end),
+                _write_buffered(channel_end), _unacknowledged(socket_end))
+
     def abort(self) -> None:
         """Close both ends at once, discarding queued data (cancellation)."""
         if not self.finishing:
@@ -365,6 +385,29 @@ class _Relay:
         for end in (self.socket_end, self.channel_end):
             if end.transport is not None and not end.lost:
                 end.transport.abort()
+
+
+def _write_buffered(end: _RelayEnd) -> int:
+    transport = end.transport
+    if transport is None or end.lost:
+        return 0
+    return transport.get_write_buffer_size()
+
+
+def _unacknowledged(end: _RelayEnd) -> int:
+    """Bytes in the socket end's kernel send queue its peer has not acknowledged
+    (0 where SIOCOUTQ is not available)."""
+    transport = end.transport
+    if _OUTQ is None or transport is None or end.lost:
+        return 0
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        queued: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):  # closed meanwhile, or not a TCP socket
+        return 0
+    return queued
 
 
 @dataclass(slots=True)
@@ -519,6 +562,12 @@ class SSHDataRelay:
         """Bytes the relay holds right now (bounded by the SSH window plus the
         write buffers' high-water marks, whatever the speed of either side)."""
         return self._relay.buffered
+
+    @property
+    def progress(self) -> tuple[int, ...]:
+        """A value that changes whenever a byte moves in either direction (see
+        ``_Relay.progress``): poll it to tell a stalled transfer from a slow one."""
+        return self._relay.progress
 
 
 async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: int,
