@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Union
@@ -56,12 +57,119 @@ log = logging.getLogger(__name__)
 lines_log = logging.getLogger(__name__ + ".lines")
 
 
+#: a session logs at most LOG_BURST messages of one kind (INFO and above) per
+#: LOG_WINDOW seconds; the rest are counted and summed up in one line
+LOG_BURST = 5
+LOG_WINDOW = 60.0
+
+
 class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes every message with "session N: " (no prefix without an id)."""
+    """Prefixes every message with "session N: " (no prefix without an id), and
+    passes messages of INFO and above through the session's ``LogLimiter``."""
+
+    def __init__(self, logger: logging.Logger, extra: dict[str, object],
+                 limiter: LogLimiter | None = None) -> None:
+        super().__init__(logger, extra)
+        self.limiter = limiter
 
     def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
         session = self.extra.get("session") if self.extra else None
         return (msg if session is None else f"session {session}: {msg}"), kwargs
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        limiter = self.limiter
+        if (limiter is not None and level >= logging.INFO and self.isEnabledFor(level)
+                and not limiter.allow(self, level, msg, args)):
+            return
+        # the record names the caller, not this method (Python >= 3.11)
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        super().log(level, msg, *args, **kwargs)
+
+
+class _Kind:
+    """One kind of message in a LogLimiter: its current window and what it suppressed."""
+
+    __slots__ = ("log", "level", "msg", "args", "start", "count", "suppressed")
+
+    def __init__(self, log: SessionLog, level: int, msg: object, args: tuple[object, ...],
+                 start: float) -> None:
+        self.log, self.level, self.msg, self.args = log, level, msg, args
+        self.start = start
+        self.count = 0
+        self.suppressed = 0
+
+
+class LogLimiter:
+    """Rate limit of one session's repeated log messages (log amplification: 300 KB
+    of bad lines from a peer were 7.9 MB of WARNING lines, one per line).
+
+    A kind is a logger, a level and a message format (its arguments left out). Of
+    each kind, the first ``burst`` messages within ``window`` seconds are logged as
+    they are; further ones are only counted, and one line "suppressed N similar
+    warnings (like: <the first one>)" follows once the window has passed (at the
+    session's next message or ``flush_expired`` call) or at the session's end
+    (``flush``). DEBUG messages (the -vv protocol trace) are never limited. Message
+    formats are constants (arguments go separately), so the kinds are few."""
+
+    def __init__(self, burst: int = LOG_BURST, window: float = LOG_WINDOW,
+                 clock: Any = time.monotonic) -> None:
+        self.burst = burst
+        self.window = window
+        self._clock = clock
+        self._kinds: dict[tuple[str, int, object], _Kind] = {}
+        #: kinds with suppressed messages not summed up yet
+        self.suppressing = 0
+        #: the earliest end of such a kind's window
+        self._expires = float("inf")
+
+    def allow(self, log: SessionLog, level: int, msg: object,
+              args: tuple[object, ...]) -> bool:
+        """Whether to log this message now (else it is counted)."""
+        now = self._clock()
+        if now >= self._expires:
+            self.flush_expired(now)
+        key = (log.logger.name, level, msg)
+        kind = self._kinds.get(key)
+        if kind is None or now - kind.start >= self.window:
+            kind = self._kinds[key] = _Kind(log, level, msg, args, now)
+        kind.count += 1
+        if kind.count <= self.burst:
+            return True
+        if not kind.suppressed:
+            self.suppressing += 1
+            self._expires = min(self._expires, kind.start + self.window)
+        kind.suppressed += 1
+        return False
+
+    def flush_expired(self, now: float | None = None) -> None:
+        """Sum up the kinds whose window has passed."""
+        if not self.suppressing:
+            return
+        self._flush(self._clock() if now is None else now)
+
+    def flush(self) -> None:
+        """Sum up every kind that suppressed messages (the session ends)."""
+        if self.suppressing:
+            self._flush(float("inf"))
+
+    def _flush(self, now: float) -> None:
+        self._expires = float("inf")
+        for kind in self._kinds.values():
+            if not kind.suppressed:
+                continue
+            if now - kind.start < self.window:
+                self._expires = min(self._expires, kind.start + self.window)
+                continue
+            count, kind.suppressed = kind.suppressed, 0
+            self.suppressing -= 1
+            what = ("warnings" if kind.level == logging.WARNING
+                    else f"{logging.getLevelName(kind.level).lower()} messages")
+            msg = str(kind.msg) if kind.args else str(kind.msg).replace("%", "%%")
+            # the summary itself is not limited
+            logging.LoggerAdapter.log(kind.log, kind.level,
+                                      "suppressed %d similar " + what + " (like: " + msg + ")",
+                                      count, *kind.args)
+
 
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
@@ -280,9 +388,13 @@ class ControlChannel:
         auth_tls: Literal["refuse", "passthrough"] = "refuse",
         max_line: int = _scan.MAX_LINE,
         session_id: int | None = None,
+        log_limiter: LogLimiter | None = None,
     ) -> None:
-        """``session_id``: named in every log line of this channel."""
-        self._log = SessionLog(log, {"session": session_id})
+        """``session_id``: named in every log line of this channel. ``log_limiter``:
+        the session's (shared with its data plane); by default one of its own."""
+        #: repeated messages of this channel's session are limited here
+        self.log_limiter = LogLimiter() if log_limiter is None else log_limiter
+        self._log = SessionLog(log, {"session": session_id}, self.log_limiter)
         self._lines_log = SessionLog(lines_log, {"session": session_id})
         self.client_host = client_host
         self.active_mode = active_mode

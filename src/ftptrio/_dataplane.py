@@ -33,7 +33,8 @@ from typing import AsyncIterator, Awaitable, Callable, Literal
 import trio
 
 from ._config import Config, ForwardSpec, address_allowed
-from ._control import ActiveRequest, ConvertedActive, DataEvent, PassiveOffer
+from ._control import (ActiveRequest, ConvertedActive, DataEvent, LogLimiter, PassiveOffer,
+                       SessionLog)
 from ._errors import TunnelError
 from ._netaddr import same_address, unmapped
 from ._ssh import RelayResult, RemoteListener, SSHDataRelay, Tunnel
@@ -98,12 +99,17 @@ class DataPlane:
     """What both strategies share: the nursery, the waits and the active-data gate."""
 
     def __init__(self, config: Config, forward: ForwardSpec, tunnel: Tunnel,
-                 stats: TransferStats, addresses: SessionAddresses) -> None:
+                 stats: TransferStats, addresses: SessionAddresses,
+                 log_limiter: LogLimiter | None = None) -> None:
+        """``log_limiter``: the session's (shared with its control channel): repeated
+        messages of one kind are suppressed and summed up (the transfer lines never)."""
         self.config = config
         self.forward = forward
         self.tunnel = tunnel
         self.stats = stats
         self.addresses = addresses
+        self._log = SessionLog(log, {"session": addresses.session_id},
+                               LogLimiter() if log_limiter is None else log_limiter)
         self._nursery: trio.Nursery | None = None
         #: waits for a peer -> their order of creation
         self._waits: weakref.WeakKeyDictionary[trio.CancelScope, int] = \
@@ -310,8 +316,8 @@ class DataPlane:
         """Say once per session that a 227's address is ignored (no SSRF)."""
         if not self._warned_pasv_address:
             self._warned_pasv_address = True
-            log.warning("session %d: 227 names %s; ignored, data goes to the FTP host %s",
-                        self.session_id, named, self.forward.ftp_host)
+            self._log.warning("227 names %s; ignored, data goes to the FTP host %s",
+                              named, self.forward.ftp_host)
 
     async def _transfer(self, mode: Mode, relay: SSHDataRelay,
                         sock: trio.socket.SocketType | None = None) -> None:
@@ -366,9 +372,9 @@ class DataPlane:
                     sock, peer = await listener.accept()
                     if same_address(peer[0], allowed_host):
                         return sock
-                    log.warning("session %d: refused data connection from %s to port %d "
-                                "(only %s %s may connect)", self.session_id, peer[0], port,
-                                who, allowed_host)
+                    self._log.warning("refused data connection from %s to port %d "
+                                      "(only %s %s may connect)", peer[0], port, who,
+                                      allowed_host)
                     sock.close()
         finally:
             listener.close()
@@ -388,8 +394,8 @@ class DataPlane:
             self._end_wait(wait)
             await remote.aclose()  # cancel-tcpip-forward as soon as accepted
         if incoming is None:
-            log.info("session %d: remote forward port %d closed unused (%s)", self.session_id,
-                     remote.port, _why_unused(wait))
+            self._log.info("remote forward port %d closed unused (%s)", remote.port,
+                           _why_unused(wait))
             return None
         relay, orig_host, orig_port = incoming
         log.debug("session %d: %s connected from %s:%d to remote forward %d", self.session_id,
@@ -397,8 +403,7 @@ class DataPlane:
         try:
             await relay.connect_socket(host, port)
         except OSError as exc:
-            log.warning("session %d: cannot connect to data port %s:%d: %s", self.session_id,
-                        host, port, exc)
+            self._log.warning("cannot connect to data port %s:%d: %s", host, port, exc)
             return None
         return relay
 
@@ -415,11 +420,9 @@ class LocalDataPlane(DataPlane):
             return ftp_host
         if cfg.trust_pasv_address:
             if address_allowed(named, cfg.pasv_allowed_hosts):
-                log.info("session %d: 227 names %s (allow-listed): data goes there",
-                         self.session_id, named)
+                self._log.info("227 names %s (allow-listed): data goes there", named)
                 return named
-            log.warning("session %d: 227 names %s, which is not allow-listed; refused",
-                        self.session_id, named)
+            self._log.warning("227 names %s, which is not allow-listed; refused", named)
             raise DataSetupError(f"passive address {named} not allowed")
         self._warn_ignored_pasv_address(named)
         return ftp_host
@@ -433,7 +436,7 @@ class LocalDataPlane(DataPlane):
         try:
             return await self.tunnel.open_data_relay(destination, port)
         except TunnelError as exc:
-            log.warning("session %d: %s", self.session_id, exc)
+            self._log.warning("%s", exc)
             raise DataSetupError(str(exc)) from exc
 
     async def passive(self, offer: PassiveOffer) -> tuple[str, int]:
@@ -492,9 +495,9 @@ class LocalDataPlane(DataPlane):
                            else "timed out opening the data channel through SSH")
             listener.close()
             self._end_wait(wait)
-            log.info("session %d: passive listener on port %d closed unused (%s)",
-                     self.session_id, port, "superseded or session ended" if superseded
-                     else "timeout opening the SSH channel")
+            self._log.info("passive listener on port %d closed unused (%s)", port,
+                           "superseded or session ended" if superseded
+                           else "timeout opening the SSH channel")
             return
         opening.settle()
         self._opening_listeners.pop(wait, None)  # from here on, closed with the wait
@@ -510,8 +513,8 @@ class LocalDataPlane(DataPlane):
             if sock is None:
                 relay.close()
         if sock is None:
-            log.info("session %d: passive listener on port %d closed unused (%s)",
-                     self.session_id, port, _why_unused(wait))
+            self._log.info("passive listener on port %d closed unused (%s)", port,
+                           _why_unused(wait))
             return
         await self._transfer("passive", relay, sock)
 
@@ -521,7 +524,7 @@ class LocalDataPlane(DataPlane):
             remote = await self.tunnel.listen_remote(
                 cfg.remote_listen_host, 0, accept_filter=ftp_server_only(self.forward.ftp_host))
         except TunnelError as exc:
-            log.warning("session %d: %s; or use --active-mode passive", self.session_id, exc)
+            self._log.warning("%s; or use --active-mode passive", exc)
             raise DataSetupError(f"{exc}; or use --active-mode passive") from exc
         self._start(self._serve_active, remote, request, self._new_wait(request))
         log.debug("session %d: active %s:%d via remote forward %s:%d", self.session_id,
@@ -550,8 +553,8 @@ class LocalDataPlane(DataPlane):
         try:
             await relay.connect_socket(event.client_host, event.client_port)
         except OSError as exc:
-            log.warning("session %d: cannot connect to client data port %s:%d: %s",
-                        self.session_id, event.client_host, event.client_port, exc)
+            self._log.warning("cannot connect to client data port %s:%d: %s",
+                              event.client_host, event.client_port, exc)
             raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
         self._start(self._serve_converted, relay)
 
@@ -570,7 +573,7 @@ class RemoteDataPlane(DataPlane):
                 self.forward.listen_host, 0,
                 accept_filter=client_only(self.addresses.client_host))
         except TunnelError as exc:
-            log.warning("session %d: %s", self.session_id, exc)
+            self._log.warning("%s", exc)
             raise DataSetupError(str(exc)) from exc
         self._start(self._serve_passive, remote, offer.port, self._new_wait())
         log.debug("session %d: passive %s:%d locally, client connects to SSH server port %d",
@@ -608,13 +611,12 @@ class RemoteDataPlane(DataPlane):
             sock = await self._accept_one(listener, self.addresses.server_peer_host,
                                           "the FTP server", wait)
             if sock is None:
-                log.info("session %d: active listener on port %d closed unused",
-                         self.session_id, port)
+                self._log.info("active listener on port %d closed unused", port)
                 return
             try:
                 relay = await self.tunnel.open_data_relay(request.host, request.port)
             except TunnelError as exc:
-                log.warning("session %d: %s", self.session_id, exc)
+                self._log.warning("%s", exc)
                 return
             taken, sock = sock, None
             await relay.attach_socket(taken)

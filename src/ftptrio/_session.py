@@ -141,6 +141,7 @@ class Session:
                     await self._server.aclose()
                 await self.client.aclose()
             self.stats.sessions_active -= 1
+            self.control.log_limiter.flush()  # "suppressed N similar ..." still untold
             log.info("session %d: closed client=%s ftp=%s:%d seconds=%.1f", self.id,
                      self.client_addr, self.forward.ftp_host, self.forward.ftp_port,
                      trio.current_time() - started)
@@ -178,9 +179,10 @@ class Session:
                 server_local_host=_local_host(server),
                 server_peer_host=unmapped(server.socket.getpeername()[0]))
             return RemoteDataPlane(self.config, self.forward, self.tunnel, self.stats,
-                                   addresses)
+                                   addresses, self.control.log_limiter)
         return LocalDataPlane(self.config, self.forward, self.tunnel, self.stats,
-                              SessionAddresses(self.id, self.client_host, client_local))
+                              SessionAddresses(self.id, self.client_host, client_local),
+                              self.control.log_limiter)
 
     # ------------------------------------------------------------------ readers
     async def _read(self, stream: ControlStream, feed: Callable[[bytes], None],
@@ -191,6 +193,8 @@ class Session:
                 await self._wait_room(from_client)
                 data = await stream.receive_some(RECEIVE_SIZE)
                 self._last_activity = trio.current_time()
+                if self.control.log_limiter.suppressing:
+                    self.control.log_limiter.flush_expired()  # "suppressed N similar ..."
                 if not data:
                     log.debug("session %d: %s closed the control connection", self.id, name)
                     closed()
