@@ -79,6 +79,8 @@ class JSONFormatter(logging.Formatter):
                  "message": record.getMessage()}
         if hasattr(record, "transfer"):
             entry["transfer"] = record.transfer
+        if hasattr(record, "stats"):
+            entry["stats"] = record.stats
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -133,9 +135,41 @@ def notify_systemd_ready() -> None:
         log.warning("cannot notify systemd at %s: %s", address, exc)
 
 
+def write_pid_file(path: str) -> None:
+    """--pid-file: this process's id, written whole (a temporary file renamed)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove --pid-file if it still names this process (not a newer instance's)."""
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 async def _run(config: Config, grace: float, stats_out: list[TransferStats],
-               background: Callable[[], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. ``background`` (-f) is called once ready."""
+               background: Callable[[], None] | None = None,
+               pid_file: str | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. ``background`` (-f) is called once ready, then
+    ``pid_file`` is written (removed again at exit)."""
+    try:
+        await _serve_until_signalled(config, grace, stats_out, background, pid_file)
+    finally:
+        if pid_file:
+            remove_pid_file(pid_file)
+
+
+async def _serve_until_signalled(config: Config, grace: float,
+                                 stats_out: list[TransferStats],
+                                 background: Callable[[], None] | None,
+                                 pid_file: str | None) -> None:
     from ._server import serve
 
     async with trio.open_nursery() as nursery:
@@ -150,6 +184,8 @@ async def _run(config: Config, grace: float, stats_out: list[TransferStats],
             notify_systemd_ready()
             if background is not None:
                 background()
+            if pid_file:
+                write_pid_file(pid_file)
             async for signum in signals:
                 break
             log.info("received %s: no new sessions; waiting up to %.0f s for %d running "
@@ -214,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return forked  # the parent: the child's fate
         background = forked
     try:
-        trio.run(_run, config, args.grace, stats, background)
+        trio.run(_run, config, args.grace, stats, background, args.pid_file)
     except BaseException as exc:  # noqa: BLE001 - turned into one clear line
         leaf = _leaf(exc)
         if isinstance(leaf, KeyboardInterrupt):
@@ -228,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         if args.stats and stats:
-            print(format_stats(stats[0]), file=sys.stderr)
+            if args.log_format == "json":  # the stream stays one JSON object per line
+                log.info("%s", format_stats(stats[0]), extra={"stats": stats_dict(stats[0])})
+            else:
+                print(format_stats(stats[0]), file=sys.stderr)
     return EXIT_OK
 
 
@@ -271,6 +310,13 @@ def _fork_to_background(keep_stderr: bool) -> int | Callable[[], None]:
 def exit_code(exc: FtptrioError) -> int:
     """The exit code of an error: by its class (see EXIT_CODES)."""
     return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
+
+
+def stats_dict(stats: "TransferStats") -> dict[str, object]:
+    """--stats as JSON fields (--log-format json)."""
+    return {"sessions": stats.sessions, "transfers": stats.transfers,
+            "transfer_errors": stats.transfer_errors, "by_mode": dict(stats.by_mode),
+            "bytes_to_client": stats.bytes_to_client, "bytes_to_server": stats.bytes_to_server}
 
 
 def format_stats(stats: "TransferStats") -> str:

@@ -63,6 +63,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "stats": ("--stats", "bool"),
     "log_format": ("--log-format", "str"),
     "log_file": ("-E", "str"),
+    "pid_file": ("--pid-file", "str"),
     "background": ("-f", "bool"),
     "compression": ("-C", "bool"),
 }

@@ -240,6 +240,10 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="go to background once authenticated and listening (as ssh -f)")
     p.add_argument("-E", dest="log_file", metavar="log_file",
                    help="append log lines to log_file instead of standard error")
+    p.add_argument("--pid-file", metavar="FILE",
+                   help="write the process id to FILE once ready (with -f: the "
+                        "background process's); removed at exit. Stop it with "
+                        "kill $(cat FILE)")
     p.add_argument("-C", dest="compression", action="store_true",
                    help="compress the SSH connection (-o Compression=yes)")
     p.add_argument("-4", dest="address_family", action="store_const", const="inet",

@@ -235,6 +235,20 @@ async def test_json_log_format(ssh_server, inprocess_ftp, payload, nursery):
     assert isinstance(t["seconds"], (int, float)) and t["seconds"] >= 0
 
 
+async def test_stats_with_json_logs_is_one_more_json_line(ssh_server, inprocess_ftp, payload,
+                                                          nursery):
+    """--stats --log-format json: the summary is a JSON line too (it was plain text)."""
+    cli = await cli_transfer_and_stop(
+        nursery, [*forward_arg(inprocess_ftp), *direct_args(ssh_server), "--stats",
+                  "--log-format", "json", f"{ssh_server.username}@127.0.0.1"],
+        inprocess_ftp, payload)
+    entries = [json.loads(line) for line in cli.stderr.decode().splitlines()]
+    stats = [e["stats"] for e in entries if "stats" in e]
+    assert len(stats) == 1, entries
+    assert stats[0]["sessions"] == 1 and stats[0]["transfers"] == 1, stats
+    assert stats[0]["bytes_to_client"] == PAYLOAD_SIZE, stats
+
+
 # ------------------------------------------------------------------ host key
 async def test_wrong_host_key_exits_3_with_openssh_warning(ssh_server, inprocess_ftp, tmp_path):
     other = asyncssh.generate_private_key("ssh-ed25519")

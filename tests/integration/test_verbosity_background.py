@@ -8,11 +8,13 @@ import ftplib
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,28 +120,49 @@ def wait_gone(pid: int, timeout: float = 20.0) -> bool:
     return False
 
 
-async def test_f_goes_to_background_once_ready_and_E_logs_to_a_file(ssh_server, inprocess_ftp,
-                                                                    tmp_path):
+@pytest.fixture
+def background_pids():
+    """Process ids of forwarders a test sent to the background: stopped at teardown
+    whatever the test's outcome (a failed assertion must not leave one running)."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+async def test_f_goes_to_background_once_ready_and_E_logs_to_a_file(
+        ssh_server, inprocess_ftp, tmp_path, background_pids):
     log_file = tmp_path / "ftptrio.log"
+    pid_file = tmp_path / "ftptrio.pid"
 
     def scenario() -> None:
         done = subprocess.run([sys.executable, "-m", "ftptrio",
-                               *cli_args(ssh_server, inprocess_ftp, "-f", "-E", str(log_file))],
+                               *cli_args(ssh_server, inprocess_ftp, "-f", "-E", str(log_file),
+                                         "--pid-file", str(pid_file))],
                               env=env(), cwd=REPO, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=30)
+        text = log_file.read_text() if log_file.exists() else ""
+        logged = re.search(r"going to background \(pid (\d+)\)", text)
+        if logged:
+            background_pids.append(int(logged.group(1)))
         # the command returns once the forwarder is ready; nothing on its stderr (-E)
         assert done.returncode == 0, done.stderr
         assert done.stderr == ""
-        text = log_file.read_text()
-        pid = int(re.search(r"going to background \(pid (\d+)\)", text).group(1))
-        try:
-            found = READY.search(text)
-            assert found, text
-            assert list_files((found.group(1), int(found.group(2))), inprocess_ftp) == []
-        finally:
-            os.kill(pid, signal.SIGTERM)
-            assert wait_gone(pid), "the background forwarder did not stop on SIGTERM"
+        assert logged, text
+        pid = int(logged.group(1))
+        # --pid-file names the background process (how to stop a -f instance)
+        assert pid_file.read_text() == f"{pid}\n"
+        assert stat.S_IMODE(log_file.stat().st_mode) == 0o600  # as ssh -E
+        found = READY.search(text)
+        assert found, text
+        assert list_files((found.group(1), int(found.group(2))), inprocess_ftp) == []
+        os.kill(pid, signal.SIGTERM)
+        assert wait_gone(pid), "the background forwarder did not stop on SIGTERM"
         assert "session 1:" in log_file.read_text()
+        assert not pid_file.exists()  # removed at exit
 
     await trio.to_thread.run_sync(scenario)
 

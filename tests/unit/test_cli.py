@@ -3,6 +3,7 @@ exit codes and error messages."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -315,7 +316,7 @@ def test_main_ssh_connection_refused(capsys):
     (ftptrio.LineTooLong("long"), 1),
 ])
 def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
-    async def failing_run(config, grace, stats_out, background=None):
+    async def failing_run(config, grace, stats_out, background=None, pid_file=None):
         raise error
 
     monkeypatch.setattr(_cli, "_run", failing_run)
@@ -324,7 +325,7 @@ def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
 
 
 def test_main_unexpected_os_error_is_one_line_exit_1(monkeypatch, capsys):
-    async def failing_run(config, grace, stats_out, background=None):
+    async def failing_run(config, grace, stats_out, background=None, pid_file=None):
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(_cli, "_run", failing_run)
@@ -367,12 +368,29 @@ def test_systemd_readiness_is_notified(tmp_path, monkeypatch):
     notify_systemd_ready()  # no socket: nothing to do, no error
 
 
-def test_example_systemd_unit_runs_ftptrio_as_a_notify_service():
+def test_systemd_unit_template_runs_ftptrio_as_a_notify_service(tmp_path):
+    """contrib/ftptrio.service.in: its header says how to fill in @FTPTRIO@; filled in
+    with this machine's ftptrio, systemd-analyze verify accepts it (where systemd is)."""
+    import shutil
     from pathlib import Path
 
-    unit = (Path(__file__).resolve().parents[2] / "contrib" / "ftptrio.service").read_text()
+    template = (Path(__file__).resolve().parents[2] / "contrib" / "ftptrio.service.in")
+    unit = template.read_text()
     assert "Type=notify" in unit and "BatchMode=yes" in unit
-    assert "ExecStart=/usr/local/bin/ftptrio " in unit and "Restart=on-failure" in unit
+    assert "ExecStart=@FTPTRIO@ " in unit and "Restart=on-failure" in unit
+    assert 'sed "s#@FTPTRIO@#$(command -v ftptrio)#"' in unit  # the header says how
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed (no systemd on this machine)")
+    script = shutil.which("ftptrio") or shutil.which("ftptrio", path=os.path.dirname(
+        sys.executable))
+    assert script, "the ftptrio script is not installed"
+    filled = tmp_path / "ftptrio.service"
+    filled.write_text(unit.replace("@FTPTRIO@", script))
+    done = subprocess.run([analyze, "verify", str(filled)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ftptrio.service" not in done.stderr, done.stderr
 
 
 def test_exit_on_forward_failure_and_ask_options():
