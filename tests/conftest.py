@@ -15,6 +15,30 @@ from ftp_fakes import HostileFTP, Setup, assert_no_leaks
 from ftptrio.testing import inprocess_ssh_server
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Tests that run the command line configure logging (ftptrio._cli.setup_logging:
+    root handlers and levels, the protocol-lines logger): put it back after each test,
+    so later tests' caplog sees what it expects whatever the order."""
+    import logging
+
+    root = logging.getLogger()
+    names = ("ftptrio", "ftptrio._control.lines", "asyncssh", "trio_asyncio")
+    saved = (root.level, list(root.handlers),
+             {name: logging.getLogger(name).level for name in names})
+    yield
+    root.setLevel(saved[0])
+    for handler in root.handlers[:]:
+        if handler not in saved[1]:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in saved[1]:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)
+
+
 @pytest.fixture
 async def make_setup() -> AsyncIterator[Callable]:
     """make_setup(**config_overrides) -> Setup; leak-checked at the end of the test."""

@@ -248,8 +248,8 @@ class Config:
     data_drain_timeout: float = 5.0
     #: longest a transfer-complete reply (226) waits for its active data connection
     active_hold_timeout: float = 10.0
-    #: a session with no control traffic and no transfer for this long is closed
-    #: with 421 (None: never)
+    #: a session with no control traffic and no data moved for this long (a stalled
+    #: transfer counts as idle) is closed with 421 (None: never)
     idle_session_timeout: float | None = None
     #: sessions served at once; more clients get 421 and are closed
     max_sessions: int = 256

@@ -5,13 +5,12 @@ HashKnownHosts writes hashed names."""
 from __future__ import annotations
 
 import logging
-import os
 import stat
 
 import asyncssh
 import pytest
 
-from ftptrio._cli import VisibleFormatter, main, setup_logging
+from ftptrio._cli import VisibleFormatter, main
 from ftptrio._control import _ascii
 from ftptrio._ssh._auth import Prompter
 from ftptrio._ssh._bridge import reason
@@ -54,17 +53,20 @@ def test_text_log_lines_are_escaped():
 
 
 def test_log_file_is_created_private(tmp_path):
+    """-E creates its file 0600 whatever the umask (run in a subprocess: setup_logging
+    configures the process's logging)."""
+    import subprocess
+    import sys
+
     path = tmp_path / "ftptrio.log"
-    old = os.umask(0o022)
-    try:
-        setup_logging(1, False, log_file=str(path))
-        logging.getLogger("ftptrio").info("hello")
-    finally:
-        os.umask(old)
-        for handler in logging.getLogger().handlers:
-            handler.close()
-        logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+    code = ("import logging, os; os.umask(0o022); from ftptrio._cli import setup_logging; "
+            f"setup_logging(1, False, log_file={str(path)!r}); "
+            "logging.getLogger('ftptrio').info('hello')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "hello" in path.read_text()
 
 
 @pytest.mark.parametrize("argv, option", [
