@@ -10,6 +10,10 @@ from /proc) forwards:
   slow writers   N curl uploads at full speed into pyftpdlib throttled to RATE
                  per data connection (ThrottledDTPHandler: a slow FTP server)
 
+  stalled        N sessions that start a RETR and never read it (a client that
+                 stops reading), with ``--data-memory`` at --budget and without a
+                 budget, side by side: the growth the budget saves
+
 For each scenario: ftptrio's RSS after a warm-up transfer (the baseline), its
 peak while the N transfers run for --seconds, the growth, the growth per slow
 data channel next to the bound it should stay under (the relay's SSH window
@@ -124,6 +128,60 @@ def run_scenario(kind: str, n: int, rate: int, seconds: float, size: int, server
         return {"base": base, "peak": peak, "finished": finished}
 
 
+def stalled_clients(port: int, ftp, big: str, n: int) -> list:
+    """``n`` FTP clients that start a RETR of ``big`` and never read its data (the
+    sessions of the security review's memory finding). Returns their sockets."""
+    import ftplib
+    import socket
+
+    held = []
+    for _ in range(n):
+        client = ftplib.FTP()
+        client.connect(C.HOST, port, timeout=60)
+        client.login(ftp.user, ftp.password)
+        client.voidcmd("TYPE I")
+        data = socket.create_connection(client.makepasv(), timeout=60)
+        client.putcmd(f"RETR {big}")
+        held.append((client, data))
+    return held
+
+
+def run_stalled(n: int, seconds: float, size: int, budget: str) -> dict:
+    """N sessions that never read a RETR, with ``--data-memory budget``: RSS growth."""
+    workdir = C.bench_tmpdir("ftptrio-mem-stalled-")
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)
+        ssh = C.servers.start_openssh(os.path.join(workdir, "sshd"))
+        stack.callback(ssh.stop)
+        ftp = C.servers.start_pyftpdlib(os.path.join(workdir, "ftp"),
+                                        passive_ports=C.passive_range(4 * n + 20))
+        stack.callback(ftp.stop)
+        big = "memory-big.bin"
+        C.write_random_file(ftp.path(big), size, SEED)
+        fx = C.start_ftptrio(ssh, ftp, workdir, extra=["--data-memory", budget,
+                                                       "--max-sessions-per-client", str(n + 1)])
+        stack.callback(fx.stop)
+        warm = subprocess.run(curl_args(60) + ["-o", "/dev/null",
+                                               ftp.url("one_mib.bin", C.HOST, fx.port)],
+                              capture_output=True, text=True)
+        if warm.returncode:
+            raise RuntimeError(f"warm-up failed: {warm.stderr}\n{fx.log()[-2000:]}")
+        time.sleep(0.5)
+        base = fx.rss_kib()
+        held = stalled_clients(fx.port, ftp, big, n)
+        for client, data in held:
+            stack.callback(data.close)
+            stack.callback(client.sock.close)
+        peak = base
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            if not fx.alive():
+                raise RuntimeError(f"ftptrio died: {fx.log()[-2000:]}")
+            peak = max(peak, fx.rss_kib())
+            time.sleep(0.05)
+        return {"base": base, "peak": peak}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,7 +193,12 @@ def main() -> None:
                     help="file size: larger than what the slow side takes in --seconds")
     ap.add_argument("--server", choices=C.SERVERS, default="vsftpd",
                     help="FTP server of the slow-reader scenario (slow writers: pyftpdlib)")
-    ap.add_argument("--scenarios", default="readers,writers")
+    ap.add_argument("--scenarios", default="readers,writers,stalled",
+                    help="readers, writers, stalled (sessions that never read a RETR, with "
+                         "--data-memory at --budget and at none, side by side)")
+    ap.add_argument("--stalled", type=int, default=24,
+                    help="sessions of the stalled scenario (default 24)")
+    ap.add_argument("--budget", default="64M", help="--data-memory of the stalled scenario")
     ap.add_argument("--compare-src", metavar="DIR",
                     help="also run ftptrio from this source tree (the baseline)")
     ap.add_argument("--quick", action="store_true", help="5 s, 256 MiB files")
@@ -155,7 +218,24 @@ def main() -> None:
     if args.compare_src:
         trees.append((f"{args.compare_src}", args.compare_src))
     rows = []
-    for kind in [k.strip() for k in args.scenarios.split(",") if k.strip()]:
+    kinds = [k.strip() for k in args.scenarios.split(",") if k.strip()]
+    if "stalled" in kinds:
+        kinds.remove("stalled")
+        stalled_rows = []
+        for budget in (args.budget, "none"):
+            r = run_stalled(args.stalled, min(args.seconds, 10.0), args.size_mib * C.MIB,
+                            budget)
+            growth = (r["peak"] - r["base"]) / 1024
+            stalled_rows.append([f"--data-memory {budget}", r["base"] / 1024,
+                                 r["peak"] / 1024, growth, growth / args.stalled])
+            sys.stdout.flush()
+        print(f"{args.stalled} sessions that never read a RETR (pyftpdlib), side by side:")
+        print(C.table(["ftptrio", "base MiB", "peak MiB", "growth MiB", "per session MiB"],
+                      stalled_rows))
+        limited, unlimited = stalled_rows[0][3], stalled_rows[1][3]
+        print(f"growth with --data-memory {args.budget}: {limited:.0f} MiB, without a budget: "
+              f"{unlimited:.0f} MiB ({unlimited / max(limited, 1):.1f}x)")
+    for kind in kinds:
         for label, src in trees:
             r = run_scenario(kind, args.channels, rate, args.seconds, args.size_mib * C.MIB,
                              args.server, src)
@@ -166,14 +246,16 @@ def main() -> None:
                          "yes" if per <= (WINDOW + BOUND_SLACK) / C.MIB else "NO",
                          f"{r['finished']}/{args.channels}"])
             sys.stdout.flush()
-    print(C.table(["scenario", "ftptrio", "base MiB", "peak MiB", "growth MiB",
-                   "per channel MiB", "goal MiB", "within", "finished early"], rows))
+    if rows:
+        print(C.table(["scenario", "ftptrio", "base MiB", "peak MiB", "growth MiB",
+                       "per channel MiB", "goal MiB", "within", "finished early"], rows))
     for row in rows:
         if row[0] == "slow readers" and args.channels == 4:
             print(f"4 slow readers ({row[1]}): growth {row[4]:.1f} MiB "
                   f"({'within' if row[4] <= 64 else 'OVER'} the 64 MiB goal)")
-    print(f"(bound the relay enforces: window + high-water + one read = {bound_mib:.0f} MiB "
-          "per channel at most)")
+    if rows:
+        print(f"(bound the relay enforces: window + high-water + one read = {bound_mib:.0f} "
+              "MiB per channel at most)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ DEFAULT_CONNECT_TIMEOUT = 15.0
 #: made sshd queue a backlog and slow down (bench/wan.py; see _relay.bound_receive_window)
 DEFAULT_MAX_WINDOW = 8 * 1024 * 1024
 MIN_MAX_WINDOW = 64 * 1024
+#: --data-memory default: 64 data channels at the full 8 MiB window
+DEFAULT_DATA_MEMORY = 512 * 1024 * 1024
 MAX_MAX_WINDOW = 1024 * 1024 * 1024
 AUTH_TLS_POLICIES = ("refuse", "passthrough")
 
@@ -186,6 +188,11 @@ class SSHOptions:
     #: (as HPN-SSH does): in flight over a long fat network, and the most a
     #: slowed-down channel may hold
     max_window: int = DEFAULT_MAX_WINDOW
+    #: --data-memory: the most the SSH receive windows of all data channels hold
+    #: together (a window is what a channel may hold while its local side does not
+    #: read); past it new channels get smaller windows (down to 256 KiB) and windows
+    #: do not grow. None: no limit
+    data_memory: int | None = DEFAULT_DATA_MEMORY
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -194,6 +201,11 @@ class SSHOptions:
                 MIN_MAX_WINDOW <= self.max_window <= MAX_MAX_WINDOW):
             raise ConfigError(f"max window must be {MIN_MAX_WINDOW} to {MAX_MAX_WINDOW} bytes "
                               f"(got {self.max_window!r})")
+        if self.data_memory is not None and (
+                isinstance(self.data_memory, bool) or not isinstance(self.data_memory, int)
+                or self.data_memory < MIN_MAX_WINDOW):
+            raise ConfigError(f"data memory must be at least {MIN_MAX_WINDOW} bytes "
+                              f"(got {self.data_memory!r})")
         if self.port is not None:
             _check_port("SSH port", self.port, allow_zero=False)
         if self.strict_host_key_checking not in ("yes", "accept-new", "ask", "no"):

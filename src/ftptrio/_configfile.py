@@ -59,6 +59,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "max_sessions": ("--max-sessions", "int"),
     "max_sessions_per_client": ("--max-sessions-per-client", "int"),
     "max_window": ("--max-window", "str"),
+    "data_memory": ("--data-memory", "str"),
     "grace": ("--grace", "number"),
     "stats": ("--stats", "bool"),
     "log_format": ("--log-format", "str"),

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import NoReturn, Sequence
 from urllib.parse import unquote
 
-from ._config import (DEFAULT_MAX_WINDOW, Config, Destination, Direction, ForwardSpec, SSHOptions,
-                      parse_jump_hosts)
+from ._config import (DEFAULT_DATA_MEMORY, DEFAULT_MAX_WINDOW, Config, Destination, Direction,
+                      ForwardSpec, SSHOptions, parse_jump_hosts)
 from ._errors import ConfigError
 
 #: the ``-o`` keys ftptrio understands (lower case, as ssh_config keys are matched)
@@ -128,6 +128,11 @@ def parse_destination(text: str) -> Destination:
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_data_memory(text: str) -> int | None:
+    """--data-memory: a size, or ``none`` (no limit)."""
+    return None if text.strip().lower() == "none" else parse_size(text)
 
 
 def parse_size(text: str) -> int:
@@ -290,6 +295,11 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "M or G; default 8M): above 8M the window doubles while that makes "
                         "the channel faster (fast links with a long round trip, SSH servers "
                         "that cope with a large window, e.g. HPN-SSH); below, it is the window")
+    p.add_argument("--data-memory", type=parse_data_memory, default=DEFAULT_DATA_MEMORY,
+                   metavar="SIZE",
+                   help="the most all data channels' SSH windows hold together (K, M or G, "
+                        "or 'none'; default 512M): past it new channels get smaller windows "
+                        "and windows do not grow")
     p.add_argument("--max-sessions", type=int, default=256, metavar="N",
                    help="FTP sessions served at once; more clients get 421 (256)")
     p.add_argument("--max-sessions-per-client", type=int, default=32, metavar="N",
@@ -380,6 +390,7 @@ def config_from_args(args: argparse.Namespace,
             compression=True if args.compression else yes_no(opts, "compression"),
             address_family=family,  # type: ignore[arg-type]  # checked above
             max_window=args.max_window,
+            data_memory=args.data_memory,
         )
     except ValueError as exc:
         raise ConfigError(f"bad option value: {exc}") from None

@@ -24,7 +24,7 @@ from .._errors import ConfigError, TunnelError
 from ._auth import Authenticator, Settings, auth_kwargs, denied_message
 from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
-from ._relay import DEFAULT_MAX_WINDOW, SSHDataRelay, open_data_relay
+from ._relay import DEFAULT_MAX_WINDOW, SSHDataRelay, WindowBudget, open_data_relay
 from ._streams import CLOSE_TIMEOUT, RemoteListener, RemoteStreamListener, SSHStream, open_ssh_stream
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ class Tunnel:
         self.auth = Authenticator(options) if options is not None else None
         #: successful SSH connects (reconnects show as > 1)
         self.connects = 0
+        #: --data-memory: what the data channels' SSH receive windows hold together
+        self.budget = WindowBudget(options.data_memory if options is not None else None)
 
     @property
     def max_window(self) -> int:
@@ -155,7 +157,7 @@ class Tunnel:
         """A direct-tcpip channel to host:port, to be paired with a local socket."""
         conn = await self.connect()
         try:
-            return await open_data_relay(conn, host, port, self.max_window)
+            return await open_data_relay(conn, host, port, self.max_window, self.budget)
         except SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not open data connection to {host}:{port}: "
                               f"{refusal(exc)}{_open_hint(exc)}") from exc
@@ -168,7 +170,7 @@ class Tunnel:
         async with self._listen_lock:
             try:
                 return await RemoteListener.open(conn, host, port, accept_filter,
-                                                 self.max_window)
+                                                 self.max_window, self.budget)
             except SSH_ERRORS as exc:
                 raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
                                   f"{refusal(exc)}{LISTEN_HINT}") from exc

@@ -37,6 +37,66 @@ log = logging.getLogger(__name__)
 #: a data channel's initial SSH receive window (it grows up to the Tunnel's max_window)
 WINDOW = 8 * 1024 * 1024
 MAX_PKTSIZE = 32768
+#: the smallest window a data channel gets when the --data-memory budget is spent
+MIN_BUDGET_WINDOW = 256 * 1024
+
+
+class WindowBudget:
+    """--data-memory: what the SSH receive windows of one Tunnel's data channels may
+    hold together (a channel holds at most its window while its local side does not
+    read). A new channel gets its full window while the budget lasts, then what is
+    left, never less than MIN_BUDGET_WINDOW; a window grows (--max-window) only
+    within the budget. None: no budget."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        #: bytes reserved by open (or opening) data channels
+        self.used = 0
+
+    def reserve(self, wanted: int) -> "WindowReservation":
+        granted = wanted
+        if self.total is not None:
+            granted = max(min(wanted, self.total - self.used), min(wanted, MIN_BUDGET_WINDOW))
+            if granted < wanted:
+                log.debug("data memory budget: %d of %d bytes in use; a new data channel "
+                          "gets a %d-byte window (not %d)", self.used, self.total, granted,
+                          wanted)
+        self.used += granted
+        return WindowReservation(self, granted)
+
+
+class WindowReservation:
+    """One data channel's share of a WindowBudget; released once, when it closes."""
+
+    __slots__ = ("budget", "window", "_released")
+
+    def __init__(self, budget: WindowBudget, window: int) -> None:
+        self.budget = budget
+        #: the channel's window now (its initial window, then as it grows or shrinks)
+        self.window = window
+        self._released = False
+
+    def grow_to(self, window: int) -> bool:
+        """Take the bytes for a larger window; False (nothing taken) past the budget."""
+        extra = window - self.window
+        if self._released or (self.budget.total is not None
+                              and self.budget.used + extra > self.budget.total):
+            return False
+        self.budget.used += extra
+        self.window = window
+        return True
+
+    def shrink_to(self, window: int) -> None:
+        if not self._released:
+            self.budget.used -= self.window - window
+            self.window = window
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.budget.used -= self.window
+
+
 #: per-end write buffer before the other end is paused (back-pressure)
 WRITE_HIGH_WATER = 1024 * 1024
 #: a socket read larger than this (more than one SSH packet) is sent into the
@@ -53,7 +113,8 @@ def recv_buffered(chan: asyncssh.SSHTCPChannel[bytes]) -> int:
     return sum(len(data) for data, _ in pending) if pending else 0
 
 
-def bound_receive_window(chan: asyncssh.SSHTCPChannel[bytes], max_window: int = 0) -> None:
+def bound_receive_window(chan: asyncssh.SSHTCPChannel[bytes], max_window: int = 0,
+                         reservation: WindowReservation | None = None) -> None:
     """Make ``chan``'s window adjusts count the bytes it still buffers, and let
     its window grow up to ``max_window`` while that makes it faster.
 
@@ -96,7 +157,7 @@ def bound_receive_window(chan: asyncssh.SSHTCPChannel[bytes], max_window: int = 
         log.debug("asyncssh channel without _deliver_data/_recv_buf/_recv_window: "
                   "receive window not bounded")
         return
-    growth = _WindowGrowth(chan._init_recv_window, max_window)
+    growth = _WindowGrowth(chan._init_recv_window, max_window, reservation)
 
     def deliver_bounded(data: bytes, datatype: asyncssh.DataType) -> None:
         if chan._recv_buf:  # delivering what a pause held back: the consumer is slow
@@ -136,11 +197,14 @@ class _WindowGrowth:
     first window (the channel's start) not counted."""
 
     __slots__ = ("active", "max_window", "throttled", "_since", "_bytes", "_rate_before",
-                 "_started")
+                 "_started", "_reservation")
 
-    def __init__(self, window: int, max_window: int) -> None:
+    def __init__(self, window: int, max_window: int,
+                 reservation: WindowReservation | None = None) -> None:
         self.active = max_window > window
         self.max_window = max_window
+        #: the channel's share of the --data-memory budget (growth stays within it)
+        self._reservation = reservation
         #: a delivery since the last decision came from a paused channel's buffer
         self.throttled = False
         self._since = time.monotonic()
@@ -168,13 +232,18 @@ class _WindowGrowth:
                 self.active = False  # the window was not the limit: back, and stay
                 log.debug("SSH channel receive window back to %d bytes (%.0f -> %.0f B/s)",
                           window // 2, self._rate_before, rate)
+                if self._reservation is not None:
+                    self._reservation.shrink_to(window // 2)
                 return window // 2
             self._rate_before = 0.0
         if throttled or window >= self.max_window:
             return window
+        grown = min(self.max_window, 2 * window)
+        if self._reservation is not None and not self._reservation.grow_to(grown):
+            return window  # the --data-memory budget is spent: not now
         self._rate_before = rate
-        log.debug("SSH channel receive window grown to %d bytes", min(self.max_window, 2 * window))
-        return min(self.max_window, 2 * window)
+        log.debug("SSH channel receive window grown to %d bytes", grown)
+        return grown
 
 
 class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
@@ -219,7 +288,7 @@ class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
         # asyncio gives a socket transport, asyncssh a channel: both are _Transport
         self.transport = transport = cast(_Transport, transport)
         if isinstance(transport, asyncssh.SSHTCPChannel):
-            bound_receive_window(transport, self.relay.max_window)
+            bound_receive_window(transport, self.relay.max_window, self.relay.reservation)
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_HIGH_WATER // 4)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -302,6 +371,8 @@ class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
     @guard_callback
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
+        if self is self.relay.channel_end and self.relay.reservation is not None:
+            self.relay.reservation.release()  # the channel's window is gone with it
         if exc is not None and self.relay.error is None:
             self.relay.error = exc
         self.relay.finish()
@@ -322,10 +393,13 @@ class _RelayEnd(asyncio.Protocol, asyncssh.SSHTCPSession[bytes]):
 class _Relay:
     """Pairs a socket end and a channel end; ``done`` resolves when both closed."""
 
-    def __init__(self, max_window: int = DEFAULT_MAX_WINDOW) -> None:
+    def __init__(self, max_window: int = DEFAULT_MAX_WINDOW,
+                 reservation: WindowReservation | None = None) -> None:
         loop = asyncio.get_event_loop()
         #: the SSH channel's receive window may grow up to this
         self.max_window = max_window
+        #: its share of the Tunnel's --data-memory budget, released when both ends close
+        self.reservation = reservation
         self.done: asyncio.Future[None] = loop.create_future()
         self.error: BaseException | None = None
         self.socket_end = _RelayEnd(self)
@@ -571,23 +645,32 @@ class SSHDataRelay:
 
 
 async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: int,
-                          max_window: int = DEFAULT_MAX_WINDOW) -> SSHDataRelay:
+                          max_window: int = DEFAULT_MAX_WINDOW,
+                          budget: WindowBudget | None = None) -> SSHDataRelay:
     """Open a direct-tcpip channel to host:port for relaying (asyncssh errors
-    propagate); its receive window starts at WINDOW and may grow to ``max_window``."""
-    relay = _Relay(max_window)
+    propagate); its receive window starts at WINDOW (or what ``budget`` has left)
+    and may grow to ``max_window`` (within ``budget``)."""
+    reservation = (budget or WindowBudget(None)).reserve(min(WINDOW, max_window))
+    relay = _Relay(max_window, reservation)
     # asyncssh leaves a channel whose open was cancelled open once the server confirms
     # it: the open runs as its own asyncio task, and a caller cancelled meanwhile (its
     # session ended while the reply had already gone out) closes what it opens
     opening = asyncio.get_event_loop().create_task(conn.create_connection(
-        lambda: relay.channel_end, host, port, window=min(WINDOW, max_window),
+        lambda: relay.channel_end, host, port, window=reservation.window,
         max_pktsize=MAX_PKTSIZE))
     try:
         await run_future(asyncio.shield(opening))
     except BaseException:
+        def abandoned(task: asyncio.Task[tuple[asyncssh.SSHTCPChannel[bytes], object]],
+                      ) -> None:
+            if task.cancelled() or task.exception() is not None:
+                reservation.release()  # nothing opened: no channel will release it
+            _close_opened(task)
+
         if opening.done():
-            _close_opened(opening)
+            abandoned(opening)
         else:
-            opening.add_done_callback(_close_opened)
+            opening.add_done_callback(abandoned)
         raise
     return SSHDataRelay(relay)
 
@@ -601,9 +684,11 @@ def _close_opened(opening: asyncio.Task[tuple[asyncssh.SSHTCPChannel[bytes], obj
 
 
 def incoming_data_relay(max_window: int = DEFAULT_MAX_WINDOW,
+                        reservation: WindowReservation | None = None,
                         ) -> tuple[SSHDataRelay, _RelayEnd]:
-    """For a forwarded-tcpip channel: the relay, and the session to give asyncssh."""
-    relay = _Relay(max_window)
+    """For a forwarded-tcpip channel: the relay, and the session to give asyncssh
+    (``reservation``: the remote listener's share of the budget, now the relay's)."""
+    relay = _Relay(max_window, reservation)
     return SSHDataRelay(relay), relay.channel_end
 
 

@@ -20,7 +20,7 @@ import asyncssh
 import trio
 
 from ._bridge import aio, guard_callback, run_future
-from ._relay import (DEFAULT_MAX_WINDOW, MAX_PKTSIZE, WINDOW, SSHDataRelay,
+from ._relay import (DEFAULT_MAX_WINDOW, MAX_PKTSIZE, WINDOW, SSHDataRelay, WindowBudget,
                      bound_receive_window, incoming_data_relay, recv_buffered)
 
 log = logging.getLogger(__name__)
@@ -177,9 +177,13 @@ class RemoteListener:
     """
 
     def __init__(self, accept_filter: Callable[[str, int], bool] | None = None,
-                 max_window: int = DEFAULT_MAX_WINDOW) -> None:
+                 max_window: int = DEFAULT_MAX_WINDOW,
+                 budget: WindowBudget | None = None) -> None:
         self._listener: asyncssh.SSHListener | None = None
         self._max_window = max_window
+        #: the one data channel's share of the --data-memory budget: the relay's once
+        #: the FTP server connects, released here if it never does
+        self._reservation = (budget or WindowBudget(None)).reserve(min(WINDOW, max_window))
         self.port = 0
         self.host = ""
         self._incoming: asyncio.Future[_Incoming] = asyncio.get_event_loop().create_future()
@@ -190,13 +194,19 @@ class RemoteListener:
     @classmethod
     async def open(cls, conn: asyncssh.SSHClientConnection, host: str, port: int = 0,
                    accept_filter: Callable[[str, int], bool] | None = None,
-                   max_window: int = DEFAULT_MAX_WINDOW) -> RemoteListener:
+                   max_window: int = DEFAULT_MAX_WINDOW,
+                   budget: WindowBudget | None = None) -> RemoteListener:
         """Request the forward (asyncssh errors propagate). The data channel's
-        receive window starts at WINDOW and may grow to ``max_window``."""
-        remote = cls(accept_filter, max_window)
-        remote._listener = await aio(conn.create_server)(
-            remote._session_factory, host, port, window=min(WINDOW, max_window),
-            max_pktsize=MAX_PKTSIZE)
+        receive window starts at WINDOW (or what ``budget`` has left) and may grow
+        to ``max_window``."""
+        remote = cls(accept_filter, max_window, budget)
+        try:
+            remote._listener = await aio(conn.create_server)(
+                remote._session_factory, host, port, window=remote._reservation.window,
+                max_pktsize=MAX_PKTSIZE)
+        except BaseException:
+            remote._reservation.release()
+            raise
         remote.host = host
         remote.port = remote._listener.get_port()
         return remote
@@ -209,7 +219,7 @@ class RemoteListener:
                         orig_host, orig_port, self.port)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
                                             "ftptrio: one-shot data forward already used")
-        relay, session = incoming_data_relay(self._max_window)
+        relay, session = incoming_data_relay(self._max_window, self._reservation)
         fut.set_result((relay, orig_host, orig_port))
         return session
 
@@ -224,6 +234,7 @@ class RemoteListener:
         listener, self._listener = self._listener, None
         if not self._incoming.done():
             self._incoming.cancel()
+            self._reservation.release()  # no data channel came: nothing will use it
         elif not self._taken and not self._incoming.cancelled():
             # the connection came, but the wait for it ended first (superseded, timed
             # out): close it, after asyncssh has finished opening it (call_soon keeps
