@@ -315,6 +315,7 @@ def exit_code(exc: FtptrioError) -> int:
 def stats_dict(stats: "TransferStats") -> dict[str, object]:
     """--stats as JSON fields (--log-format json)."""
     return {"sessions": stats.sessions, "transfers": stats.transfers,
+            "transfers_refused": stats.transfers_refused,
             "transfer_errors": stats.transfer_errors, "by_mode": dict(stats.by_mode),
             "bytes_to_client": stats.bytes_to_client, "bytes_to_server": stats.bytes_to_server}
 
@@ -322,7 +323,8 @@ def stats_dict(stats: "TransferStats") -> dict[str, object]:
 def format_stats(stats: "TransferStats") -> str:
     modes = ", ".join(f"{mode} {count}" for mode, count in sorted(stats.by_mode.items()))
     return (f"ftptrio stats: {stats.sessions} sessions, {stats.transfers} transfers "
-            f"({modes or 'none'}), {stats.transfer_errors} transfer errors, "
+            f"({modes or 'none'}), {stats.transfers_refused} refused, "
+            f"{stats.transfer_errors} transfer errors, "
             f"{stats.bytes_to_client:,} bytes to clients, "
             f"{stats.bytes_to_server:,} bytes to servers")
 

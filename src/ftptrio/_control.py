@@ -235,6 +235,15 @@ class ActiveAccepted:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferReplied:
+    """The server's final reply to a transfer command (RETR, STOR, LIST ...) is next
+    in ``to_client``: the transfer is accounted by it (2xx: ok; 4xx/5xx: refused, or
+    failed once data moved)."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
 class HoldForActiveData:
     """Send what follows only once active data connections are settled."""
 
@@ -271,7 +280,7 @@ CLOSE = _Close()
 
 DataEvent = Union[PassiveOffer, ActiveRequest, ConvertedActive]
 Event = Union[PassiveOffer, ActiveRequest, ConvertedActive, ActiveRefused, ActiveAccepted,
-              HoldForActiveData, TransferCommand, QuitSent]
+              HoldForActiveData, TransferReplied, TransferCommand, QuitSent]
 OutItem = Union[bytes, Event, _Close]
 
 #: what an event counts for in ``Outbox.size``
@@ -314,7 +323,7 @@ class Outbox(deque):  # type: ignore[type-arg]
 
 EntryKind = Literal[
     "greeting", "plain", "pasv", "epsv", "pasv-via-epsv", "epsv-via-pasv", "active",
-    "converted", "auth", "rein", "local"
+    "converted", "auth", "rein", "local", "transfer"
 ]
 #: passive entry kind -> (reply code the server must send, client wants extended reply)
 _PASSIVE_KINDS: dict[str, tuple[int, bool]] = {
@@ -588,7 +597,7 @@ class ControlChannel:
         elif verb == b"REIN":
             self._forward_command(line, "rein")
         elif verb in _TRANSFER_VERBS:
-            entry = _Pending("plain")
+            entry = _Pending("transfer")
             unanswered = any(e.kind in _PASSIVE_KINDS for e in self._pending)
             self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
                                                   entry, unanswered, self._latest_offer))
@@ -734,10 +743,13 @@ class ControlChannel:
                               b"(no PASV/EPSV outstanding).\r\n" % code)
 
     def _reply_to_client(self, line: bytes, code: int) -> None:
-        """The first line of a reply; a transfer-complete one waits for active data."""
+        """The first line of a reply; a transfer-complete one waits for active data;
+        the final reply to a transfer command is announced to the data plane first."""
         if code in _TRANSFER_DONE and self._active_in_flight:
             self._active_in_flight = 0
             self.to_client.append(HoldForActiveData())
+        if code >= 200 and self._pending and self._pending[0].kind == "transfer":
+            self.to_client.append(TransferReplied(code))
         self.to_client.append(line)
 
     def _reply_complete(self, code: int, last_line: bytes) -> None:

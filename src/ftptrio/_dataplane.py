@@ -70,14 +70,42 @@ class _Opening:
             self.done.set()
 
 
+#: how long a finished data connection waits for the server's final reply to its
+#: transfer command before it is accounted without one
+REPLY_WAIT = 5.0
+#: how long a transfer command answered before its data connection started waits for one
+UNPAIRED_WAIT = 1.0
+
+
+class _TransferRecord:
+    """One transfer command (RETR, STOR, LIST ...): its data connection (if one was
+    paired with it), the relay's result once it ended, and the server's final reply.
+    Accounted once, when both are known (or the reply alone refuses it)."""
+
+    __slots__ = ("command", "relay", "mode", "started", "result", "code", "accounted",
+                 "replied")
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.relay: SSHDataRelay | None = None
+        self.mode: Mode = "passive"
+        self.started = 0.0
+        self.result: RelayResult | None = None
+        self.code: int | None = None
+        self.accounted = False
+        self.replied = trio.Event()
+
+
 class _Seen:
     """A running relay's ``progress`` as the idle watch last saw it change, and when."""
 
-    __slots__ = ("progress", "moved_at")
+    __slots__ = ("progress", "moved_at", "started")
 
     def __init__(self, progress: object, moved_at: float) -> None:
         self.progress = progress
         self.moved_at = moved_at
+        #: when the relay started (the transfer's start in its log line)
+        self.started = moved_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +155,13 @@ class DataPlane:
         self._opening: _Opening | None = None
         #: passive channel opens run one at a time (a superseded one waiting is skipped)
         self._open_lock = trio.Lock()
-        #: the latest transfer command (RETR file, STOR file, LIST ...), for the log
-        self._transfer_name = ""
+        #: transfer commands whose final reply has not come yet, oldest first
+        self._awaiting_reply: list[_TransferRecord] = []
+        #: transfer commands answered before any data connection was paired with them
+        self._unpaired: list[_TransferRecord] = []
+        #: running relay -> the transfer command it carries (paired in either order:
+        #: a passive client connects before it sends RETR, an active server after)
+        self._relay_records: dict[SSHDataRelay, _TransferRecord] = {}
         #: data connections relaying right now -> what the idle watch saw of each
         self._running: dict[SSHDataRelay, _Seen] = {}
         #: when a transfer last started or ended
@@ -195,8 +228,61 @@ class DataPlane:
                 listener.close()  # no task waits on it yet (its channel is opening)
 
     def name_transfer(self, command: str) -> None:
-        """The client's latest transfer command (``RETR file``), named in the log line."""
-        self._transfer_name = command
+        """The client's transfer command (``RETR file``) goes to the server: it is paired
+        with the data connection already relaying without one (passive: the client
+        connected first), else with the next one that starts."""
+        record = _TransferRecord(command)
+        self._awaiting_reply.append(record)
+        for relay in reversed(list(self._running)):
+            if relay not in self._relay_records:
+                self._pair(record, relay)
+                break
+
+    def transfer_replied(self, code: int) -> None:
+        """The server's final reply to the oldest transfer command still awaiting one."""
+        if not self._awaiting_reply:
+            return
+        record = self._awaiting_reply.pop(0)
+        record.code = code
+        record.replied.set()
+        if record.result is not None:
+            self._account(record)  # its data connection had ended
+        elif record.relay is None:
+            # no data connection paired yet: -R passive relays can finish before their
+            # task starts, so wait a moment for one (else: refused, or no connection)
+            self._unpaired.append(record)
+            if self._nursery is None:
+                self._account(record)
+            else:
+                self._nursery.start_soon(self._settle_unpaired, record)
+
+    async def _settle_unpaired(self, record: _TransferRecord) -> None:
+        try:
+            with trio.move_on_after(UNPAIRED_WAIT):
+                while record.relay is None:
+                    await trio.sleep(0.01)
+        finally:
+            if record.relay is None and not record.accounted:
+                self._account(record)
+
+    def transfer_refused(self, reason: str) -> None:
+        """ftptrio answered the newest transfer command itself (425: its data channel
+        could not be opened); it never reached the server."""
+        if self._awaiting_reply:
+            record = self._awaiting_reply.pop()
+            record.code = 425
+            record.replied.set()
+            if record.relay is None or record.result is not None:
+                self._account(record)
+
+    def _pair(self, record: _TransferRecord, relay: SSHDataRelay) -> None:
+        if record in self._unpaired:
+            self._unpaired.remove(record)
+        record.relay = relay
+        self._relay_records[relay] = record
+        seen = self._running.get(relay)
+        if seen is not None:
+            record.started = seen.started
 
     async def transfer_ready(self, passive_unanswered: bool = False,
                              offer_id: int | None = None) -> str | None:
@@ -322,44 +408,104 @@ class DataPlane:
     async def _transfer(self, mode: Mode, relay: SSHDataRelay,
                         sock: trio.socket.SocketType | None = None) -> None:
         """Relay (pairing ``sock`` first, if given) until both ends close, then account
-        the transfer and log one line. A transfer cut by cancellation (shutdown after
-        --grace, the session's drain timeout) is recorded with the bytes moved so far,
-        as aborted unless its data had already ended (only the teardown was cut)."""
+        the transfer by its command's final reply (waited for up to REPLY_WAIT) and log
+        one line. A data connection no transfer command used is not a transfer (curl
+        closes its passive connection when SIZE says 550): one log line, not counted.
+        A transfer cut by cancellation (shutdown after --grace, the session's drain
+        timeout) is recorded with the bytes moved so far, as aborted unless its data
+        had already ended (only the teardown was cut)."""
         started = self._running_changed = trio.current_time()
         self._running[relay] = _Seen(relay.progress, started)
+        for waiting in [*self._awaiting_reply, *self._unpaired]:  # the command came first
+            if waiting.relay is None and not waiting.accounted:
+                self._pair(waiting, relay)
+                break
+        paired = self._relay_records.get(relay)
+        if paired is not None:
+            paired.mode, paired.started = mode, started
         try:
             result = await (relay.wait() if sock is None else relay.relay_socket(sock))
         except trio.Cancelled:
-            self._record(mode, started, relay.snapshot(cancelled=True))
+            self._finished(relay, mode, started, relay.snapshot(cancelled=True))
             raise
         finally:
             del self._running[relay]
             self._running_changed = trio.current_time()
-        self._record(mode, started, result)
+        record = self._finished(relay, mode, started, result)
+        if record is not None and not record.accounted:  # the reply is still to come
+            with trio.move_on_after(REPLY_WAIT):
+                try:
+                    await record.replied.wait()
+                finally:
+                    if not record.accounted:
+                        self._account(record)
 
-    def _record(self, mode: Mode, started: float, result: RelayResult) -> None:
-        """Account one finished transfer and log one line for it."""
+    def _finished(self, relay: SSHDataRelay, mode: Mode, started: float,
+                  result: RelayResult) -> _TransferRecord | None:
+        """The relay ended with ``result``: account it now if its command's reply is in
+        (or if it carried no transfer command); else its record, waiting for the reply."""
+        record = self._relay_records.pop(relay, None)
+        if record is None:
+            total = result.to_ssh + result.from_ssh
+            self._log.info("data connection (%s) closed without a transfer command "
+                           "(%d bytes); not counted as a transfer", mode, total)
+            return None
+        record.mode, record.result = mode, result
+        if record.code is not None or result.error:
+            self._account(record)
+        return record
+
+    def _account(self, record: _TransferRecord) -> None:
+        """Count one transfer command and log one line: ok only when its data connection
+        carried it and the server's final reply is 2xx; refused when the server (or
+        ftptrio, 425) answered 4xx/5xx and no data moved."""
+        if record.accounted:
+            return
+        record.accounted = True
+        for waiting in (self._awaiting_reply, self._unpaired):
+            if record in waiting:
+                waiting.remove(record)
+        result = record.result or RelayResult(0, 0)
         # The relay counts bytes into and out of SSH; which side the FTP server is on
         # depends on the tunnel's direction.
         if self.forward.direction == "remote":
             to_server, to_client = result.from_ssh, result.to_ssh
         else:
             to_server, to_client = result.to_ssh, result.from_ssh
-        self.stats.record(mode, to_server=to_server, to_client=to_client, error=result.error)
-        seconds = trio.current_time() - started
         total = to_server + to_client
+        code = record.code
+        refused = False
+        if result.error:
+            outcome = f"error ({result.error})"
+        elif code is None:
+            outcome = "error (no final reply)"
+        elif code >= 400 and total == 0:
+            outcome, refused = f"refused ({code})", True
+        elif code >= 400:
+            outcome = f"error (server replied {code})"
+        elif record.relay is None:
+            outcome = "error (no data connection)"
+        else:
+            outcome = "ok"
+        self.stats.record(record.mode, to_server=to_server, to_client=to_client,
+                          error=None if outcome == "ok" or refused else outcome,
+                          refused=refused)
+        started = record.started or trio.current_time()
+        seconds = trio.current_time() - started
         direction = "upload" if to_server > to_client else "download"
         client = self.addresses.client_host
         rate = f"{total / seconds / 1e6:.1f}MB/s" if seconds >= 0.001 else "n/a"
         log.info("session %d: transfer client=%s mode=%s direction=%s command=%r bytes=%d "
-                 "seconds=%.3f rate=%s result=%s", self.session_id, client, mode, direction,
-                 self._transfer_name, total, seconds, rate,
-                 f"error ({result.error})" if result.error else "ok",
+                 "seconds=%.3f rate=%s result=%s", self.session_id, client, record.mode,
+                 direction, record.command, total, seconds, rate, outcome,
                  extra={"transfer": {"session": self.session_id, "client": client,
-                                     "mode": mode, "direction": direction,
-                                     "command": self._transfer_name, "bytes": total,
+                                     "mode": record.mode, "direction": direction,
+                                     "command": record.command, "bytes": total,
                                      "seconds": round(seconds, 6),
-                                     "result": result.error or "ok"}})
+                                     "result": "ok" if outcome == "ok" else
+                                     "refused" if refused else
+                                     (result.error or outcome),
+                                     "reply": code}})
 
     async def _accept_one(self, listener: trio.socket.SocketType, allowed_host: str,
                           who: str, wait: trio.CancelScope) -> trio.socket.SocketType | None:

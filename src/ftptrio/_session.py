@@ -20,7 +20,7 @@ import trio
 from ._config import Config, ForwardSpec
 from ._control import (CLOSE, ActiveAccepted, ActiveRefused, ActiveRequest, ControlChannel,
                        ConvertedActive, HoldForActiveData, Outbox, PassiveOffer, QuitSent,
-                       TransferCommand)
+                       TransferCommand, TransferReplied)
 from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPlane,
                          SessionAddresses)
 from ._errors import TunnelError
@@ -275,12 +275,15 @@ class Session:
                 data.refused(item.request_id)
             elif isinstance(item, ActiveAccepted):
                 data.accepted(item.request_id)
+            elif isinstance(item, TransferReplied):
+                data.transfer_replied(item.code)
             elif isinstance(item, TransferCommand):
                 data.name_transfer(item.command)
                 # its data channel may still be opening (the reply went out first)
                 failure = await data.transfer_ready(item.passive_unanswered, item.offer_id)
                 if failure is not None:
                     self.control.transfer_refused(item, failure)
+                    data.transfer_refused(failure)
                     self._wake()
             elif isinstance(item, QuitSent):
                 data.stop_waiting()  # no transfer can follow a QUIT

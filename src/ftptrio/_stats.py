@@ -13,6 +13,9 @@ class TransferStats:
     sessions_active: int = 0
     transfers: int = 0
     transfer_errors: int = 0
+    #: transfer commands the server (or ftptrio, 425) refused before any data moved
+    #: (RETR of a missing file: 550); not counted in ``transfers``
+    transfers_refused: int = 0
     #: bytes the FTP clients sent to the servers (uploads) and received (downloads)
     bytes_to_server: int = 0
     bytes_to_client: int = 0
@@ -20,9 +23,12 @@ class TransferStats:
     by_mode: dict[str, int] = field(default_factory=dict)
 
     def record(self, mode: str, *, to_server: int, to_client: int,
-               error: str | None = None) -> None:
+               error: str | None = None, refused: bool = False) -> None:
         """Count one finished (or cut) transfer in ``mode``: its bytes each way, and
-        an error if ``error`` says why it failed."""
+        an error if ``error`` says why it failed; a ``refused`` one only as refused."""
+        if refused:
+            self.transfers_refused += 1
+            return
         self.transfers += 1
         self.by_mode[mode] = self.by_mode.get(mode, 0) + 1
         self.bytes_to_server += to_server

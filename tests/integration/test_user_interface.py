@@ -209,7 +209,8 @@ async def test_stats_printed_at_exit(ssh_server, inprocess_ftp, payload, nursery
     lines = [line for line in cli.stderr.decode().splitlines()
              if line.startswith("ftptrio stats:")]
     assert len(lines) == 1, cli.stderr.decode()
-    assert "2 sessions, 2 transfers (passive 2), 0 transfer errors" in lines[0], lines[0]
+    assert "2 sessions, 2 transfers (passive 2), 0 refused, 0 transfer errors" in lines[0], \
+        lines[0]
     assert f"{2 * PAYLOAD_SIZE:,} bytes to clients" in lines[0], lines[0]
 
 

@@ -25,6 +25,7 @@ from ftptrio._control import (
     PassiveOffer,
     QuitSent,
     TransferCommand,
+    TransferReplied,
     describe_line,
 )
 
@@ -114,8 +115,10 @@ def replay(steps: Sequence[Step], split: Splitter = whole, *, greet: bool = True
             feed = ch.receive_client if kind == "c" else ch.receive_server
             for chunk in split(payload):
                 feed(chunk)
-        # ActiveAccepted only releases older listeners: tested on its own
-        to_client.extend(i for i in ch.to_client if not isinstance(i, ActiveAccepted))
+        # ActiveAccepted only releases older listeners, TransferReplied only accounts a
+        # transfer: tested on their own
+        to_client.extend(i for i in ch.to_client
+                         if not isinstance(i, (ActiveAccepted, TransferReplied)))
         ch.to_client.clear()
         requests.extend(i for i in ch.to_server if isinstance(i, ActiveRequest))
         # TransferCommand only names a transfer for the log: tested on its own
@@ -915,6 +918,7 @@ def test_transfer_complete_reply_is_held_after_an_active_transfer():
     ch.receive_server(b"200 PORT ok\r\n150 Opening\r\n226-Transfer complete\r\n226 done\r\n")
     assert list(ch.to_client) == [b"200 PORT ok\r\n", ActiveAccepted(request.id),
                                   b"150 Opening\r\n", HoldForActiveData(),
+                                  TransferReplied(226),
                                   b"226-Transfer complete\r\n", b"226 done\r\n"]
     # the next 226 (no active transfer in between) is not held
     ch.to_client.clear()
@@ -1048,3 +1052,17 @@ def test_transfer_after_a_port_is_not_tied_to_an_earlier_passive_offer():
     ch.receive_client(b"PORT 127,0,0,1,156,64\r\nRETR f\r\n")
     event = next(item for item in ch.to_server if isinstance(item, TransferCommand))
     assert event.offer_id != offer.id
+
+
+def test_final_reply_to_a_transfer_command_is_announced_before_it():
+    """TransferReplied(code) goes out right before the final reply to RETR/STOR/LIST
+    (the data plane accounts the transfer by it), never for a preliminary 150 or for
+    other commands' replies."""
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.to_client.clear()
+    ch.receive_client(b"NOOP\r\nRETR missing.bin\r\nRETR f\r\n")
+    ch.receive_server(b"200 ok\r\n550 No such file.\r\n150 Opening\r\n226 Done\r\n")
+    items = [i for i in ch.to_client]
+    assert items == [b"200 ok\r\n", TransferReplied(550), b"550 No such file.\r\n",
+                     b"150 Opening\r\n", TransferReplied(226), b"226 Done\r\n"]

@@ -21,6 +21,7 @@ from ftptrio._control import (
     HoldForActiveData,
     QuitSent,
     TransferCommand,
+    TransferReplied,
     CLOSE,
     ActiveRequest,
     ControlChannel,
@@ -171,7 +172,7 @@ def run(steps, options, seed: int | None):
                         ch.data_failed(item, "remote forward refused")
                 else:
                     assert isinstance(item, (ActiveAccepted, ActiveRefused, HoldForActiveData,
-                                             QuitSent, TransferCommand)) \
+                                             QuitSent, TransferCommand, TransferReplied)) \
                         or item is CLOSE
                 size += len(answer)
                 sink.append(answer)

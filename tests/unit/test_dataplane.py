@@ -132,12 +132,14 @@ async def test_passive_relays_the_clients_one_connection_and_counts_it():
     async with plane.open():
         host, port = await plane.setup(PassiveOffer("10.9.9.9", 50000, False, 1))
         assert host == "127.0.0.1"
+        plane.name_transfer("STOR f")  # as the session does before transfer_ready
         assert await plane.transfer_ready() is None  # the channel opened
         assert tunnel.relays[0].destination == ("127.0.0.1", 50000)  # the FTP host, not 10.9.9.9
         sock = await connect(port)
         with sock:
             await sock.send(b"x" * 1000)
         await tunnel.relays[0].done.wait()
+        plane.transfer_replied(226)
     assert (stats.transfers, stats.bytes_to_server, stats.bytes_to_client) == (1, 1000, 0)
     assert stats.by_mode == {"passive": 1}
 
@@ -218,6 +220,7 @@ async def test_active_request_opens_a_filtered_remote_forward_and_settles():
         host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         assert (host, port) == ("127.0.0.1", 40000)
         plane.accepted(1)  # the server's 200 to the rewritten PORT
+        plane.name_transfer("RETR f")
         listener = tunnel.listeners[0]
         assert listener.accept_filter("127.0.0.1", 20) and not listener.accept_filter("10.0.0.1", 20)
         relay = FakeRelay("", 0)
@@ -225,6 +228,7 @@ async def test_active_request_opens_a_filtered_remote_forward_and_settles():
         with trio.fail_after(5):
             await plane.wait_active_settled()
         assert listener.closed and relay.connected_to == ("127.0.0.1", 50000)
+        plane.transfer_replied(226)
     assert stats.by_mode == {"active": 1} and stats.bytes_to_client == 11
 
 
@@ -270,9 +274,12 @@ async def test_converted_connects_the_server_port_to_the_clients_listener():
     async with plane.open():
         assert await plane.setup(
             ConvertedActive("127.0.0.1", 50000, None, 6000, False, 1)) == ("", 0)
+        plane.name_transfer("RETR f")
         assert await plane.transfer_ready() is None
         assert tunnel.relays[0].destination == ("127.0.0.1", 6000)
         assert tunnel.relays[0].connected_to == ("127.0.0.1", 50000)
+        await trio.testing.wait_all_tasks_blocked()  # relaying: the 226 comes after
+        plane.transfer_replied(226)
     assert stats.by_mode == {"converted": 1}
 
 
@@ -286,7 +293,9 @@ async def test_remote_tunnel_counts_bytes_from_ssh_as_bytes_to_the_server():
         assert not tunnel.listeners[0].accept_filter("127.0.0.9", 1)
         relay = FakeRelay("", 0)
         await tunnel.listeners[0].incoming.send((relay, "127.0.0.1", 5555))
+        plane.name_transfer("STOR f")
         await relay.done.wait()
+        plane.transfer_replied(226)
     # FakeRelay.connect_socket reports 11 bytes from SSH: the client uploaded them
     assert (stats.bytes_to_server, stats.bytes_to_client) == (11, 0)
 
@@ -297,11 +306,13 @@ async def test_remote_active_listener_accepts_only_the_ftp_server():
         host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         assert host == "127.0.0.1"
         plane.accepted(1)  # the server's 200 to the rewritten PORT
+        plane.name_transfer("RETR f")
         sock = await connect(port)
         sock.close()
         with trio.fail_after(5):
             await plane.wait_active_settled()
         assert tunnel.relays[0].destination == ("127.0.0.1", 50000)
+        plane.transfer_replied(226)
     assert stats.by_mode == {"active": 1} and stats.bytes_to_server == 7
 
 
