@@ -750,7 +750,22 @@ class ControlChannel:
             self.to_client.append(HoldForActiveData())
         if code >= 200 and self._pending and self._pending[0].kind == "transfer":
             self.to_client.append(TransferReplied(code))
+        if code >= 400 and self._pending and self._pending[0].kind == "active":
+            line = self._active_refused_hint(line)
         self.to_client.append(line)
+
+    def _active_refused_hint(self, line: bytes) -> bytes:
+        """The server refused a rewritten PORT/EPRT (vsftpd: "500 Illegal PORT command.":
+        it accepts only its control peer's address, and the SSH server's listener is
+        another): say what to do, in the log and, on a one-line reply, to the client."""
+        self._log.warning("FTP server refused the rewritten PORT/EPRT (%s): it must reach "
+                          "the SSH server's remote forward; give --active-address <the SSH "
+                          "host as the FTP server sees it>, or use --active-mode passive",
+                          printable(line.rstrip(b"\r\n")[:80]))
+        if line[3:4] != b" " or len(line) > 300:
+            return line  # a multi-line reply: its last line ends it, left as it is
+        return (line.rstrip(b"\r\n") + b" (ftptrio: the FTP server must reach the SSH "
+                b"server's listener; try --active-address or --active-mode passive)\r\n")
 
     def _reply_complete(self, code: int, last_line: bytes) -> None:
         captured, self._captured = self._captured, None

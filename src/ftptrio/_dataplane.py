@@ -554,6 +554,17 @@ class DataPlane:
         return relay
 
 
+def _is_localhost_loopback(ftp_host: str, named: str) -> bool:
+    """A 227 naming a loopback address from an FTP host given as ``localhost``: the
+    same host (-L 2121:localhost:21), nothing to warn about."""
+    if ftp_host.lower() != "localhost":
+        return False
+    try:
+        return ipaddress.ip_address(unmapped(named)).is_loopback
+    except ValueError:
+        return False
+
+
 class LocalDataPlane(DataPlane):
     """-L tunnels: the client is here, the FTP server behind the SSH server."""
 
@@ -562,7 +573,7 @@ class LocalDataPlane(DataPlane):
         whatever a 227 names (no SSRF; also fixes servers behind NAT). With
         trust_pasv_address, the named address is used only if allow-listed."""
         ftp_host, cfg = self.forward.ftp_host, self.config
-        if named is None or named == ftp_host:
+        if named is None or named == ftp_host or _is_localhost_loopback(ftp_host, named):
             return ftp_host
         if cfg.trust_pasv_address:
             if address_allowed(named, cfg.pasv_allowed_hosts):
@@ -712,7 +723,8 @@ class RemoteDataPlane(DataPlane):
     """-R tunnels, mirrored: the client is behind the SSH server, the FTP server here."""
 
     async def passive(self, offer: PassiveOffer) -> tuple[str, int]:
-        if offer.host is not None and not same_address(offer.host, self.forward.ftp_host):
+        if offer.host is not None and not same_address(offer.host, self.forward.ftp_host) \
+                and not _is_localhost_loopback(self.forward.ftp_host, offer.host):
             self._warn_ignored_pasv_address(offer.host)  # data always goes to the FTP host
         try:
             remote = await self.tunnel.listen_remote(

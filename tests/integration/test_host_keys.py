@@ -5,13 +5,17 @@ the known_hosts file's safety, and OpenSSH's messages and question."""
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport
+    from exceptiongroup import BaseExceptionGroup
+
 import dataclasses
 import logging
 import os
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncssh

@@ -4,6 +4,11 @@ reconnect the other way), and an embedder's ``SSHOptions.password`` went to ever
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport
+    from exceptiongroup import BaseExceptionGroup
+
 import stat
 from pathlib import Path
 

@@ -11,6 +11,11 @@ configuration turns host-key verification off (security round 3, point 1).
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport
+    from exceptiongroup import BaseExceptionGroup
+
 import dataclasses
 from pathlib import Path
 

@@ -63,3 +63,19 @@ async def test_the_check_can_be_turned_off_for_embedders(ssh_server, forwarder_c
     async with ftptrio.open_forwarder(config):
         pass
     assert not ssh_server.direct_requests
+
+
+async def test_localhost_ftp_host_and_a_loopback_227_is_not_warned_about(
+        forwarder_config, inprocess_ftp, caplog):
+    """-L 2121:localhost:21 (the README's own example): the server's 227 names
+    127.0.0.1, the same host; no 'ignored' warning on every session."""
+    import os
+
+    from integration_helpers import write_random, download
+
+    write_random(os.path.join(inprocess_ftp.root, "one.bin"), 65536)
+    config = dataclasses.replace(forwarder_config, forwards=(
+        dataclasses.replace(forwarder_config.forwards[0], ftp_host="localhost"),))
+    async with ftptrio.open_forwarder(config) as fwd:
+        await trio.to_thread.run_sync(download, fwd.addresses[0], inprocess_ftp, "one.bin")
+    assert "227 names" not in caplog.text, caplog.text

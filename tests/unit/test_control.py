@@ -941,7 +941,10 @@ def test_refused_port_is_reported_by_request_id_and_releases_the_hold():
     ch.data_ready(request, "127.0.0.1", 40000)
     ch.to_client.clear()
     ch.receive_server(b"500 Illegal PORT\r\n")
-    assert list(ch.to_client) == [b"500 Illegal PORT\r\n", ActiveRefused(request.id)]
+    # the reply says what to do (vsftpd refuses a PORT naming the SSH server's listener)
+    assert list(ch.to_client) == [
+        b"500 Illegal PORT (ftptrio: the FTP server must reach the SSH server's listener; "
+        b"try --active-address or --active-mode passive)\r\n", ActiveRefused(request.id)]
     ch.to_client.clear()
     ch.receive_client(b"NOOP\r\n")
     ch.receive_server(b"250 ok\r\n")
