@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
+import tempfile
 from typing import Callable, Sequence
 
 import trio
@@ -136,17 +138,29 @@ def notify_systemd_ready() -> None:
 
 
 def write_pid_file(path: str) -> None:
-    """--pid-file: this process's id, written whole (a temporary file renamed)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    """--pid-file: this process's id, written whole: a new file of a random name
+    (O_EXCL, never through a symbolic link planted in the directory) renamed over it."""
+    fd, tmp = tempfile.mkstemp(prefix=".ftptrio-pid-", dir=os.path.dirname(path) or ".")
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
 
 
 def remove_pid_file(path: str) -> None:
-    """Remove --pid-file if it still names this process (not a newer instance's)."""
+    """Remove --pid-file if it is still this process's own (a regular file naming this
+    process: not a newer instance's, not a symbolic link someone put there)."""
     try:
-        with open(path) as f:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd) as f:
             if f.read().strip() != str(os.getpid()):
                 return
         os.unlink(path)

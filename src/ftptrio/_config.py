@@ -156,6 +156,15 @@ class SSHOptions:
     config_files: tuple[str, ...] | None = None
     #: Ciphers, in order of preference; None: ftptrio's preference (AES-GCM first)
     ciphers: tuple[str, ...] | None = None
+    #: -o MACs: MAC algorithms, as ssh_config's (each name checked against asyncssh's;
+    #: a +, - or ^ prefix as OpenSSH's); None: asyncssh's defaults
+    macs: tuple[str, ...] | None = None
+    #: -o KexAlgorithms: key exchange algorithms (as ``macs``)
+    kex_algorithms: tuple[str, ...] | None = None
+    #: -o HostKeyAlgorithms: host key algorithms the client accepts (as ``macs``)
+    host_key_algorithms: tuple[str, ...] | None = None
+    #: -o HostKeyAlias: the name known_hosts knows the host by; None: ssh_config's
+    host_key_alias: str | None = None
     #: ProxyJump: "[user@]host[:port]" jump host(s), comma-separated (ssh -J)
     proxy_jump: str | None = None
     #: ServerAliveInterval: seconds between keepalives (0: none); None: ssh_config's
@@ -204,7 +213,7 @@ class SSHOptions:
         if self.data_memory is not None and (
                 isinstance(self.data_memory, bool) or not isinstance(self.data_memory, int)
                 or self.data_memory < MIN_MAX_WINDOW):
-            raise ConfigError(f"data memory must be at least {MIN_MAX_WINDOW} bytes "
+            raise ConfigError(f"--data-memory must be at least {MIN_MAX_WINDOW} bytes "
                               f"(got {self.data_memory!r})")
         if self.port is not None:
             _check_port("SSH port", self.port, allow_zero=False)
@@ -216,7 +225,7 @@ class SSHOptions:
         if self.keepalive_interval is not None and not math.isfinite(self.keepalive_interval):
             raise ConfigError("ServerAliveInterval must be a finite number")
         if self.connect_timeout is not None:
-            _check_seconds("connect timeout", self.connect_timeout)
+            _check_seconds("ConnectTimeout (connect_timeout)", self.connect_timeout)
         if self.address_family not in (None, "any", "inet", "inet6"):
             raise ConfigError("AddressFamily must be any, inet or inet6")
 
@@ -307,12 +316,14 @@ class Config:
                 raise ConfigError("active mode 'passive' (PORT/EPRT converted to PASV/EPSV) "
                                   "is only available for local (-L) tunnels; give the remote "
                                   "tunnel active_mode = \"remote-forward\"")
-        for name in ("data_idle_timeout", "data_drain_timeout", "active_hold_timeout"):
-            _check_seconds(name.replace("_", " "), getattr(self, name))
+        for name, option in (("data_idle_timeout", "--data-timeout"),
+                             ("data_drain_timeout", "--drain-timeout"),
+                             ("active_hold_timeout", "--active-hold-timeout")):
+            _check_seconds(f"{option} ({name})", getattr(self, name))
         if self.idle_session_timeout is not None:
-            _check_seconds("idle session timeout", self.idle_session_timeout)
-        for name, value in (("max sessions", self.max_sessions),
-                            ("max sessions per client", self.max_sessions_per_client)):
+            _check_seconds("--idle-timeout (idle_session_timeout)", self.idle_session_timeout)
+        for name, value in (("--max-sessions", self.max_sessions),
+                            ("--max-sessions-per-client", self.max_sessions_per_client)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer (got {value!r})")
         for allowed in self.pasv_allowed_hosts:

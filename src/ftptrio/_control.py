@@ -780,6 +780,8 @@ class ControlChannel:
                 self.to_client.extend(captured)
             return
         entry = self._pending.popleft()
+        if entry.kind == "transfer" and code in (227, 229):  # (captured: _reply_to_client
+            self.to_client.append(TransferReplied(code))   # did not announce it)
         text = b" ".join(l.rstrip(b"\r\n") for l in captured) if captured else last_line
         passive = _PASSIVE_KINDS.get(entry.kind)
         if passive is not None:

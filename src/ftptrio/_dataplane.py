@@ -20,6 +20,7 @@ one, so a session has at most one data channel waiting for its peer.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import itertools
 import logging
@@ -75,6 +76,9 @@ class _Opening:
 REPLY_WAIT = 5.0
 #: how long a transfer command answered before its data connection started waits for one
 UNPAIRED_WAIT = 1.0
+#: at most this many answered transfer commands wait for a data connection; beyond,
+#: the oldest is accounted at once (a client pipelining RETRs refused with 530)
+MAX_UNPAIRED = 16
 
 
 class _TransferRecord:
@@ -83,7 +87,7 @@ class _TransferRecord:
     Accounted once, when both are known (or the reply alone refuses it)."""
 
     __slots__ = ("command", "relay", "mode", "started", "result", "code", "accounted",
-                 "replied")
+                 "replied", "paired")
 
     def __init__(self, command: str) -> None:
         self.command = command
@@ -94,6 +98,7 @@ class _TransferRecord:
         self.code: int | None = None
         self.accounted = False
         self.replied = trio.Event()
+        self.paired = trio.Event()
 
 
 class _Seen:
@@ -156,9 +161,9 @@ class DataPlane:
         #: passive channel opens run one at a time (a superseded one waiting is skipped)
         self._open_lock = trio.Lock()
         #: transfer commands whose final reply has not come yet, oldest first
-        self._awaiting_reply: list[_TransferRecord] = []
+        self._awaiting_reply: collections.deque[_TransferRecord] = collections.deque()
         #: transfer commands answered before any data connection was paired with them
-        self._unpaired: list[_TransferRecord] = []
+        self._unpaired: collections.deque[_TransferRecord] = collections.deque()
         #: running relay -> the transfer command it carries (paired in either order:
         #: a passive client connects before it sends RETR, an active server after)
         self._relay_records: dict[SSHDataRelay, _TransferRecord] = {}
@@ -242,7 +247,7 @@ class DataPlane:
         """The server's final reply to the oldest transfer command still awaiting one."""
         if not self._awaiting_reply:
             return
-        record = self._awaiting_reply.pop(0)
+        record = self._awaiting_reply.popleft()
         record.code = code
         record.replied.set()
         if record.result is not None:
@@ -250,17 +255,18 @@ class DataPlane:
         elif record.relay is None:
             # no data connection paired yet: -R passive relays can finish before their
             # task starts, so wait a moment for one (else: refused, or no connection)
-            self._unpaired.append(record)
             if self._nursery is None:
                 self._account(record)
-            else:
-                self._nursery.start_soon(self._settle_unpaired, record)
+                return
+            self._unpaired.append(record)
+            if len(self._unpaired) > MAX_UNPAIRED:
+                self._account(self._unpaired[0])
+            self._nursery.start_soon(self._settle_unpaired, record)
 
     async def _settle_unpaired(self, record: _TransferRecord) -> None:
         try:
             with trio.move_on_after(UNPAIRED_WAIT):
-                while record.relay is None:
-                    await trio.sleep(0.01)
+                await record.paired.wait()
         finally:
             if record.relay is None and not record.accounted:
                 self._account(record)
@@ -269,16 +275,17 @@ class DataPlane:
         """ftptrio answered the newest transfer command itself (425: its data channel
         could not be opened); it never reached the server."""
         if self._awaiting_reply:
-            record = self._awaiting_reply.pop()
+            record = self._awaiting_reply.pop()  # the newest: the command just refused
             record.code = 425
             record.replied.set()
             if record.relay is None or record.result is not None:
                 self._account(record)
 
     def _pair(self, record: _TransferRecord, relay: SSHDataRelay) -> None:
-        if record in self._unpaired:
+        if record.code is not None and record in self._unpaired:  # (at most MAX_UNPAIRED)
             self._unpaired.remove(record)
         record.relay = relay
+        record.paired.set()
         self._relay_records[relay] = record
         seen = self._running.get(relay)
         if seen is not None:
@@ -416,10 +423,10 @@ class DataPlane:
         had already ended (only the teardown was cut)."""
         started = self._running_changed = trio.current_time()
         self._running[relay] = _Seen(relay.progress, started)
-        for waiting in [*self._awaiting_reply, *self._unpaired]:  # the command came first
-            if waiting.relay is None and not waiting.accounted:
-                self._pair(waiting, relay)
-                break
+        waiting = next((w for w in itertools.chain(self._awaiting_reply, self._unpaired)
+                        if w.relay is None and not w.accounted), None)
+        if waiting is not None:  # the command came first (active mode, -R passive)
+            self._pair(waiting, relay)
         paired = self._relay_records.get(relay)
         if paired is not None:
             paired.mode, paired.started = mode, started
@@ -462,9 +469,11 @@ class DataPlane:
         if record.accounted:
             return
         record.accounted = True
-        for waiting in (self._awaiting_reply, self._unpaired):
-            if record in waiting:
-                waiting.remove(record)
+        if record.code is None:  # accounted before its reply (its relay failed)
+            if record in self._awaiting_reply:
+                self._awaiting_reply.remove(record)
+        elif record in self._unpaired:  # (at most MAX_UNPAIRED)
+            self._unpaired.remove(record)
         result = record.result or RelayResult(0, 0)
         # The relay counts bytes into and out of SSH; which side the FTP server is on
         # depends on the tunnel's direction.

@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import NoReturn, Sequence
 from urllib.parse import unquote
@@ -34,12 +35,13 @@ SSH_OPTION_KEYS = frozenset({
     "serveralivecountmax", "ciphers", "connecttimeout", "batchmode", "exitonforwardfailure",
     "identitiesonly", "compression", "loglevel", "passwordauthentication",
     "kbdinteractiveauthentication", "pubkeyauthentication", "preferredauthentications",
-    "addressfamily"})
+    "addressfamily", "macs", "kexalgorithms", "hostkeyalgorithms", "hostkeyalias"})
 #: the same keys as ssh_config spells them (for messages)
 SSH_OPTION_NAMES = (
     "AddressFamily", "BatchMode", "Ciphers", "Compression", "ConnectTimeout",
-    "ExitOnForwardFailure", "GlobalKnownHostsFile", "HashKnownHosts", "IdentitiesOnly",
-    "IdentityFile", "KbdInteractiveAuthentication", "LogLevel", "PasswordAuthentication",
+    "ExitOnForwardFailure", "GlobalKnownHostsFile", "HashKnownHosts", "HostKeyAlgorithms",
+    "HostKeyAlias", "IdentitiesOnly", "IdentityFile", "KbdInteractiveAuthentication",
+    "KexAlgorithms", "LogLevel", "MACs", "PasswordAuthentication",
     "Port", "PreferredAuthentications", "ProxyJump", "PubkeyAuthentication",
     "ServerAliveCountMax", "ServerAliveInterval", "StrictHostKeyChecking", "User",
     "UserKnownHostsFile")
@@ -194,7 +196,28 @@ def log_verbosity(args: argparse.Namespace) -> tuple[int, bool]:
 
 # ---------------------------------------------------------------- the parser
 
-class _RaisingParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus: an unknown long option is named with the nearest known one
+    (``--data-timout``: "did you mean --data-timeout?"), instead of its value being
+    taken for the SSH destination."""
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        words = list(sys.argv[1:] if args is None else args)
+        known = [s for action in self._actions for s in action.option_strings
+                 if s.startswith("--")]
+        for word in words:
+            if word == "--":
+                break
+            name = word.split("=", 1)[0]
+            if name.startswith("--") and not any(k.startswith(name) for k in known):
+                close = difflib.get_close_matches(name, known, 1)
+                self.error(f"unknown option {name}"
+                           + (f"; did you mean {close[0]}?" if close else ""))
+        return super().parse_args(words, namespace)
+
+
+class _RaisingParser(_Parser):
     """For --config files: a bad value is a ConfigError, not a usage message."""
 
     def error(self, message: str) -> NoReturn:
@@ -205,7 +228,7 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                  epilog: str | None = None) -> argparse.ArgumentParser:
     """Every option of ``ftptrio``. ``raise_errors``: a bad argument raises
     ConfigError instead of printing usage and exiting 2."""
-    p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
+    p = (_RaisingParser if raise_errors else _Parser)(
         prog="ftptrio", description=description, epilog=epilog,
         usage="%(prog)s [options] -L|-R spec ... [user@]ssh_host\n       %(prog)s --config FILE"
               "\n       %(prog)s demo [--size MIB]",
@@ -372,7 +395,11 @@ def config_from_args(args: argparse.Namespace,
             hash_known_hosts=yes_no(opts, "hashknownhosts"),
             strict_host_key_checking=strict,  # type: ignore[arg-type]  # checked by SSHOptions
             config_files=(args.config_file,) if args.config_file else None,
-            ciphers=tuple(opts["ciphers"].split(",")) if "ciphers" in opts else None,
+            ciphers=_algorithm_list(opts, "ciphers"),
+            macs=_algorithm_list(opts, "macs"),
+            kex_algorithms=_algorithm_list(opts, "kexalgorithms"),
+            host_key_algorithms=_algorithm_list(opts, "hostkeyalgorithms"),
+            host_key_alias=opts.get("hostkeyalias") or None,
             keepalive_interval=(float(opts["serveraliveinterval"])
                                 if "serveraliveinterval" in opts else None),
             keepalive_count_max=(int(opts["serveralivecountmax"])
@@ -416,6 +443,17 @@ def config_from_args(args: argparse.Namespace,
         exit_on_forward_failure=_yes_no("ExitOnForwardFailure",
                                         opts.get("exitonforwardfailure", "no")),
     )
+
+
+def _algorithm_list(opts: dict[str, str], key: str) -> tuple[str, ...] | None:
+    """An -o algorithm list (comma-separated, as ssh_config's); None when not given."""
+    if key not in opts:
+        return None
+    names = tuple(name.strip() for name in opts[key].split(",") if name.strip())
+    if not names:
+        name = next(n for n in SSH_OPTION_NAMES if n.lower() == key)
+        raise ConfigError(f"bad option value: {name} must name at least one algorithm")
+    return names
 
 
 def remote_listen_host(given: str | None, active_address: str) -> str:

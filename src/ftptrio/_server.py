@@ -106,14 +106,28 @@ async def _handle_client(stream: trio.SocketStream | SSHStream, forward: Forward
 
 def _client_host(stream: trio.SocketStream | SSHStream,
                  peer: tuple[str, int] | None) -> str | None:
-    """The FTP client's address (None: unknown, e.g. a remote tunnel's originator)."""
+    """The FTP client's address as --max-sessions-per-client counts it: an IPv4
+    address, or an IPv6 client's /64 (one host usually holds a whole /64, privacy
+    addresses included); None: unknown."""
     if peer is not None:
-        return peer[0]
-    sock = getattr(stream, "socket", None)
-    try:
-        return str(sock.getpeername()[0]) if sock is not None else None
-    except OSError:
+        host: str | None = peer[0]
+    else:
+        sock = getattr(stream, "socket", None)
+        try:
+            host = str(sock.getpeername()[0]) if sock is not None else None
+        except OSError:
+            host = None
+    if host is None:
         return None
+    try:
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
 
 
 async def _refuse_busy(stream: trio.SocketStream | SSHStream, limit: int,

@@ -110,7 +110,7 @@ def test_every_file_key_has_a_command_line_twin():
     ('host = "h"\nauth_tls = "maybe"', "auth_tls: argument --auth-tls: invalid choice"),
     ('host = "h"\nactive_mode = "x"', "active_mode: argument --active-mode: invalid choice"),
     ('host = "h"\ngateway = "yes"', "gateway must be true or false"),
-    ('host = "h"\ndata_timeout = -1\n[[tunnel]]\nlocal = "1:h:21"', "data idle timeout must be a positive number"),
+    ('host = "h"\ndata_timeout = -1\n[[tunnel]]\nlocal = "1:h:21"', "--data-timeout (data_idle_timeout) must be a positive number"),
     ('host = "h"\nactive_address = "nohost"\n[[tunnel]]\nlocal = "1:h:21"', "active_address must be an IP address"),
     ('host = "h"\nremote_reply_address = "::1"\n[[tunnel]]\nlocal = "1:h:21"', "must be an IPv4 address"),
     ('host = "h"\noptions = { ProxyCommand = "nc" }\n[[tunnel]]\nlocal = "1:h:21"', "unsupported -o option"),

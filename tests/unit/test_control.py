@@ -1069,3 +1069,17 @@ def test_final_reply_to_a_transfer_command_is_announced_before_it():
     items = [i for i in ch.to_client]
     assert items == [b"200 ok\r\n", TransferReplied(550), b"550 No such file.\r\n",
                      b"150 Opening\r\n", TransferReplied(226), b"226 Done\r\n"]
+
+
+def test_a_227_answering_a_transfer_command_is_still_announced():
+    """A hostile server answers RETR with a 227: withheld, and still the transfer
+    command's final reply for the accounting (else every later transfer is
+    accounted against the command before it)."""
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.to_client.clear()
+    ch.receive_client(b"RETR a\r\nRETR b\r\n")
+    ch.receive_server(b"227 Entering Passive Mode (127,0,0,1,4,1)\r\n"
+                      b"227-x\r\n227 (127,0,0,1,4,2)\r\n")
+    replied = [i for i in ch.to_client if isinstance(i, TransferReplied)]
+    assert replied == [TransferReplied(227), TransferReplied(227)]

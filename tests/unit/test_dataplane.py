@@ -471,3 +471,19 @@ async def test_listener_closes_after_the_idle_timeout_while_the_channel_still_op
         gate.set()
         await trio.testing.wait_all_tasks_blocked()
         assert all(relay.closed for relay in tunnel.relays)  # no channel left open
+
+
+async def test_pipelined_refused_transfer_commands_stay_bounded():
+    """A client pipelining thousands of RETRs refused before login (530): each is
+    counted as refused; at most MAX_UNPAIRED wait for a data connection at a time
+    (no task or list growing with the number of commands)."""
+    from ftptrio._dataplane import MAX_UNPAIRED
+
+    plane, _tunnel, stats = make_plane()
+    async with plane.open():
+        for _ in range(2000):
+            plane.name_transfer("RETR x")
+            plane.transfer_replied(530)
+            assert len(plane._unpaired) <= MAX_UNPAIRED
+        assert len(plane._awaiting_reply) == 0
+    assert stats.transfers_refused == 2000 and stats.transfers == 0

@@ -108,3 +108,32 @@ def test_hash_known_hosts_from_ssh_config_and_dash_o(tmp_path):
     assert not known_hosts_files("other", None, [str(config)], None).hashed
     args = build_parser().parse_args(["-L", "2121:h:21", "-o", "HashKnownHosts=yes", "gw"])
     assert config_from_args(args).ssh.hash_known_hosts is True
+
+
+def test_pid_file_is_never_written_through_a_planted_symlink(tmp_path):
+    import os
+
+    from ftptrio._cli import remove_pid_file, write_pid_file
+
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep\n")
+    pid_file = tmp_path / "ftptrio.pid"
+    for name in (f"ftptrio.pid.{os.getpid()}.tmp", "ftptrio.pid.tmp"):
+        (tmp_path / name).symlink_to(victim)  # the old, predictable temporary names
+    write_pid_file(str(pid_file))
+    assert victim.read_text() == "keep\n"
+    assert not pid_file.is_symlink() and pid_file.read_text() == f"{os.getpid()}\n"
+    remove_pid_file(str(pid_file))
+    assert not pid_file.exists()
+    pid_file.symlink_to(victim)  # someone replaced it: left alone
+    remove_pid_file(str(pid_file))
+    assert pid_file.is_symlink() and victim.exists()
+
+
+def test_sessions_per_client_count_an_ipv6_client_by_its_slash_64():
+    from ftptrio._server import _client_host
+
+    assert _client_host(None, ("2001:db8:1:2:aaaa::1", 1)) == "2001:db8:1:2::/64"
+    assert _client_host(None, ("2001:db8:1:2:bbbb::9", 1)) == "2001:db8:1:2::/64"
+    assert _client_host(None, ("::ffff:10.0.0.1", 1)) == "10.0.0.1"
+    assert _client_host(None, ("10.0.0.1", 1)) == "10.0.0.1"

@@ -138,6 +138,12 @@ class Prompter:
             return "BatchMode is on"
         if self.terminal_only:
             return "no terminal to ask on (reconnecting)"
+        if os.environ.get("SSH_ASKPASS_REQUIRE", "").lower() == "never":
+            return "no terminal, and SSH_ASKPASS_REQUIRE=never forbids SSH_ASKPASS (run " \
+                   "on a terminal, use a key or ssh-agent, or unset SSH_ASKPASS_REQUIRE)"
+        if not self._askpass_program():
+            return "no terminal, and no SSH_ASKPASS program (set SSH_ASKPASS to one, " \
+                   "with DISPLAY or SSH_ASKPASS_REQUIRE=force)"
         return "no terminal, and SSH_ASKPASS is not usable (set it, with DISPLAY or " \
                "SSH_ASKPASS_REQUIRE=force)"
 

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import socket
-from typing import Callable
+from typing import Callable, Sequence
 
 import asyncssh
 import trio
@@ -52,16 +52,41 @@ def set_debug_level(level: int) -> None:
     asyncssh.set_debug_level(level)
 
 
+def _checked_algorithms(option: str, names: tuple[str, ...],
+                        supported: Sequence[bytes]) -> list[str]:
+    """An ssh_config algorithm list (-o Ciphers, MACs, KexAlgorithms,
+    HostKeyAlgorithms; a +, - or ^ prefix as OpenSSH's) as asyncssh takes it; a name
+    this asyncssh does not support is a ConfigError naming it (exit 2)."""
+    known = {alg.decode() for alg in supported}
+    for name in names:
+        if name.lstrip("+-^") not in known:
+            raise ConfigError(f"bad option value: {option}: unsupported algorithm {name!r}; "
+                              f"supported: {', '.join(sorted(known))}")
+    return list(names)
+
+
+def _algorithm_kwargs(options: SSHOptions) -> dict[str, object]:
+    """asyncssh.connect's algorithm arguments from -o MACs/KexAlgorithms/HostKeyAlgorithms."""
+    kwargs: dict[str, object] = {}
+    if options.macs:
+        kwargs["mac_algs"] = _checked_algorithms("MACs", options.macs,
+                                                 asyncssh.mac.get_mac_algs())
+    if options.kex_algorithms:
+        kwargs["kex_algs"] = _checked_algorithms("KexAlgorithms", options.kex_algorithms,
+                                                 asyncssh.kex.get_kex_algs())
+    if options.host_key_algorithms:
+        kwargs["server_host_key_algs"] = _checked_algorithms(
+            "HostKeyAlgorithms", options.host_key_algorithms,
+            [*asyncssh.public_key.get_public_key_algs(),
+             *asyncssh.public_key.get_certificate_algs()])
+    return kwargs
+
+
 def _encryption_algs(ciphers: tuple[str, ...] | None) -> list[str]:
-    """-o Ciphers as asyncssh takes it (each name checked: a ConfigError names a
-    cipher this asyncssh does not support), else ftptrio's preference."""
+    """-o Ciphers as asyncssh takes it (each name checked), else ftptrio's preference."""
     if ciphers:
-        supported = {alg.decode() for alg in asyncssh.encryption.get_encryption_algs()}
-        for name in ciphers:
-            if name.lstrip("+-^") not in supported:
-                raise ConfigError(f"bad option value: Ciphers: unsupported cipher {name!r}; "
-                                  f"supported: {', '.join(sorted(supported))}")
-        return list(ciphers)
+        return _checked_algorithms("Ciphers", ciphers,
+                                   asyncssh.encryption.get_encryption_algs())
     available = [alg.decode() for alg in asyncssh.encryption.get_default_encryption_algs()]
     preferred = [c for c in PREFERRED_CIPHERS if c in available]
     return preferred + [c for c in available if c not in preferred]
@@ -81,6 +106,7 @@ class Tunnel:
         self._hostkeys = HostKeyPolicy(options.strict_host_key_checking) if options else None
         if options is not None:  # usage errors (exit 2) before anything connects
             _encryption_algs(options.ciphers)
+            _algorithm_kwargs(options)
             for path in options.config_files or ():
                 if not os.path.isfile(os.path.expanduser(path)):
                     raise ConfigError(f"Can't open user config file {path}: "
@@ -265,7 +291,9 @@ async def _connect(options: SSHOptions, auth: Authenticator,
                    ) -> asyncssh.SSHClientConnection:
     # tunnel=None: never asyncssh's own ProxyJump (_jump_hosts resolved it)
     kwargs: dict[str, object] = {"encryption_algs": _encryption_algs(options.ciphers),
-                                 "tunnel": via}
+                                 "tunnel": via, **_algorithm_kwargs(options)}
+    if options.host_key_alias is not None:
+        kwargs["host_key_alias"] = options.host_key_alias
     if options.port is not None:
         kwargs["port"] = options.port
     if options.username is not None:

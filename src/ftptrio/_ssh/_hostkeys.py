@@ -235,7 +235,8 @@ def _file_list(value: object, default: Sequence[str],
 
 def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] | None,
                       known_hosts: str | None, global_known_hosts: str | None = None,
-                      hash_known_hosts: bool | None = None) -> KnownHostsFiles:
+                      hash_known_hosts: bool | None = None,
+                      host_key_alias: str | None = None) -> KnownHostsFiles:
     """The user and global known_hosts files for ``host``: the command line's
     (``known_hosts``: a path, or ``none``), else ssh_config's, else OpenSSH's defaults."""
     # config=() as asyncssh.connect passes it: ~/.ssh/config when no file is given
@@ -243,6 +244,8 @@ def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] |
                                  "config": list(config_files) if config_files else ()}
     if port is not None:
         kwargs["port"] = port
+    if host_key_alias is not None:
+        kwargs["host_key_alias"] = host_key_alias
     probe = asyncssh.SSHClientConnectionOptions(**kwargs)
     config = probe.config
     tokens = {"%": "%", "d": os.path.expanduser("~"), "u": getpass.getuser(),
@@ -261,12 +264,13 @@ def known_hosts_files(host: str, port: int | None, config_files: Sequence[str] |
 def resolved_known_hosts(host: str, port: int | None, config_files: Sequence[str] | None,
                          known_hosts: str | None, global_known_hosts: str | None = None,
                          hash_known_hosts: bool | None = None,
+                         host_key_alias: str | None = None,
                          ) -> tuple[object, KnownHostsFiles]:
     """What asyncssh's connection checks (``known_hosts=``: the files that exist, or
     NO_TRUSTED_KEYS; never None, which turns verification off, nor an empty value,
     which asyncssh replaces by ~/.ssh/known_hosts) and the files by name."""
     found = known_hosts_files(host, port, config_files, known_hosts, global_known_hosts,
-                              hash_known_hosts)
+                              hash_known_hosts, host_key_alias)
     return (found.present() or NO_TRUSTED_KEYS), found
 
 
@@ -470,7 +474,8 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
         policy = HostKeyPolicy(options.strict_host_key_checking)
     known_hosts, files = await trio.to_thread.run_sync(
         resolved_known_hosts, options.host, options.port, options.config_files,
-        options.known_hosts, options.global_known_hosts, options.hash_known_hosts)
+        options.known_hosts, options.global_known_hosts, options.hash_known_hosts,
+        options.host_key_alias)
     for attempt in range(2):  # a second time after the user said yes (ask)
         check = Check(known_hosts, files.alias)
         try:
