@@ -217,6 +217,8 @@ class DataPlane:
                 yield self
             finally:
                 self.stop_waiting()
+                for record in self._awaiting_reply:  # no reply will come any more
+                    record.replied.set()
                 drain = 0.0 if self._no_drain else self.config.data_drain_timeout
                 nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
                                                     trio.current_time() + drain)
@@ -432,8 +434,8 @@ class DataPlane:
             paired.mode, paired.started = mode, started
         try:
             result = await (relay.wait() if sock is None else relay.relay_socket(sock))
-        except trio.Cancelled:
-            self._finished(relay, mode, started, relay.snapshot(cancelled=True))
+        except trio.Cancelled:  # the session ends: accounted now, reply or not
+            self._finished(relay, mode, started, relay.snapshot(cancelled=True), now=True)
             raise
         finally:
             del self._running[relay]
@@ -448,7 +450,7 @@ class DataPlane:
                         self._account(record)
 
     def _finished(self, relay: SSHDataRelay, mode: Mode, started: float,
-                  result: RelayResult) -> _TransferRecord | None:
+                  result: RelayResult, *, now: bool = False) -> _TransferRecord | None:
         """The relay ended with ``result``: account it now if its command's reply is in
         (or if it carried no transfer command); else its record, waiting for the reply."""
         record = self._relay_records.pop(relay, None)
@@ -458,7 +460,7 @@ class DataPlane:
                            "(%d bytes); not counted as a transfer", mode, total)
             return None
         record.mode, record.result = mode, result
-        if record.code is not None or result.error:
+        if record.code is not None or now:
             self._account(record)
         return record
 
@@ -484,12 +486,13 @@ class DataPlane:
         total = to_server + to_client
         code = record.code
         refused = False
-        if result.error:
+        if code is not None and code >= 400 and total == 0:
+            # (pyftpdlib connects at PORT and resets that connection on a 550)
+            outcome, refused = f"refused ({code})", True
+        elif result.error:
             outcome = f"error ({result.error})"
         elif code is None:
             outcome = "error (no final reply)"
-        elif code >= 400 and total == 0:
-            outcome, refused = f"refused ({code})", True
         elif code >= 400:
             outcome = f"error (server replied {code})"
         elif record.relay is None:
