@@ -603,7 +603,8 @@ class LocalDataPlane(DataPlane):
     async def _relay_to_server(self, destination: str, port: int) -> SSHDataRelay:
         """An SSH channel to the server's passive port."""
         try:
-            return await self.tunnel.open_data_relay(destination, port)
+            return await self.tunnel.open_data_relay(destination, port,
+                                                     originator=(self.addresses.client_host, 0))
         except TunnelError as exc:
             self._log.warning("%s", exc)
             raise DataSetupError(str(exc)) from exc
@@ -784,7 +785,9 @@ class RemoteDataPlane(DataPlane):
                 self._log.info("active listener on port %d closed unused", port)
                 return
             try:
-                relay = await self.tunnel.open_data_relay(request.host, request.port)
+                relay = await self.tunnel.open_data_relay(
+                    request.host, request.port,
+                    originator=(self.addresses.server_peer_host or "", 0))
             except TunnelError as exc:
                 self._log.warning("%s", exc)
                 return

@@ -94,6 +94,8 @@ class Session:
             peer = client.socket.getpeername()[:2]
         self.client_host = peer[0]
         self.client_addr = f"{peer[0]}:{peer[1]}"
+        #: the client's (host, port): the direct-tcpip originator of its channels
+        self.client_peer = (str(peer[0]), int(peer[1]))
         self.control = ControlChannel(
             client_host=peer[0],
             active_mode="remote-forward" if self.remote else self.config.active_mode,
@@ -149,7 +151,8 @@ class Session:
     async def _connect_server(self) -> ControlStream:
         fwd = self.forward
         if not self.remote:
-            return await self.tunnel.open_stream(fwd.ftp_host, fwd.ftp_port)
+            return await self.tunnel.open_stream(fwd.ftp_host, fwd.ftp_port,
+                                                 originator=self.client_peer)
         # remote tunnel: the FTP server is reached from this machine
         try:
             with trio.fail_after(self.config.ssh.effective_connect_timeout):

@@ -79,3 +79,20 @@ async def test_localhost_ftp_host_and_a_loopback_227_is_not_warned_about(
     async with ftptrio.open_forwarder(config) as fwd:
         await trio.to_thread.run_sync(download, fwd.addresses[0], inprocess_ftp, "one.bin")
     assert "227 names" not in caplog.text, caplog.text
+
+
+async def test_the_ftp_client_is_named_as_the_direct_tcpip_originator(
+        forwarder_config, inprocess_ftp, ssh_server):
+    """sshd logs "originator 127.0.0.1 port N", not "originator  port 0"."""
+    from ftp_fakes import FTPClient
+
+    async with ftptrio.open_forwarder(forwarder_config) as fwd:
+        client = await FTPClient.connect(fwd.addresses[0])
+        await client.login(inprocess_ftp)
+        local_port = client.stream.socket.getsockname()[1]
+        await client.cmd("PASV")
+        await client.aclose()
+    # [0] is the start-up check (no client); then the session's control channel and
+    # its passive data channel (opened before the client connects: port 0)
+    assert ssh_server.direct_originators[1] == ("127.0.0.1", local_port)
+    assert ssh_server.direct_originators[2] == ("127.0.0.1", 0)

@@ -92,7 +92,8 @@ class FakeTunnel:
     listeners: list[FakeRemoteListener] = field(default_factory=list)
     fail: bool = False
 
-    async def open_data_relay(self, host: str, port: int) -> FakeRelay:
+    async def open_data_relay(self, host: str, port: int,
+                              originator: tuple[str, int] = ("", 0)) -> FakeRelay:
         if self.fail:
             raise TunnelError("open failed: administratively prohibited")
         relay = FakeRelay(host, port)
@@ -408,7 +409,7 @@ async def test_reply_goes_out_before_the_channel_opens_and_the_transfer_waits():
     gate = trio.Event()
     real_open = tunnel.open_data_relay
 
-    async def slow_open(host: str, port: int) -> FakeRelay:
+    async def slow_open(host: str, port: int, **kwargs: object) -> FakeRelay:
         await gate.wait()
         return await real_open(host, port)
 
@@ -456,7 +457,7 @@ async def test_listener_closes_after_the_idle_timeout_while_the_channel_still_op
     gate = trio.Event()
     real_open = tunnel.open_data_relay
 
-    async def hanging_open(host: str, port: int) -> FakeRelay:
+    async def hanging_open(host: str, port: int, **kwargs: object) -> FakeRelay:
         await gate.wait()
         return await real_open(host, port)
 

@@ -122,7 +122,8 @@ class StreamTunnel:
     def __init__(self, server_end: trio.abc.HalfCloseableStream) -> None:
         self.server_end = server_end
 
-    async def open_stream(self, host: str, port: int) -> trio.abc.HalfCloseableStream:
+    async def open_stream(self, host: str, port: int,
+                          originator: tuple[str, int] = ("", 0)) -> trio.abc.HalfCloseableStream:
         return self.server_end
 
 

@@ -17,7 +17,8 @@ class StreamTunnel:
     def __init__(self, server_end: trio.abc.HalfCloseableStream) -> None:
         self.server_end = server_end
 
-    async def open_stream(self, host: str, port: int) -> trio.abc.HalfCloseableStream:
+    async def open_stream(self, host: str, port: int,
+                          originator: tuple[str, int] = ("", 0)) -> trio.abc.HalfCloseableStream:
         return self.server_end
 
 
@@ -91,7 +92,8 @@ class DataTunnel(StreamTunnel):
         self.fail = True
         self.opened: list[tuple[str, int]] = []
 
-    async def open_data_relay(self, host: str, port: int) -> object:
+    async def open_data_relay(self, host: str, port: int,
+                              originator: tuple[str, int] = ("", 0)) -> object:
         from ftptrio._errors import TunnelError
 
         if self.fail:

@@ -170,20 +170,24 @@ class Tunnel:
             self.auth.finished_login()
             return self._conn
 
-    async def open_stream(self, host: str, port: int) -> SSHStream:
-        """A trio stream over a direct-tcpip channel to host:port (FTP control)."""
+    async def open_stream(self, host: str, port: int,
+                          originator: tuple[str, int] = ("", 0)) -> SSHStream:
+        """A trio stream over a direct-tcpip channel to host:port (FTP control);
+        ``originator``: the FTP client's (address, port), for the SSH server's logs."""
         conn = await self.connect()
         try:
-            return await open_ssh_stream(conn, host, port)
+            return await open_ssh_stream(conn, host, port, originator)
         except SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not connect to {host}:{port}: "
                               f"{refusal(exc)}{_open_hint(exc)}") from exc
 
-    async def open_data_relay(self, host: str, port: int) -> SSHDataRelay:
+    async def open_data_relay(self, host: str, port: int,
+                              originator: tuple[str, int] = ("", 0)) -> SSHDataRelay:
         """A direct-tcpip channel to host:port, to be paired with a local socket."""
         conn = await self.connect()
         try:
-            return await open_data_relay(conn, host, port, self.max_window, self.budget)
+            return await open_data_relay(conn, host, port, self.max_window, self.budget,
+                                         originator)
         except SSH_ERRORS as exc:
             raise TunnelError(f"SSH server could not open data connection to {host}:{port}: "
                               f"{refusal(exc)}{_open_hint(exc)}") from exc

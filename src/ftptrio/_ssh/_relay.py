@@ -646,7 +646,8 @@ class SSHDataRelay:
 
 async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: int,
                           max_window: int = DEFAULT_MAX_WINDOW,
-                          budget: WindowBudget | None = None) -> SSHDataRelay:
+                          budget: WindowBudget | None = None,
+                          originator: tuple[str, int] = ("", 0)) -> SSHDataRelay:
     """Open a direct-tcpip channel to host:port for relaying (asyncssh errors
     propagate); its receive window starts at WINDOW (or what ``budget`` has left)
     and may grow to ``max_window`` (within ``budget``)."""
@@ -657,7 +658,7 @@ async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: i
     # session ended while the reply had already gone out) closes what it opens
     opening = asyncio.get_event_loop().create_task(conn.create_connection(
         lambda: relay.channel_end, host, port, window=reservation.window,
-        max_pktsize=MAX_PKTSIZE))
+        max_pktsize=MAX_PKTSIZE, orig_host=originator[0], orig_port=originator[1]))
     try:
         await run_future(asyncio.shield(opening))
     except BaseException:

@@ -163,10 +163,14 @@ class SSHStream(trio.abc.HalfCloseableStream):
             await aio(self._chan.wait_closed)()
 
 
-async def open_ssh_stream(conn: asyncssh.SSHClientConnection, host: str, port: int) -> SSHStream:
-    """Open a direct-tcpip channel to host:port as a trio stream (asyncssh errors propagate)."""
+async def open_ssh_stream(conn: asyncssh.SSHClientConnection, host: str, port: int,
+                          originator: tuple[str, int] = ("", 0)) -> SSHStream:
+    """Open a direct-tcpip channel to host:port as a trio stream (asyncssh errors
+    propagate); ``originator`` names the connecting client to the SSH server."""
     session = _StreamSession()
-    chan, _ = await aio(conn.create_connection)(lambda: session, host, port)
+    chan, _ = await aio(conn.create_connection)(lambda: session, host, port,
+                                                orig_host=originator[0],
+                                                orig_port=originator[1])
     return SSHStream(chan, session)
 
 

@@ -33,6 +33,8 @@ class SSHServerInfo:
     client_key_path: str = ""  # the client key as an OpenSSH private key file
     #: (host, port) of every direct-tcpip the server was asked for
     direct_requests: list[tuple[str, int]] = field(default_factory=list)
+    #: (originator host, port) of every direct-tcpip request, in order
+    direct_originators: list[tuple[str, int]] = field(default_factory=list)
     #: (host, port) of every tcpip-forward the server was asked for
     forward_requests: list[tuple[str, int]] = field(default_factory=list)
     allow_direct: bool = True
@@ -101,6 +103,7 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
         def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                                  orig_port: int) -> Any:
             info.direct_requests.append((dest_host, dest_port))
+            info.direct_originators.append((orig_host, orig_port))
             if not info.allow_direct:
                 return False
             return relayed_connection(dest_host, dest_port)
