@@ -165,6 +165,9 @@ class SSHOptions:
     host_key_algorithms: tuple[str, ...] | None = None
     #: -o HostKeyAlias: the name known_hosts knows the host by; None: ssh_config's
     host_key_alias: str | None = None
+    #: -o IdentityAgent: the ssh-agent socket ("none": no agent); None: ssh_config's,
+    #: else $SSH_AUTH_SOCK
+    identity_agent: str | None = None
     #: ProxyJump: "[user@]host[:port]" jump host(s), comma-separated (ssh -J)
     proxy_jump: str | None = None
     #: ServerAliveInterval: seconds between keepalives (0: none); None: ssh_config's

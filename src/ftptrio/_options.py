@@ -35,12 +35,15 @@ SSH_OPTION_KEYS = frozenset({
     "serveralivecountmax", "ciphers", "connecttimeout", "batchmode", "exitonforwardfailure",
     "identitiesonly", "compression", "loglevel", "passwordauthentication",
     "kbdinteractiveauthentication", "pubkeyauthentication", "preferredauthentications",
-    "addressfamily", "macs", "kexalgorithms", "hostkeyalgorithms", "hostkeyalias"})
+    "addressfamily", "macs", "kexalgorithms", "hostkeyalgorithms", "hostkeyalias",
+    "identityagent", "challengeresponseauthentication"})
 #: the same keys as ssh_config spells them (for messages)
 SSH_OPTION_NAMES = (
-    "AddressFamily", "BatchMode", "Ciphers", "Compression", "ConnectTimeout",
+    "AddressFamily", "BatchMode", "ChallengeResponseAuthentication", "Ciphers",
+    "Compression", "ConnectTimeout",
     "ExitOnForwardFailure", "GlobalKnownHostsFile", "HashKnownHosts", "HostKeyAlgorithms",
-    "HostKeyAlias", "IdentitiesOnly", "IdentityFile", "KbdInteractiveAuthentication",
+    "HostKeyAlias", "IdentitiesOnly", "IdentityAgent", "IdentityFile",
+    "KbdInteractiveAuthentication",
     "KexAlgorithms", "LogLevel", "MACs", "PasswordAuthentication",
     "Port", "PreferredAuthentications", "ProxyJump", "PubkeyAuthentication",
     "ServerAliveCountMax", "ServerAliveInterval", "StrictHostKeyChecking", "User",
@@ -411,7 +414,9 @@ def config_from_args(args: argparse.Namespace,
             identities_only=yes_no(opts, "identitiesonly"),
             pubkey_auth=yes_no(opts, "pubkeyauthentication"),
             password_auth=yes_no(opts, "passwordauthentication"),
-            kbdint_auth=yes_no(opts, "kbdinteractiveauthentication"),
+            kbdint_auth=_first_given(yes_no(opts, "kbdinteractiveauthentication"),
+                                     yes_no(opts, "challengeresponseauthentication")),
+            identity_agent=opts.get("identityagent") or None,
             preferred_auth=(tuple(m.strip() for m in preferred.split(",") if m.strip())
                             if preferred else None),
             compression=True if args.compression else yes_no(opts, "compression"),
@@ -443,6 +448,10 @@ def config_from_args(args: argparse.Namespace,
         exit_on_forward_failure=_yes_no("ExitOnForwardFailure",
                                         opts.get("exitonforwardfailure", "no")),
     )
+
+
+def _first_given(*values: bool | None) -> bool | None:
+    return next((v for v in values if v is not None), None)
 
 
 def _algorithm_list(opts: dict[str, str], key: str) -> tuple[str, ...] | None:

@@ -66,3 +66,12 @@ def test_askpass_require_never_hint_does_not_mention_display(monkeypatch):
     monkeypatch.setenv("SSH_ASKPASS_REQUIRE", "never")
     text = Prompter(batch_mode=False).why_not()
     assert "SSH_ASKPASS_REQUIRE=never" in text and "DISPLAY" not in text
+
+
+def test_identity_agent_and_challenge_response_options():
+    from ftptrio._options import build_parser, config_from_args
+
+    ssh = config_from_args(build_parser().parse_args(
+        ["-L", "2121:h:21", "-o", "IdentityAgent=none", "-o",
+         "ChallengeResponseAuthentication=no", "gw"])).ssh
+    assert ssh.identity_agent == "none" and ssh.kbdint_auth is False

@@ -264,7 +264,7 @@ class Settings:
         self.kbdint = bool(_first(options.kbdint_auth,
                                   config.get("KbdInteractiveAuthentication"),
                                   config.get("ChallengeResponseAuthentication"), True))
-        agent: object = config.get("IdentityAgent")
+        agent: object = options.identity_agent or config.get("IdentityAgent")
         if agent is None:
             agent = os.environ.get("SSH_AUTH_SOCK", "")
         self.agent_path = "" if str(agent).lower() == "none" else \
