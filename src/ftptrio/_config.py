@@ -154,6 +154,9 @@ class SSHOptions:
     strict_host_key_checking: Literal["yes", "accept-new", "ask", "no"] = "yes"
     #: ssh_config files read instead of ``~/.ssh/config`` (ssh -F); None: ``~/.ssh/config``
     config_files: tuple[str, ...] | None = None
+    #: other ``-o Key=value`` options, as ssh_config lines read before the files
+    #: (HostName, BindAddress, RekeyLimit, ...: every key asyncssh's ssh_config takes)
+    ssh_config_lines: tuple[tuple[str, str], ...] = ()
     #: Ciphers, in order of preference; None: ftptrio's preference (AES-GCM first)
     ciphers: tuple[str, ...] | None = None
     #: -o MACs: MAC algorithms, as ssh_config's (each name checked against asyncssh's;

@@ -37,6 +37,14 @@ SSH_OPTION_KEYS = frozenset({
     "kbdinteractiveauthentication", "pubkeyauthentication", "preferredauthentications",
     "addressfamily", "macs", "kexalgorithms", "hostkeyalgorithms", "hostkeyalias",
     "identityagent", "challengeresponseauthentication"})
+#: ssh_config keys ftptrio does not model, handed to asyncssh's ssh_config reader
+#: as lines read before the files (SSHOptions.ssh_config_lines), as ssh_config spells them
+SSH_CONFIG_PASSTHROUGH = (
+    "BindAddress", "CASignatureAlgorithms", "CanonicalDomains", "CanonicalizeFallbackLocal",
+    "CanonicalizeHostname", "CanonicalizeMaxDots", "CanonicalizePermittedCNAMEs",
+    "CertificateFile", "ForwardAgent", "GSSAPIAuthentication", "GSSAPIDelegateCredentials",
+    "GSSAPIKeyExchange", "HostName", "HostbasedAuthentication", "PKCS11Provider",
+    "ProxyCommand", "RekeyLimit", "SendEnv", "SetEnv", "TCPKeepAlive")
 #: the same keys as ssh_config spells them (for messages)
 SSH_OPTION_NAMES = (
     "AddressFamily", "BatchMode", "ChallengeResponseAuthentication", "Ciphers",
@@ -161,14 +169,30 @@ def parse_ssh_options(pairs: Sequence[str]) -> dict[str, str]:
             key, _, value = pair.partition(" ")
         given = key.strip()
         key = given.lower()
-        if key not in SSH_OPTION_KEYS:
-            close = difflib.get_close_matches(key, [n.lower() for n in SSH_OPTION_NAMES], 1)
-            hint = next((f"did you mean {n}? " for n in SSH_OPTION_NAMES
+        if key not in SSH_OPTION_KEYS and key not in _PASSTHROUGH:
+            names = sorted((*SSH_OPTION_NAMES, *SSH_CONFIG_PASSTHROUGH), key=str.lower)
+            close = difflib.get_close_matches(key, [n.lower() for n in names], 1)
+            hint = next((f"did you mean {n}? " for n in names
                          if close and n.lower() == close[0]), "")
             raise ConfigError(f"unsupported -o option {given!r}; {hint}supported: "
-                              + ", ".join(SSH_OPTION_NAMES))
+                              + ", ".join(names))
         out.setdefault(key, value.strip())
     return out
+
+
+_PASSTHROUGH = {name.lower(): name for name in SSH_CONFIG_PASSTHROUGH}
+
+
+def ssh_config_lines(opts: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The -o options handed to asyncssh's ssh_config reader, as (Key, value) lines."""
+    lines = []
+    for key, value in opts.items():
+        if key in _PASSTHROUGH:
+            if not value or "\n" in value or "\r" in value:
+                raise ConfigError(f"bad option value: {_PASSTHROUGH[key]} needs a value "
+                                  "on one line")
+            lines.append((_PASSTHROUGH[key], value))
+    return tuple(lines)
 
 
 def yes_no(opts: dict[str, str], key: str) -> bool | None:
@@ -417,6 +441,7 @@ def config_from_args(args: argparse.Namespace,
             kbdint_auth=_first_given(yes_no(opts, "kbdinteractiveauthentication"),
                                      yes_no(opts, "challengeresponseauthentication")),
             identity_agent=opts.get("identityagent") or None,
+            ssh_config_lines=ssh_config_lines(opts),
             preferred_auth=(tuple(m.strip() for m in preferred.split(",") if m.strip())
                             if preferred else None),
             compression=True if args.compression else yes_no(opts, "compression"),

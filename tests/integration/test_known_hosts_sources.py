@@ -214,3 +214,17 @@ async def test_an_unknown_token_is_a_configuration_error(forwarder_config, tmp_p
                 pass
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
+
+
+async def test_dash_o_hostname_connects_to_that_host_and_checks_its_key(
+        ssh_server, forwarder_config, tmp_path, home):
+    """-o HostName=127.0.0.1 for a destination name that resolves nowhere: connects,
+    verified against the known_hosts entry of 127.0.0.1 (as OpenSSH)."""
+    config = with_ssh(forwarder_config, host="no-such-alias.invalid",
+                      ssh_config_lines=(("HostName", "127.0.0.1"),))
+    async with ftptrio.open_forwarder(config):
+        pass
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(other_key_line(ssh_server.port))
+    message = await refused(with_ssh(config, known_hosts=str(wrong)))
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message

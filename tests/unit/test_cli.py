@@ -156,7 +156,7 @@ def test_other_ssh_options():
     ["-L", "2121:h:21", "-o", "PasswordAuthentication=perhaps", "gw"],
     ["-L", "2121:h:21", "-o", "LogLevel=LOUD", "gw"],
     ["-L", "2121:h:21", "-o", "AddressFamily=inet5", "gw"],
-    ["-L", "2121:h:21", "-o", "ProxyCommand=nc %h %p", "gw"],  # unsupported
+    ["-L", "2121:h:21", "-o", "ForwardX11=yes", "gw"],  # unsupported
     ["-L", "2121:h:21", "-o", "StrictHostKeyChecking=maybe", "gw"],
     ["-L", "2121:h:21", "-o", "ConnectTimeout=soon", "gw"],
     ["-L", "2121:h:21", "-o", "ServerAliveInterval=-1", "gw"],
@@ -269,7 +269,7 @@ def test_main_missing_destination(capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["-L", "2121:h:21", "-o", "ProxyCommand=nc", "gw"],
+    ["-L", "2121:h:21", "-o", "RemoteForward=1:h:2", "gw"],
     ["-L", "2121:h:21", "-o", "Port=abc", "gw"],
     ["-L", "bad", "gw"],
 ])

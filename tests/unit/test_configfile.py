@@ -113,7 +113,7 @@ def test_every_file_key_has_a_command_line_twin():
     ('host = "h"\ndata_timeout = -1\n[[tunnel]]\nlocal = "1:h:21"', "--data-timeout (data_idle_timeout) must be a positive number"),
     ('host = "h"\nactive_address = "nohost"\n[[tunnel]]\nlocal = "1:h:21"', "active_address must be an IP address"),
     ('host = "h"\nremote_reply_address = "::1"\n[[tunnel]]\nlocal = "1:h:21"', "must be an IPv4 address"),
-    ('host = "h"\noptions = { ProxyCommand = "nc" }\n[[tunnel]]\nlocal = "1:h:21"', "unsupported -o option"),
+    ('host = "h"\noptions = { ForwardX11 = "yes" }\n[[tunnel]]\nlocal = "1:h:21"', "unsupported -o option"),
     ('host = "h"', "missing -L"),
     ('[[tunnel]]\nlocal = "1:h:21"', "missing host"),
     ('host = "h"\ntunnel = 3', "array of tables"),

@@ -75,3 +75,31 @@ def test_identity_agent_and_challenge_response_options():
         ["-L", "2121:h:21", "-o", "IdentityAgent=none", "-o",
          "ChallengeResponseAuthentication=no", "gw"])).ssh
     assert ssh.identity_agent == "none" and ssh.kbdint_auth is False
+
+
+def test_other_ssh_config_keys_reach_asyncssh_before_the_files(tmp_path):
+    """-o HostName (and every other ssh_config key asyncssh reads) works as in OpenSSH:
+    before the ssh_config files (the first value wins), for the destination only."""
+    import asyncssh
+
+    from ftptrio._options import build_parser, config_from_args
+    from ftptrio._ssh._sshconfig import ssh_config_paths
+
+    config = tmp_path / "config"
+    config.write_text("Host gw\n    HostName from-the-file.invalid\n    Port 2200\n")
+    ssh = config_from_args(build_parser().parse_args(
+        ["-L", "2121:h:21", "-F", str(config), "-o", "HostName=127.0.0.9",
+         "-o", "RekeyLimit=1G", "gw"])).ssh
+    assert ssh.ssh_config_lines == (("HostName", "127.0.0.9"), ("RekeyLimit", "1G"))
+    paths = ssh_config_paths(ssh)
+    assert paths[-1] == str(config)
+    resolved = asyncssh.SSHClientConnectionOptions(host="gw", config=paths)
+    assert resolved.host == "127.0.0.9" and resolved.port == 2200
+
+
+def test_an_ssh_config_value_cannot_add_a_line():
+    from ftptrio._errors import ConfigError
+    from ftptrio._options import ssh_config_lines
+
+    with pytest.raises(ConfigError, match="one line"):
+        ssh_config_lines({"hostname": "a\nProxyCommand evil"})

@@ -24,6 +24,7 @@ from .._errors import ConfigError, TunnelError
 from ._auth import Authenticator, Settings, auth_kwargs, denied_message
 from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
+from ._sshconfig import ssh_config_paths
 from ._relay import DEFAULT_MAX_WINDOW, SSHDataRelay, WindowBudget, open_data_relay
 from ._streams import CLOSE_TIMEOUT, RemoteListener, RemoteStreamListener, SSHStream, open_ssh_stream
 
@@ -236,8 +237,7 @@ MAX_JUMPS = 8
 
 def _config_proxy_jump(options: SSHOptions) -> str | None:
     """ssh_config's ProxyJump for ``options.host`` (None: none set, or ``none``)."""
-    kwargs: dict[str, object] = {"host": options.host, "config": list(options.config_files)
-                                 if options.config_files else ()}
+    kwargs: dict[str, object] = {"host": options.host, "config": ssh_config_paths(options)}
     if options.port is not None:
         kwargs["port"] = options.port
     value = asyncssh.SSHClientConnectionOptions(**kwargs).config.get("ProxyJump")
@@ -263,8 +263,10 @@ def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
         if not hops:
             return chain
         # an embedder's password is the final host's: never sent to a hop
+        # -o lines are the destination's (-o HostName must not redirect a hop)
         chain[:0] = [dataclasses.replace(options, host=hop.host, port=hop.port,
-                                         username=hop.user, proxy_jump="", password=None)
+                                         username=hop.user, proxy_jump="", password=None,
+                                         ssh_config_lines=())
                      for hop in hops]
         if len(chain) > MAX_JUMPS:
             raise TunnelError(f"ProxyJump: more than {MAX_JUMPS} jump hosts before "
@@ -302,8 +304,9 @@ async def _connect(options: SSHOptions, auth: Authenticator,
         kwargs["port"] = options.port
     if options.username is not None:
         kwargs["username"] = options.username
-    if options.config_files is not None:
-        kwargs["config"] = list(options.config_files)
+    config = ssh_config_paths(options)
+    if config:
+        kwargs["config"] = config
     address = options.host + (f":{options.port}" if options.port else "")
     where = f"jump host {options.host}:{options.port or 22}" if jump else address
     agent = None

@@ -49,6 +49,7 @@ import trio
 from .._config import SSHOptions
 from .._errors import ConfigError, TunnelError
 from ._bridge import aio
+from ._sshconfig import ssh_config_paths
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +474,7 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
     if policy is None:
         policy = HostKeyPolicy(options.strict_host_key_checking)
     known_hosts, files = await trio.to_thread.run_sync(
-        resolved_known_hosts, options.host, options.port, options.config_files,
+        resolved_known_hosts, options.host, options.port, ssh_config_paths(options) or None,
         options.known_hosts, options.global_known_hosts, options.hash_known_hosts,
         options.host_key_alias)
     for attempt in range(2):  # a second time after the user said yes (ask)
