@@ -421,6 +421,9 @@ class ControlChannel:
         #: active requests sent to the server whose transfer-complete reply is not seen
         self._active_in_flight = 0
         self._pending: deque[_Pending] = deque([_Pending("greeting")])
+        #: PASV/EPSV entries in _pending (counted: a client pipelining thousands of
+        #: RETRs made a scan of _pending per command quadratic)
+        self._passive_unanswered = 0
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
         #: b"PASV" or b"EPSV" once the server refused it: translate from then on
@@ -598,7 +601,7 @@ class ControlChannel:
             self._forward_command(line, "rein")
         elif verb in _TRANSFER_VERBS:
             entry = _Pending("transfer")
-            unanswered = any(e.kind in _PASSIVE_KINDS for e in self._pending)
+            unanswered = self._passive_unanswered > 0
             self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
                                                   entry, unanswered, self._latest_offer))
             self._pending.append(entry)
@@ -642,6 +645,8 @@ class ControlChannel:
 
     def _forward_command(self, line: bytes, kind: EntryKind) -> None:
         self._pending.append(_Pending(kind))
+        if kind in _PASSIVE_KINDS:
+            self._passive_unanswered += 1
         self.to_server.append(line)  # already CRLF-terminated by the scanner
 
     @property
@@ -780,6 +785,8 @@ class ControlChannel:
                 self.to_client.extend(captured)
             return
         entry = self._pending.popleft()
+        if entry.kind in _PASSIVE_KINDS:
+            self._passive_unanswered -= 1
         if entry.kind == "transfer" and code in (227, 229):  # (captured: _reply_to_client
             self.to_client.append(TransferReplied(code))   # did not announce it)
         text = b" ".join(l.rstrip(b"\r\n") for l in captured) if captured else last_line
@@ -846,6 +853,7 @@ class ControlChannel:
                  other.decode())
         self._server_lacks = refused
         self._pending.append(_Pending("pasv-via-epsv" if kind == "pasv" else "epsv-via-pasv"))
+        self._passive_unanswered += 1
         self.to_server.append(other + b"\r\n")
 
     def _converted_reply(self, entry: _Pending, code: int, text: bytes) -> None:

@@ -252,17 +252,19 @@ class DataPlane:
         record = self._awaiting_reply.popleft()
         record.code = code
         record.replied.set()
-        if record.result is not None:
-            self._account(record)  # its data connection had ended
+        if record.result is not None or (record.relay is None and code >= 400):
+            self._account(record)  # its data connection had ended, or it was refused
         elif record.relay is None:
-            # no data connection paired yet: -R passive relays can finish before their
-            # task starts, so wait a moment for one (else: refused, or no connection)
+            # a 2xx and no data connection paired yet: -R passive relays can finish
+            # before their task starts, so wait a moment for one
             if self._nursery is None:
                 self._account(record)
                 return
             self._unpaired.append(record)
             if len(self._unpaired) > MAX_UNPAIRED:
-                self._account(self._unpaired[0])
+                evicted = self._unpaired[0]
+                self._account(evicted)
+                evicted.paired.set()  # its settle task ends now
             self._nursery.start_soon(self._settle_unpaired, record)
 
     async def _settle_unpaired(self, record: _TransferRecord) -> None:
@@ -507,17 +509,21 @@ class DataPlane:
         direction = "upload" if to_server > to_client else "download"
         client = self.addresses.client_host
         rate = f"{total / seconds / 1e6:.1f}MB/s" if seconds >= 0.001 else "n/a"
+        fields = {"transfer": {"session": self.session_id, "client": client,
+                               "mode": record.mode, "direction": direction,
+                               "command": record.command, "bytes": total,
+                               "seconds": round(seconds, 6),
+                               "result": "ok" if outcome == "ok" else
+                               "refused" if refused else (result.error or outcome),
+                               "reply": code}}
+        if refused:  # rate-limited with the session's warnings: no byte moved (a client
+            # pipelining RETRs before login must not write a line for each 530)
+            self._log.info("transfer client=%s mode=%s command=%r result=%s", client,
+                           record.mode, record.command, outcome, extra=fields)
+            return
         log.info("session %d: transfer client=%s mode=%s direction=%s command=%r bytes=%d "
                  "seconds=%.3f rate=%s result=%s", self.session_id, client, record.mode,
-                 direction, record.command, total, seconds, rate, outcome,
-                 extra={"transfer": {"session": self.session_id, "client": client,
-                                     "mode": record.mode, "direction": direction,
-                                     "command": record.command, "bytes": total,
-                                     "seconds": round(seconds, 6),
-                                     "result": "ok" if outcome == "ok" else
-                                     "refused" if refused else
-                                     (result.error or outcome),
-                                     "reply": code}})
+                 direction, record.command, total, seconds, rate, outcome, extra=fields)
 
     async def _accept_one(self, listener: trio.socket.SocketType, allowed_host: str,
                           who: str, wait: trio.CancelScope) -> trio.socket.SocketType | None:

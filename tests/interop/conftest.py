@@ -33,7 +33,8 @@ def vsftpd(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pyftpdlib_server(tmp_path_factory):
     """pyftpdlib in a subprocess, user/password with all permissions."""
-    server = servers.start_pyftpdlib(tmp_path_factory.mktemp("pyftpdlib"))
+    # threaded: see start_pyftpdlib (pyftpdlib's single IOLoop loses a command at times)
+    server = servers.start_pyftpdlib(tmp_path_factory.mktemp("pyftpdlib"), threaded=True)
     try:
         yield server
     finally:

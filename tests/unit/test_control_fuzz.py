@@ -201,6 +201,9 @@ def _check_invariants(steps, options, seed):
     in_bytes = sum(len(data) for _, data in steps)
     client, server, size, ch = run(steps, options, None)
     assert size <= 40 * in_bytes + 512, (size, in_bytes)
+    # the count that replaced a scan of the pending replies per transfer command
+    from ftptrio._control import _PASSIVE_KINDS
+    assert ch._passive_unanswered == sum(e.kind in _PASSIVE_KINDS for e in ch._pending)
     # CLOSE only at the very end of to_client, and nothing after it
     if CLOSE in client:
         assert client.index(CLOSE) == len(client) - 1

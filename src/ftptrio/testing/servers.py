@@ -794,13 +794,14 @@ _PYFTPDLIB_SCRIPT = r"""
 import logging, sys
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler
-from pyftpdlib.servers import FTPServer
+from pyftpdlib.servers import FTPServer, ThreadedFTPServer
 
 host, user, password, root, pasv_lo, pasv_hi, log_path = sys.argv[1:8]
 listen_port = int(sys.argv[8]) if len(sys.argv) > 8 else 0
 max_cons = int(sys.argv[9]) if len(sys.argv) > 9 else 512
 read_limit = int(sys.argv[10]) if len(sys.argv) > 10 else 0
 write_limit = int(sys.argv[11]) if len(sys.argv) > 11 else 0
+threaded = len(sys.argv) > 12 and sys.argv[12] == "threaded"
 logging.basicConfig(filename=log_path, level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(message)s")
 authorizer = DummyAuthorizer()
@@ -825,7 +826,7 @@ if read_limit or write_limit:
     Throttled.read_limit = read_limit
     Throttled.write_limit = write_limit
     Handler.dtp_handler = Throttled
-server = FTPServer((host, listen_port), Handler)
+server = (ThreadedFTPServer if threaded else FTPServer)((host, listen_port), Handler)
 server.max_cons = max_cons
 server.max_cons_per_ip = 0
 sys.stdout.write("PORT %d\n" % server.address[1])
@@ -837,7 +838,8 @@ server.serve_forever(handle_exit=True)
 def start_pyftpdlib(tmpdir: str | os.PathLike[str], timeout: float = 15.0, passive_count: int = 400, *,
                     host: str = HOST, port: int = 0, netns: str | None = None,
                     max_cons: int = 512, passive_ports: range | None = None,
-                    read_limit: int = 0, write_limit: int = 0) -> FTPServer:
+                    read_limit: int = 0, write_limit: int = 0,
+                    threaded: bool = False) -> FTPServer:
     """Run pyftpdlib in a subprocess (user ``ftptrio``/``secret``, all perms).
 
     ``read_limit`` / ``write_limit``: bytes per second each data connection
@@ -847,6 +849,11 @@ def start_pyftpdlib(tmpdir: str | os.PathLike[str], timeout: float = 15.0, passi
     ``max_cons``: pyftpdlib's limit on open sockets (control, data and passive
     listeners together) before it answers new control connections with 421.
     ``passive_ports``: use this range instead of picking ``passive_count`` free ports.
+    ``threaded``: pyftpdlib's ThreadedFTPServer (an IOLoop per session). Its default
+    single IOLoop sometimes never reads a new session's first command when the
+    previous session's active data connection closes at the same moment (seen with
+    wget in active mode: the new session's USER goes unanswered, with or without
+    ftptrio in between; the threaded server never did): the interop tests use it.
     """
     d = Path(tmpdir)
     d.mkdir(parents=True, exist_ok=True)
@@ -863,7 +870,7 @@ def start_pyftpdlib(tmpdir: str | os.PathLike[str], timeout: float = 15.0, passi
         process = subprocess.Popen(
             [*netns_prefix(netns), sys.executable, str(script), host, user, password, str(root),
              str(pasv.start), str(pasv.stop - 1), str(log_path), str(port), str(max_cons),
-             str(read_limit), str(write_limit)],
+             str(read_limit), str(write_limit), "threaded" if threaded else "async"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=err,
