@@ -90,7 +90,10 @@ async def test_the_ftp_client_is_named_as_the_direct_tcpip_originator(
         client = await FTPClient.connect(fwd.addresses[0])
         await client.login(inprocess_ftp)
         local_port = client.stream.socket.getsockname()[1]
-        await client.cmd("PASV")
+        await client.cmd("PASV")  # its data channel opens after the reply went out
+        with trio.fail_after(10):
+            while len(ssh_server.direct_originators) < 3:
+                await trio.sleep(0.01)
         await client.aclose()
     # [0] is the start-up check (no client); then the session's control channel and
     # its passive data channel (opened before the client connects: port 0)
