@@ -103,3 +103,40 @@ def test_an_ssh_config_value_cannot_add_a_line():
 
     with pytest.raises(ConfigError, match="one line"):
         ssh_config_lines({"hostname": "a\nProxyCommand evil"})
+
+
+def test_the_dash_o_file_is_private_and_made_again_when_removed(tmp_path):
+    import os
+    import shutil
+    import stat as stat_module
+
+    from ftptrio._options import build_parser, config_from_args
+    from ftptrio._ssh._sshconfig import ssh_config_paths
+
+    ssh = config_from_args(build_parser().parse_args(
+        ["-L", "2121:h:21", "-F", os.devnull, "-o", "HostName=127.0.0.9", "gw"])).ssh
+    first = ssh_config_paths(ssh)[0]
+    directory = os.path.dirname(first)
+    assert stat_module.S_IMODE(os.stat(directory).st_mode) == 0o700
+    assert stat_module.S_IMODE(os.stat(first).st_mode) == 0o600
+    shutil.rmtree(directory)  # a tmp cleaner: another user could now take the name
+    os.makedirs(directory, mode=0o755)
+    (tmp_path / "evil").write_text("ProxyCommand sh -c id\n")
+    second = ssh_config_paths(ssh)[0]
+    assert os.path.dirname(second) != directory  # a new private directory, not theirs
+    assert open(second).read() == "HostName 127.0.0.9\n"
+    os.rmdir(directory)
+
+
+def test_dash_o_proxy_command_comes_before_an_ssh_config_proxy_jump(tmp_path):
+    from ftptrio._options import build_parser, config_from_args
+    from ftptrio._ssh._connect import _config_proxy_jump
+
+    config = tmp_path / "config"
+    config.write_text("Host prod\n    ProxyJump bastion.invalid\n")
+    args = ["-L", "2121:h:21", "-F", str(config), "prod"]
+    assert _config_proxy_jump(config_from_args(build_parser().parse_args(args)).ssh) == \
+        "bastion.invalid"
+    ssh = config_from_args(build_parser().parse_args(
+        ["-o", "ProxyCommand=nc %h %p", *args])).ssh
+    assert _config_proxy_jump(ssh) is None

@@ -236,7 +236,11 @@ MAX_JUMPS = 8
 
 
 def _config_proxy_jump(options: SSHOptions) -> str | None:
-    """ssh_config's ProxyJump for ``options.host`` (None: none set, or ``none``)."""
+    """ssh_config's ProxyJump for ``options.host`` (None: none set, or ``none``). A
+    ``-o ProxyCommand`` comes first, as in OpenSSH (the first of the two wins): then
+    no ProxyJump from the files applies."""
+    if any(key == "ProxyCommand" for key, _value in options.ssh_config_lines):
+        return None
     kwargs: dict[str, object] = {"host": options.host, "config": ssh_config_paths(options)}
     if options.port is not None:
         kwargs["port"] = options.port

@@ -10,8 +10,9 @@ ssh_config key asyncssh understands works with ``-o`` as it does in a file.
 from __future__ import annotations
 
 import atexit
-import functools
 import os
+import shutil
+import stat
 import tempfile
 
 from .._config import SSHOptions
@@ -32,22 +33,36 @@ def ssh_config_paths(options: SSHOptions) -> list[str] | tuple[()]:
     return [_lines_file(options.ssh_config_lines), *files]
 
 
-@functools.lru_cache(maxsize=16)
+#: the private directory (0700) the -o file lives in; made again if it is gone
+_private_dir: str | None = None
+
+
 def _lines_file(lines: tuple[tuple[str, str], ...]) -> str:
-    """A private (0600) temporary ssh_config holding ``lines``; removed at exit."""
-    fd, path = tempfile.mkstemp(prefix="ftptrio-ssh-options-", suffix=".conf")
+    """``lines`` as an ssh_config file, written again for each connection attempt into
+    a private directory (0700, owned by this process's user) made with mkdtemp: no
+    other user can put a file of their own in its place, even after a cleaner such as
+    systemd-tmpfiles removed it (the directory is then made anew). Removed at exit."""
+    global _private_dir
+    directory = _private_dir
+    if directory is None or not _is_private_dir(directory):
+        directory = _private_dir = tempfile.mkdtemp(prefix="ftptrio-ssh-options-")
+        atexit.register(shutil.rmtree, directory, True)
+    path = os.path.join(directory, "ssh_config")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
     with os.fdopen(fd, "w") as f:
         for key, value in lines:
             f.write(f"{key} {value}\n")
-    atexit.register(_remove, path)
     return path
 
 
-def _remove(path: str) -> None:
+def _is_private_dir(path: str) -> bool:
     try:
-        os.unlink(path)
+        info = os.lstat(path)
     except OSError:
-        pass
+        return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+            and stat.S_IMODE(info.st_mode) == 0o700)
 
 
 __all__ = ["ssh_config_paths"]
