@@ -70,6 +70,30 @@ def curl_args(timeout: float) -> list[str]:
     return ["curl", "-s", "-S", "--max-time", str(int(timeout)), "--no-ftp-skip-pasv-ip"]
 
 
+def warm_baseline(fx, ftp) -> int:
+    """One small download (every code path imported, the SSH session up), then
+    ftptrio's RSS in KiB: the baseline."""
+    warm = subprocess.run(curl_args(60) + ["-o", "/dev/null",
+                                           ftp.url("one_mib.bin", C.HOST, fx.port)],
+                          capture_output=True, text=True)
+    if warm.returncode:
+        raise RuntimeError(f"warm-up failed: {warm.stderr}\n{fx.log()[-2000:]}")
+    time.sleep(0.5)  # let the warm-up's buffers be freed before the baseline
+    return int(fx.rss_kib())
+
+
+def peak_rss(fx, base: int, seconds: float) -> int:
+    """ftptrio's highest RSS (KiB) sampled for ``seconds``."""
+    peak = base
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if not fx.alive():
+            raise RuntimeError(f"ftptrio died: {fx.log()[-2000:]}")
+        peak = max(peak, fx.rss_kib())
+        time.sleep(0.05)
+    return int(peak)
+
+
 def run_scenario(kind: str, n: int, rate: int, seconds: float, size: int, server: str,
                  src: str | None) -> dict:
     """One scenario; returns baseline/peak RSS (KiB) and the bytes moved."""
@@ -93,15 +117,7 @@ def run_scenario(kind: str, n: int, rate: int, seconds: float, size: int, server
         with ftptrio_from(src):
             fx = C.start_ftptrio(ssh, ftp, workdir)
         stack.callback(fx.stop)
-        # warm-up: one small transfer each way, so that the baseline includes a
-        # connected SSH session and every code path's imports
-        warm = subprocess.run(curl_args(60) + ["-o", "/dev/null",
-                                               ftp.url("one_mib.bin", C.HOST, fx.port)],
-                              capture_output=True, text=True)
-        if warm.returncode:
-            raise RuntimeError(f"warm-up failed: {warm.stderr}\n{fx.log()[-2000:]}")
-        time.sleep(0.5)  # let the warm-up's buffers be freed before the baseline
-        base = fx.rss_kib()
+        base = warm_baseline(fx, ftp)
         procs = []
         for i in range(n):
             if kind == "readers":
@@ -115,13 +131,7 @@ def run_scenario(kind: str, n: int, rate: int, seconds: float, size: int, server
                                           start_new_session=True))
         for p in procs:
             stack.callback(C.stop, p)
-        peak = base
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            if not fx.alive():
-                raise RuntimeError(f"ftptrio died: {fx.log()[-2000:]}")
-            peak = max(peak, fx.rss_kib())
-            time.sleep(0.05)
+        peak = peak_rss(fx, base, seconds)
         finished = sum(p.poll() is not None for p in procs)
         for p in procs:
             C.stop(p)
@@ -161,25 +171,12 @@ def run_stalled(n: int, seconds: float, size: int, budget: str) -> dict:
         fx = C.start_ftptrio(ssh, ftp, workdir, extra=["--data-memory", budget,
                                                        "--max-sessions-per-client", str(n + 1)])
         stack.callback(fx.stop)
-        warm = subprocess.run(curl_args(60) + ["-o", "/dev/null",
-                                               ftp.url("one_mib.bin", C.HOST, fx.port)],
-                              capture_output=True, text=True)
-        if warm.returncode:
-            raise RuntimeError(f"warm-up failed: {warm.stderr}\n{fx.log()[-2000:]}")
-        time.sleep(0.5)
-        base = fx.rss_kib()
+        base = warm_baseline(fx, ftp)
         held = stalled_clients(fx.port, ftp, big, n)
         for client, data in held:
             stack.callback(data.close)
             stack.callback(client.sock.close)
-        peak = base
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            if not fx.alive():
-                raise RuntimeError(f"ftptrio died: {fx.log()[-2000:]}")
-            peak = max(peak, fx.rss_kib())
-            time.sleep(0.05)
-        return {"base": base, "peak": peak}
+        return {"base": base, "peak": peak_rss(fx, base, seconds)}
 
 
 def main() -> None:

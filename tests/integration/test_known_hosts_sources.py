@@ -24,24 +24,10 @@ import pytest
 
 import ftptrio
 
-
-def pub(key) -> str:
-    return key.export_public_key().decode().strip()
-
-
-def with_ssh(config: ftptrio.Config, **changes) -> ftptrio.Config:
-    return dataclasses.replace(config, ssh=dataclasses.replace(config.ssh, **changes))
-
-
-async def refused(config: ftptrio.Config) -> str:
-    """The TunnelError message of a forwarder that must not start."""
-    with pytest.raises(ftptrio.TunnelError) as info:
-        try:
-            async with ftptrio.open_forwarder(config):
-                pass
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-    return str(info.value)
+try:
+    from .test_host_keys import pub, refused, with_ssh
+except ImportError:  # run from this directory
+    from test_host_keys import pub, refused, with_ssh  # type: ignore
 
 
 def other_key_line(port: int) -> str:
