@@ -604,7 +604,7 @@ class ControlChannel:
             unanswered = self._passive_unanswered > 0
             self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
                                                   entry, unanswered, self._latest_offer))
-            self._pending.append(entry)
+            self._expect(entry)
             self.to_server.append(line)
         elif verb == b"ABOR" and flags & _scan.FLAG_TELNET:
             self._forward_command(ABOR_SYNCH + line, "plain")
@@ -637,16 +637,20 @@ class ControlChannel:
         if self.active_mode == "passive":
             self._log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
                       "EPSV" if extended else "PASV")
-            self._pending.append(_Pending("converted", request))
+            self._expect(_Pending("converted", request))
             self.to_server.append(b"EPSV\r\n" if extended else b"PASV\r\n")
         else:
-            self._pending.append(_Pending("active", request))
+            self._expect(_Pending("active", request))
             self.to_server.append(request)
 
-    def _forward_command(self, line: bytes, kind: EntryKind) -> None:
-        self._pending.append(_Pending(kind))
-        if kind in _PASSIVE_KINDS:
+    def _expect(self, entry: _Pending) -> None:
+        """``entry`` awaits its reply, after those already awaited."""
+        self._pending.append(entry)
+        if entry.kind in _PASSIVE_KINDS:
             self._passive_unanswered += 1
+
+    def _forward_command(self, line: bytes, kind: EntryKind) -> None:
+        self._expect(_Pending(kind))
         self.to_server.append(line)  # already CRLF-terminated by the scanner
 
     @property
@@ -659,7 +663,7 @@ class ControlChannel:
     def _answer_locally(self, text: str) -> None:
         reply = _ascii(text) + b"\r\n"
         self._held_reply_bytes += len(reply)
-        self._pending.append(_Pending("local", reply=reply))
+        self._expect(_Pending("local", reply=reply))
         self._release_local_replies()
 
     def _release_local_replies(self) -> None:
@@ -852,8 +856,7 @@ class ControlChannel:
         self._log.info("FTP server answered %d to %s; translating to %s", code, refused.decode(),
                  other.decode())
         self._server_lacks = refused
-        self._pending.append(_Pending("pasv-via-epsv" if kind == "pasv" else "epsv-via-pasv"))
-        self._passive_unanswered += 1
+        self._expect(_Pending("pasv-via-epsv" if kind == "pasv" else "epsv-via-pasv"))
         self.to_server.append(other + b"\r\n")
 
     def _converted_reply(self, entry: _Pending, code: int, text: bytes) -> None:

@@ -275,7 +275,7 @@ class DataPlane:
             if record.relay is None and not record.accounted:
                 self._account(record)
 
-    def transfer_refused(self, reason: str) -> None:
+    def transfer_refused(self) -> None:
         """ftptrio answered the newest transfer command itself (425: its data channel
         could not be opened); it never reached the server."""
         if self._awaiting_reply:

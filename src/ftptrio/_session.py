@@ -286,7 +286,7 @@ class Session:
                 failure = await data.transfer_ready(item.passive_unanswered, item.offer_id)
                 if failure is not None:
                     self.control.transfer_refused(item, failure)
-                    data.transfer_refused(failure)
+                    data.transfer_refused()
                     self._wake()
             elif isinstance(item, QuitSent):
                 data.stop_waiting()  # no transfer can follow a QUIT
