@@ -100,6 +100,21 @@ async def read_slowly(sock: socket.socket, pace: Pace, relay: SSHDataRelay) -> b
 RCVBUF = 64 * 1024
 
 
+async def flood(stream: trio.SocketStream, sent: list[int] | None = None,
+                seconds: float = 20) -> None:
+    """A server that sends as fast as it can (for ``seconds``) to a client that may
+    never read; ``sent[0]`` counts the bytes its socket took."""
+    chunk = b"x" * 65536
+    try:
+        with trio.move_on_after(seconds):
+            while True:
+                await stream.send_all(chunk)
+                if sent is not None:
+                    sent[0] += len(chunk)
+    except trio.BrokenResourceError:
+        pass
+
+
 async def listener() -> trio.socket.SocketType:
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)

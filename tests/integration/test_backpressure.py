@@ -28,13 +28,14 @@ import trio
 
 import ftptrio
 from ftptrio._ssh import Tunnel
-from slow_peers import BOUND, WINDOW, Pace, build, listener, pump_slow_reader, raw, send_fast
+from slow_peers import (BOUND, WINDOW, Pace, build, flood, listener, pump_slow_reader, raw,
+                        send_fast)
 
 
-def options(ssh: Any) -> ftptrio.SSHOptions:
+def options(ssh: Any, **changes: Any) -> ftptrio.SSHOptions:
     return ftptrio.SSHOptions(host=ssh.host, port=ssh.port, username=ssh.username,
                               client_keys=(ssh.client_key_path,), known_hosts=ssh.known_hosts,
-                              connect_timeout=10.0)
+                              connect_timeout=10.0, **changes)
 
 
 @pytest.fixture
@@ -100,20 +101,10 @@ async def test_channel_never_attached_holds_at_most_one_window(tunnel):
     can send before (or without) the client ever connecting: the relay holds at
     most its SSH window, and the rest waits in the server's socket."""
     sent = [0]
-
-    async def flood(stream: trio.SocketStream) -> None:
-        chunk = b"x" * 65536
-        try:
-            with trio.move_on_after(10):
-                while True:
-                    await stream.send_all(chunk)
-                    sent[0] += len(chunk)
-        except trio.BrokenResourceError:
-            pass
-
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, flood, 0,
-                                                          host="127.0.0.1"))
+        listeners = await nursery.start(functools.partial(
+            trio.serve_tcp, functools.partial(flood, sent=sent, seconds=10), 0,
+            host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
         relay = await tunnel.open_data_relay("127.0.0.1", port)
         try:

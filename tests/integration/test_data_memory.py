@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import pytest
 import trio
@@ -18,15 +18,16 @@ import trio
 import ftptrio
 from ftptrio._ssh import Tunnel
 from ftptrio._ssh._relay import MIN_BUDGET_WINDOW, WINDOW, WindowBudget
+from ftp_fakes import wait_until
+from slow_peers import flood
+
+try:
+    from .test_backpressure import options
+except ImportError:  # run from this directory
+    from test_backpressure import options  # type: ignore
 
 MIB = 1024 * 1024
 BUDGET = 20 * MIB
-
-
-def options(ssh: Any, **changes: Any) -> ftptrio.SSHOptions:
-    return ftptrio.SSHOptions(host=ssh.host, port=ssh.port, username=ssh.username,
-                              client_keys=(ssh.client_key_path,), known_hosts=ssh.known_hosts,
-                              connect_timeout=10.0, **changes)
 
 
 @pytest.fixture
@@ -37,23 +38,6 @@ async def tunnel(ssh_server) -> AsyncIterator[Tunnel]:
         yield tun
     finally:
         await tun.aclose()
-
-
-async def flood(stream: trio.SocketStream) -> None:
-    """A server that sends as fast as it can, to a client that never reads."""
-    chunk = b"x" * 65536
-    try:
-        with trio.move_on_after(20):
-            while True:
-                await stream.send_all(chunk)
-    except trio.BrokenResourceError:
-        pass
-
-
-async def wait_for(condition, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 def test_budget_arithmetic():
@@ -92,7 +76,7 @@ async def test_channels_that_nobody_reads_hold_at_most_the_budget(tunnel):
             for relay in relays:
                 relay.close()
             nursery.cancel_scope.cancel()
-    await wait_for(lambda: tunnel.budget.used == 0)
+    await wait_until(lambda: tunnel.budget.used == 0, 10)
 
 
 async def test_an_unused_remote_forward_and_a_refused_open_give_their_share_back(
@@ -136,5 +120,5 @@ async def test_sessions_that_never_read_a_retr_stay_within_the_budget(
             await stream.aclose()
         for client in clients:
             await client.aclose()
-        await wait_for(lambda: fwd.stats.sessions_active == 0)
-        await wait_for(lambda: fwd.tunnel.budget.used == 0)
+        await wait_until(lambda: fwd.stats.sessions_active == 0, 10)
+        await wait_until(lambda: fwd.tunnel.budget.used == 0, 10)

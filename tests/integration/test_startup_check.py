@@ -84,16 +84,14 @@ async def test_localhost_ftp_host_and_a_loopback_227_is_not_warned_about(
 async def test_the_ftp_client_is_named_as_the_direct_tcpip_originator(
         forwarder_config, inprocess_ftp, ssh_server):
     """sshd logs "originator 127.0.0.1 port N", not "originator  port 0"."""
-    from ftp_fakes import FTPClient
+    from ftp_fakes import FTPClient, wait_until
 
     async with ftptrio.open_forwarder(forwarder_config) as fwd:
         client = await FTPClient.connect(fwd.addresses[0])
         await client.login(inprocess_ftp)
         local_port = client.stream.socket.getsockname()[1]
         await client.cmd("PASV")  # its data channel opens after the reply went out
-        with trio.fail_after(10):
-            while len(ssh_server.direct_originators) < 3:
-                await trio.sleep(0.01)
+        await wait_until(lambda: len(ssh_server.direct_originators) >= 3, 10)
         await client.aclose()
     # [0] is the start-up check (no client); then the session's control channel and
     # its passive data channel (opened before the client connects: port 0)

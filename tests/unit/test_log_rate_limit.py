@@ -18,6 +18,7 @@ from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._control import LOG_BURST, LOG_WINDOW, LogLimiter, SessionLog
 from ftptrio._session import Session
 from ftptrio._stats import TransferStats
+from test_session_pump import StreamTunnel
 
 FLOOD_BYTES = 300_000
 
@@ -118,15 +119,6 @@ def test_summary_of_a_message_without_arguments_keeps_its_percent_signs(caplog):
 
 
 # ----------------------------------------------------------- through a session
-class StreamTunnel:
-    def __init__(self, server_end: trio.abc.HalfCloseableStream) -> None:
-        self.server_end = server_end
-
-    async def open_stream(self, host: str, port: int,
-                          originator: tuple[str, int] = ("", 0)) -> trio.abc.HalfCloseableStream:
-        return self.server_end
-
-
 async def drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
     try:
         while data := await stream.receive_some(1 << 20):
