@@ -8,16 +8,16 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
 
 * ``PassiveOffer`` (in ``to_client``): the server answered PASV/EPSV. The data
   plane opens the forward (for -L: binds the listener, the SSH channel opens
-  meanwhile), then calls ``data_ready(offer, host, port)`` (the reply naming
-  host:port is put first in ``to_client``) or ``data_failed(offer, reason)``
-  (a 425 instead).
+  meanwhile); the writer sends what ``data_ready(offer, host, port)`` returns (the
+  reply naming host:port) or ``data_failed(offer, reason)`` (a 425 instead).
 * ``ActiveRequest`` (in ``to_server``): the client sent PORT/EPRT. The data
-  plane opens a listener for the server, then calls ``data_ready(request, host,
-  port)`` (the rewritten PORT/EPRT is put first in ``to_server``) or
+  plane opens a listener for the server; the writer sends what
+  ``data_ready(request, host, port)`` returns (the rewritten PORT/EPRT), or calls
   ``data_failed(request, reason)`` (the client gets a 425 in its turn).
 * ``ConvertedActive`` (in ``to_client``): active-to-passive conversion; the
   server answered our PASV/EPSV. The data plane connects the server's data port
-  to the client's listener, then calls ``data_ready(event)`` or ``data_failed``.
+  to the client's listener; the writer sends what ``data_ready(event)`` (a 200)
+  or ``data_failed`` returns.
 * ``ActiveRefused`` (in ``to_client``): the server refused a rewritten
   PORT/EPRT; the data plane drops that request's listener.
 * ``ActiveAccepted`` (in ``to_client``): the server accepted a rewritten PORT/EPRT;
@@ -26,26 +26,31 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
   reply (226/250) after an active transfer; send it only once the active data
   connection is settled (connected to the client, or given up), so a client
   never sees 226 before its data connection.
-* ``TransferCommand`` (in ``to_server``, before a RETR/STOR/LIST... line): names the
-  transfer for the data plane's log line; the session waits there for a data channel
-  still opening, and calls ``transfer_refused(event, reason)`` if it failed (the
-  line is dropped, the client gets a 425 in its turn).
+* ``TransferCommand`` (in ``to_server``, in place of a RETR/STOR/LIST... line):
+  names the transfer and its data channel (``channel_id``) for the data plane; the
+  session waits there for that channel if it is still opening, then sends the
+  event's ``line``, or calls ``transfer_refused(event, reason)`` if it failed (the
+  line is not sent, the client gets a 425 in its turn).
 * ``QuitSent`` (in ``to_server``, after the QUIT line): no transfer can follow,
   so data listeners still waiting for a peer can close.
 
 Replies are matched to commands in FIFO order, so pipelining works and a
-227/229 is acted on only as the answer to an outstanding PASV/EPSV. Events carry
-an integer ``id`` per session. This module never imports trio, asyncssh or sockets.
+227/229 is acted on only as the answer to an outstanding PASV/EPSV. Every data
+channel has an integer id, unique in the session, given when its PASV/EPSV/PORT/EPRT
+is read: the events of one channel (its offer or request, the transfer commands
+using it) carry the same id. The protocol never edits an outbox except by appending;
+results for the writers are return values. This module never imports trio, asyncssh or sockets.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Union
 
 from . import _scan
 from ._errors import BadDataAddress, LineTooLong
@@ -250,20 +255,20 @@ class HoldForActiveData:
 
 @dataclass(frozen=True, slots=True)
 class TransferCommand:
-    """A transfer command (RETR, STOR, LIST ...) goes to the server next: names the
-    transfer in the log (printable, PASS-free by construction). The data plane may
-    still be opening that transfer's data channel (its reply already went out):
-    the session waits for it here and, if it failed, calls ``transfer_refused``."""
+    """A transfer command (RETR, STOR, LIST ...) for the server: the session sends
+    ``line`` once the data plane says its data channel is ready, or calls
+    ``transfer_refused`` (the client gets a 425 in its turn, the line is never sent).
+    ``command`` names the transfer in the log (printable, PASS-free by construction)."""
 
     command: str
+    #: the data channel it uses: the id of the latest PASV/EPSV/PORT/EPRT before it
+    #: (given when that command was read, so known even while its reply is still to
+    #: come); None: no data command before it that ftptrio set up
+    channel_id: int | None = None
+    #: the command line, CRLF-terminated
+    line: bytes = field(default=b"", compare=False, repr=False)
     #: the command's entry among the replies awaited (for transfer_refused)
     entry: _Pending | None = field(default=None, compare=False, repr=False)
-    #: a PASV/EPSV sent before it is still unanswered (pipelined): this transfer's
-    #: data channel is not offered yet, and one set up earlier is not its own
-    passive_unanswered: bool = False
-    #: the id of the PassiveOffer that answered the latest PASV/EPSV before it (0: none,
-    #: or that PASV/EPSV got no offer): an older offer's data channel is not its own
-    offer_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,59 +296,95 @@ def _size(item: OutItem) -> int:
     return len(item) if isinstance(item, bytes) else EVENT_SIZE
 
 
-class Outbox(deque):  # type: ignore[type-arg]
-    """A deque of ``OutItem`` that knows how many bytes it holds (``size``), so the
-    session can stop reading while output piles up (events count ``EVENT_SIZE``)."""
+class Outbox:
+    """The protocol's output for one peer, in order: ``OutItem``s, and how many bytes
+    they hold (``size``), so the session can stop reading while output piles up
+    (events count ``EVENT_SIZE``). Only the protocol appends; only the session's
+    writer for that peer takes items out (``popleft``, ``pop_bytes``)."""
+
+    __slots__ = ("_items", "size")
 
     def __init__(self) -> None:
-        super().__init__()
+        self._items: deque[OutItem] = deque()
         self.size = 0
 
     def append(self, item: OutItem) -> None:
         self.size += _size(item)
-        super().append(item)
-
-    def appendleft(self, item: OutItem) -> None:
-        self.size += _size(item)
-        super().appendleft(item)
+        self._items.append(item)
 
     def extend(self, items: Iterable[OutItem]) -> None:
         for item in items:
             self.append(item)
 
     def popleft(self) -> OutItem:
-        item: OutItem = super().popleft()
+        item = self._items.popleft()
         self.size -= _size(item)
         return item
 
+    def pop_bytes(self) -> list[bytes]:
+        """The bytes items at the front, taken out (up to the first other item)."""
+        items, taken = self._items, []
+        while items and isinstance(items[0], bytes):
+            data = items.popleft()
+            assert isinstance(data, bytes)
+            self.size -= len(data)
+            taken.append(data)
+        return taken
+
     def clear(self) -> None:
         self.size = 0
-        super().clear()
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[OutItem]:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        return f"Outbox({list(self._items)!r})"
 
 
-EntryKind = Literal[
-    "greeting", "plain", "pasv", "epsv", "pasv-via-epsv", "epsv-via-pasv", "active",
-    "converted", "auth", "rein", "local", "transfer"
-]
+class Awaits(enum.Enum):
+    """What an entry among the replies awaited stands for: how its reply is read."""
+
+    GREETING = enum.auto()
+    PLAIN = enum.auto()
+    PASV = enum.auto()
+    EPSV = enum.auto()
+    PASV_VIA_EPSV = enum.auto()  # the client sent PASV, the server gets EPSV
+    EPSV_VIA_PASV = enum.auto()
+    ACTIVE = enum.auto()  # a PORT/EPRT, rewritten
+    CONVERTED = enum.auto()  # a PORT/EPRT sent to the server as PASV/EPSV
+    AUTH = enum.auto()
+    REIN = enum.auto()
+    TRANSFER = enum.auto()
+    LOCAL = enum.auto()  # answered by ftptrio itself, in its turn
+
+
 #: passive entry kind -> (reply code the server must send, client wants extended reply)
-_PASSIVE_KINDS: dict[str, tuple[int, bool]] = {
-    "pasv": (227, False), "epsv": (229, True),
-    "pasv-via-epsv": (229, False), "epsv-via-pasv": (227, True),
+_PASSIVE_KINDS: dict[Awaits, tuple[int, bool]] = {
+    Awaits.PASV: (227, False), Awaits.EPSV: (229, True),
+    Awaits.PASV_VIA_EPSV: (229, False), Awaits.EPSV_VIA_PASV: (227, True),
 }
 #: replies meaning "command not supported": try the other passive command
 _NOT_SUPPORTED = (500, 501, 502, 504, 522)
 
 
 class _Pending:
-    """A command that awaits its final reply (or a locally made reply)."""
+    """A command that awaits its final reply. ``local_reply``: ftptrio answers it
+    itself (the command was refused here, or never sent): the reply goes to the
+    client in its turn, when every command before it is answered."""
 
-    __slots__ = ("kind", "request", "reply")
+    __slots__ = ("kind", "request", "channel_id", "local_reply")
 
-    def __init__(self, kind: EntryKind, request: ActiveRequest | None = None,
-                 reply: bytes = b"") -> None:
+    def __init__(self, kind: Awaits, request: ActiveRequest | None = None, *,
+                 channel_id: int = 0, local_reply: bytes | None = None) -> None:
         self.kind = kind
         self.request = request
-        self.reply = reply
+        #: PASV/EPSV: the id its offer and the data channel get
+        self.channel_id = channel_id
+        self.local_reply = local_reply
 
 
 def describe_line(line: bytes) -> str:
@@ -420,16 +461,14 @@ class ControlChannel:
         self._held_reply_bytes = 0
         #: active requests sent to the server whose transfer-complete reply is not seen
         self._active_in_flight = 0
-        self._pending: deque[_Pending] = deque([_Pending("greeting")])
-        #: PASV/EPSV entries in _pending (counted: a client pipelining thousands of
-        #: RETRs made a scan of _pending per command quadratic)
-        self._passive_unanswered = 0
+        self._pending: deque[_Pending] = deque([_Pending(Awaits.GREETING)])
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
         #: b"PASV" or b"EPSV" once the server refused it: translate from then on
         self._server_lacks: bytes | None = None
-        #: the PassiveOffer that answered the latest PASV/EPSV (0: it got none)
-        self._latest_offer = 0
+        #: the data channel of the latest PASV/EPSV/PORT/EPRT (its id, given when it was
+        #: read): the channel of the transfer commands that follow it
+        self._latest_channel: int | None = None
 
     # ------------------------------------------------------------------ input
     def receive_client(self, data: bytes) -> None:
@@ -488,64 +527,66 @@ class ControlChannel:
 
     def server_lost(self) -> None:
         """The connection to the server broke (SSH lost): 421 to the client, then close."""
-        self.to_client.append(b"421 ftptrio: lost the connection to the FTP server "
-                              b"(SSH connection lost); closing.\r\n")
-        self.to_client.append(CLOSE)
-        self.closed = True
+        self._close_with(b"421 ftptrio: lost the connection to the FTP server "
+                         b"(SSH connection lost); closing.\r\n")
 
     def idle_timeout(self, seconds: float) -> None:
         """No control traffic and no byte moved on a data connection for ``seconds``:
         421 to the client, close."""
-        self.to_client.append(b"421 ftptrio: idle for %d seconds; closing the session.\r\n"
-                              % int(seconds))
+        self._close_with(b"421 ftptrio: idle for %d seconds; closing the session.\r\n"
+                         % int(seconds))
+
+    def _close_with(self, reply: bytes) -> None:
+        """The client's last reply: nothing more is read, the session ends after it."""
+        self.to_client.append(reply)
         self.to_client.append(CLOSE)
         self.closed = True
 
     # ---------------------------------------------------------- data plane results
-    def data_ready(self, event: DataEvent, host: str = "", port: int = 0) -> None:
+    def data_ready(self, event: DataEvent, host: str = "", port: int = 0) -> bytes:
         """The data channel of ``event`` is set up; host:port is where the peer connects
-        (the client for a passive offer, the server for an active request)."""
+        (the client for a passive offer, the server for an active request). Returns
+        what the writer of the event's outbox sends next: the rewritten reply (to the
+        client) or PORT/EPRT command (to the server)."""
         if isinstance(event, PassiveOffer):
-            reply = (_scan.format_229(port) if event.extended
-                     else _scan.format_227(host, port))
-            self.to_client.appendleft(reply)
-        elif isinstance(event, ActiveRequest):
+            return (_scan.format_229(port) if event.extended
+                    else _scan.format_227(host, port))
+        if isinstance(event, ActiveRequest):
             self._active_in_flight += 1
-            command = (_scan.format_eprt(host, port) if event.extended
-                       else _scan.format_port(host, port))
-            self.to_server.appendleft(command)
-        else:
-            verb = b"EPRT" if event.extended else b"PORT"
-            self.to_client.appendleft(
-                b"200 " + verb + b" command successful (ftptrio: converted to passive).\r\n")
+            return (_scan.format_eprt(host, port) if event.extended
+                    else _scan.format_port(host, port))
+        verb = b"EPRT" if event.extended else b"PORT"
+        return b"200 " + verb + b" command successful (ftptrio: converted to passive).\r\n"
 
-    def data_failed(self, event: DataEvent, reason: str) -> None:
-        """The data channel of ``event`` could not be set up: the client gets a 425."""
+    def data_failed(self, event: DataEvent, reason: str) -> bytes:
+        """The data channel of ``event`` could not be set up: the client gets a 425.
+        Returns what the writer of the event's outbox sends next: the 425 (passive and
+        converted: it answers the reply the event stands for), or nothing (active: the
+        PORT/EPRT never reaches the server, its 425 goes out in its turn)."""
         reply = self._data_failed_reply(reason)
         if not isinstance(event, ActiveRequest):
-            self.to_client.appendleft(reply)
-            return
+            return reply
         for entry in self._pending:
-            if entry.kind == "active" and entry.request is not None \
-                    and entry.request.id == event.id:
-                entry.kind = "local"
-                entry.reply = reply
-                self._held_reply_bytes += len(reply)
+            if entry.kind is Awaits.ACTIVE and entry.request is not None \
+                    and entry.request.id == event.id and entry.local_reply is None:
+                self._answer_entry(entry, reply)
                 break
-        self._release_local_replies()
+        return b""
 
     def transfer_refused(self, event: TransferCommand, reason: str) -> None:
-        """The data channel for the transfer command right behind ``event`` in
-        ``to_server`` could not be opened (after its 227/229 was sent): the
-        command is not sent to the server, and the client gets a 425 in its turn."""
+        """The data channel of ``event`` could not be opened (after its 227/229 was
+        sent): its line is not sent to the server, and the client gets a 425 in its
+        turn. Once per event."""
         entry = event.entry
-        if (self.closed or entry is None or entry not in self._pending or not self.to_server
-                or not isinstance(self.to_server[0], bytes)):
+        if self.closed or entry is None or entry.local_reply is not None \
+                or entry not in self._pending:
             return
-        self.to_server.popleft()
-        entry.kind = "local"
-        entry.reply = self._data_failed_reply(reason)
-        self._held_reply_bytes += len(entry.reply)
+        self._answer_entry(entry, self._data_failed_reply(reason))
+
+    def _answer_entry(self, entry: _Pending, reply: bytes) -> None:
+        """ftptrio answers ``entry`` itself: ``reply`` goes out in the entry's turn."""
+        entry.local_reply = reply
+        self._held_reply_bytes += len(reply)
         self._release_local_replies()
 
     # ------------------------------------------------------------ client side
@@ -567,51 +608,66 @@ class ControlChannel:
             self._answer_locally("500 ftptrio: command not understood "
                                  "(a command is 3 or 4 letters).")
             return
-        if verb == b"QUIT":
-            self._forward_command(line, "plain")
-            self.to_server.append(QuitSent())
-        elif verb == b"PASV":
-            if self._server_lacks == b"PASV":
-                self._forward_command(b"EPSV\r\n", "pasv-via-epsv")
-            else:
-                self._forward_command(line, "pasv")
-        elif verb == b"EPSV":
-            argument = arg.strip().upper()
-            if argument == b"ALL":
-                self._forward_command(line, "plain")
-            elif self._server_lacks == b"EPSV" and argument in (b"", b"1"):
-                self._forward_command(b"PASV\r\n", "epsv-via-pasv")
-            else:
-                self._forward_command(line, "epsv")
-        elif verb in (b"PORT", b"EPRT"):
-            self._active_command(verb, arg)
-        elif verb in (b"LPRT", b"LPSV"):
-            self._answer_locally(f"502 ftptrio: {verb.decode()} not supported; use EPRT/EPSV.")
-        elif verb == b"AUTH":
-            if self.auth_tls == "refuse":
-                self._log.info("refused AUTH %s: control stays plaintext inside the SSH tunnel",
-                               printable(arg[:20]))
-                self._answer_locally(
-                    "534 ftptrio: TLS refused; this connection is already encrypted by SSH.")
-            else:
-                self._log.warning("passing AUTH through: data channels cannot be forwarded "
-                            "once the control channel is encrypted")
-                self._forward_command(line, "auth")
-        elif verb == b"REIN":
-            self._forward_command(line, "rein")
-        elif verb in _TRANSFER_VERBS:
-            entry = _Pending("transfer")
-            unanswered = self._passive_unanswered > 0
-            self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
-                                                  entry, unanswered, self._latest_offer))
-            self._expect(entry)
-            self.to_server.append(line)
-        elif verb == b"ABOR" and flags & _scan.FLAG_TELNET:
-            self._forward_command(ABOR_SYNCH + line, "plain")
-        else:
-            self._forward_command(line, "plain")
+        _COMMANDS.get(verb, ControlChannel._plain_command)(self, line, verb, arg, flags)
 
-    def _active_command(self, verb: bytes, arg: bytes) -> None:
+    # one method per command with a rule of its own (the table _COMMANDS, below)
+    def _plain_command(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self._forward_command(line, Awaits.PLAIN)
+
+    def _quit(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self._forward_command(line, Awaits.PLAIN)
+        self.to_server.append(QuitSent())
+
+    def _pasv(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        if self._server_lacks == b"PASV":
+            self._passive_command(b"EPSV\r\n", Awaits.PASV_VIA_EPSV)
+        else:
+            self._passive_command(line, Awaits.PASV)
+
+    def _epsv(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        argument = arg.strip().upper()
+        if argument == b"ALL":
+            self._forward_command(line, Awaits.PLAIN)
+        elif self._server_lacks == b"EPSV" and argument in (b"", b"1"):
+            self._passive_command(b"PASV\r\n", Awaits.EPSV_VIA_PASV)
+        else:
+            self._passive_command(line, Awaits.EPSV)
+
+    def _passive_command(self, line: bytes, kind: Awaits) -> None:
+        """A PASV/EPSV: its data channel's id is given now, so the transfer commands
+        that follow it name their channel even while its reply is still to come."""
+        channel_id = self._latest_channel = next(self._ids)
+        self._expect(_Pending(kind, channel_id=channel_id))
+        self.to_server.append(line)
+
+    def _long_address_command(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self._answer_locally(f"502 ftptrio: {verb.decode()} not supported; use EPRT/EPSV.")
+
+    def _auth(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        if self.auth_tls == "refuse":
+            self._log.info("refused AUTH %s: control stays plaintext inside the SSH tunnel",
+                           printable(arg[:20]))
+            self._answer_locally(
+                "534 ftptrio: TLS refused; this connection is already encrypted by SSH.")
+        else:
+            self._log.warning("passing AUTH through: data channels cannot be forwarded "
+                              "once the control channel is encrypted")
+            self._forward_command(line, Awaits.AUTH)
+
+    def _rein(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self._forward_command(line, Awaits.REIN)
+
+    def _transfer(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        entry = _Pending(Awaits.TRANSFER)
+        self._expect(entry)
+        self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
+                                              self._latest_channel, line, entry))
+
+    def _abor(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self._forward_command(ABOR_SYNCH + line if flags & _scan.FLAG_TELNET else line,
+                              Awaits.PLAIN)
+
+    def _active_command(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
         extended = verb == b"EPRT"
         try:
             if extended:
@@ -633,23 +689,21 @@ class ControlChannel:
             self._answer_locally(f"501 ftptrio: {verb.decode()} to a port below 1024 refused.")
             return
         request = ActiveRequest(host, port, extended, next(self._ids))
-        self._latest_offer = 0  # a transfer after this uses the PORT's channel
+        self._latest_channel = request.id  # the transfers after it use its channel
         if self.active_mode == "passive":
             self._log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
-                      "EPSV" if extended else "PASV")
-            self._expect(_Pending("converted", request))
+                            "EPSV" if extended else "PASV")
+            self._expect(_Pending(Awaits.CONVERTED, request, channel_id=request.id))
             self.to_server.append(b"EPSV\r\n" if extended else b"PASV\r\n")
         else:
-            self._expect(_Pending("active", request))
+            self._expect(_Pending(Awaits.ACTIVE, request, channel_id=request.id))
             self.to_server.append(request)
 
     def _expect(self, entry: _Pending) -> None:
         """``entry`` awaits its reply, after those already awaited."""
         self._pending.append(entry)
-        if entry.kind in _PASSIVE_KINDS:
-            self._passive_unanswered += 1
 
-    def _forward_command(self, line: bytes, kind: EntryKind) -> None:
+    def _forward_command(self, line: bytes, kind: Awaits) -> None:
         self._expect(_Pending(kind))
         self.to_server.append(line)  # already CRLF-terminated by the scanner
 
@@ -663,12 +717,13 @@ class ControlChannel:
     def _answer_locally(self, text: str) -> None:
         reply = _ascii(text) + b"\r\n"
         self._held_reply_bytes += len(reply)
-        self._expect(_Pending("local", reply=reply))
+        self._expect(_Pending(Awaits.LOCAL, local_reply=reply))
         self._release_local_replies()
 
     def _release_local_replies(self) -> None:
-        while self._pending and self._pending[0].kind == "local":
-            reply = self._pending.popleft().reply
+        while self._pending and self._pending[0].local_reply is not None:
+            reply = self._pending.popleft().local_reply
+            assert reply is not None
             self._held_reply_bytes -= len(reply)
             self.to_client.append(reply)
 
@@ -677,9 +732,7 @@ class ControlChannel:
 
     def _fail_client(self, text: str) -> None:
         self._log.warning("closing session: %s", text)
-        self.to_client.append(_ascii(text) + b"\r\n")
-        self.to_client.append(CLOSE)
-        self.closed = True
+        self._close_with(_ascii(text) + b"\r\n")
 
     def _fail_server(self, reason: str) -> None:
         self._fail_client(f"421 ftptrio: FTP server sent an invalid control line ({reason})")
@@ -721,7 +774,7 @@ class ControlChannel:
         if flags & _scan.FLAG_CONTINUES:
             self._multiline_code = line[:3]
             head = self._pending[0].kind if self._pending else None
-            if head in _PASSIVE_KINDS or head == "converted" or code in (227, 229):
+            if head in _PASSIVE_KINDS or head is Awaits.CONVERTED or code in (227, 229):
                 self._captured = [line]
             else:
                 self._reply_to_client(line, code)
@@ -757,9 +810,9 @@ class ControlChannel:
         if code in _TRANSFER_DONE and self._active_in_flight:
             self._active_in_flight = 0
             self.to_client.append(HoldForActiveData())
-        if code >= 200 and self._pending and self._pending[0].kind == "transfer":
+        if code >= 200 and self._pending and self._pending[0].kind is Awaits.TRANSFER:
             self.to_client.append(TransferReplied(code))
-        if code >= 400 and self._pending and self._pending[0].kind == "active":
+        if code >= 400 and self._pending and self._pending[0].kind is Awaits.ACTIVE:
             line = self._active_refused_hint(line)
         self.to_client.append(line)
 
@@ -789,87 +842,123 @@ class ControlChannel:
                 self.to_client.extend(captured)
             return
         entry = self._pending.popleft()
-        if entry.kind in _PASSIVE_KINDS:
-            self._passive_unanswered -= 1
-        if entry.kind == "transfer" and code in (227, 229):  # (captured: _reply_to_client
-            self.to_client.append(TransferReplied(code))   # did not announce it)
+        if entry.kind is Awaits.TRANSFER and code in (227, 229):  # (captured:
+            self.to_client.append(TransferReplied(code))  # _reply_to_client did not)
         text = b" ".join(l.rstrip(b"\r\n") for l in captured) if captured else last_line
         passive = _PASSIVE_KINDS.get(entry.kind)
-        if passive is not None:
-            self._latest_offer = 0  # set by _passive_reply if an offer goes out
         if passive is not None and code == passive[0]:
-            self._passive_reply(code, text, extended=passive[1])
-        elif (entry.kind in ("pasv", "epsv") and code in _NOT_SUPPORTED and captured
+            self._passive_reply(entry, code, text, extended=passive[1])
+        elif (entry.kind in (Awaits.PASV, Awaits.EPSV) and code in _NOT_SUPPORTED and captured
               and not self._pending):
-            self._translate_passive(entry.kind, code)
-        elif entry.kind == "converted" and code in (227, 229):
+            self._translate_passive(entry, code)
+        elif entry.kind is Awaits.CONVERTED and code in (227, 229):
             self._converted_reply(entry, code, text)
         else:
             if code in (227, 229):
                 self._withhold_passive(code)
             elif captured:
                 self.to_client.extend(captured)
-            if entry.kind == "converted":
-                assert entry.request is not None
-                verb = "EPRT" if entry.request.extended else "PORT"
-                self._log.warning("server refused passive mode while converting %s: %s", verb,
-                                  printable(last_line.rstrip(b"\r\n")[:80]))
-            elif entry.kind == "active" and code >= 400:
-                assert entry.request is not None
-                self._active_in_flight = max(0, self._active_in_flight - 1)
-                self.to_client.append(ActiveRefused(entry.request.id))
-            elif entry.kind == "active" and code // 100 == 2:
-                assert entry.request is not None
-                self.to_client.append(ActiveAccepted(entry.request.id))
-            elif entry.kind == "auth" and code == 234:
-                self._log.warning("AUTH accepted by server: control channel is now opaque")
-                self.opaque = True
-            elif entry.kind == "rein" and code // 100 == 2:
-                self._log.debug("REIN: session state reset")
+            after = _AFTER_REPLY.get(entry.kind)
+            if after is not None:
+                after(self, entry, code, last_line)
         self._release_local_replies()
 
-    def _parse_offer(self, code: int, text: bytes) -> PassiveOffer:
+    # what a final reply means beyond itself, by what it answers (the table _AFTER_REPLY)
+    def _after_converted(self, entry: _Pending, code: int, last_line: bytes) -> None:
+        assert entry.request is not None
+        self._log.warning("server refused passive mode while converting %s: %s",
+                          "EPRT" if entry.request.extended else "PORT",
+                          printable(last_line.rstrip(b"\r\n")[:80]))
+
+    def _after_active(self, entry: _Pending, code: int, last_line: bytes) -> None:
+        assert entry.request is not None
+        if code >= 400:
+            self._active_in_flight = max(0, self._active_in_flight - 1)
+            self.to_client.append(ActiveRefused(entry.request.id))
+        elif code // 100 == 2:
+            self.to_client.append(ActiveAccepted(entry.request.id))
+
+    def _after_auth(self, entry: _Pending, code: int, last_line: bytes) -> None:
+        if code == 234:
+            self._log.warning("AUTH accepted by server: control channel is now opaque")
+            self.opaque = True
+
+    def _after_rein(self, entry: _Pending, code: int, last_line: bytes) -> None:
+        if code // 100 == 2:
+            self._log.debug("REIN: session state reset")
+
+    def _parse_offer(self, code: int, text: bytes, channel_id: int) -> PassiveOffer:
         if code == 227:
             host, port = _scan.parse_227(text)
-            offer = PassiveOffer(host, port, False, next(self._ids))
+            offer = PassiveOffer(host, port, False, channel_id)
         else:
-            offer = PassiveOffer(None, _scan.parse_229(text), True, next(self._ids))
+            offer = PassiveOffer(None, _scan.parse_229(text), True, channel_id)
         if offer.port < 1024:
             raise BadDataAddress(f"privileged port {offer.port} in {code} reply")
         return offer
 
-    def _passive_reply(self, code: int, text: bytes, *, extended: bool) -> None:
+    def _passive_reply(self, entry: _Pending, code: int, text: bytes, *,
+                       extended: bool) -> None:
         try:
-            offer = self._parse_offer(code, text)
+            offer = self._parse_offer(code, text, entry.channel_id)
         except BadDataAddress as exc:
             self._log.warning("invalid %d reply from FTP server: %s; answered 425", code, exc)
             self.to_client.append(self._data_failed_reply(str(exc)))
             return
         if offer.extended != extended:
             offer = PassiveOffer(offer.host, offer.port, extended, offer.id)
-        self._latest_offer = offer.id
         self.to_client.append(offer)
 
-    def _translate_passive(self, kind: str, code: int) -> None:
-        """The server refused PASV (or EPSV): ask with the other command instead."""
-        refused, other = (b"PASV", b"EPSV") if kind == "pasv" else (b"EPSV", b"PASV")
-        self._log.info("FTP server answered %d to %s; translating to %s", code, refused.decode(),
-                 other.decode())
+    def _translate_passive(self, entry: _Pending, code: int) -> None:
+        """The server refused PASV (or EPSV): ask with the other command instead (for
+        the same data channel)."""
+        pasv = entry.kind is Awaits.PASV
+        refused, other = (b"PASV", b"EPSV") if pasv else (b"EPSV", b"PASV")
+        self._log.info("FTP server answered %d to %s; translating to %s", code,
+                       refused.decode(), other.decode())
         self._server_lacks = refused
-        self._expect(_Pending("pasv-via-epsv" if kind == "pasv" else "epsv-via-pasv"))
+        self._expect(_Pending(Awaits.PASV_VIA_EPSV if pasv else Awaits.EPSV_VIA_PASV,
+                              channel_id=entry.channel_id))
         self.to_server.append(other + b"\r\n")
 
     def _converted_reply(self, entry: _Pending, code: int, text: bytes) -> None:
         request = entry.request
         assert request is not None
         try:
-            offer = self._parse_offer(code, text)
+            offer = self._parse_offer(code, text, request.id)
         except BadDataAddress as exc:
             self._log.warning("invalid %d reply while converting active mode: %s", code, exc)
             self.to_client.append(self._data_failed_reply(str(exc)))
             return
         self.to_client.append(ConvertedActive(request.host, request.port, offer.host,
                                               offer.port, request.extended, request.id))
+
+
+_CommandHandler = Callable[[ControlChannel, bytes, bytes, bytes, int], None]
+#: command word -> its rule (every other command is forwarded as it is)
+_COMMANDS: dict[bytes, _CommandHandler] = {
+    b"QUIT": ControlChannel._quit,
+    b"PASV": ControlChannel._pasv,
+    b"EPSV": ControlChannel._epsv,
+    b"PORT": ControlChannel._active_command,
+    b"EPRT": ControlChannel._active_command,
+    b"LPRT": ControlChannel._long_address_command,
+    b"LPSV": ControlChannel._long_address_command,
+    b"AUTH": ControlChannel._auth,
+    b"REIN": ControlChannel._rein,
+    b"ABOR": ControlChannel._abor,
+    **{verb: ControlChannel._transfer for verb in _TRANSFER_VERBS},
+}
+
+
+_AfterReply = Callable[[ControlChannel, _Pending, int, bytes], None]
+#: what a final reply to these commands also means (passive replies are read above)
+_AFTER_REPLY: dict[Awaits, _AfterReply] = {
+    Awaits.CONVERTED: ControlChannel._after_converted,
+    Awaits.ACTIVE: ControlChannel._after_active,
+    Awaits.AUTH: ControlChannel._after_auth,
+    Awaits.REIN: ControlChannel._after_rein,
+}
 
 
 def _ascii(text: str) -> bytes:

@@ -13,9 +13,13 @@ cancelled with it. Two strategies, mirror images of each other:
   a port-0 remote forward relayed to the FTP host's data port. Active: a one-shot
   local listener for the FTP server relayed through SSH to the client's listener.
 
-Every listener accepts one connection, only from the expected peer, and waits at
-most ``Config.data_idle_timeout``; a new PASV/EPSV/PORT/EPRT supersedes every unused
-one, so a session has at most one data channel waiting for its peer.
+Every data channel is one ``DataChannel`` record, under the id the control protocol
+gave its PASV/EPSV/PORT/EPRT (the transfer commands that use it carry the same id):
+its state, its wait, its listener while the SSH channel opens, the open's result and
+the transfer command it carries. Every listener accepts one connection, only from the
+expected peer, and waits at most ``Config.data_idle_timeout``; a passive channel
+supersedes every older one still waiting, an active one those older than itself once
+the server accepts its PORT/EPRT (at most MAX_ACTIVE_WAITING wait meanwhile).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import itertools
 import logging
 import math
 import socket
-import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Literal
@@ -53,24 +56,6 @@ class DataSetupError(Exception):
     """A data channel could not be set up; the message is the reason for the 425."""
 
 
-class _Opening:
-    """A passive data channel whose reply (227/229) went out before
-    its SSH channel was open. The transfer command that uses it waits for it
-    (``DataPlane.transfer_ready``) and gets the 425 if it failed."""
-
-    __slots__ = ("done", "failure", "offer_id")
-
-    def __init__(self, offer_id: int = 0) -> None:
-        self.offer_id = offer_id
-        self.done = trio.Event()
-        self.failure: str | None = None
-
-    def settle(self, failure: str | None = None) -> None:
-        if not self.done.is_set():
-            self.failure = failure
-            self.done.set()
-
-
 #: how long a finished data connection waits for the server's final reply to its
 #: transfer command before it is accounted without one
 REPLY_WAIT = 5.0
@@ -86,11 +71,13 @@ class _TransferRecord:
     paired with it), the relay's result once it ended, and the server's final reply.
     Accounted once, when both are known (or the reply alone refuses it)."""
 
-    __slots__ = ("command", "relay", "mode", "started", "result", "code", "accounted",
-                 "replied", "paired")
+    __slots__ = ("command", "channel_id", "relay", "mode", "started", "result", "code",
+                 "accounted", "replied", "paired")
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, channel_id: int | None = None) -> None:
         self.command = command
+        #: the data channel the control protocol says it uses (None: unknown)
+        self.channel_id = channel_id
         self.relay: SSHDataRelay | None = None
         self.mode: Mode = "passive"
         self.started = 0.0
@@ -111,6 +98,57 @@ class _Seen:
         self.moved_at = moved_at
         #: when the relay started (the transfer's start in its log line)
         self.started = moved_at
+
+
+ChannelState = Literal["opening", "waiting", "relaying", "done"]
+
+
+class DataChannel:
+    """One data channel of the session, under the id the control protocol gave its
+    PASV/EPSV/PORT/EPRT (the id its offer or request and its transfer commands carry):
+    what it is, how far it got, and what it carries.
+
+    States: ``opening`` (-L passive: listener bound, SSH channel opening), ``waiting``
+    (for its one peer, at most ``Config.data_idle_timeout``), ``relaying``, ``done``."""
+
+    __slots__ = ("id", "mode", "state", "wait", "listener", "opened", "failure",
+                 "answered", "record", "relay", "seen")
+
+    def __init__(self, channel_id: int, mode: Mode, wait: trio.CancelScope) -> None:
+        self.id = channel_id
+        self.mode = mode
+        self.state: ChannelState = "opening" if mode == "passive" else "waiting"
+        #: its wait for a peer: ends when superseded, at its deadline, or with the session
+        self.wait = wait
+        #: -L passive: the listener while the SSH channel opens (closed at once when
+        #: superseded: no task waits on it yet)
+        self.listener: trio.socket.SocketType | None = None
+        #: set when the SSH channel's open has a result; ``failure``: why it failed
+        #: (the transfer command using the channel gets it in a 425, once)
+        self.opened = trio.Event()
+        self.failure: str | None = None
+        #: active: the FTP server answered its PORT/EPRT (accepted or refused)
+        self.answered = False
+        #: the transfer command named for it (paired once the relay runs)
+        self.record: _TransferRecord | None = None
+        self.relay: SSHDataRelay | None = None
+        #: while relaying: what the idle watch last saw of it
+        self.seen: _Seen | None = None
+        if mode != "passive":
+            self.opened.set()
+
+    def settle(self, failure: str | None = None) -> None:
+        """The SSH channel's open has a result (the first one given counts)."""
+        if not self.opened.is_set():
+            self.failure = failure
+            self.opened.set()
+        if failure is None and self.state == "opening":
+            self.state = "waiting"
+
+    @property
+    def waiting(self) -> bool:
+        """Still waiting for its peer (a listener or forward is open for it)."""
+        return self.state in ("opening", "waiting")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,32 +181,21 @@ class DataPlane:
         self.addresses = addresses
         self._log = SessionLog(log, {"session": addresses.session_id},
                                LogLimiter() if log_limiter is None else log_limiter)
+        #: the session's log without the rate limit (one line per transfer)
+        self._trace = SessionLog(log, {"session": addresses.session_id})
         self._nursery: trio.Nursery | None = None
-        #: waits for a peer -> their order of creation
-        self._waits: weakref.WeakKeyDictionary[trio.CancelScope, int] = \
-            weakref.WeakKeyDictionary()
-        self._wait_order = itertools.count()
-        #: PORT/EPRT request id -> its wait's order, until the server answers it
-        self._request_order: dict[int, int] = {}
-        #: request id -> the wait of its active data connection (removed when settled)
-        self._active_waits: dict[int, trio.CancelScope] = {}
+        #: the session's data channels by id: every one set up and not done yet, and
+        #: one that failed to open until its transfer command got the 425 (or a newer
+        #: channel is set up)
+        self._channels: dict[int, DataChannel] = {}
         self._active_settled = trio.Event()
         self._warned_pasv_address = False
-        #: listeners whose SSH channel is still opening: closed at once when superseded
-        self._opening_listeners: dict[trio.CancelScope, trio.socket.SocketType] = {}
-        #: the latest data channel still opening after its reply went out (or its result)
-        self._opening: _Opening | None = None
         #: passive channel opens run one at a time (a superseded one waiting is skipped)
         self._open_lock = trio.Lock()
         #: transfer commands whose final reply has not come yet, oldest first
         self._awaiting_reply: collections.deque[_TransferRecord] = collections.deque()
         #: transfer commands answered before any data connection was paired with them
         self._unpaired: collections.deque[_TransferRecord] = collections.deque()
-        #: running relay -> the transfer command it carries (paired in either order:
-        #: a passive client connects before it sends RETR, an active server after)
-        self._relay_records: dict[SSHDataRelay, _TransferRecord] = {}
-        #: data connections relaying right now -> what the idle watch saw of each
-        self._running: dict[SSHDataRelay, _Seen] = {}
         #: when a transfer last started or ended
         self._running_changed = -math.inf
         #: the session ends for idleness: running transfers are stalled, none is drained
@@ -181,7 +208,7 @@ class DataPlane:
     @property
     def transfers_running(self) -> int:
         """Data connections relaying right now (an idle session has none)."""
-        return len(self._running)
+        return sum(channel.state == "relaying" for channel in self._channels.values())
 
     def last_data_activity(self) -> float:
         """When a byte last moved on a data connection, in either direction, as far as
@@ -192,7 +219,10 @@ class DataPlane:
         relay's per-chunk path does nothing more than count bytes, as before."""
         latest = self._running_changed
         now = trio.current_time()
-        for relay, seen in self._running.items():
+        for channel in self._channels.values():
+            relay, seen = channel.relay, channel.seen
+            if relay is None or seen is None or channel.state != "relaying":
+                continue
             progress = relay.progress
             if progress != seen.progress:
                 seen.progress, seen.moved_at = progress, now
@@ -225,24 +255,33 @@ class DataPlane:
 
     def stop_waiting(self, older_than: int | None = None) -> None:
         """Close every listener and forward still waiting for its peer (QUIT, session
-        end), or those created before the wait numbered ``older_than``."""
-        for wait, order in list(self._waits.items()):
-            if older_than is not None and order >= older_than:
+        end), or those of channels older than the one numbered ``older_than``."""
+        for channel in list(self._channels.values()):
+            if not channel.waiting or (older_than is not None and channel.id >= older_than):
                 continue
-            wait.cancel()
-            listener = self._opening_listeners.pop(wait, None)
-            if listener is not None:
-                listener.close()  # no task waits on it yet (its channel is opening)
+            channel.wait.cancel()
+            if channel.listener is not None:
+                channel.listener.close()  # no task waits on it yet (its channel is opening)
+                channel.listener = None
 
-    def name_transfer(self, command: str) -> None:
-        """The client's transfer command (``RETR file``) goes to the server: it is paired
-        with the data connection already relaying without one (passive: the client
-        connected first), else with the next one that starts."""
-        record = _TransferRecord(command)
+    def name_transfer(self, command: str, channel_id: int | None = None) -> None:
+        """The client's transfer command (``RETR file``) goes to the server, using the
+        data channel ``channel_id``: it is paired with that channel's data connection
+        (already relaying if a passive client connected first). Without an id, with
+        the data connection relaying without one, else with the next one that starts."""
+        record = _TransferRecord(command, channel_id)
         self._awaiting_reply.append(record)
-        for relay in reversed(list(self._running)):
-            if relay not in self._relay_records:
-                self._pair(record, relay)
+        if channel_id is not None:
+            channel = self._channels.get(channel_id)
+            if channel is not None and channel.record is None:
+                channel.record = record
+                if channel.relay is not None:
+                    self._pair(record, channel)
+            return
+        for channel in reversed(list(self._channels.values())):
+            if channel.relay is not None and channel.record is None:
+                channel.record = record
+                self._pair(record, channel)
                 break
 
     def transfer_replied(self, code: int) -> None:
@@ -285,52 +324,49 @@ class DataPlane:
             if record.relay is None or record.result is not None:
                 self._account(record)
 
-    def _pair(self, record: _TransferRecord, relay: SSHDataRelay) -> None:
+    def _pair(self, record: _TransferRecord, channel: DataChannel) -> None:
+        """``record``'s data connection is ``channel``'s (relaying)."""
         if record.code is not None and record in self._unpaired:  # (at most MAX_UNPAIRED)
             self._unpaired.remove(record)
-        record.relay = relay
+        record.relay = channel.relay
         record.paired.set()
-        self._relay_records[relay] = record
-        seen = self._running.get(relay)
-        if seen is not None:
-            record.started = seen.started
+        if channel.seen is not None:
+            record.started = channel.seen.started
 
-    async def transfer_ready(self, passive_unanswered: bool = False,
-                             offer_id: int | None = None) -> str | None:
-        """Called before a transfer command goes to the server: wait until the data
-        channel of the latest PASV/EPSV is open, at most
-        ``Config.data_idle_timeout``; the reason for a 425 if it could not be.
-        ``passive_unanswered``: the client pipelined a PASV/EPSV whose reply has not
-        come yet, so the channel opened before is not this transfer's (its failure
-        must not refuse it); the transfer goes on and its own offer follows.
-        ``offer_id``: the offer that answered the transfer's PASV/EPSV; the channel
-        opening is another's (an older one: this offer's reply was read but not yet
-        set up) or none: likewise, its failure must not refuse this transfer."""
-        opening, self._opening = self._opening, None
-        if opening is None or passive_unanswered or (offer_id is not None
-                                                     and opening.offer_id != offer_id):
+    async def transfer_ready(self, channel_id: int | None = None) -> str | None:
+        """Called before a transfer command goes to the server: wait until its data
+        channel ``channel_id`` is open, at most ``Config.data_idle_timeout``; the
+        reason for a 425 if it could not be (told once). A channel not set up yet (its
+        PASV/EPSV was pipelined with the command: the reply is still to come), an
+        active one, or none: nothing to wait for."""
+        channel = self._channels.get(channel_id) if channel_id is not None else None
+        if channel is None or channel.mode != "passive":
             return None
-        if not opening.done.is_set():
+        if not channel.opened.is_set():
             with trio.move_on_after(self.config.data_idle_timeout):
-                await opening.done.wait()
-            if not opening.done.is_set():
+                await channel.opened.wait()
+            if not channel.opened.is_set():
                 return "timed out opening the data channel through SSH"
-        return opening.failure
+        failure, channel.failure = channel.failure, None
+        if channel.state == "done":
+            self._forget(channel)
+        return failure
 
     def refused(self, request_id: int) -> None:
         """The server refused the PORT/EPRT of ``request_id``: drop its listener."""
-        self._request_order.pop(request_id, None)
-        wait = self._active_waits.get(request_id)
-        if wait is not None:
-            wait.cancel()
+        channel = self._channels.get(request_id)
+        if channel is not None:
+            channel.answered = True
+            channel.wait.cancel()
 
     def accepted(self, request_id: int) -> None:
         """The server accepted the PORT/EPRT of ``request_id``: its next transfer uses
         that listener, so every one created before it is unused (a client that
         pipelines PORT a, RETR, PORT b, RETR keeps a's until the server took b)."""
-        order = self._request_order.pop(request_id, None)
-        if order is not None:
-            self.stop_waiting(older_than=order)
+        channel = self._channels.get(request_id)
+        if channel is not None and not channel.answered:
+            channel.answered = True
+            self.stop_waiting(older_than=request_id)
 
     async def wait_active_settled(self) -> None:
         """Until every active data connection is connected or given up, at most
@@ -338,13 +374,14 @@ class DataPlane:
         with trio.move_on_after(self.config.active_hold_timeout):
             # a PORT/EPRT the server has not answered yet (pipelined) is not this
             # transfer's
-            while any(rid not in self._request_order for rid in self._active_waits):
+            while any(channel.mode == "active" and channel.answered and channel.waiting
+                      for channel in self._channels.values()):
                 await self._active_settled.wait()
 
     @property
     def waiting(self) -> int:
         """Listeners and forwards waiting for their peer (for tests and stats)."""
-        return len(self._waits)
+        return sum(channel.waiting for channel in self._channels.values())
 
     async def setup(self, event: DataEvent) -> tuple[str, int]:
         """Set up the data channel ``event`` asks for; ``(host, port)`` for the
@@ -370,42 +407,53 @@ class DataPlane:
         assert self._nursery is not None, "DataPlane used outside open()"
         self._nursery.start_soon(fn, *args)
 
-    def _new_wait(self, request: ActiveRequest | None = None) -> trio.CancelScope:
-        """The wait of a new data channel for its peer: at most the idle timeout,
+    def _new_channel(self, channel_id: int, mode: Mode) -> DataChannel:
+        """A new data channel; its wait for a peer lasts at most the idle timeout and is
         cancelled when the control ends.
 
         A passive one (set up when the server answered PASV/EPSV) supersedes every
-        listener or forward still waiting. An active one is set up when the client
-        sends PORT/EPRT, before the server has used the previous one if the client
-        pipelines: older waits end when the server accepts this one (``accepted``),
-        and at most MAX_ACTIVE_WAITING are kept meanwhile (300 PORT commands cannot
-        leave 300 listeners on the SSH server)."""
-        order = next(self._wait_order)
-        if request is None:
-            self.stop_waiting()
-        else:
-            oldest = sorted(self._waits.values())[:-(MAX_ACTIVE_WAITING - 1) or None]
+        older channel still waiting. An active one is set up when the client sends
+        PORT/EPRT, before the server has used the previous one if the client
+        pipelines: older ones end when the server accepts it (``accepted``), and at most
+        MAX_ACTIVE_WAITING are kept meanwhile (300 PORT commands cannot leave 300
+        listeners on the SSH server). A converted one is connected already."""
+        for old in [c for c in self._channels.values() if c.state == "done"]:
+            del self._channels[old.id]  # (failed opens no transfer command asked about)
+        if mode == "passive":
+            self.stop_waiting(older_than=channel_id)
+        elif mode == "active":
+            waiting = sorted(c.id for c in self._channels.values() if c.waiting)
+            oldest = waiting[:-(MAX_ACTIVE_WAITING - 1) or None]
             if oldest:
                 self.stop_waiting(older_than=oldest[-1] + 1)
-            self._request_order[request.id] = order
-        self._opening = None
-        scope = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
-        self._waits[scope] = order
-        if request is not None:
-            self._active_waits[request.id] = scope
-        return scope
+        replaced = self._channels.pop(channel_id, None)
+        if replaced is not None and replaced.waiting:  # (the same id twice: tests only)
+            replaced.wait.cancel()
+        wait = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
+        channel = self._channels[channel_id] = DataChannel(channel_id, mode, wait)
+        return channel
 
-    def _end_wait(self, wait: trio.CancelScope) -> None:
-        """``wait`` is over (peer connected, superseded, timed out): drop it now. An
-        exited scope can live on in trio's deadline heap until its deadline, and every
-        new data request cancels each scope still in the set (measured before this:
-        ~450 stale scopes per request after 1000 files, ~2.5 ms of CPU per file)."""
-        self._waits.pop(wait, None)
-        self._opening_listeners.pop(wait, None)
+    def _unused(self, channel: DataChannel, failure: str | None = None) -> None:
+        """``channel`` ends without a data connection (superseded, timed out, its open
+        failed: ``failure``, kept for its transfer command's 425)."""
+        channel.settle(failure)
+        channel.state = "done"
+        if channel.listener is not None:
+            channel.listener.close()
+            channel.listener = None
+        self._forget(channel)
 
-    def _active_done(self, request: ActiveRequest) -> None:
-        """The active data connection of ``request`` is connected or given up."""
-        self._active_waits.pop(request.id, None)
+    def _forget(self, channel: DataChannel) -> None:
+        """Drop a done channel, unless a transfer command is still to hear why it failed."""
+        if channel.failure is None and self._channels.get(channel.id) is channel:
+            del self._channels[channel.id]
+
+    def _active_done(self, channel: DataChannel, connected: bool) -> None:
+        """The active data connection of ``channel`` is connected or given up."""
+        if connected:
+            channel.state = "relaying"
+        else:
+            self._unused(channel)
         self._active_settled.set()
         self._active_settled = trio.Event()
 
@@ -416,7 +464,7 @@ class DataPlane:
             self._log.warning("227 names %s; ignored, data goes to the FTP host %s",
                               named, self.forward.ftp_host)
 
-    async def _transfer(self, mode: Mode, relay: SSHDataRelay,
+    async def _transfer(self, channel: DataChannel, relay: SSHDataRelay,
                         sock: trio.socket.SocketType | None = None) -> None:
         """Relay (pairing ``sock`` first, if given) until both ends close, then account
         the transfer by its command's final reply (waited for up to REPLY_WAIT) and log
@@ -425,24 +473,32 @@ class DataPlane:
         A transfer cut by cancellation (shutdown after --grace, the session's drain
         timeout) is recorded with the bytes moved so far, as aborted unless its data
         had already ended (only the teardown was cut)."""
+        mode = channel.mode
         started = self._running_changed = trio.current_time()
-        self._running[relay] = _Seen(relay.progress, started)
-        waiting = next((w for w in itertools.chain(self._awaiting_reply, self._unpaired)
-                        if w.relay is None and not w.accounted), None)
-        if waiting is not None:  # the command came first (active mode, -R passive)
-            self._pair(waiting, relay)
-        paired = self._relay_records.get(relay)
-        if paired is not None:
-            paired.mode, paired.started = mode, started
+        channel.state, channel.relay = "relaying", relay
+        channel.seen = _Seen(relay.progress, started)
+        if self._channels.get(channel.id) is not channel:  # (the same id twice: tests)
+            self._channels[channel.id] = channel
+        record = channel.record
+        if record is None or record.accounted:
+            # the command named no channel, or came first (active mode, -R passive)
+            record = next((w for w in itertools.chain(self._awaiting_reply, self._unpaired)
+                           if w.relay is None and not w.accounted
+                           and w.channel_id in (None, channel.id)), None)
+            channel.record = record
+        if record is not None:
+            self._pair(record, channel)
+            record.mode, record.started = mode, started
         try:
             result = await (relay.wait() if sock is None else relay.relay_socket(sock))
         except trio.Cancelled:  # the session ends: accounted now, reply or not
-            self._finished(relay, mode, started, relay.snapshot(cancelled=True), now=True)
+            self._finished(channel, started, relay.snapshot(cancelled=True), now=True)
             raise
         finally:
-            del self._running[relay]
+            channel.state = "done"
+            self._forget(channel)
             self._running_changed = trio.current_time()
-        record = self._finished(relay, mode, started, result)
+        record = self._finished(channel, started, result)
         if record is not None and not record.accounted:  # the reply is still to come
             with trio.move_on_after(REPLY_WAIT):
                 try:
@@ -451,17 +507,17 @@ class DataPlane:
                     if not record.accounted:
                         self._account(record)
 
-    def _finished(self, relay: SSHDataRelay, mode: Mode, started: float,
-                  result: RelayResult, *, now: bool = False) -> _TransferRecord | None:
+    def _finished(self, channel: DataChannel, started: float, result: RelayResult, *,
+                  now: bool = False) -> _TransferRecord | None:
         """The relay ended with ``result``: account it now if its command's reply is in
         (or if it carried no transfer command); else its record, waiting for the reply."""
-        record = self._relay_records.pop(relay, None)
-        if record is None:
+        record, channel.record = channel.record, None
+        if record is None or record.relay is not channel.relay:
             total = result.to_ssh + result.from_ssh
             self._log.info("data connection (%s) closed without a transfer command "
-                           "(%d bytes); not counted as a transfer", mode, total)
+                           "(%d bytes); not counted as a transfer", channel.mode, total)
             return None
-        record.mode, record.result = mode, result
+        record.mode, record.result = channel.mode, result
         if record.code is not None or now:
             self._account(record)
         return record
@@ -521,17 +577,19 @@ class DataPlane:
             self._log.info("transfer client=%s mode=%s command=%r result=%s", client,
                            record.mode, record.command, outcome, extra=fields)
             return
-        log.info("session %d: transfer client=%s mode=%s direction=%s command=%r bytes=%d "
-                 "seconds=%.3f rate=%s result=%s", self.session_id, client, record.mode,
-                 direction, record.command, total, seconds, rate, outcome, extra=fields)
+        self._trace.info("transfer client=%s mode=%s direction=%s command=%r bytes=%d "
+                         "seconds=%.3f rate=%s result=%s", client, record.mode, direction,
+                         record.command, total, seconds, rate, outcome, extra=fields)
 
     async def _accept_one(self, listener: trio.socket.SocketType, allowed_host: str,
-                          who: str, wait: trio.CancelScope) -> trio.socket.SocketType | None:
+                          who: str, channel: DataChannel) -> trio.socket.SocketType | None:
         """The first connection to ``listener`` from ``allowed_host`` (others are refused
-        and logged), or None when ``wait`` ends first. The listener is closed either way."""
+        and logged), or None when the channel's wait ends first (the channel is then
+        done, unused). The listener is closed either way."""
         port = listener.getsockname()[1]
+        sock = None
         try:
-            with wait:
+            with channel.wait:
                 while True:
                     sock, peer = await listener.accept()
                     if same_address(peer[0], allowed_host):
@@ -540,30 +598,32 @@ class DataPlane:
                                       "(only %s %s may connect)", peer[0], port, who,
                                       allowed_host)
                     sock.close()
+                    sock = None
         finally:
             listener.close()
-            self._end_wait(wait)
+            channel.listener = None
+            if sock is None:
+                self._unused(channel)
         return None
 
-    async def _forwarded_connection(self, remote: RemoteListener, wait: trio.CancelScope,
+    async def _forwarded_connection(self, remote: RemoteListener, channel: DataChannel,
                                     host: str, port: int, who: str) -> SSHDataRelay | None:
-        """Wait for the one connection on a remote forward (bounded by ``wait``), cancel
-        the forward, connect it locally to host:port. None if unused or the connect
-        failed (both logged)."""
+        """Wait for the one connection on a remote forward (bounded by the channel's
+        wait), cancel the forward, connect it locally to host:port. None if unused or
+        the connect failed (both logged)."""
         incoming = None
         try:
-            with wait:
+            with channel.wait:
                 incoming = await remote.accept()
         finally:
-            self._end_wait(wait)
             await remote.aclose()  # cancel-tcpip-forward as soon as accepted
         if incoming is None:
             self._log.info("remote forward port %d closed unused (%s)", remote.port,
-                           _why_unused(wait))
+                           _why_unused(channel.wait))
             return None
         relay, orig_host, orig_port = incoming
-        log.debug("session %d: %s connected from %s:%d to remote forward %d", self.session_id,
-                  who, orig_host, orig_port, remote.port)
+        self._trace.debug("%s connected from %s:%d to remote forward %d", who, orig_host,
+                          orig_port, remote.port)
         try:
             await relay.connect_socket(host, port)
         except OSError as exc:
@@ -628,27 +688,26 @@ class LocalDataPlane(DataPlane):
             listener = await open_data_listener(self.config.data_bind_host, local)
         except OSError as exc:
             raise DataSetupError(f"no local listener: {exc}") from exc
-        wait = self._new_wait()
-        self._opening_listeners[wait] = listener
-        opening = self._opening = _Opening(offer.id)
+        channel = self._new_channel(offer.id, "passive")
+        channel.listener = listener
         port = listener.getsockname()[1]
-        self._start(self._serve_passive, listener, port, destination, offer.port, wait, opening)
-        log.debug("session %d: passive data port %d via SSH, client connects to port %d",
-                  self.session_id, offer.port, port)
+        self._start(self._serve_passive, listener, port, destination, offer.port, channel)
+        self._trace.debug("passive data port %d via SSH, client connects to port %d",
+                          offer.port, port)
         return self._reply_address(), port
 
     async def _serve_passive(self, listener: trio.socket.SocketType, port: int,
-                             destination: str, ftp_port: int, wait: trio.CancelScope,
-                             opening: _Opening) -> None:
+                             destination: str, ftp_port: int, channel: DataChannel) -> None:
         """Open the SSH channel, then accept the client's one data connection and
-        relay it. The open itself is not cut short by superseding ``wait`` (that
-        closes the listener at once, and the channel as soon as it is open), but it is
-        by its deadline (data_idle_timeout): a hanging open (sshd connecting to a port
-        whose host drops SYNs: ~2 min) must not keep the listener bound past it (a
+        relay it. The open itself is not cut short by superseding the channel's wait
+        (that closes the listener at once, and the channel as soon as it is open), but
+        it is by its deadline (data_idle_timeout): a hanging open (sshd connecting to a
+        port whose host drops SYNs: ~2 min) must not keep the listener bound past it (a
         cancelled open closes its channel once open: open_data_relay). Opens run one
         at a time per session, and one superseded before its turn is never made: a
         client pipelining 200 PASVs does not put 200 opens (each an sshd connect to
         the FTP host) in flight at once."""
+        wait = channel.wait
         relay = None
         try:
             with trio.move_on_at(wait.deadline):
@@ -656,35 +715,32 @@ class LocalDataPlane(DataPlane):
                     if not wait.cancel_called:
                         relay = await self._relay_to_server(destination, ftp_port)
         except DataSetupError as exc:
-            opening.settle(str(exc))
             listener.close()  # the client's connect (if any) is reset
-            self._end_wait(wait)
+            self._unused(channel, str(exc))
             return
         except BaseException:
-            opening.settle("session ended")
             listener.close()
-            self._end_wait(wait)
+            self._unused(channel, "session ended")
             raise
         if relay is None:
             superseded = trio.current_time() < wait.deadline  # else: timed out
-            opening.settle("superseded" if superseded
-                           else "timed out opening the data channel through SSH")
             listener.close()
-            self._end_wait(wait)
+            self._unused(channel, "superseded" if superseded
+                         else "timed out opening the data channel through SSH")
             self._log.info("passive listener on port %d closed unused (%s)", port,
                            "superseded or session ended" if superseded
                            else "timeout opening the SSH channel")
             return
-        opening.settle()
-        self._opening_listeners.pop(wait, None)  # from here on, closed with the wait
+        channel.settle()
+        channel.listener = None  # from here on, closed with the wait
         sock = None
         try:
             if wait.cancel_called:  # superseded while opening: its listener is closed
                 listener.close()
-                self._end_wait(wait)
+                self._unused(channel)
             else:
                 sock = await self._accept_one(listener, self.addresses.client_host,
-                                              "the client", wait)
+                                              "the client", channel)
         finally:
             if sock is None:
                 relay.close()
@@ -692,7 +748,7 @@ class LocalDataPlane(DataPlane):
             self._log.info("passive listener on port %d closed unused (%s)", port,
                            _why_unused(wait))
             return
-        await self._transfer("passive", relay, sock)
+        await self._transfer(channel, relay, sock)
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
         cfg = self.config
@@ -702,28 +758,29 @@ class LocalDataPlane(DataPlane):
         except TunnelError as exc:
             self._log.warning("%s; or use --active-mode passive", exc)
             raise DataSetupError(f"{exc}; or use --active-mode passive") from exc
-        self._start(self._serve_active, remote, request, self._new_wait(request))
-        log.debug("session %d: active %s:%d via remote forward %s:%d", self.session_id,
-                  request.host, request.port, cfg.active_address, remote.port)
+        channel = self._new_channel(request.id, "active")
+        self._start(self._serve_active, remote, request, channel)
+        self._trace.debug("active %s:%d via remote forward %s:%d", request.host,
+                          request.port, cfg.active_address, remote.port)
         return cfg.active_address, remote.port
 
     async def _serve_active(self, remote: RemoteListener, request: ActiveRequest,
-                            wait: trio.CancelScope) -> None:
+                            channel: DataChannel) -> None:
         """Wait for the FTP server on the remote forward, cancel it, relay to the client."""
+        relay = None
         try:
-            relay = await self._forwarded_connection(remote, wait, request.host, request.port,
-                                                     "FTP server")
+            relay = await self._forwarded_connection(remote, channel, request.host,
+                                                     request.port, "FTP server")
         finally:
-            self._active_done(request)
+            self._active_done(channel, relay is not None)
         if relay is not None:
-            await self._transfer("active", relay)
+            await self._transfer(channel, relay)
 
     async def converted(self, event: ConvertedActive) -> None:
         """Open the SSH channel and connect it to the client's listener before the
         200 (measured: sending the 200 first and holding the transfer command for
         the channel made the converted route ~1 ms per file slower here, not faster:
         both ends then compete for the CPU)."""
-        self._opening = None
         relay = await self._relay_to_server(self._passive_destination(event.server_host),
                                             event.server_port)
         try:
@@ -732,10 +789,8 @@ class LocalDataPlane(DataPlane):
             self._log.warning("cannot connect to client data port %s:%d: %s",
                               event.client_host, event.client_port, exc)
             raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
-        self._start(self._serve_converted, relay)
-
-    async def _serve_converted(self, relay: SSHDataRelay) -> None:
-        await self._transfer("converted", relay)
+        channel = self._new_channel(event.id, "converted")
+        self._start(self._transfer, channel, relay)
 
 
 class RemoteDataPlane(DataPlane):
@@ -752,19 +807,23 @@ class RemoteDataPlane(DataPlane):
         except TunnelError as exc:
             self._log.warning("%s", exc)
             raise DataSetupError(str(exc)) from exc
-        self._start(self._serve_passive, remote, offer.port, self._new_wait())
-        log.debug("session %d: passive %s:%d locally, client connects to SSH server port %d",
-                  self.session_id, self.forward.ftp_host, offer.port, remote.port)
+        channel = self._new_channel(offer.id, "passive")
+        channel.settle()  # the forward is there: nothing to wait for
+        self._start(self._serve_passive, remote, offer.port, channel)
+        self._trace.debug("passive %s:%d locally, client connects to SSH server port %d",
+                          self.forward.ftp_host, offer.port, remote.port)
         return self.forward.remote_reply_host(self.config), remote.port
 
     async def _serve_passive(self, remote: RemoteListener, ftp_port: int,
-                             wait: trio.CancelScope) -> None:
+                             channel: DataChannel) -> None:
         """The client's connection on the SSH server's forward, relayed to the data port
         on the FTP host (never to the address a 227 named)."""
-        relay = await self._forwarded_connection(remote, wait, self.forward.ftp_host,
+        relay = await self._forwarded_connection(remote, channel, self.forward.ftp_host,
                                                  ftp_port, "client")
-        if relay is not None:
-            await self._transfer("passive", relay)
+        if relay is None:
+            self._unused(channel)
+        else:
+            await self._transfer(channel, relay)
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
         local_host = self.addresses.server_local_host
@@ -773,20 +832,22 @@ class RemoteDataPlane(DataPlane):
         except OSError as exc:
             raise DataSetupError(f"no local listener: {exc}") from exc
         port = listener.getsockname()[1]
-        self._start(self._serve_active, listener, request, self._new_wait(request))
-        log.debug("session %d: active %s:%d via SSH, FTP server connects to %s:%d",
-                  self.session_id, request.host, request.port, local_host, port)
+        channel = self._new_channel(request.id, "active")
+        self._start(self._serve_active, listener, request, channel)
+        self._trace.debug("active %s:%d via SSH, FTP server connects to %s:%d",
+                          request.host, request.port, local_host, port)
         return local_host, port
 
     async def _serve_active(self, listener: trio.socket.SocketType, request: ActiveRequest,
-                            wait: trio.CancelScope) -> None:
+                            channel: DataChannel) -> None:
         """Accept the FTP server's data connection and relay it through SSH
         (direct-tcpip) to the client's data listener."""
         port = listener.getsockname()[1]
         sock = None
+        connected = False
         try:
             sock = await self._accept_one(listener, self.addresses.server_peer_host,
-                                          "the FTP server", wait)
+                                          "the FTP server", channel)
             if sock is None:
                 self._log.info("active listener on port %d closed unused", port)
                 return
@@ -799,11 +860,12 @@ class RemoteDataPlane(DataPlane):
                 return
             taken, sock = sock, None
             await relay.attach_socket(taken)
+            connected = True
         finally:
             if sock is not None:
                 sock.close()
-            self._active_done(request)
-        await self._transfer("active", relay)
+            self._active_done(channel, connected)
+        await self._transfer(channel, relay)
 
 
 def _why_unused(wait: trio.CancelScope) -> str:

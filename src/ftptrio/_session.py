@@ -20,7 +20,7 @@ import trio
 from ._config import Config, ForwardSpec
 from ._control import (CLOSE, ActiveAccepted, ActiveRefused, ActiveRequest, ControlChannel,
                        ConvertedActive, HoldForActiveData, Outbox, PassiveOffer, QuitSent,
-                       TransferCommand, TransferReplied)
+                       SessionLog, TransferCommand, TransferReplied)
 from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPlane,
                          SessionAddresses)
 from ._errors import TunnelError
@@ -67,12 +67,10 @@ class _Pipe:
 
     def coalesce(self, first: bytes) -> bytes:
         """``first`` joined with the bytes items queued right behind it."""
-        parts = [first]
-        while self.items and isinstance(self.items[0], bytes):
-            parts.append(self.items.popleft())  # type: ignore[arg-type]
+        following = self.items.pop_bytes()
         if not self.full:
             self._has_room.unpark_all()
-        return first if len(parts) == 1 else b"".join(parts)
+        return b"".join((first, *following)) if following else first
 
 
 class Session:
@@ -83,6 +81,8 @@ class Session:
         SSH server (remote tunnels; then ``peer`` is the forwarded-tcpip originator as
         the SSH server reports it)."""
         self.id = next(_session_ids)
+        #: this module's log lines, prefixed "session N: " (not rate-limited: a few each)
+        self._log = SessionLog(log, {"session": self.id})
         self.client = client
         self.forward = forward
         self.config = forward.effective(config)
@@ -114,9 +114,8 @@ class Session:
         started = trio.current_time()
         self.stats.sessions += 1
         self.stats.sessions_active += 1
-        log.info("session %d: %s client %s -> ftp %s:%d", self.id,
-                 "remote" if self.remote else "local", self.client_addr,
-                 self.forward.ftp_host, self.forward.ftp_port)
+        self._log.info("%s client %s -> ftp %s:%d", "remote" if self.remote else "local",
+                       self.client_addr, self.forward.ftp_host, self.forward.ftp_port)
         try:
             try:
                 self._server = await self._connect_server()
@@ -144,9 +143,9 @@ class Session:
                 await self.client.aclose()
             self.stats.sessions_active -= 1
             self.control.log_limiter.flush()  # "suppressed N similar ..." still untold
-            log.info("session %d: closed client=%s ftp=%s:%d seconds=%.1f", self.id,
-                     self.client_addr, self.forward.ftp_host, self.forward.ftp_port,
-                     trio.current_time() - started)
+            self._log.info("closed client=%s ftp=%s:%d seconds=%.1f", self.client_addr,
+                           self.forward.ftp_host, self.forward.ftp_port,
+                           trio.current_time() - started)
 
     async def _connect_server(self) -> ControlStream:
         fwd = self.forward
@@ -162,7 +161,7 @@ class Session:
                               f"{exc or 'timeout'}") from exc
 
     async def _refuse(self, exc: TunnelError) -> None:
-        log.warning("session %d: %s", self.id, exc)
+        self._log.warning("%s", exc)
         how = "" if self.remote else " through SSH"
         with trio.move_on_after(5):
             try:
@@ -199,7 +198,7 @@ class Session:
                 if self.control.log_limiter.suppressing:
                     self.control.log_limiter.flush_expired()  # "suppressed N similar ..."
                 if not data:
-                    log.debug("session %d: %s closed the control connection", self.id, name)
+                    self._log.debug("%s closed the control connection", name)
                     closed()
                     break
                 feed(data)
@@ -207,7 +206,7 @@ class Session:
                 if not from_client:
                     self._room.unpark_all()  # replies may release held local replies
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("session %d: %s control connection broke: %s", self.id, name, exc)
+            self._log.info("%s control connection broke: %s", name, exc)
             if from_client:
                 closed()
             else:
@@ -248,8 +247,9 @@ class Session:
                                          data.last_data_activity()) + timeout:
                 continue  # traffic meanwhile, or a poll of running transfers
             stalled = data.transfers_running
-            log.info("session %d: idle for %.0f s%s; closing", self.id, timeout,
-                     f" ({stalled} transfer{'s' * (stalled > 1)} stalled)" if stalled else "")
+            self._log.info("idle for %.0f s%s; closing", timeout,
+                           f" ({stalled} transfer{'s' * (stalled > 1)} stalled)"
+                           if stalled else "")
             if stalled:
                 data.end_without_drain()
             self.control.idle_timeout(timeout)
@@ -268,10 +268,12 @@ class Session:
                 try:
                     host, port = await data.setup(item)
                 except DataSetupError as exc:
-                    self.control.data_failed(item, str(exc))
+                    first = self.control.data_failed(item, str(exc))
                 else:
-                    self.control.data_ready(item, host, port)
+                    first = self.control.data_ready(item, host, port)
                 self._wake()
+                if first:  # the rewritten reply or command, or the 425, is next
+                    await self._send(stream, pipe.coalesce(first))
             elif isinstance(item, HoldForActiveData):
                 await data.wait_active_settled()
             elif isinstance(item, ActiveRefused):
@@ -281,10 +283,12 @@ class Session:
             elif isinstance(item, TransferReplied):
                 data.transfer_replied(item.code)
             elif isinstance(item, TransferCommand):
-                data.name_transfer(item.command)
+                data.name_transfer(item.command, item.channel_id)
                 # its data channel may still be opening (the reply went out first)
-                failure = await data.transfer_ready(item.passive_unanswered, item.offer_id)
-                if failure is not None:
+                failure = await data.transfer_ready(item.channel_id)
+                if failure is None:
+                    await self._send(stream, pipe.coalesce(item.line))
+                else:
                     self.control.transfer_refused(item, failure)
                     data.transfer_refused()
                     self._wake()

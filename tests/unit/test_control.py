@@ -121,8 +121,10 @@ def replay(steps: Sequence[Step], split: Splitter = whole, *, greet: bool = True
                          if not isinstance(i, (ActiveAccepted, TransferReplied)))
         ch.to_client.clear()
         requests.extend(i for i in ch.to_server if isinstance(i, ActiveRequest))
-        # TransferCommand only names a transfer for the log: tested on its own
-        to_server.extend(i for i in ch.to_server if not isinstance(i, TransferCommand))
+        # a TransferCommand's line goes out when its data channel is ready: here at once
+        # (the event itself is tested on its own)
+        to_server.extend(i.line if isinstance(i, TransferCommand) else i
+                         for i in ch.to_server)
         ch.to_server.clear()
     return Result(joined(to_client), joined(to_server), ch)
 
@@ -137,11 +139,9 @@ def check(steps: Sequence[Step], **kwargs: object) -> Result:
     return expected
 
 
-def ready(ch: ControlChannel, event, host: str = "", port: int = 0) -> object:
-    """What ``data_ready`` puts first in the event's outbox."""
-    box = ch.to_server if isinstance(event, ActiveRequest) else ch.to_client
-    ch.data_ready(event, host, port)
-    return box.popleft()
+def ready(ch: ControlChannel, event, host: str = "", port: int = 0) -> bytes:
+    """What the writer sends first once the event's data channel is set up."""
+    return ch.data_ready(event, host, port)
 
 
 def is_reply(item: object, code: bytes) -> bool:
@@ -218,8 +218,7 @@ def test_data_failed_is_a_425_line_first_in_line():
     ch = r.channel
     offer = r.client[0]
     ch.to_client.append(b"200 ok\r\n")
-    ch.data_failed(offer, "no listener")
-    reply = ch.to_client.popleft()
+    reply = ch.data_failed(offer, "no listener")  # the writer sends it at once
     assert is_reply(reply, b"425")
     assert b"no listener" in reply
     assert list(ch.to_client) == [b"200 ok\r\n"]
@@ -553,7 +552,7 @@ def test_active_failed_releases_local_replies_queued_behind_it():
 
 def test_active_failed_for_unknown_request_is_harmless():
     ch = ControlChannel(client_host="127.0.0.1")
-    ch.data_failed(ActiveRequest("127.0.0.1", 50000, False, id=999), "stale")
+    assert ch.data_failed(ActiveRequest("127.0.0.1", 50000, False, id=999), "stale") == b""
     assert not ch.to_client and not ch.to_server
 
 
@@ -912,9 +911,10 @@ def test_transfer_complete_reply_is_held_after_an_active_transfer():
     ch.to_client.clear()
     request = ch.to_server.popleft()
     assert isinstance(request, ActiveRequest)
-    ch.data_ready(request, "127.0.0.1", 40000)
-    assert list(ch.to_server) == [b"PORT 127,0,0,1,156,64\r\n", TransferCommand("RETR f"),
-                                  b"RETR f\r\n"]
+    assert ch.data_ready(request, "127.0.0.1", 40000) == b"PORT 127,0,0,1,156,64\r\n"
+    (transfer,) = ch.to_server
+    assert transfer == TransferCommand("RETR f", request.id)
+    assert transfer.line == b"RETR f\r\n"
     ch.receive_server(b"200 PORT ok\r\n150 Opening\r\n226-Transfer complete\r\n226 done\r\n")
     assert list(ch.to_client) == [b"200 PORT ok\r\n", ActiveAccepted(request.id),
                                   b"150 Opening\r\n", HoldForActiveData(),
@@ -961,7 +961,8 @@ def test_server_lost_sends_421_then_close_and_stops_reading():
     ch.receive_server(GREETING)
     ch.to_client.clear()
     ch.server_lost()
-    assert is_reply(ch.to_client[0], b"421") and ch.to_client[1] is CLOSE
+    reply, close = ch.to_client
+    assert is_reply(reply, b"421") and close is CLOSE
     ch.receive_client(b"NOOP\r\n")
     assert not ch.to_server
 
@@ -982,23 +983,41 @@ def test_transfer_commands_are_named_for_the_log():
     ch.receive_client(b"RETR my file\x1b.txt\r\nSTOR up\r\nNOOP\r\nlist\r\n")
     named = [i.command for i in ch.to_server if isinstance(i, TransferCommand)]
     assert named == ["RETR my file\\x1b.txt", "STOR up", "list"]
-    assert ch.to_server[0] == TransferCommand("RETR my file\\x1b.txt")
+    assert list(ch.to_server)[0] == TransferCommand("RETR my file\\x1b.txt")
 
 
-def test_transfer_command_says_when_its_passive_offer_is_still_to_come():
-    """Pipelined EPSV + RETR: the RETR goes out before the 229 came back, so a data
-    channel set up earlier (perhaps a failed one) is not this transfer's."""
+def test_transfer_command_names_its_data_channel_before_the_reply_came():
+    """Pipelined EPSV + RETR: the RETR goes out before the 229 came back; it names
+    the channel of its own EPSV (the id the offer gets), never one set up earlier."""
     ch = ControlChannel(client_host="127.0.0.1")
     ch.receive_server(GREETING)
     ch.receive_client(b"EPSV\r\nRETR a\r\n")
-    first = [i for i in ch.to_server if isinstance(i, TransferCommand)]
-    assert [t.passive_unanswered for t in first] == [True]
     ch.receive_server(b"229 Entering Extended Passive Mode (|||6446|)\r\n")
-    ch.receive_client(b"RETR b\r\n")  # the 229 came: RETR b's offer is known
+    offer = next(i for i in ch.to_client if isinstance(i, PassiveOffer))
+    ch.receive_client(b"RETR b\r\n")  # the same channel (no new EPSV)
     ch.receive_client(b"PASV\r\nLIST\r\n")
-    named = [(i.command, i.passive_unanswered) for i in ch.to_server
+    named = [(i.command, i.channel_id) for i in ch.to_server
              if isinstance(i, TransferCommand)]
-    assert named == [("RETR a", True), ("RETR b", False), ("LIST", True)]
+    assert named[:2] == [("RETR a", offer.id), ("RETR b", offer.id)]
+    assert named[2][0] == "LIST" and named[2][1] not in (None, offer.id)
+    ch.receive_server(b"200 ok\r\n150 ok\r\n226 ok\r\n"
+                      b"227 Entering Passive Mode (127,0,0,1,4,1)\r\n")
+    second = [i for i in ch.to_client if isinstance(i, PassiveOffer)][-1]
+    assert second.id == named[2][1]
+
+
+def test_a_translated_passive_command_keeps_its_channel_id():
+    """The server refuses EPSV: ftptrio asks with PASV; the offer keeps the id the
+    transfer command named."""
+    ch = ControlChannel(client_host="127.0.0.1")
+    ch.receive_server(GREETING)
+    ch.receive_client(b"EPSV\r\n")
+    ch.receive_server(b"500-no\r\n500 EPSV not understood\r\n")
+    ch.receive_client(b"RETR a\r\n")
+    (transfer,) = [i for i in ch.to_server if isinstance(i, TransferCommand)]
+    ch.receive_server(b"227 Entering Passive Mode (127,0,0,1,4,1)\r\n")
+    (offer,) = [i for i in ch.to_client if isinstance(i, PassiveOffer)]
+    assert offer.extended and offer.id == transfer.channel_id
 
 
 def test_refused_auth_argument_is_escaped_in_logs(caplog):
@@ -1018,12 +1037,11 @@ def test_transfer_refused_answers_425_in_fifo_order_and_sends_nothing():
     ch.receive_server(b"229 Entering extended passive mode (|||6000|)\r\n")
     offer = ch.to_client.popleft()
     assert isinstance(offer, PassiveOffer)
-    ch.data_ready(offer, "127.0.0.1", 40000)
-    assert ch.to_client.popleft().startswith(b"229 ")
+    assert ch.data_ready(offer, "127.0.0.1", 40000).startswith(b"229 ")
     ch.receive_client(b"TYPE I\r\nRETR f\r\nNOOP\r\n")
     assert ch.to_server.popleft() == b"TYPE I\r\n"
     event = ch.to_server.popleft()
-    assert event == TransferCommand("RETR f", offer_id=offer.id)  # its channel: this offer's
+    assert event == TransferCommand("RETR f", offer.id)  # its channel: this offer's
     ch.transfer_refused(event, "SSH server could not open data connection: refused")
     assert list(ch.to_server) == [b"NOOP\r\n"]  # RETR never reaches the server
     assert list(ch.to_client) == []  # the 425 waits for TYPE's reply
@@ -1054,7 +1072,7 @@ def test_transfer_after_a_port_is_not_tied_to_an_earlier_passive_offer():
     ch.to_server.clear()
     ch.receive_client(b"PORT 127,0,0,1,156,64\r\nRETR f\r\n")
     event = next(item for item in ch.to_server if isinstance(item, TransferCommand))
-    assert event.offer_id != offer.id
+    assert event.channel_id != offer.id
 
 
 def test_final_reply_to_a_transfer_command_is_announced_before_it():

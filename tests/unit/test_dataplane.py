@@ -133,8 +133,8 @@ async def test_passive_relays_the_clients_one_connection_and_counts_it():
     async with plane.open():
         host, port = await plane.setup(PassiveOffer("10.9.9.9", 50000, False, 1))
         assert host == "127.0.0.1"
-        plane.name_transfer("STOR f")  # as the session does before transfer_ready
-        assert await plane.transfer_ready() is None  # the channel opened
+        plane.name_transfer("STOR f", 1)  # as the session does before transfer_ready
+        assert await plane.transfer_ready(1) is None  # the channel opened
         assert tunnel.relays[0].destination == ("127.0.0.1", 50000)  # the FTP host, not 10.9.9.9
         sock = await connect(port)
         with sock:
@@ -149,7 +149,7 @@ async def test_passive_listener_refuses_other_addresses():
     plane, tunnel, _ = make_plane()
     async with plane.open():
         _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
-        assert await plane.transfer_ready() is None
+        assert await plane.transfer_ready(1) is None
         stranger = await connect(port, "127.0.0.2")
         with stranger:
             assert await stranger.recv(10) == b""  # closed by the data plane
@@ -178,7 +178,7 @@ async def test_passive_address_not_allow_listed_is_refused():
         with pytest.raises(DataSetupError, match="not allowed"):
             await plane.setup(PassiveOffer("10.0.0.8", 50000, False, 1))
         await plane.setup(PassiveOffer("10.0.0.7", 50000, False, 2))
-        assert await plane.transfer_ready() is None
+        assert await plane.transfer_ready(2) is None
         assert tunnel.relays[0].destination == ("10.0.0.7", 50000)
         plane.stop_waiting()
 
@@ -191,10 +191,11 @@ async def test_a_failed_channel_does_not_refuse_a_pipelined_later_transfer():
     async with plane.open():
         await plane.setup(PassiveOffer(None, 50000, True, 1))
         await trio.sleep(0.05)  # the open fails meanwhile
-        assert await plane.transfer_ready(passive_unanswered=True) is None
+        # the RETR names channel 2, whose EPSV is not answered yet
+        assert await plane.transfer_ready(2) is None
         tunnel.fail = False
         await plane.setup(PassiveOffer(None, 50001, True, 2))
-        assert await plane.transfer_ready() is None
+        assert await plane.transfer_ready(2) is None
         plane.stop_waiting()
 
 
@@ -204,8 +205,8 @@ async def test_tunnel_errors_become_setup_errors_with_the_reason():
     async with plane.open():
         # the 227/229 goes out before the channel is open: the transfer gets the 425
         _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
-        assert "administratively prohibited" in (await plane.transfer_ready() or "")
-        assert await plane.transfer_ready() is None  # one answer per data channel
+        assert "administratively prohibited" in (await plane.transfer_ready(1) or "")
+        assert await plane.transfer_ready(1) is None  # one answer per data channel
         with pytest.raises(OSError):  # the listener closed with the failure
             await connect(port)
         assert plane.waiting == 0
@@ -221,7 +222,7 @@ async def test_active_request_opens_a_filtered_remote_forward_and_settles():
         host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         assert (host, port) == ("127.0.0.1", 40000)
         plane.accepted(1)  # the server's 200 to the rewritten PORT
-        plane.name_transfer("RETR f")
+        plane.name_transfer("RETR f", 1)
         listener = tunnel.listeners[0]
         assert listener.accept_filter("127.0.0.1", 20) and not listener.accept_filter("10.0.0.1", 20)
         relay = FakeRelay("", 0)
@@ -265,7 +266,7 @@ async def test_many_active_transfers_leave_no_per_request_state():
                 await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
             await plane.wait_active_settled()
         await trio.testing.wait_all_tasks_blocked()
-        assert plane._active_waits == {} and plane._request_order == {}
+        assert plane._channels == {}
         gc.collect()
         assert plane.waiting == 0
 
@@ -275,8 +276,8 @@ async def test_converted_connects_the_server_port_to_the_clients_listener():
     async with plane.open():
         assert await plane.setup(
             ConvertedActive("127.0.0.1", 50000, None, 6000, False, 1)) == ("", 0)
-        plane.name_transfer("RETR f")
-        assert await plane.transfer_ready() is None
+        plane.name_transfer("RETR f", 1)
+        assert await plane.transfer_ready(1) is None
         assert tunnel.relays[0].destination == ("127.0.0.1", 6000)
         assert tunnel.relays[0].connected_to == ("127.0.0.1", 50000)
         await trio.testing.wait_all_tasks_blocked()  # relaying: the 226 comes after
@@ -294,7 +295,7 @@ async def test_remote_tunnel_counts_bytes_from_ssh_as_bytes_to_the_server():
         assert not tunnel.listeners[0].accept_filter("127.0.0.9", 1)
         relay = FakeRelay("", 0)
         await tunnel.listeners[0].incoming.send((relay, "127.0.0.1", 5555))
-        plane.name_transfer("STOR f")
+        plane.name_transfer("STOR f", 1)
         await relay.done.wait()
         plane.transfer_replied(226)
     # FakeRelay.connect_socket reports 11 bytes from SSH: the client uploaded them
@@ -307,7 +308,7 @@ async def test_remote_active_listener_accepts_only_the_ftp_server():
         host, port = await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         assert host == "127.0.0.1"
         plane.accepted(1)  # the server's 200 to the rewritten PORT
-        plane.name_transfer("RETR f")
+        plane.name_transfer("RETR f", 1)
         sock = await connect(port)
         sock.close()
         with trio.fail_after(5):
@@ -344,7 +345,7 @@ async def test_port_flood_leaves_one_forward_waiting():
             plane.accepted(request_id)  # the server's 200s, in order
         await trio.testing.wait_all_tasks_blocked()
         assert [listener.closed for listener in tunnel.listeners].count(False) == 1
-        assert list(plane._active_waits) == [301]
+        assert [c.id for c in plane._channels.values() if c.waiting] == [301]
         gc.collect()
         assert plane.waiting == 1
         plane.stop_waiting()
@@ -386,7 +387,7 @@ async def test_finished_waits_are_dropped_at_once():
         nursery.start_soon(trio.sleep, plane.config.data_idle_timeout / 2)
         for offer_id in range(1, 51):
             _, port = await plane.setup(PassiveOffer(None, 50000, True, offer_id))
-            assert await plane.transfer_ready() is None
+            assert await plane.transfer_ready(offer_id) is None
             sock = await connect(port)
             sock.close()
             await tunnel.relays[-1].done.wait()
@@ -421,7 +422,7 @@ async def test_reply_goes_out_before_the_channel_opens_and_the_transfer_waits():
         ready: list[str | None] = []
 
         async def transfer() -> None:
-            ready.append(await plane.transfer_ready())
+            ready.append(await plane.transfer_ready(1))
 
         nursery.start_soon(transfer)
         await trio.testing.wait_all_tasks_blocked()
@@ -464,7 +465,7 @@ async def test_listener_closes_after_the_idle_timeout_while_the_channel_still_op
     tunnel.open_data_relay = hanging_open  # type: ignore[method-assign]
     async with plane.open():
         _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
-        assert "timed out" in (await plane.transfer_ready() or "")
+        assert "timed out" in (await plane.transfer_ready(1) or "")
         await trio.sleep(0.1)
         with pytest.raises(OSError):  # the listener is gone with its timeout
             await connect(port)
@@ -488,3 +489,51 @@ async def test_pipelined_refused_transfer_commands_stay_bounded():
             assert len(plane._unpaired) <= MAX_UNPAIRED
         assert len(plane._awaiting_reply) == 0
     assert stats.transfers_refused == 2000 and stats.transfers == 0
+
+
+def transfer_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(command, result) of every transfer line logged."""
+    return [(r.transfer["command"], r.transfer["result"])  # type: ignore[attr-defined]
+            for r in caplog.records if hasattr(r, "transfer")]
+
+
+async def test_pipelined_transfers_are_named_by_their_own_channel(caplog):
+    """PASV, RETR a, PASV, RETR b pipelined: the second 227's channel supersedes the
+    first before the client connected to it, so only b's data connection comes. It
+    is RETR b's (by channel id), not the oldest command still waiting (RETR a), and
+    a is accounted by the server's 425 as refused (before channel ids, b's bytes
+    were logged as "RETR a")."""
+    caplog.set_level("INFO", logger="ftptrio._dataplane")
+    plane, tunnel, stats = make_plane()
+    async with plane.open():
+        plane.name_transfer("RETR a", 1)  # both sent before either 227 came back
+        plane.name_transfer("RETR b", 2)
+        await plane.setup(PassiveOffer(None, 50000, True, 1))
+        _, port = await plane.setup(PassiveOffer(None, 50001, True, 2))
+        assert await plane.transfer_ready(2) is None
+        sock = await connect(port)
+        sock.close()
+        await tunnel.relays[-1].done.wait()
+        plane.transfer_replied(425)  # a: the server got no data connection
+        plane.transfer_replied(226)  # b
+    assert transfer_lines(caplog) == [("RETR a", "refused"), ("RETR b", "ok")]
+    assert (stats.transfers, stats.transfers_refused) == (1, 1)
+
+
+async def test_a_data_connection_pairs_with_the_command_of_its_channel_whatever_the_order():
+    """Two active channels (PORT 1, PORT 2, each with its RETR): the FTP server
+    connects to channel 2 first; its transfer is RETR b's."""
+    paired: list[str] = []
+    plane, tunnel, stats = make_plane()
+    async with plane.open():
+        await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        await plane.setup(ActiveRequest("127.0.0.1", 50001, False, 2))
+        plane.name_transfer("RETR a", 1)
+        plane.name_transfer("RETR b", 2)
+        second = FakeRelay("", 0)
+        await tunnel.listeners[1].incoming.send((second, "127.0.0.1", 20))
+        await trio.testing.wait_all_tasks_blocked()
+        records = [r for r in plane._awaiting_reply if r.relay is not None]
+        paired = [r.command for r in records]
+        plane.stop_waiting()
+    assert paired == ["RETR b"]
