@@ -6,15 +6,21 @@ import dataclasses
 import ipaddress
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from ._errors import ConfigError
 
+# each vocabulary spelled once; the runtime choices below are derived from these
 ActiveMode = Literal["remote-forward", "passive"]
 AuthTLSPolicy = Literal["refuse", "passthrough"]
 Direction = Literal["local", "remote"]
 AddressFamily = Literal["any", "inet", "inet6"]
-ACTIVE_MODES = ("remote-forward", "passive")
+StrictHostKeyChecking = Literal["yes", "accept-new", "ask", "no"]
+ACTIVE_MODES: tuple[ActiveMode, ...] = get_args(ActiveMode)
+AUTH_TLS_POLICIES: tuple[AuthTLSPolicy, ...] = get_args(AuthTLSPolicy)
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
+ADDRESS_FAMILIES: tuple[AddressFamily, ...] = get_args(AddressFamily)
+STRICT_HOST_KEY_CHECKING: tuple[StrictHostKeyChecking, ...] = get_args(StrictHostKeyChecking)
 #: built-in defaults, used when neither the command line, -o nor ssh_config sets them
 DEFAULT_KEEPALIVE_INTERVAL = 15.0
 DEFAULT_KEEPALIVE_COUNT_MAX = 3
@@ -27,7 +33,12 @@ MIN_MAX_WINDOW = 64 * 1024
 #: --data-memory default: 64 data channels at the full 8 MiB window
 DEFAULT_DATA_MEMORY = 512 * 1024 * 1024
 MAX_MAX_WINDOW = 1024 * 1024 * 1024
-AUTH_TLS_POLICIES = ("refuse", "passthrough")
+
+
+def one_of(choices: tuple[str, ...], *, quoted: bool = False) -> str:
+    """``a, b or c`` (``'a', 'b' or 'c'``), for messages naming a vocabulary."""
+    words = [f"'{choice}'" if quoted else choice for choice in choices]
+    return " or ".join(filter(None, (", ".join(words[:-1]), words[-1])))
 
 
 def _check_port(name: str, port: int, *, allow_zero: bool) -> None:
@@ -76,12 +87,12 @@ class ForwardSpec:
             raise ConfigError("FTP host must not be empty")
         _check_port("FTP port", self.ftp_port, allow_zero=False)
         _check_port("listen port", self.listen_port, allow_zero=True)
-        if self.direction not in ("local", "remote"):
-            raise ConfigError("tunnel direction must be 'local' or 'remote'")
-        if self.active_mode is not None and self.active_mode not in ACTIVE_MODES:
-            raise ConfigError("active mode must be 'remote-forward' or 'passive'")
-        if self.auth_tls is not None and self.auth_tls not in AUTH_TLS_POLICIES:
-            raise ConfigError("AUTH TLS policy must be 'refuse' or 'passthrough'")
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(f"tunnel direction must be {one_of(DIRECTIONS, quoted=True)}")
+        if self.active_mode is not None:
+            _check_active_mode(self.active_mode)
+        if self.auth_tls is not None:
+            _check_auth_tls(self.auth_tls)
         if self.gateway is not None and not isinstance(self.gateway, bool):
             raise ConfigError("gateway must be true or false")
         if self.direction == "remote" and self.active_mode == "passive":
@@ -151,7 +162,7 @@ class SSHOptions:
     #: the user confirms on the terminal; refused without one), "no" (as
     #: accept-new, as OpenSSH: unknown keys accepted; a changed key is refused in
     #: every mode, since OpenSSH would disable forwarding for it).
-    strict_host_key_checking: Literal["yes", "accept-new", "ask", "no"] = "yes"
+    strict_host_key_checking: StrictHostKeyChecking = "yes"
     #: ssh_config files read instead of ``~/.ssh/config`` (ssh -F); None: ``~/.ssh/config``
     config_files: tuple[str, ...] | None = None
     #: other ``-o Key=value`` options, as ssh_config lines read before the files
@@ -223,8 +234,9 @@ class SSHOptions:
                               f"(got {self.data_memory!r})")
         if self.port is not None:
             _check_port("SSH port", self.port, allow_zero=False)
-        if self.strict_host_key_checking not in ("yes", "accept-new", "ask", "no"):
-            raise ConfigError("StrictHostKeyChecking must be yes, accept-new, ask or no")
+        if self.strict_host_key_checking not in STRICT_HOST_KEY_CHECKING:
+            raise ConfigError("StrictHostKeyChecking must be "
+                              + one_of(STRICT_HOST_KEY_CHECKING))
         if (self.keepalive_interval is not None and self.keepalive_interval < 0) or (
                 self.keepalive_count_max is not None and self.keepalive_count_max < 0):
             raise ConfigError("keepalive settings must not be negative")
@@ -232,8 +244,8 @@ class SSHOptions:
             raise ConfigError("ServerAliveInterval must be a finite number")
         if self.connect_timeout is not None:
             _check_seconds("ConnectTimeout (connect_timeout)", self.connect_timeout)
-        if self.address_family not in (None, "any", "inet", "inet6"):
-            raise ConfigError("AddressFamily must be any, inet or inet6")
+        if self.address_family is not None and self.address_family not in ADDRESS_FAMILIES:
+            raise ConfigError(f"AddressFamily must be {one_of(ADDRESS_FAMILIES)}")
 
     @property
     def effective_connect_timeout(self) -> float:
@@ -303,10 +315,8 @@ class Config:
     def __post_init__(self) -> None:
         if not self.forwards:
             raise ConfigError("at least one forward (-L or -R) is required")
-        if self.active_mode not in ACTIVE_MODES:
-            raise ConfigError("active mode must be 'remote-forward' or 'passive'")
-        if self.auth_tls not in AUTH_TLS_POLICIES:
-            raise ConfigError("AUTH TLS policy must be 'refuse' or 'passthrough'")
+        _check_active_mode(self.active_mode)
+        _check_auth_tls(self.auth_tls)
         for name, option in (("active_address", "--active-address / active_address"),
                              ("remote_listen_host",
                               "--remote-listen-address / remote_listen_address"),
@@ -340,6 +350,28 @@ class Config:
                                   f"such as 10.0.0.0/24 (got {allowed!r})") from None
         if not 512 <= self.max_line <= 65536:
             raise ConfigError("max line length must be between 512 and 65536")
+
+
+def default_of(name: str, of: type[Config] | type[SSHOptions] = Config) -> Any:
+    """The default of a field of Config (or of SSHOptions): defaults live only in
+    these dataclasses; the command line leaves unset options None and its help
+    shows the defaults from here."""
+    for item in dataclasses.fields(of):
+        if item.name == name:
+            if item.default is dataclasses.MISSING:
+                raise ValueError(f"{of.__name__}.{name} has no default")
+            return item.default
+    raise ValueError(f"{of.__name__} has no field {name!r}")
+
+
+def _check_active_mode(mode: str) -> None:
+    if mode not in ACTIVE_MODES:
+        raise ConfigError(f"active mode must be {one_of(ACTIVE_MODES, quoted=True)}")
+
+
+def _check_auth_tls(policy: str) -> None:
+    if policy not in AUTH_TLS_POLICIES:
+        raise ConfigError(f"AUTH TLS policy must be {one_of(AUTH_TLS_POLICIES, quoted=True)}")
 
 
 def _check_seconds(name: str, value: float) -> None:

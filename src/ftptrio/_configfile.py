@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10: the tomli dependency
     import tomli as tomllib
 
-from ._config import Config, Direction, ForwardSpec
+from ._config import DIRECTIONS, Config, Direction, ForwardSpec
 from ._errors import ConfigError
 from ._options import build_parser, config_from_args, parse_forward
 
@@ -164,7 +164,7 @@ def file_arguments(path: str, data: dict[str, Any]
             if not _check_type(value, kind):
                 raise ConfigError(f"{where}: {key} must be {_KIND_NAMES[kind]} "
                                   f"(got {value!r})")
-        directions: list[Direction] = [k for k in ("local", "remote") if k in table]
+        directions: list[Direction] = [k for k in DIRECTIONS if k in table]
         if len(directions) != 1:
             raise ConfigError(f"{where}: give exactly one of local = \"...\" (like -L) or "
                               f"remote = \"...\" (like -R)")
@@ -172,7 +172,7 @@ def file_arguments(path: str, data: dict[str, Any]
         try:
             spec = parse_forward(table[direction], direction)
             overrides = {TUNNEL_KEYS[k][0]: v for k, v in table.items()
-                         if k not in ("local", "remote")}
+                         if k not in DIRECTIONS}
             forwards.append(dataclasses.replace(spec, **overrides))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None

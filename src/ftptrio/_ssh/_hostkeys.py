@@ -46,7 +46,7 @@ from typing import Callable, Literal, Sequence
 import asyncssh
 import trio
 
-from .._config import SSHOptions
+from .._config import SSHOptions, StrictHostKeyChecking
 from .._errors import ConfigError, TunnelError
 from ._bridge import aio
 from ._sshconfig import ssh_config_paths
@@ -58,7 +58,7 @@ _client_config = asyncssh.config.SSHClientConfig
 _client_config._handlers.setdefault(
     "hashknownhosts", ("HashKnownHosts", asyncssh.config.SSHConfig._set_bool))
 
-Mode = Literal["yes", "accept-new", "ask", "no"]
+Mode = StrictHostKeyChecking
 Verdict = Literal["unknown", "changed", "changed-since-first-use", "accepted", "pinned", "error"]
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
