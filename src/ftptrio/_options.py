@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import ipaddress
-import logging
 import math
 import re
 import sys
@@ -63,6 +62,9 @@ LOG_LEVELS = {"quiet": (0, True), "fatal": (0, True), "error": (0, True), "info"
 #: the built-in defaults of options ssh_config may also set (README: "SSH options")
 DEFAULTS = "ServerAliveInterval 15, ServerAliveCountMax 3, ConnectTimeout 15"
 
+#: ssh_config's yes/no flags, as OpenSSH reads them (readconf.c multistate_flag,
+#: matched in any case)
+YES_NO = {"yes": True, "true": True, "no": False, "false": False}
 #: ssh_config spellings of StrictHostKeyChecking values -> ftptrio's
 _STRICT_ALIASES = {"true": "yes", "false": "no", "off": "no"}
 
@@ -196,16 +198,15 @@ def ssh_config_lines(opts: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def yes_no(opts: dict[str, str], key: str) -> bool | None:
-    """A yes/no option of ``opts`` (None: not given); anything else is a ConfigError."""
+    """A yes/no option of ``opts`` (None: not given), read as ssh_config reads its
+    flags (YES_NO); anything else is a ConfigError."""
     if key not in opts:
         return None
-    value = opts[key].lower()
-    if value in ("yes", "true"):
-        return True
-    if value in ("no", "false"):
-        return False
-    name = next(n for n in SSH_OPTION_NAMES if n.lower() == key)
-    raise ConfigError(f"bad option value: {name} must be yes or no (got {opts[key]!r})")
+    value = YES_NO.get(opts[key].lower())
+    if value is None:
+        name = next(n for n in SSH_OPTION_NAMES if n.lower() == key)
+        raise ConfigError(f"bad option value: {name} must be yes or no (got {opts[key]!r})")
+    return value
 
 
 def log_verbosity(args: argparse.Namespace) -> tuple[int, bool]:
@@ -394,9 +395,6 @@ def config_from_args(args: argparse.Namespace,
     if "loglevel" in opts and opts["loglevel"].lower() not in LOG_LEVELS:
         raise ConfigError(f"bad option value: LogLevel must be one of "
                           f"{', '.join(k.upper() for k in LOG_LEVELS)} (got {opts['loglevel']!r})")
-    if yes_no(opts, "exitonforwardfailure") is False:
-        logging.getLogger("ftptrio").warning(
-            "ExitOnForwardFailure=no: ftptrio always exits when a forward cannot be set up")
     family = args.address_family or opts.get("addressfamily", "").lower() or None
     if family not in (None, "any", "inet", "inet6"):
         raise ConfigError(f"bad option value: AddressFamily must be any, inet or inet6 "
@@ -470,8 +468,7 @@ def config_from_args(args: argparse.Namespace,
         idle_session_timeout=args.idle_timeout,
         max_sessions=args.max_sessions,
         max_sessions_per_client=args.max_sessions_per_client,
-        exit_on_forward_failure=_yes_no("ExitOnForwardFailure",
-                                        opts.get("exitonforwardfailure", "no")),
+        exit_on_forward_failure=bool(yes_no(opts, "exitonforwardfailure")),
     )
 
 
@@ -502,8 +499,3 @@ def remote_listen_host(given: str | None, active_address: str) -> str:
         loopback = True
     return "127.0.0.1" if loopback else active_address
 
-
-def _yes_no(name: str, value: str) -> bool:
-    if value.lower() not in ("yes", "no"):
-        raise ConfigError(f"{name} must be yes or no (got {value!r})")
-    return value.lower() == "yes"

@@ -397,6 +397,8 @@ def test_exit_on_forward_failure_and_ask_options():
     assert not config("-L", "2121:h:21", "gw").exit_on_forward_failure
     assert config("-L", "2121:h:21", "-o", "ExitOnForwardFailure=yes",
                   "gw").exit_on_forward_failure
+    assert config("-L", "2121:h:21", "-o", "ExitOnForwardFailure=true",  # as ssh_config
+                  "gw").exit_on_forward_failure
     with pytest.raises(ftptrio.ConfigError, match="ExitOnForwardFailure must be yes or no"):
         config("-L", "2121:h:21", "-o", "ExitOnForwardFailure=maybe", "gw")
     cfg = config("-L", "2121:h:21", "-o", "StrictHostKeyChecking=ask", "gw")

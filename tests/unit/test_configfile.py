@@ -208,3 +208,38 @@ def test_readme_example_file_is_valid(tmp_path):
     config, _ = load_config(write(tmp_path, block))
     assert [f.direction for f in config.forwards] == ["local", "remote"]
     assert config.forwards[1].reply_address == "10.0.0.1"
+
+
+def test_file_options_read_flags_as_ssh_config_does(tmp_path, caplog):
+    """-o flags in a file: true/false as well as yes/no, in any case (round 2, point 4)."""
+    caplog.set_level("DEBUG")
+    path = write(tmp_path, """\
+        host = "gw"
+        options = { ExitOnForwardFailure = "true", BatchMode = "TRUE", Compression = "False" }
+        [[tunnel]]
+        local = "2121:h:21"
+    """)
+    config, _ = load_config(path)
+    assert config.exit_on_forward_failure is True and config.ssh.batch_mode is True
+    assert config.ssh.compression is False
+    path = write(tmp_path, """\
+        host = "gw"
+        options = { ExitOnForwardFailure = "false" }
+        [[tunnel]]
+        local = "2121:h:21"
+    """)
+    config, _ = load_config(path)
+    assert config.exit_on_forward_failure is False
+    assert caplog.records == []
+
+
+def test_file_option_flag_of_another_value_is_a_usage_error(tmp_path, capsys):
+    path = write(tmp_path, """\
+        host = "gw"
+        options = { ExitOnForwardFailure = "sometimes" }
+        [[tunnel]]
+        local = "2121:h:21"
+    """)
+    assert main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert "ExitOnForwardFailure must be yes or no (got 'sometimes')" in err, err

@@ -166,3 +166,47 @@ def test_max_window_takes_sizes_with_suffixes():
 def test_max_window_out_of_range_or_malformed_is_a_usage_error(size):
     with pytest.raises((ConfigError, SystemExit)):
         _config(["-L", "2121:ftp:21", "--max-window", size, "h"])
+
+
+# ------------------------------------------------- one definition per vocabulary and default (round 2, point 4)
+
+#: the -o flags read as yes/no
+FLAGS = ("BatchMode", "ExitOnForwardFailure", "IdentitiesOnly", "PubkeyAuthentication",
+         "PasswordAuthentication", "KbdInteractiveAuthentication",
+         "ChallengeResponseAuthentication", "Compression", "HashKnownHosts")
+
+
+def _flag(config, name):
+    ssh = config.ssh
+    return {"BatchMode": ssh.batch_mode, "ExitOnForwardFailure": config.exit_on_forward_failure,
+            "IdentitiesOnly": ssh.identities_only, "PubkeyAuthentication": ssh.pubkey_auth,
+            "PasswordAuthentication": ssh.password_auth,
+            "KbdInteractiveAuthentication": ssh.kbdint_auth,
+            "ChallengeResponseAuthentication": ssh.kbdint_auth,
+            "Compression": ssh.compression, "HashKnownHosts": ssh.hash_known_hosts}[name]
+
+
+@pytest.mark.parametrize("name", FLAGS)
+@pytest.mark.parametrize("value, expected", [("yes", True), ("true", True), ("TRUE", True),
+                                             ("Yes", True), ("no", False), ("false", False),
+                                             ("False", False), ("NO", False)])
+def test_every_flag_reads_what_ssh_config_reads(name, value, expected):
+    """OpenSSH's readconf.c multistate_flag: yes, no, true, false in any case."""
+    assert _flag(_config(["-L", "2121:ftp:21", "-o", f"{name}={value}", "h"]), name) is expected
+
+
+@pytest.mark.parametrize("name", FLAGS)
+@pytest.mark.parametrize("value", ["maybe", "1", "on", ""])
+def test_every_flag_refuses_other_values_alike(name, value):
+    with pytest.raises(ConfigError, match=f"bad option value: {name} must be yes or no"):
+        _config(["-L", "2121:ftp:21", "-o", f"{name}={value}", "h"])
+
+
+def test_exit_on_forward_failure_false_says_nothing_contradictory(caplog):
+    """It used to log "ftptrio always exits ..." and then fail as a usage error."""
+    caplog.set_level("DEBUG")
+    assert _config(["-L", "2121:ftp:21", "-o", "ExitOnForwardFailure=false", "h"]
+                   ).exit_on_forward_failure is False
+    assert _config(["-L", "2121:ftp:21", "-o", "ExitOnForwardFailure=no", "h"]
+                   ).exit_on_forward_failure is False
+    assert caplog.records == []

@@ -31,6 +31,10 @@ from ftptrio._cli import main
      "Can't open user config file /nonexistent/ssh_config"),
     (["-L", "2121:127.0.0.1:21", "-o", "Ciphr=aes128-ctr", "gw"],
      "unsupported -o option 'Ciphr'; did you mean Ciphers?"),
+    (["-L", "2121:127.0.0.1:21", "-o", "ExitOnForwardFailure=maybe", "gw"],
+     "ExitOnForwardFailure must be yes or no (got 'maybe')"),
+    (["-L", "2121:127.0.0.1:21", "-o", "BatchMode=1", "gw"],
+     "BatchMode must be yes or no (got '1')"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, argv, expected):
     with contextlib.suppress(SystemExit):  # argparse's own errors exit 2 themselves
