@@ -96,7 +96,7 @@ class VisibleFormatter(logging.Formatter):
         return visible(super().formatMessage(record), newlines=True)
 
 
-def setup_logging(verbose: int, quiet: bool, log_format: str = "text",
+def setup_logging(verbose: int, quiet: bool, log_format: _options.LogFormat = "text",
                   log_file: str | None = None) -> None:
     """Levels as ssh's: -v connection and authentication steps (keys tried, methods
     the server offers, host-key fingerprint, cipher) and rewriting decisions; -vv

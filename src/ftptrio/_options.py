@@ -19,23 +19,25 @@ import ipaddress
 import math
 import re
 import sys
-from dataclasses import dataclass
-from typing import NoReturn, Sequence
+from typing import Any, Literal, NoReturn, Sequence, TypeVar, get_args
 from urllib.parse import unquote
 
-from ._config import (DEFAULT_DATA_MEMORY, DEFAULT_MAX_WINDOW, Config, Destination, Direction,
-                      ForwardSpec, SSHOptions, parse_jump_hosts)
+from ._config import (ACTIVE_MODES, ADDRESS_FAMILIES, AUTH_TLS_POLICIES,
+                      DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT_MAX,
+                      DEFAULT_KEEPALIVE_INTERVAL, STRICT_HOST_KEY_CHECKING, Config, Destination,
+                      Direction, ForwardSpec, SSHOptions, default_of, one_of, parse_jump_hosts)
 from ._errors import ConfigError
 
-#: the ``-o`` keys ftptrio understands (lower case, as ssh_config keys are matched)
-SSH_OPTION_KEYS = frozenset({
-    "port", "user", "identityfile", "userknownhostsfile", "globalknownhostsfile",
-    "hashknownhosts", "proxyjump", "stricthostkeychecking", "serveraliveinterval",
-    "serveralivecountmax", "ciphers", "connecttimeout", "batchmode", "exitonforwardfailure",
-    "identitiesonly", "compression", "loglevel", "passwordauthentication",
-    "kbdinteractiveauthentication", "pubkeyauthentication", "preferredauthentications",
-    "addressfamily", "macs", "kexalgorithms", "hostkeyalgorithms", "hostkeyalias",
-    "identityagent", "challengeresponseauthentication"})
+#: the ``-o`` keys ftptrio understands: lower case (as ssh_config keys are matched)
+#: -> as ssh_config spells them (for messages)
+SSH_OPTIONS = {name.lower(): name for name in (
+    "AddressFamily", "BatchMode", "ChallengeResponseAuthentication", "Ciphers",
+    "Compression", "ConnectTimeout", "ExitOnForwardFailure", "GlobalKnownHostsFile",
+    "HashKnownHosts", "HostKeyAlgorithms", "HostKeyAlias", "IdentitiesOnly", "IdentityAgent",
+    "IdentityFile", "KbdInteractiveAuthentication", "KexAlgorithms", "LogLevel", "MACs",
+    "PasswordAuthentication", "Port", "PreferredAuthentications", "ProxyJump",
+    "PubkeyAuthentication", "ServerAliveCountMax", "ServerAliveInterval",
+    "StrictHostKeyChecking", "User", "UserKnownHostsFile")}
 #: ssh_config keys ftptrio does not model, handed to asyncssh's ssh_config reader
 #: as lines read before the files (SSHOptions.ssh_config_lines), as ssh_config spells them
 SSH_CONFIG_PASSTHROUGH = (
@@ -44,29 +46,27 @@ SSH_CONFIG_PASSTHROUGH = (
     "CertificateFile", "ForwardAgent", "GSSAPIAuthentication", "GSSAPIDelegateCredentials",
     "GSSAPIKeyExchange", "HostName", "HostbasedAuthentication", "PKCS11Provider",
     "ProxyCommand", "RekeyLimit", "SendEnv", "SetEnv", "TCPKeepAlive")
-#: the same keys as ssh_config spells them (for messages)
-SSH_OPTION_NAMES = (
-    "AddressFamily", "BatchMode", "ChallengeResponseAuthentication", "Ciphers",
-    "Compression", "ConnectTimeout",
-    "ExitOnForwardFailure", "GlobalKnownHostsFile", "HashKnownHosts", "HostKeyAlgorithms",
-    "HostKeyAlias", "IdentitiesOnly", "IdentityAgent", "IdentityFile",
-    "KbdInteractiveAuthentication",
-    "KexAlgorithms", "LogLevel", "MACs", "PasswordAuthentication",
-    "Port", "PreferredAuthentications", "ProxyJump", "PubkeyAuthentication",
-    "ServerAliveCountMax", "ServerAliveInterval", "StrictHostKeyChecking", "User",
-    "UserKnownHostsFile")
 #: LogLevel -> (verbosity as a count of -v, quiet)
 LOG_LEVELS = {"quiet": (0, True), "fatal": (0, True), "error": (0, True), "info": (0, False),
               "verbose": (1, False), "debug": (1, False), "debug1": (1, False),
               "debug2": (2, False), "debug3": (3, False)}
 #: the built-in defaults of options ssh_config may also set (README: "SSH options")
-DEFAULTS = "ServerAliveInterval 15, ServerAliveCountMax 3, ConnectTimeout 15"
-
+DEFAULTS = (f"ServerAliveInterval {DEFAULT_KEEPALIVE_INTERVAL:g}, ServerAliveCountMax "
+            f"{DEFAULT_KEEPALIVE_COUNT_MAX}, ConnectTimeout {DEFAULT_CONNECT_TIMEOUT:g}")
 #: ssh_config's yes/no flags, as OpenSSH reads them (readconf.c multistate_flag,
 #: matched in any case)
 YES_NO = {"yes": True, "true": True, "no": False, "false": False}
 #: ssh_config spellings of StrictHostKeyChecking values -> ftptrio's
 _STRICT_ALIASES = {"true": "yes", "false": "no", "off": "no"}
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+#: on SIGINT/SIGTERM, how long running sessions may finish (--grace)
+DEFAULT_GRACE = 10.0
+#: options that set the Config field of the same name as given (None: not given,
+#: Config's default applies)
+CONFIG_OPTIONS = ("active_mode", "active_address", "auth_tls", "data_idle_timeout",
+                  "data_drain_timeout", "active_hold_timeout", "idle_session_timeout",
+                  "max_sessions", "max_sessions_per_client", "remote_reply_address")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -145,9 +145,9 @@ def parse_destination(text: str) -> Destination:
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-def parse_data_memory(text: str) -> int | None:
-    """--data-memory: a size, or ``none`` (no limit)."""
-    return None if text.strip().lower() == "none" else parse_size(text)
+def parse_data_memory(text: str) -> int | Literal["none"]:
+    """--data-memory: a size, or ``none`` (no limit; None is "not given")."""
+    return "none" if text.strip().lower() == "none" else parse_size(text)
 
 
 def parse_size(text: str) -> int:
@@ -171,8 +171,8 @@ def parse_ssh_options(pairs: Sequence[str]) -> dict[str, str]:
             key, _, value = pair.partition(" ")
         given = key.strip()
         key = given.lower()
-        if key not in SSH_OPTION_KEYS and key not in _PASSTHROUGH:
-            names = sorted((*SSH_OPTION_NAMES, *SSH_CONFIG_PASSTHROUGH), key=str.lower)
+        if key not in SSH_OPTIONS and key not in _PASSTHROUGH:
+            names = sorted((*SSH_OPTIONS.values(), *SSH_CONFIG_PASSTHROUGH), key=str.lower)
             close = difflib.get_close_matches(key, [n.lower() for n in names], 1)
             hint = next((f"did you mean {n}? " for n in names
                          if close and n.lower() == close[0]), "")
@@ -204,8 +204,8 @@ def yes_no(opts: dict[str, str], key: str) -> bool | None:
         return None
     value = YES_NO.get(opts[key].lower())
     if value is None:
-        name = next(n for n in SSH_OPTION_NAMES if n.lower() == key)
-        raise ConfigError(f"bad option value: {name} must be yes or no (got {opts[key]!r})")
+        raise ConfigError(f"bad option value: {SSH_OPTIONS[key]} must be yes or no "
+                          f"(got {opts[key]!r})")
     return value
 
 
@@ -223,6 +223,26 @@ def log_verbosity(args: argparse.Namespace) -> tuple[int, bool]:
 
 
 # ---------------------------------------------------------------- the parser
+
+def _shown(name: str, of: type[Config] | type[SSHOptions] = Config) -> str:
+    """The default of a Config (or SSHOptions) field as --help writes it, in the
+    option's own syntax (60, 8M)."""
+    value = default_of(name, of)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if name in ("max_window", "data_memory"):
+        return size_text(value)
+    return str(value)
+
+
+def size_text(size: int) -> str:
+    """A byte count as --max-window and --data-memory take it: 8M, 512M, 64K."""
+    for suffix in "GMK":
+        unit = _SIZE_UNITS[suffix.lower()]
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, plus: an unknown long option is named with the nearest known one
@@ -281,9 +301,10 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     p.add_argument("-i", dest="identity", action="append",
                    help="private key file for SSH authentication; repeatable")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="Option=value",
-                   help="ssh_config option: " + ", ".join(SSH_OPTION_NAMES)
-                        + " (StrictHostKeyChecking: yes|accept-new|ask|no); defaults: "
-                        + DEFAULTS + " seconds, unless ssh_config sets them")
+                   help="ssh_config option: " + ", ".join(SSH_OPTIONS.values())
+                        + " (StrictHostKeyChecking: " + "|".join(STRICT_HOST_KEY_CHECKING)
+                        + "); defaults: " + DEFAULTS + " seconds, unless ssh_config sets "
+                        "them")
     p.add_argument("-F", dest="config_file", help="ssh_config file (default ~/.ssh/config)")
     p.add_argument("-J", dest="jump", metavar="[user@]host[:port]",
                    help="connect through this jump host (ssh -J / ProxyJump; comma-separated "
@@ -306,19 +327,19 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="SSH connection over IPv4 only")
     p.add_argument("-6", dest="address_family", action="store_const", const="inet6",
                    help="SSH connection over IPv6 only")
-    p.add_argument("--active-mode", choices=["remote-forward", "passive"],
-                   default="remote-forward",
+    p.add_argument("--active-mode", choices=ACTIVE_MODES,
                    help="PORT/EPRT handling: remote-forward (tcpip-forward on the SSH "
-                        "server, default) or passive (convert to PASV/EPSV; no remote "
-                        "forwarding needed)")
-    p.add_argument("--active-address", default="127.0.0.1", metavar="ADDRESS",
+                        "server) or passive (convert to PASV/EPSV; no remote forwarding "
+                        f"needed); default {_shown('active_mode')}")
+    p.add_argument("--active-address", metavar="ADDRESS",
                    help="address the FTP server connects to for active data: the SSH "
-                        "host as the FTP server sees it (default 127.0.0.1)")
-    p.add_argument("--remote-listen-address", default=None, metavar="ADDRESS",
+                        "host as the FTP server sees it (default "
+                        f"{_shown('active_address')})")
+    p.add_argument("--remote-listen-address", metavar="ADDRESS",
                    help="where the SSH server listens for active-mode data (tcpip-forward); "
                         "non-loopback needs GatewayPorts clientspecified on the SSH server "
                         "(default: --active-address when it is not loopback, else 127.0.0.1)")
-    p.add_argument("--remote-reply-address", default=None, metavar="ADDRESS",
+    p.add_argument("--remote-reply-address", metavar="ADDRESS",
                    help="remote (-R) tunnels: address written into rewritten 227 replies, "
                         "for clients that reach the SSH host under another address "
                         "(default: the -R listen address, or 127.0.0.1 for a wildcard)")
@@ -327,41 +348,47 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="let passive data go to ADDRESS when a 227 reply names it "
                         "(repeatable allow-list); by default data always goes to the FTP "
                         "host of the control connection")
-    p.add_argument("--auth-tls", choices=["refuse", "passthrough"], default="refuse",
-                   help="AUTH TLS/SSL: refuse (534, default; SSH already encrypts) or "
-                        "passthrough (opaque, data channels then cannot be forwarded)")
-    p.add_argument("--data-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="close an unused data listener after this long (default 60)")
-    p.add_argument("--drain-timeout", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--auth-tls", choices=AUTH_TLS_POLICIES,
+                   help="AUTH TLS/SSL: refuse (534; SSH already encrypts) or passthrough "
+                        "(opaque, data channels then cannot be forwarded); default "
+                        f"{_shown('auth_tls')}")
+    p.add_argument("--data-timeout", dest="data_idle_timeout", type=float, metavar="SECONDS",
+                   help="close an unused data listener after this long (default "
+                        f"{_shown('data_idle_timeout')})")
+    p.add_argument("--drain-timeout", dest="data_drain_timeout", type=float,
+                   metavar="SECONDS",
                    help="after a control connection ends, let its running transfers "
-                        "finish this long (5)")
-    p.add_argument("--active-hold-timeout", type=float, default=10.0, metavar="SECONDS",
+                        f"finish this long (default {_shown('data_drain_timeout')})")
+    p.add_argument("--active-hold-timeout", type=float, metavar="SECONDS",
                    help="longest a transfer-complete reply waits for its active data "
-                        "connection (10)")
-    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                        f"connection (default {_shown('active_hold_timeout')})")
+    p.add_argument("--idle-timeout", dest="idle_session_timeout", type=float,
+                   metavar="SECONDS",
                    help="close sessions with no control traffic and no data moving for "
                         "this long; a stalled transfer counts as idle (default: never)")
-    p.add_argument("--max-window", type=parse_size, default=DEFAULT_MAX_WINDOW, metavar="SIZE",
+    p.add_argument("--max-window", type=parse_size, metavar="SIZE",
                    help="largest SSH receive window of a data channel, in bytes (suffix K, "
-                        "M or G; default 8M): above 8M the window doubles while that makes "
-                        "the channel faster (fast links with a long round trip, SSH servers "
-                        "that cope with a large window, e.g. HPN-SSH); below, it is the window")
-    p.add_argument("--data-memory", type=parse_data_memory, default=DEFAULT_DATA_MEMORY,
-                   metavar="SIZE",
+                        f"M or G; default {_shown('max_window', SSHOptions)}): above "
+                        f"{_shown('max_window', SSHOptions)} the window doubles while that "
+                        "makes the channel faster (fast links with a long round trip, SSH "
+                        "servers that cope with a large window, e.g. HPN-SSH); below, it is "
+                        "the window")
+    p.add_argument("--data-memory", type=parse_data_memory, metavar="SIZE",
                    help="the most all data channels' SSH windows hold together (K, M or G, "
-                        "or 'none'; default 512M): past it new channels get smaller windows "
-                        "and windows do not grow")
-    p.add_argument("--max-sessions", type=int, default=256, metavar="N",
-                   help="FTP sessions served at once; more clients get 421 (256)")
-    p.add_argument("--max-sessions-per-client", type=int, default=32, metavar="N",
+                        f"or 'none'; default {_shown('data_memory', SSHOptions)}): past it "
+                        "new channels get smaller windows and windows do not grow")
+    p.add_argument("--max-sessions", type=int, metavar="N",
+                   help="FTP sessions served at once; more clients get 421 (default "
+                        f"{_shown('max_sessions')})")
+    p.add_argument("--max-sessions-per-client", type=int, metavar="N",
                    help="FTP sessions served at once for one client address; more get "
-                        "421 (32)")
-    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                        f"421 (default {_shown('max_sessions_per_client')})")
+    p.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                    help="on SIGINT/SIGTERM, let running sessions finish for up to this "
-                        "long (default 10); a second signal stops at once")
+                        f"long (default {DEFAULT_GRACE:g}); a second signal stops at once")
     p.add_argument("--stats", action="store_true",
                    help="print a summary (sessions, transfers, bytes, errors) at exit")
-    p.add_argument("--log-format", choices=["text", "json"], default="text",
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="log lines as text (default) or one JSON object per line")
     p.add_argument("-v", dest="verbose", action="count", default=0,
                    help="more logging, as ssh: -v connection and authentication steps and "
@@ -378,32 +405,35 @@ def config_from_args(args: argparse.Namespace,
     """The Config of parsed arguments (``extra_forwards``: a config file's tunnels).
 
     Precedence, as in ssh: -p / -l / -i, then the destination's port and user,
-    then ``-o`` (first value wins), then the defaults.
+    then ``-o`` (first value wins), then the defaults (Config's and SSHOptions').
     """
     if not args.destination:
         raise ConfigError("missing SSH destination ([user@]ssh_host)")
     if not args.forwards and not args.remote_forwards and not extra_forwards:
         raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port "
                           "or -R ftp/[listen_address:]port:ftp_host:ftp_port")
-    grace = getattr(args, "grace", 10.0)
+    grace = getattr(args, "grace", DEFAULT_GRACE)
     if not math.isfinite(grace) or grace < 0:
         raise ConfigError(f"--grace must be a finite number of seconds >= 0 (got {grace})")
     opts = parse_ssh_options(args.options)
     dest = parse_destination(args.destination)
     identities = args.identity or ([opts["identityfile"]] if "identityfile" in opts else None)
-    strict = opts.get("stricthostkeychecking", "yes").lower()
     if "loglevel" in opts and opts["loglevel"].lower() not in LOG_LEVELS:
         raise ConfigError(f"bad option value: LogLevel must be one of "
                           f"{', '.join(k.upper() for k in LOG_LEVELS)} (got {opts['loglevel']!r})")
-    family = args.address_family or opts.get("addressfamily", "").lower() or None
-    if family not in (None, "any", "inet", "inet6"):
-        raise ConfigError(f"bad option value: AddressFamily must be any, inet or inet6 "
-                          f"(got {opts['addressfamily']!r})")
+    strict = opts.get("stricthostkeychecking")
+    strict_mode = _choice("StrictHostKeyChecking",
+                          strict and _STRICT_ALIASES.get(strict.lower(), strict),
+                          STRICT_HOST_KEY_CHECKING)
+    family = _choice("AddressFamily", args.address_family or opts.get("addressfamily") or None,
+                     ADDRESS_FAMILIES)
     preferred = opts.get("preferredauthentications")
-    strict = _STRICT_ALIASES.get(strict, strict)
     proxy_jump = args.jump or opts.get("proxyjump")
     if proxy_jump:
         parse_jump_hosts(proxy_jump)  # refuse a bad one now, as an option error
+    limits = _given(max_window=args.max_window, data_memory=args.data_memory)
+    if limits.get("data_memory") == "none":
+        limits["data_memory"] = None  # no limit
     try:
         if args.port is not None:
             port = args.port
@@ -418,7 +448,6 @@ def config_from_args(args: argparse.Namespace,
             known_hosts=opts.get("userknownhostsfile"),
             global_known_hosts=opts.get("globalknownhostsfile"),
             hash_known_hosts=yes_no(opts, "hashknownhosts"),
-            strict_host_key_checking=strict,  # type: ignore[arg-type]  # checked by SSHOptions
             config_files=(args.config_file,) if args.config_file else None,
             ciphers=_algorithm_list(opts, "ciphers"),
             macs=_algorithm_list(opts, "macs"),
@@ -432,7 +461,6 @@ def config_from_args(args: argparse.Namespace,
             connect_timeout=(float(opts["connecttimeout"])
                              if "connecttimeout" in opts else None),
             proxy_jump=proxy_jump,
-            batch_mode=bool(yes_no(opts, "batchmode")),
             identities_only=yes_no(opts, "identitiesonly"),
             pubkey_auth=yes_no(opts, "pubkeyauthentication"),
             password_auth=yes_no(opts, "passwordauthentication"),
@@ -443,33 +471,45 @@ def config_from_args(args: argparse.Namespace,
             preferred_auth=(tuple(m.strip() for m in preferred.split(",") if m.strip())
                             if preferred else None),
             compression=True if args.compression else yes_no(opts, "compression"),
-            address_family=family,  # type: ignore[arg-type]  # checked above
-            max_window=args.max_window,
-            data_memory=args.data_memory,
+            address_family=family,
+            **_given(strict_host_key_checking=strict_mode,
+                     batch_mode=yes_no(opts, "batchmode")),
+            **limits,
         )
     except ValueError as exc:
         raise ConfigError(f"bad option value: {exc}") from None
+    active_address = (default_of("active_address") if args.active_address is None
+                      else args.active_address)
     return Config(
         ssh=ssh,
         forwards=(*extra_forwards,
                   *(parse_forward(spec, gateway=args.gateway) for spec in args.forwards),
                   *(parse_forward(spec, "remote") for spec in args.remote_forwards)),
-        remote_reply_address=args.remote_reply_address,
-        active_mode=args.active_mode,
-        active_address=args.active_address,
-        remote_listen_host=remote_listen_host(args.remote_listen_address, args.active_address),
+        remote_listen_host=remote_listen_host(args.remote_listen_address, active_address),
         trust_pasv_address=bool(args.pasv_allow),
         pasv_allowed_hosts=tuple(args.pasv_allow),
-        data_bind_host="0.0.0.0" if args.gateway else "127.0.0.1",
-        auth_tls=args.auth_tls,
-        data_idle_timeout=args.data_timeout,
-        data_drain_timeout=args.drain_timeout,
-        active_hold_timeout=args.active_hold_timeout,
-        idle_session_timeout=args.idle_timeout,
-        max_sessions=args.max_sessions,
-        max_sessions_per_client=args.max_sessions_per_client,
-        exit_on_forward_failure=bool(yes_no(opts, "exitonforwardfailure")),
+        **_given(data_bind_host="0.0.0.0" if args.gateway else None,
+                 exit_on_forward_failure=yes_no(opts, "exitonforwardfailure"),
+                 **{name: getattr(args, name) for name in CONFIG_OPTIONS}),
     )
+
+
+_Word = TypeVar("_Word", bound=str)
+
+
+def _choice(name: str, given: str | None, choices: tuple[_Word, ...]) -> _Word | None:
+    """An -o value of a vocabulary, in any case (None: not given)."""
+    if given is None:
+        return None
+    for choice in choices:
+        if choice == given.lower():
+            return choice
+    raise ConfigError(f"bad option value: {name} must be {one_of(choices)} (got {given!r})")
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that are not None (None: not given, the default applies)."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _first_given(*values: bool | None) -> bool | None:
@@ -482,8 +522,8 @@ def _algorithm_list(opts: dict[str, str], key: str) -> tuple[str, ...] | None:
         return None
     names = tuple(name.strip() for name in opts[key].split(",") if name.strip())
     if not names:
-        name = next(n for n in SSH_OPTION_NAMES if n.lower() == key)
-        raise ConfigError(f"bad option value: {name} must name at least one algorithm")
+        raise ConfigError(f"bad option value: {SSH_OPTIONS[key]} must name at least one "
+                          "algorithm")
     return names
 
 

@@ -3,6 +3,8 @@ jump hosts and -o keys. -L/-R specs: test_cli.py and test_configfile.py."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ftptrio._options import (Destination, build_parser, config_from_args,
@@ -210,3 +212,90 @@ def test_exit_on_forward_failure_false_says_nothing_contradictory(caplog):
     assert _config(["-L", "2121:ftp:21", "-o", "ExitOnForwardFailure=no", "h"]
                    ).exit_on_forward_failure is False
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("value, expected", [("yes", "yes"), ("TRUE", "yes"), ("off", "no"),
+                                             ("false", "no"), ("Accept-New", "accept-new"),
+                                             ("ask", "ask")])
+def test_strict_host_key_checking_reads_ssh_config_spellings(value, expected):
+    config = _config(["-L", "2121:ftp:21", "-o", f"StrictHostKeyChecking={value}", "h"])
+    assert config.ssh.strict_host_key_checking == expected
+
+
+@pytest.mark.parametrize("option, message", [
+    ("StrictHostKeyChecking=sometimes",
+     "StrictHostKeyChecking must be yes, accept-new, ask or no (got 'sometimes')"),
+    ("AddressFamily=inet5", "AddressFamily must be any, inet or inet6 (got 'inet5')"),
+])
+def test_vocabulary_errors_name_every_choice(option, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _config(["-L", "2121:ftp:21", "-o", option, "h"])
+
+
+def test_choices_come_from_the_literal_types():
+    from typing import get_args
+
+    from ftptrio._config import ActiveMode, AuthTLSPolicy
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    assert tuple(actions["active_mode"].choices) == get_args(ActiveMode)
+    assert tuple(actions["auth_tls"].choices) == get_args(AuthTLSPolicy)
+
+
+def test_unset_options_are_none_and_config_supplies_the_defaults():
+    """argparse defaults nothing that Config defaults: an option not given is None."""
+    from ftptrio._config import Config, SSHOptions, default_of
+    from ftptrio._options import CONFIG_OPTIONS
+
+    args = build_parser().parse_args(["-L", "2121:ftp:21", "h"])
+    assert all(getattr(args, name) is None for name in CONFIG_OPTIONS)
+    assert args.max_window is None and args.data_memory is None
+    config = config_from_args(args)
+    for name in (*CONFIG_OPTIONS, "exit_on_forward_failure", "data_bind_host"):
+        assert getattr(config, name) == default_of(name), name
+    for name in ("max_window", "data_memory", "strict_host_key_checking", "batch_mode"):
+        assert getattr(config.ssh, name) == default_of(name, SSHOptions), name
+    assert default_of("data_idle_timeout") == Config.__dataclass_fields__[
+        "data_idle_timeout"].default
+
+
+def test_data_memory_none_still_means_no_limit():
+    assert _config(["-L", "2121:ftp:21", "--data-memory", "none", "h"]).ssh.data_memory is None
+
+
+def test_help_shows_the_defaults_of_config(monkeypatch):
+    """Every option that sets a Config or SSHOptions field with a default says that
+    default in --help, read back through the option's own type."""
+    from dataclasses import MISSING
+
+    from ftptrio._config import Config, SSHOptions, default_of
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option's help
+    parser = build_parser()
+    text = parser.format_help()
+    fields = {**{f: SSHOptions for f in SSHOptions.__dataclass_fields__},
+              **{f: Config for f in Config.__dataclass_fields__}}
+    checked = set()
+    for action in parser._actions:
+        owner = fields.get(action.dest)
+        if owner is None or owner.__dataclass_fields__[action.dest].default is MISSING:
+            continue  # -L's forwards: no default
+        default = default_of(action.dest, owner)
+        if default is None or isinstance(default, bool):
+            continue  # no value to show (None: explained in words; flags)
+        entry = re.search(rf"^  {re.escape(action.option_strings[0])}\b.*?(?=^  -|\Z)", text,
+                          flags=re.M | re.S).group(0)
+        shown = re.search(r"default:? ([^\s;,)]+)", entry)
+        assert shown, entry
+        assert (action.type or str)(shown.group(1)) == default, (action.dest, shown.group(1))
+        checked.add(action.dest)
+    assert checked == {"active_mode", "active_address", "auth_tls", "data_idle_timeout",
+                       "data_drain_timeout", "active_hold_timeout", "max_sessions",
+                       "max_sessions_per_client", "max_window", "data_memory"}
+
+
+def test_one_list_of_dash_o_keys():
+    from ftptrio._options import SSH_OPTIONS
+
+    assert all(key == name.lower() for key, name in SSH_OPTIONS.items())
+    assert len(SSH_OPTIONS) == 28

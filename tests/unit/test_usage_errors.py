@@ -35,6 +35,10 @@ from ftptrio._cli import main
      "ExitOnForwardFailure must be yes or no (got 'maybe')"),
     (["-L", "2121:127.0.0.1:21", "-o", "BatchMode=1", "gw"],
      "BatchMode must be yes or no (got '1')"),
+    (["-L", "2121:127.0.0.1:21", "-o", "StrictHostKeyChecking=sometimes", "gw"],
+     "StrictHostKeyChecking must be yes, accept-new, ask or no (got 'sometimes')"),
+    (["-L", "2121:127.0.0.1:21", "--active-mode", "pasv", "gw"],
+     "argument --active-mode: invalid choice: 'pasv'"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, argv, expected):
     with contextlib.suppress(SystemExit):  # argparse's own errors exit 2 themselves
