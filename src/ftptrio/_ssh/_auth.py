@@ -43,8 +43,18 @@ TTY = "/dev/tty"
 DEFAULT_ASKPASS = "/usr/bin/ssh-askpass"
 
 
-def _fingerprint(key: Any) -> str:
-    return f"{key.get_algorithm()} {key.get_fingerprint()}"
+def fingerprint(key: asyncssh.SSHKey | asyncssh.SSHKeyPair) -> str:
+    """A key's fingerprint as OpenSSH shows it (``SHA256:...``); a key pair's (an
+    agent's or a loaded identity's) from its public data, "?" when that is no plain
+    public key (a certificate)."""
+    if isinstance(key, asyncssh.SSHKeyPair):
+        from asyncssh.public_key import decode_ssh_public_key
+
+        try:
+            key = decode_ssh_public_key(key.public_data)
+        except (asyncssh.KeyImportError, ValueError):
+            return "?"
+    return str(key.get_fingerprint("sha256"))
 
 
 # ---------------------------------------------------------------- prompting
@@ -307,13 +317,12 @@ class Authenticator:
         self.failure_notes: list[str] = []
         #: auth methods the server said can continue (for the failure message)
         self.server_methods: list[str] = []
-        self.logged_in = False
         #: called around each prompt (the connect deadline pauses meanwhile)
         self.prompt_started: Callable[[], None] = lambda: None
         self.prompt_ended: Callable[[], None] = lambda: None
 
     def finished_login(self) -> None:
-        self.logged_in = True
+        """After the first login, prompts go to a terminal only (never SSH_ASKPASS)."""
         self.prompter.terminal_only = True
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -404,7 +413,8 @@ class Authenticator:
             log.warning("identity file %s not accessible: %s", path, exc.strerror or exc)
             return None
         if key is not None:
-            log.debug("identity file %s type %s", path, _fingerprint(key))
+            log.debug("identity file %s type %s %s", path, key.get_algorithm(),
+                      fingerprint(key))
             self._keys[path] = key
             self.notes.pop(path, None)
         return key
@@ -521,7 +531,7 @@ class _Client(asyncssh.SSHClient):
         source = "agent" if isinstance(key, asyncssh.SSHAgentKeyPair) else "file"
         comment = key.get_comment() or ""
         log.debug("offering public key: %s %s %s (%s)", comment, key.algorithm.decode(),
-                  _key_fingerprint(key), source)
+                  fingerprint(key), source)
         return [key]
 
     async def password_auth_requested(self) -> str | None:
@@ -544,15 +554,6 @@ class _Client(asyncssh.SSHClient):
                                         prompts: Sequence[tuple[str, bool]],
                                         ) -> list[str] | None:
         return await self._auth.kbdint(self._settings, name, instructions, prompts)
-
-
-def _key_fingerprint(key: Any) -> str:
-    try:
-        from asyncssh.public_key import decode_ssh_public_key
-
-        return str(decode_ssh_public_key(key.public_data).get_fingerprint())
-    except (asyncssh.KeyImportError, ValueError):
-        return "?"
 
 
 def auth_kwargs(options: SSHOptions, settings: Settings) -> dict[str, object]:

@@ -14,21 +14,23 @@ import logging
 import math
 import os
 import socket
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence, TypeVar
 
 import asyncssh
 import trio
 
 from .._config import SSHOptions, parse_jump_hosts
 from .._errors import ConfigError, TunnelError
-from ._auth import Authenticator, Settings, auth_kwargs, denied_message
+from ._auth import Authenticator, Settings, auth_kwargs, denied_message, fingerprint
 from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
 from ._sshconfig import ssh_config_paths
-from ._relay import DEFAULT_MAX_WINDOW, SSHDataRelay, WindowBudget, open_data_relay
+from ._relay import SSHDataRelay, WindowBudget, open_data_relay
 from ._streams import CLOSE_TIMEOUT, RemoteListener, RemoteStreamListener, SSHStream, open_ssh_stream
 
 log = logging.getLogger(__name__)
+
+L = TypeVar("L", RemoteListener, RemoteStreamListener)
 
 #: reads smaller than this are acknowledged at once (see _ack_immediately)
 QUICKACK_BELOW = 16384
@@ -96,7 +98,7 @@ def _encryption_algs(ciphers: tuple[str, ...] | None) -> list[str]:
 class Tunnel:
     """One shared SSH connection. Use inside ``_bridge.asyncio_loop()``."""
 
-    def __init__(self, options: SSHOptions | None, connection: object | None = None) -> None:
+    def __init__(self, options: SSHOptions, connection: object | None = None) -> None:
         if connection is not None and not isinstance(connection,
                                                      asyncssh.SSHClientConnection):
             raise TypeError(f"not an asyncssh client connection: {connection!r}")
@@ -104,14 +106,14 @@ class Tunnel:
         self._conn = connection
         self._owned = connection is None
         #: host-key checking, with the keys accepted on first use (pinned across reconnects)
-        self._hostkeys = HostKeyPolicy(options.strict_host_key_checking) if options else None
-        if options is not None:  # usage errors (exit 2) before anything connects
-            _encryption_algs(options.ciphers)
-            _algorithm_kwargs(options)
-            for path in options.config_files or ():
-                if not os.path.isfile(os.path.expanduser(path)):
-                    raise ConfigError(f"Can't open user config file {path}: "
-                                      "No such file or directory (-F)")
+        self._hostkeys = HostKeyPolicy(options.strict_host_key_checking)
+        # usage errors (exit 2) before anything connects
+        _encryption_algs(options.ciphers)
+        _algorithm_kwargs(options)
+        for path in options.config_files or ():
+            if not os.path.isfile(os.path.expanduser(path)):
+                raise ConfigError(f"Can't open user config file {path}: "
+                                  "No such file or directory (-F)")
         self._lock = trio.Lock()
         self._listen_lock = trio.Lock()
         self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump connections under self._conn
@@ -119,16 +121,16 @@ class Tunnel:
         self._retry_at = 0.0
         self._last_error = ""
         #: what the user unlocked (keys, password), in memory for reconnects
-        self.auth = Authenticator(options) if options is not None else None
+        self.auth = Authenticator(options)
         #: successful SSH connects (reconnects show as > 1)
         self.connects = 0
         #: --data-memory: what the data channels' SSH receive windows hold together
-        self.budget = WindowBudget(options.data_memory if options is not None else None)
+        self.budget = WindowBudget(options.data_memory)
 
     @property
     def max_window(self) -> int:
         """The largest receive window a data channel grows to (--max-window)."""
-        return self.options.max_window if self.options is not None else DEFAULT_MAX_WINDOW
+        return self.options.max_window
 
     @property
     def connection(self) -> asyncssh.SSHClientConnection | None:
@@ -147,7 +149,6 @@ class Tunnel:
                 return conn
             if not self._owned:
                 raise TunnelError("the SSH connection given to ftptrio is closed")
-            assert self.options is not None
             wait = self._retry_at - trio.current_time()
             if wait > 0:
                 raise TunnelError(f"SSH connection down; next attempt in {wait:.0f} s "
@@ -155,7 +156,6 @@ class Tunnel:
             if conn is not None:
                 log.warning("SSH connection lost; reconnecting")
             try:
-                assert self.auth is not None
                 self._conn, self._jumps = await _connect_via_jumps(self.options, self.auth,
                                                                    self._hostkeys)
             except TunnelError as exc:
@@ -196,22 +196,24 @@ class Tunnel:
     async def listen_remote(self, host: str, port: int = 0,
                             accept_filter: Callable[[str, int], bool] | None = None,
                             ) -> RemoteListener:
-        """tcpip-forward on the SSH server. Port-0 requests are serialized."""
-        conn = await self.connect()
-        async with self._listen_lock:
-            try:
-                return await RemoteListener.open(conn, host, port, accept_filter,
-                                                 self.max_window, self.budget)
-            except SSH_ERRORS as exc:
-                raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
-                                  f"{refusal(exc)}{LISTEN_HINT}") from exc
+        """tcpip-forward on the SSH server for one data connection. Port-0 requests
+        are serialized."""
+        return await self._forward(host, port, lambda conn: RemoteListener.open(
+            conn, host, port, accept_filter, self.max_window, self.budget))
 
     async def listen_remote_streams(self, host: str, port: int) -> RemoteStreamListener:
         """tcpip-forward on the SSH server for FTP control connections (-R)."""
+        return await self._forward(host, port,
+                                   lambda conn: RemoteStreamListener.open(conn, host, port))
+
+    async def _forward(self, host: str, port: int,
+                       request: Callable[[asyncssh.SSHClientConnection], Awaitable[L]]) -> L:
+        """Run a tcpip-forward ``request`` on the live connection, one at a time
+        (port 0: the SSH server's answer names the port); TunnelError when refused."""
         conn = await self.connect()
         async with self._listen_lock:
             try:
-                return await RemoteStreamListener.open(conn, host, port)
+                return await request(conn)
             except SSH_ERRORS as exc:
                 raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
                                   f"{refusal(exc)}{LISTEN_HINT}") from exc
@@ -279,7 +281,7 @@ def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
 
 
 async def _connect_via_jumps(
-        options: SSHOptions, auth: Authenticator, hostkeys: HostKeyPolicy | None = None,
+        options: SSHOptions, auth: Authenticator, hostkeys: HostKeyPolicy,
 ) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientConnection]]:
     """Connect, through ProxyJump hosts first if any (each checked and
     authenticated with the same known_hosts, keys and policy as the target)."""
@@ -296,8 +298,8 @@ async def _connect_via_jumps(
 
 
 async def _connect(options: SSHOptions, auth: Authenticator,
-                   via: asyncssh.SSHClientConnection | None = None,
-                   hostkeys: HostKeyPolicy | None = None, *, jump: bool = False,
+                   via: asyncssh.SSHClientConnection | None, hostkeys: HostKeyPolicy, *,
+                   jump: bool = False,
                    ) -> asyncssh.SSHClientConnection:
     # tunnel=None: never asyncssh's own ProxyJump (_jump_hosts resolved it)
     kwargs: dict[str, object] = {"encryption_algs": _encryption_algs(options.ciphers),
@@ -360,8 +362,7 @@ async def _connect(options: SSHOptions, auth: Authenticator,
             agent.close()
     host_key = conn.get_server_host_key()
     if host_key is not None:
-        log.debug("server host key: %s %s", host_key.get_algorithm(),
-                  host_key.get_fingerprint())
+        log.debug("server host key: %s %s", host_key.get_algorithm(), fingerprint(host_key))
     log.debug("authenticated to %s as %r; compression %s", where,
               conn.get_extra_info("username"), conn.get_extra_info("send_compression"))
     log.info("SSH connection to %s established (cipher %s)", where,

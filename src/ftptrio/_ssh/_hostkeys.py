@@ -48,6 +48,7 @@ import trio
 
 from .._config import SSHOptions, StrictHostKeyChecking
 from .._errors import ConfigError, TunnelError
+from ._auth import fingerprint
 from ._bridge import aio
 from ._sshconfig import ssh_config_paths
 
@@ -77,10 +78,6 @@ def key_type(key: asyncssh.SSHKey) -> str:
     if alg.startswith("sk-"):
         return "ED25519-SK" if "ed25519" in alg else "ECDSA-SK"
     return alg.removeprefix("ssh-").split("@")[0].upper()
-
-
-def fingerprint(key: asyncssh.SSHKey) -> str:
-    return key.get_fingerprint("sha256")
 
 
 def host_pattern(host: str, port: int | None) -> str:
@@ -467,12 +464,10 @@ def permanently_added(pattern: str, key: asyncssh.SSHKey, recorded: bool) -> str
 # ----------------------------------------------------------------- connecting
 
 async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
-                           policy: HostKeyPolicy | None, where: str,
+                           policy: HostKeyPolicy, where: str,
                            ) -> asyncssh.SSHClientConnection:
     """asyncssh.connect with ``policy``'s host-key checking (every mode verifies:
     see the module's doc); TunnelError with OpenSSH's messages when the key is refused."""
-    if policy is None:
-        policy = HostKeyPolicy(options.strict_host_key_checking)
     known_hosts, files = await trio.to_thread.run_sync(
         resolved_known_hosts, options.host, options.port, ssh_config_paths(options) or None,
         options.known_hosts, options.global_known_hosts, options.hash_known_hosts,
