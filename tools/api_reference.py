@@ -38,7 +38,8 @@ END = "<!-- END api reference -->"
 DATACLASSES = [("_config", "Config"), ("_config", "SSHOptions"), ("_config", "ForwardSpec"),
                ("_server", "Forwarder")]
 ENTRY_POINTS = ["serve", "open_forwarder"]
-ERRORS = ["FtptrioError", "ConfigError", "TunnelError", "BindError"]
+ERRORS = ["FtptrioError", "ConfigError", "TunnelError", "HostKeyError", "AuthenticationError",
+          "ConnectTimeout", "ChannelRefused", "RemoteForwardRefused", "BindError"]
 
 
 class Undocumented(Exception):
@@ -178,7 +179,8 @@ def generate() -> str:
         if not doc:
             missing.append(f"{name} (no docstring)")
         bases = ", ".join(b.__name__ for b in cls.__bases__)
-        out.append(f"- `{name}({bases})`: {markdown(doc[0] if doc else '')}")
+        # every paragraph: the later ones say when it is raised and its attributes
+        out.append(f"- `{name}({bases})`: {markdown(' '.join(doc))}")
     out += [END]
     if missing:
         raise Undocumented("undocumented: " + "; ".join(missing))

@@ -86,7 +86,7 @@ async def test_an_unused_remote_forward_and_a_refused_open_give_their_share_back
     await forward.aclose()
     assert tunnel.budget.used == 0
     ssh_server.allow_direct = False
-    with pytest.raises(ftptrio.TunnelError):
+    with pytest.raises(ftptrio.ChannelRefused):
         await tunnel.open_data_relay("127.0.0.1", 9)
     assert tunnel.budget.used == 0
 

@@ -2,8 +2,8 @@
 cannot start raises the ``ftptrio.FtptrioError`` subclass itself, caught with a
 plain ``except ftptrio.FtptrioError`` (no ``except*``, no unwrapping), from
 ``async with ftptrio.open_forwarder(config)`` and from
-``await nursery.start(ftptrio.serve, config)``: TunnelError (SSH server down, host
-key refused), BindError (listen port taken), ConfigError (a Config that cannot be
+``await nursery.start(ftptrio.serve, config)``: TunnelError (SSH server down) and
+its kinds (HostKeyError, AuthenticationError, ConnectTimeout), BindError (listen port taken), ConfigError (a Config that cannot be
 used). An error raised in the ``async with`` block comes out as itself.
 
 Each start-up failure runs twice: with no trio-asyncio loop open (ftptrio opens its
@@ -155,8 +155,34 @@ async def test_refused_host_key_is_a_tunnel_error(api, loop, threaded_ssh, tmp_p
     known.write_text(f"[127.0.0.1]:{threaded_ssh.port} {other.strip()}\n")
     async with loop_of(loop):
         error = await start_error(api, config_for(threaded_ssh, known_hosts=str(known)))
-    assert type(error) is ftptrio.TunnelError
+    assert type(error) is ftptrio.HostKeyError
+    assert error.changed and error.fingerprint == threaded_ssh.host_key.get_fingerprint(), error
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in str(error), error
+    assert_plain(error)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_denied_login_is_an_authentication_error(api, threaded_ssh):
+    config = config_for(threaded_ssh, client_keys=(), identity_agent="none", batch_mode=True)
+    error = await start_error(api, config)
+    assert type(error) is ftptrio.AuthenticationError
+    assert "Permission denied (publickey)" in str(error), error
+    assert_plain(error)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_silent_ssh_server_is_a_connect_timeout(api, tmp_path):
+    with socket.socket() as silent:  # accepts (backlog) but never speaks SSH
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        config = ftptrio.Config(
+            ssh=ftptrio.SSHOptions(host="127.0.0.1", port=silent.getsockname()[1],
+                                   known_hosts=str(tmp_path / "known_hosts"),
+                                   connect_timeout=1.0),
+            forwards=(ftptrio.ForwardSpec(ftp_host="127.0.0.1"),))
+        error = await start_error(api, config)
+    assert type(error) is ftptrio.ConnectTimeout
+    assert "timed out after 1 s (ConnectTimeout)" in str(error), error
     assert_plain(error)
 
 

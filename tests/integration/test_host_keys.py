@@ -41,15 +41,15 @@ def with_ssh(config: ftptrio.Config, **changes) -> ftptrio.Config:
     return dataclasses.replace(config, ssh=dataclasses.replace(config.ssh, **changes))
 
 
-async def refused(config: ftptrio.Config) -> str:
-    """The TunnelError message of a forwarder that must not start."""
-    with pytest.raises(ftptrio.TunnelError) as info:
+async def refused(config: ftptrio.Config) -> ftptrio.HostKeyError:
+    """The HostKeyError of a forwarder that must not start."""
+    with pytest.raises(ftptrio.HostKeyError) as info:
         try:
             async with ftptrio.open_forwarder(config):
                 pass
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
-    return str(info.value)
+    return info.value
 
 
 async def wait_closed(conn) -> None:
@@ -77,7 +77,9 @@ async def test_accept_new_after_a_last_line_without_newline_pins_the_key(
     async with ftptrio.open_forwarder(with_ssh(config, strict_host_key_checking="yes")):
         pass  # pinned: strict checking passes
     new_key = ssh_server.change_host_key()
-    message = await refused(config)
+    error = await refused(config)
+    message = str(error)
+    assert error.changed and error.fingerprint == new_key.get_fingerprint("sha256"), message
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
     assert new_key.get_fingerprint("sha256") in message, message
     assert f"{known}:2" in message, message  # the offending line
@@ -101,9 +103,10 @@ async def test_accept_new_keeps_the_first_key_for_reconnects_without_a_file(
         assert tunnel.connects == 2
         new_key = ssh_server.change_host_key()
         await wait_closed(conn)
-        with pytest.raises(ftptrio.TunnelError) as info:
+        with pytest.raises(ftptrio.HostKeyError) as info:
             await tunnel.connect()
     message = str(info.value)
+    assert info.value.changed, message
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
     assert new_key.get_fingerprint("sha256") in message, message
     assert first_key.get_fingerprint("sha256") in message, message  # the pinned one
@@ -130,7 +133,9 @@ async def test_accept_new_refuses_a_changed_key_pinned_under_host_key_alias(
     alias_config(ssh_config, ssh_server, known)
     config = with_ssh(forwarder_config, host="ftpalias", port=None, known_hosts=None,
                       config_files=(str(ssh_config),), strict_host_key_checking="accept-new")
-    message = await refused(config)
+    error = await refused(config)
+    message = str(error)
+    assert error.changed, message
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
     assert f"{known}:1" in message, message
     assert known.read_text() == f"pinned.example {pub(other)}\n"
@@ -190,8 +195,10 @@ async def test_accept_new_does_not_write_through_a_symlink(
 async def test_unknown_host_key_names_its_fingerprint_and_what_to_do(
         ssh_server, forwarder_config, tmp_path):
     known = tmp_path / "known_hosts"  # does not exist
-    message = await refused(with_ssh(forwarder_config, known_hosts=str(known)))
+    error = await refused(with_ssh(forwarder_config, known_hosts=str(known)))
+    message = str(error)
     fp = ssh_server.host_key.get_fingerprint("sha256")
+    assert not error.changed and error.fingerprint == fp, message
     assert f"the authenticity of host '[127.0.0.1]:{ssh_server.port}' can't be established" \
         in message, message
     assert f"ED25519 key fingerprint is {fp}." in message, message

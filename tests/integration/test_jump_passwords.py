@@ -66,7 +66,7 @@ async def test_an_embedders_password_goes_to_the_final_host_only(aio_loop, tmp_p
     async with inprocess_ssh_server("bastionuser", password=BASTION_SECRET) as bastion, \
             inprocess_ssh_server("demo", password=TARGET_SECRET) as target:
         known = known_hosts_for(tmp_path, bastion, target)
-        with pytest.raises(ftptrio.TunnelError) as info:
+        with pytest.raises(ftptrio.AuthenticationError) as info:
             try:
                 async with ftptrio.open_forwarder(config(bastion, target, known, batch_mode=True,
                                                          password=TARGET_SECRET)):

@@ -68,7 +68,9 @@ async def test_user_known_hosts_none_still_checks_the_global_file(
     config = via_alias(forwarder_config, ssh_config(
         tmp_path / "config", ssh_server, "UserKnownHostsFile none",
         f"GlobalKnownHostsFile {wrong}"))
-    message = await refused(config)
+    error = await refused(config)
+    message = str(error)
+    assert error.changed, message
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
     assert f"{wrong}:1" in message, message
     assert not ssh_server.direct_requests
@@ -79,8 +81,9 @@ async def test_no_known_hosts_at_all_is_an_unknown_host(
     config = via_alias(forwarder_config, ssh_config(
         tmp_path / "config", ssh_server, "UserKnownHostsFile none",
         "GlobalKnownHostsFile none"))
-    message = await refused(config)
-    assert "can't be established" in message, message
+    error = await refused(config)
+    message = str(error)
+    assert not error.changed and "can't be established" in message, message
     assert not ssh_server.direct_requests
 
 
@@ -100,8 +103,9 @@ async def test_a_missing_configured_file_does_not_fall_back_to_the_default(
     (home / ".ssh" / "known_hosts").write_text(
         f"[127.0.0.1]:{ssh_server.port} {pub(ssh_server.host_key)}\n")
     typo = tmp_path / "known_hsots"
-    message = await refused(with_ssh(forwarder_config, known_hosts=str(typo)))
-    assert "can't be established" in message, message
+    error = await refused(with_ssh(forwarder_config, known_hosts=str(typo)))
+    message = str(error)
+    assert not error.changed and "can't be established" in message, message
     assert f"{typo} (not found)" in message, message
     # the default file alone is read when nothing is configured
     async with ftptrio.open_forwarder(with_ssh(forwarder_config, known_hosts=None)):
@@ -117,8 +121,9 @@ async def test_known_hosts_none_is_not_a_file_named_none(
     assert not (tmp_path / "none").exists()
     assert not (home / ".ssh" / "known_hosts").exists()
     assert "for this run only" in caplog.text
-    message = await refused(with_ssh(config, strict_host_key_checking="yes"))
-    assert "can't be established" in message, message
+    error = await refused(with_ssh(config, strict_host_key_checking="yes"))
+    message = str(error)
+    assert not error.changed and "can't be established" in message, message
 
 
 def test_dash_o_user_known_hosts_none_reaches_the_options():
@@ -141,8 +146,10 @@ async def test_strict_no_accepts_an_unknown_key_and_records_it(
 async def test_strict_no_refuses_a_changed_key(ssh_server, forwarder_config, tmp_path, home):
     known = tmp_path / "known_hosts"
     known.write_text(other_key_line(ssh_server.port))
-    message = await refused(with_ssh(forwarder_config, known_hosts=str(known),
-                                     strict_host_key_checking="no"))
+    error = await refused(with_ssh(forwarder_config, known_hosts=str(known),
+                                   strict_host_key_checking="no"))
+    message = str(error)
+    assert error.changed, message
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
     assert "StrictHostKeyChecking=no" in message and "port forwarding" in message, message
     assert not ssh_server.direct_requests
@@ -171,7 +178,9 @@ async def test_a_jump_host_refused_is_named_with_the_file_read(
         tmp_path / "config", ssh_server,
         f"ProxyJump {ssh_server.username}@127.0.0.1:{ssh_server.port}"),
         known_hosts=str(wrong))
-    message = await refused(config)
+    error = await refused(config)
+    message = str(error)
+    assert error.changed, message
     assert f"jump host 127.0.0.1:{ssh_server.port}" in message, message
     assert f"{wrong}:1" in message, message
     assert not ssh_server.direct_requests
@@ -186,7 +195,9 @@ async def test_tokens_in_known_hosts_paths_are_expanded(
     config = via_alias(forwarder_config, ssh_config(
         tmp_path / "config", ssh_server, "UserKnownHostsFile ~/kh/%n",
         "GlobalKnownHostsFile none"), strict_host_key_checking="accept-new")
-    message = await refused(config)
+    error = await refused(config)
+    message = str(error)
+    assert error.changed, message
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
     assert f"{home}/kh/target:1" in message, message
 
@@ -212,5 +223,7 @@ async def test_dash_o_hostname_connects_to_that_host_and_checks_its_key(
         pass
     wrong = tmp_path / "known_hosts"
     wrong.write_text(other_key_line(ssh_server.port))
-    message = await refused(with_ssh(config, known_hosts=str(wrong)))
+    error = await refused(with_ssh(config, known_hosts=str(wrong)))
+    message = str(error)
+    assert error.changed, message
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message

@@ -195,6 +195,57 @@ async def test_given_connection_is_not_closed_or_replaced(ssh_server, aio_loop):
         Tunnel(options(ssh_server), object())
 
 
+# ------------------------------------------------------------ refusals, by class
+async def test_a_channel_the_ssh_server_forbids_is_channel_refused_with_code_1(
+        tunnel, ssh_server):
+    ssh_server.allow_direct = False
+    for open_channel in (tunnel.open_stream, tunnel.open_data_relay):
+        with pytest.raises(ftptrio.ChannelRefused) as info:
+            await open_channel("127.0.0.1", 9)
+        refused = info.value
+        assert refused.code == ftptrio.ChannelRefused.ADMINISTRATIVELY_PROHIBITED, refused
+        assert refused.reason and refused.reason in str(refused), refused
+        assert "PermitOpen" in str(refused), refused  # the hint for code 1
+
+
+async def test_a_destination_the_ssh_server_cannot_reach_is_channel_refused_with_code_2(
+        tunnel):
+    with socket.socket() as closed:  # bound, not listening: the SSH server's connect fails
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        for open_channel in (tunnel.open_stream, tunnel.open_data_relay):
+            with pytest.raises(ftptrio.ChannelRefused) as info:
+                await open_channel("127.0.0.1", port)
+            assert info.value.code == ftptrio.ChannelRefused.CONNECT_FAILED, info.value
+            assert "PermitOpen" not in str(info.value), info.value
+
+
+async def test_a_refused_tcpip_forward_is_remote_forward_refused(tunnel, ssh_server):
+    ssh_server.allow_remote_forward = False
+    with pytest.raises(ftptrio.RemoteForwardRefused) as data_forward:
+        await tunnel.listen_remote("127.0.0.1", 0)
+    with pytest.raises(ftptrio.RemoteForwardRefused) as control_forward:
+        await tunnel.listen_remote_streams("127.0.0.1", 0)
+    for info in (data_forward, control_forward):
+        assert not isinstance(info.value, ftptrio.ChannelRefused)
+        assert "AllowTcpForwarding" in str(info.value), info.value
+
+
+async def test_the_reconnect_back_off_error_has_the_failed_attempt_as_cause(aio_loop):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        tun = Tunnel(ftptrio.SSHOptions(host="127.0.0.1", port=closed.getsockname()[1],
+                                        known_hosts=os.devnull))
+        with pytest.raises(ftptrio.TunnelError) as first:
+            await tun.connect()
+        with pytest.raises(ftptrio.TunnelError) as backing_off:
+            await tun.connect()
+    assert type(first.value) is ftptrio.TunnelError  # refused: no more specific kind
+    assert type(backing_off.value) is ftptrio.TunnelError
+    assert backing_off.value.__cause__ is first.value
+    assert "next attempt in" in str(backing_off.value), backing_off.value
+
+
 # ------------------------------------------------------------ error handling
 def recording_handler(seen: list[dict[str, Any]]):
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

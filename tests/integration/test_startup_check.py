@@ -36,9 +36,12 @@ async def test_forbidden_forwarding_with_exit_on_forward_failure_ends_start_up(
         ssh_server, forwarder_config):
     ssh_server.allow_direct = False
     config = dataclasses.replace(forwarder_config, exit_on_forward_failure=True)
-    with pytest.raises(ftptrio.TunnelError, match="ExitOnForwardFailure=yes"):
+    with pytest.raises(ftptrio.TunnelError, match="ExitOnForwardFailure=yes") as info:
         async with ftptrio.open_forwarder(config):
             pass
+    refused = info.value.__cause__
+    assert isinstance(refused, ftptrio.ChannelRefused), repr(refused)
+    assert refused.code == ftptrio.ChannelRefused.ADMINISTRATIVELY_PROHIBITED
 
 
 async def test_a_server_that_is_not_ftp_is_reported(forwarder_config, ssh_server, nursery,

@@ -233,12 +233,14 @@ async def test_host_key_mismatch_refuses_to_connect(make_setup, tmp_path):
                                client_keys=(setup.ssh.client_key_path,),
                                known_hosts=str(wrong)),
         forwards=setup.config.forwards)
-    with pytest.raises(ftptrio.TunnelError, match="REMOTE HOST IDENTIFICATION HAS CHANGED"):
+    with pytest.raises(ftptrio.HostKeyError, match="REMOTE HOST IDENTIFICATION HAS CHANGED") \
+            as info:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(ftptrio.serve, bad)
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
+    assert info.value.changed
 
 
 async def test_accept_new_trusts_first_use_then_pins_the_key(make_setup, tmp_path):
@@ -264,9 +266,11 @@ async def test_accept_new_trusts_first_use_then_pins_the_key(make_setup, tmp_pat
 
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     known.write_text(f"[127.0.0.1]:{setup.ssh.port} {other}")
-    with pytest.raises(ftptrio.TunnelError, match="REMOTE HOST IDENTIFICATION HAS CHANGED"):
+    with pytest.raises(ftptrio.HostKeyError, match="REMOTE HOST IDENTIFICATION HAS CHANGED") \
+            as info:
         try:
             async with ftptrio.open_forwarder(config("accept-new")):
                 pass
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
+    assert info.value.changed

@@ -311,6 +311,11 @@ def test_main_ssh_connection_refused(capsys):
 @pytest.mark.parametrize("error, code", [
     (ftptrio.ConfigError("bad"), 2),
     (ftptrio.TunnelError("SSH down"), 3),
+    (ftptrio.HostKeyError("host key changed", changed=True), 3),
+    (ftptrio.AuthenticationError("Permission denied (publickey)."), 3),
+    (ftptrio.ConnectTimeout("timed out after 1 s (ConnectTimeout)"), 3),
+    (ftptrio.ChannelRefused("administratively prohibited", code=1), 3),
+    (ftptrio.RemoteForwardRefused("SSH server refused remote forward"), 3),
     (ftptrio.BindError(98, "cannot listen on 127.0.0.1:21: Address already in use"), 4),
     (ftptrio.FtptrioError("other"), 1),
     (ftptrio.LineTooLong("long"), 1),
@@ -322,6 +327,27 @@ def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
     monkeypatch.setattr(_cli, "_run", failing_run)
     assert main(["-L", "2121:h:21", "gw"]) == code
     assert one_line(capsys.readouterr().err) == f"ftptrio: {error}"
+
+
+@pytest.mark.parametrize("kind", ["HostKeyError", "AuthenticationError", "ConnectTimeout",
+                                  "ChannelRefused", "RemoteForwardRefused"])
+def test_tunnel_error_kinds_are_exported_tunnel_errors(kind):
+    assert kind in ftptrio.__all__
+    assert issubclass(getattr(ftptrio, kind), ftptrio.TunnelError)
+
+
+def test_tunnel_error_kinds_keep_their_attributes_when_copied():
+    """Pickled (a process pool) or copied, an error keeps what callers branch on."""
+    import copy
+    import pickle
+
+    refused = ftptrio.ChannelRefused("refused", code=1, reason="open failed")
+    host_key = ftptrio.HostKeyError("changed", changed=True, fingerprint="SHA256:x")
+    for again in (copy.copy(refused), pickle.loads(pickle.dumps(refused))):
+        assert (type(again), str(again), again.code, again.reason) == (
+            ftptrio.ChannelRefused, "refused", 1, "open failed")
+    for again in (copy.copy(host_key), pickle.loads(pickle.dumps(host_key))):
+        assert (str(again), again.changed, again.fingerprint) == ("changed", True, "SHA256:x")
 
 
 def test_main_unexpected_os_error_is_one_line_exit_1(monkeypatch, capsys):

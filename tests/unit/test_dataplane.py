@@ -17,7 +17,7 @@ from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._control import ActiveRequest, ConvertedActive, PassiveOffer
 from ftptrio._dataplane import (MAX_ACTIVE_WAITING, DataSetupError, LocalDataPlane,
                                 RemoteDataPlane, SessionAddresses)
-from ftptrio._errors import TunnelError
+from ftptrio._errors import ChannelRefused, RemoteForwardRefused
 from ftptrio._stats import TransferStats
 
 
@@ -95,7 +95,7 @@ class FakeTunnel:
     async def open_data_relay(self, host: str, port: int,
                               originator: tuple[str, int] = ("", 0)) -> FakeRelay:
         if self.fail:
-            raise TunnelError("open failed: administratively prohibited")
+            raise ChannelRefused("open failed: administratively prohibited", code=1)
         relay = FakeRelay(host, port)
         self.relays.append(relay)
         return relay
@@ -103,7 +103,7 @@ class FakeTunnel:
     async def listen_remote(self, host: str, port: int = 0,
                             accept_filter: object = None) -> FakeRemoteListener:
         if self.fail:
-            raise TunnelError("remote forward refused")
+            raise RemoteForwardRefused("remote forward refused")
         listener = FakeRemoteListener(40000 + len(self.listeners), accept_filter)
         self.listeners.append(listener)
         return listener

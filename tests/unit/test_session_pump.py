@@ -94,10 +94,10 @@ class DataTunnel(StreamTunnel):
 
     async def open_data_relay(self, host: str, port: int,
                               originator: tuple[str, int] = ("", 0)) -> object:
-        from ftptrio._errors import TunnelError
+        from ftptrio._errors import ChannelRefused
 
         if self.fail:
-            raise TunnelError("open failed: administratively prohibited")
+            raise ChannelRefused("open failed: administratively prohibited", code=1)
         self.opened.append((host, port))
         await trio.sleep_forever()  # never needed here
 

@@ -20,7 +20,8 @@ import asyncssh
 import trio
 
 from .._config import SSHOptions, parse_jump_hosts
-from .._errors import ConfigError, TunnelError
+from .._errors import (AuthenticationError, ChannelRefused, ConfigError, ConnectTimeout,
+                       RemoteForwardRefused, TunnelError)
 from ._auth import Authenticator, Settings, auth_kwargs, denied_message, fingerprint
 from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
@@ -40,6 +41,14 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 #: the likely fix when the SSH server refuses a tcpip-forward
 LISTEN_HINT = ("; the SSH server does not allow remote forwarding (AllowTcpForwarding "
                "yes/remote, PermitListen in its sshd_config)")
+
+
+def _channel_error(message: str, exc: BaseException) -> TunnelError:
+    """ChannelRefused (with the SSH reason code) when the SSH server refused the
+    channel, else a TunnelError (the connection failed meanwhile)."""
+    if isinstance(exc, asyncssh.ChannelOpenError):
+        return ChannelRefused(message, code=exc.code, reason=exc.reason)
+    return TunnelError(message)
 
 
 def _open_hint(exc: BaseException) -> str:
@@ -119,7 +128,8 @@ class Tunnel:
         self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump connections under self._conn
         self._backoff = 0.0
         self._retry_at = 0.0
-        self._last_error = ""
+        #: the last failed attempt's error (the reconnect back-off's message and cause)
+        self._last_error: TunnelError | None = None
         #: what the user unlocked (keys, password), in memory for reconnects
         self.auth = Authenticator(options)
         #: successful SSH connects (reconnects show as > 1)
@@ -152,7 +162,7 @@ class Tunnel:
             wait = self._retry_at - trio.current_time()
             if wait > 0:
                 raise TunnelError(f"SSH connection down; next attempt in {wait:.0f} s "
-                                  f"({self._last_error})")
+                                  f"({self._last_error})") from self._last_error
             if conn is not None:
                 log.warning("SSH connection lost; reconnecting")
             try:
@@ -162,7 +172,7 @@ class Tunnel:
                 self._conn = None
                 self._backoff = min(self._backoff * 2, RECONNECT_MAX) if self._backoff else 1.0
                 self._retry_at = trio.current_time() + self._backoff
-                self._last_error = str(exc)
+                self._last_error = exc
                 if self.connects:  # a reconnect: the next client triggers another try
                     log.warning("%s; retrying in %.0f s", exc, self._backoff)
                 raise
@@ -179,8 +189,8 @@ class Tunnel:
         try:
             return await open_ssh_stream(conn, host, port, originator)
         except SSH_ERRORS as exc:
-            raise TunnelError(f"SSH server could not connect to {host}:{port}: "
-                              f"{refusal(exc)}{_open_hint(exc)}") from exc
+            raise _channel_error(f"SSH server could not connect to {host}:{port}: "
+                                 f"{refusal(exc)}{_open_hint(exc)}", exc) from exc
 
     async def open_data_relay(self, host: str, port: int,
                               originator: tuple[str, int] = ("", 0)) -> SSHDataRelay:
@@ -190,8 +200,8 @@ class Tunnel:
             return await open_data_relay(conn, host, port, self.max_window, self.budget,
                                          originator)
         except SSH_ERRORS as exc:
-            raise TunnelError(f"SSH server could not open data connection to {host}:{port}: "
-                              f"{refusal(exc)}{_open_hint(exc)}") from exc
+            raise _channel_error(f"SSH server could not open data connection to "
+                                 f"{host}:{port}: {refusal(exc)}{_open_hint(exc)}", exc) from exc
 
     async def listen_remote(self, host: str, port: int = 0,
                             accept_filter: Callable[[str, int], bool] | None = None,
@@ -209,14 +219,18 @@ class Tunnel:
     async def _forward(self, host: str, port: int,
                        request: Callable[[asyncssh.SSHClientConnection], Awaitable[L]]) -> L:
         """Run a tcpip-forward ``request`` on the live connection, one at a time
-        (port 0: the SSH server's answer names the port); TunnelError when refused."""
+        (port 0: the SSH server's answer names the port); RemoteForwardRefused when
+        the SSH server refuses it."""
         conn = await self.connect()
         async with self._listen_lock:
             try:
                 return await request(conn)
             except SSH_ERRORS as exc:
-                raise TunnelError(f"SSH server refused remote forward on {host}:{port}: "
-                                  f"{refusal(exc)}{LISTEN_HINT}") from exc
+                message = (f"SSH server refused remote forward on {host}:{port}: "
+                           f"{refusal(exc)}{LISTEN_HINT}")
+                if isinstance(exc, asyncssh.ChannelListenError):
+                    raise RemoteForwardRefused(message) from exc
+                raise TunnelError(message) from exc
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -345,18 +359,20 @@ async def _connect(options: SSHOptions, auth: Authenticator,
             kwargs["client_factory"] = auth.client_factory(settings, keys)
             conn = await connect_verified(options, kwargs, hostkeys, where)
         if deadline.cancelled_caught:
-            raise TunnelError(f"{where}: SSH connection failed: timed out after "
-                              f"{settings.connect_timeout:g} s (ConnectTimeout)")
+            raise ConnectTimeout(f"{where}: SSH connection failed: timed out after "
+                                 f"{settings.connect_timeout:g} s (ConnectTimeout)")
     except asyncssh.PermissionDenied as exc:
         user = settings.username if settings is not None else options.username
-        raise TunnelError(denied_message(
+        raise AuthenticationError(denied_message(
             ("jump host " if jump else "") + (f"{user}@{address}" if user else address), auth,
             ",".join(auth.server_methods) or exc.reason)) from exc
     except (asyncssh.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
         timeout = settings.connect_timeout if settings is not None else (
             options.effective_connect_timeout)
-        raise TunnelError(f"{where}: SSH connection failed: "
-                          f"{_connect_failure(exc, timeout)}") from exc
+        message = f"{where}: SSH connection failed: {_connect_failure(exc, timeout)}"
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            raise ConnectTimeout(message) from exc
+        raise TunnelError(message) from exc
     finally:
         if agent is not None:
             agent.close()

@@ -47,7 +47,7 @@ import asyncssh
 import trio
 
 from .._config import SSHOptions, StrictHostKeyChecking
-from .._errors import ConfigError, TunnelError
+from .._errors import ConfigError, HostKeyError
 from ._auth import fingerprint
 from ._bridge import aio
 from ._sshconfig import ssh_config_paths
@@ -467,7 +467,7 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
                            policy: HostKeyPolicy, where: str,
                            ) -> asyncssh.SSHClientConnection:
     """asyncssh.connect with ``policy``'s host-key checking (every mode verifies:
-    see the module's doc); TunnelError with OpenSSH's messages when the key is refused."""
+    see the module's doc); HostKeyError with OpenSSH's messages when the key is refused."""
     known_hosts, files = await trio.to_thread.run_sync(
         resolved_known_hosts, options.host, options.port, ssh_config_paths(options) or None,
         options.known_hosts, options.global_known_hosts, options.hash_known_hosts,
@@ -481,20 +481,21 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
                                      check, kwargs.get("client_factory"))})  # type: ignore[arg-type]
         except asyncssh.HostKeyNotVerifiable as exc:
             if check.verdict in ("changed", "changed-since-first-use"):
-                raise TunnelError(changed_host_message(check, where, files,
-                                                       policy.mode)) from exc
+                raise _refused(changed_host_message(check, where, files, policy.mode), check,
+                               changed=True) from exc
             if check.verdict != "unknown":
-                raise TunnelError(f"{where}: host key not verified ({exc.reason}); check "
-                                  f"the known_hosts files ({files.describe()})") from exc
+                raise _refused(f"{where}: host key not verified ({exc.reason}); check "
+                               f"the known_hosts files ({files.describe()})", check) from exc
             if policy.mode != "ask" or attempt:
-                raise TunnelError(unknown_host_message(check, where, files)) from exc
+                raise _refused(unknown_host_message(check, where, files), check) from exc
             try:
                 yes = await trio.to_thread.run_sync(ask_on_terminal, check, abandon_on_cancel=True)
             except OSError:
-                raise TunnelError(unknown_host_message(check, where, files, asked=True)) from exc
+                raise _refused(unknown_host_message(check, where, files, asked=True),
+                               check) from exc
             if not yes:
-                raise TunnelError(f"Host key verification failed for {where}: "
-                                  "the host key was not accepted.") from exc
+                raise _refused(f"Host key verification failed for {where}: "
+                               "the host key was not accepted.", check) from exc
             assert check.key is not None
             policy.pin(check.host, check.port, check.key)
             _remember(files, check)
@@ -503,6 +504,11 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
             _remember(files, check)
         return conn
     raise AssertionError("unreachable")
+
+
+def _refused(message: str, check: Check, *, changed: bool = False) -> HostKeyError:
+    return HostKeyError(message, changed=changed,
+                        fingerprint=fingerprint(check.key) if check.key is not None else "")
 
 
 def _remember(files: KnownHostsFiles, check: Check) -> None:

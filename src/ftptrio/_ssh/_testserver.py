@@ -37,7 +37,10 @@ class SSHServerInfo:
     direct_originators: list[tuple[str, int]] = field(default_factory=list)
     #: (host, port) of every tcpip-forward the server was asked for
     forward_requests: list[tuple[str, int]] = field(default_factory=list)
+    #: False: direct-tcpip refused as OpenSSH's sshd refuses it with AllowTcpForwarding
+    #: no ("administratively prohibited: open failed")
     allow_direct: bool = True
+    #: False: tcpip-forward requests refused
     allow_remote_forward: bool = True
     connections: list[Any] = field(default_factory=list)
     acceptor: Any = None  # asyncssh.SSHAcceptor
@@ -105,7 +108,8 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
             info.direct_requests.append((dest_host, dest_port))
             info.direct_originators.append((orig_host, orig_port))
             if not info.allow_direct:
-                return False
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                                "open failed")
             return relayed_connection(dest_host, dest_port)
 
         def server_requested(self, listen_host: str, listen_port: int) -> bool:
