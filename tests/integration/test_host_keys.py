@@ -16,6 +16,8 @@ import os
 import re
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import asyncssh
@@ -24,6 +26,7 @@ import trio
 import trio_asyncio
 
 import ftptrio
+from ftptrio._ssh import _auth
 
 try:
     import pexpect
@@ -271,3 +274,113 @@ async def test_ask_without_a_terminal_refuses(ssh_server, inprocess_ftp, tmp_pat
     assert re.search(r"ED25519 key fingerprint is SHA256:\S+\.", err), err
     assert "Traceback" not in err, err
     assert not known.exists()
+
+
+async def test_ask_pauses_connect_timeout_while_the_question_waits(
+        ssh_server, inprocess_ftp, tmp_path):
+    """ConnectTimeout=1 and the answer typed after 2 s: the connection is made, as
+    for a password prompt (before: the question bypassed the prompt path that pauses
+    the deadline, and the connection failed with "timed out after 1 s")."""
+    need_pexpect()
+    known = tmp_path / "known_hosts"
+    args = cli_args(ssh_server, inprocess_ftp, known)
+    args[-1:-1] = ["-o", "ConnectTimeout=1"]
+
+    def converse() -> str:
+        child = pexpect.spawn(sys.executable, args, cwd=str(REPO), encoding="utf-8",
+                              timeout=20)
+        try:
+            child.expect_exact("Are you sure you want to continue connecting "
+                               "(yes/no/[fingerprint])? ")
+            time.sleep(2)
+            child.sendline("yes")
+            child.expect(r"ready: FTP clients connect to 127\.0\.0\.1:\d+")
+            return child.before
+        finally:
+            child.close(force=True)
+
+    output = await trio.to_thread.run_sync(converse)
+    assert "timed out" not in output, output
+    assert known.read_text() == f"[127.0.0.1]:{ssh_server.port} {pub(ssh_server.host_key)}\n"
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """A pseudo-terminal as the prompts' terminal: (master, slave) descriptors."""
+    master, slave = os.openpty()
+    monkeypatch.setattr(_auth, "TTY", os.ttyname(slave))
+    yield master, slave
+    os.close(master)
+    os.close(slave)
+
+
+async def read_until(fd: int, text: bytes) -> bytes:
+    seen = b""
+    with trio.fail_after(15):
+        while text not in seen:
+            await trio.lowlevel.wait_readable(fd)
+            seen += os.read(fd, 4096)
+    return seen
+
+
+async def test_a_cancelled_question_leaves_no_thread_reading_the_terminal(
+        ssh_server, forwarder_config, tmp_path, terminal):
+    """Start-up cancelled while the host-key question waits: the question ends with it
+    (before: a thread abandoned on cancel went on reading the terminal, and took the
+    next line typed there)."""
+    master, slave = terminal
+    config = with_ssh(forwarder_config, known_hosts=str(tmp_path / "known_hosts"),
+                      strict_host_key_checking="ask")
+
+    async def start() -> None:
+        async with ftptrio.open_forwarder(config):
+            pytest.fail("the forwarder started without an answer")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(start)
+        await read_until(master, b"(yes/no/[fingerprint])? ")
+        nursery.cancel_scope.cancel()
+    assert not any(t.name == "ftptrio-prompt" for t in threading.enumerate())
+    os.write(master, b"yes\n")
+    await trio.sleep(0.3)  # a thread still reading would take the line now
+    os.set_blocking(slave, False)
+    assert os.read(slave, 100) == b"yes\n"  # still there for the terminal's next reader
+    assert not (tmp_path / "known_hosts").exists()
+
+
+async def test_ask_asks_through_the_prompter_and_accepts_the_fingerprint(
+        ssh_server, forwarder_config, tmp_path, terminal):
+    master, _slave = terminal
+    known = tmp_path / "known_hosts"
+    config = with_ssh(forwarder_config, known_hosts=str(known), strict_host_key_checking="ask")
+    fp = ssh_server.host_key.get_fingerprint("sha256")
+    async with trio.open_nursery() as nursery:
+        started = trio.Event()
+
+        async def start() -> None:
+            async with ftptrio.open_forwarder(config):
+                started.set()
+
+        nursery.start_soon(start)
+        asked = await read_until(master, b"(yes/no/[fingerprint])? ")
+        assert f"ED25519 key fingerprint is {fp}.".encode() in asked, asked
+        os.write(master, b"maybe\n")
+        await read_until(master, b"Please type 'yes', 'no' or the fingerprint: ")
+        os.write(master, fp.encode() + b"\n")
+        with trio.fail_after(15):
+            await started.wait()
+    assert known.read_text() == f"[127.0.0.1]:{ssh_server.port} {pub(ssh_server.host_key)}\n"
+
+
+async def test_batch_mode_never_asks_about_a_host_key(ssh_server, forwarder_config, tmp_path,
+                                                      terminal):
+    """BatchMode=yes disables host-key confirmation requests, as in OpenSSH."""
+    master, _slave = terminal
+    config = with_ssh(forwarder_config, known_hosts=str(tmp_path / "known_hosts"),
+                      strict_host_key_checking="ask", batch_mode=True)
+    error = await refused(config)
+    assert not error.changed
+    assert "can't be established and BatchMode forbids asking" in str(error), error
+    os.set_blocking(master, False)
+    with pytest.raises(BlockingIOError):
+        os.read(master, 100)  # nothing was written to the terminal

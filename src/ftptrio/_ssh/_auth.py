@@ -9,6 +9,10 @@
 * prompts go to the terminal (/dev/tty) when there is one, else through
   SSH_ASKPASS (honouring SSH_ASKPASS_REQUIRE and DISPLAY as ssh's readpass.c
   does); BatchMode=yes never prompts.
+* every question, the host-key question of StrictHostKeyChecking=ask included
+  (terminal only), runs in one prompt thread (``Authenticator._in_thread``): the
+  connect deadline (ConnectTimeout) pauses while it waits for the user, and a
+  cancelled question is woken and waited for.
 
 What was unlocked stays in memory (the ``Authenticator`` of a Tunnel) for
 reconnects; nothing is written anywhere. After the first successful login,
@@ -156,6 +160,20 @@ class Prompter:
                    "with DISPLAY or SSH_ASKPASS_REQUIRE=force)"
         return "no terminal, and SSH_ASKPASS is not usable (set it, with DISPLAY or " \
                "SSH_ASKPASS_REQUIRE=force)"
+
+    def why_no_terminal_question(self) -> str | None:
+        """Why a question for the terminal only cannot be asked (None: it can)."""
+        if self.batch_mode:
+            return "BatchMode forbids asking"
+        if not self.has_terminal():
+            return "there is no terminal to ask on"
+        return None
+
+    def ask_terminal(self, prompt: str) -> str | None:
+        """A question answered on the terminal only, the answer shown as typed (the
+        host-key question, as ssh's confirm()); None when BatchMode is on, there is
+        no terminal, or the user gave up."""
+        return None if self.batch_mode else self._tty(prompt, echo=True)
 
     def ask(self, prompt: str, echo: bool = False) -> str | None:
         """The answer, or None when nobody can be asked or the user gave up."""
@@ -347,6 +365,13 @@ class Authenticator:
             if not thread.is_alive():  # (an askpass program may outlive the join)
                 self.prompter.close_wakeup()
             self.prompt_ended()
+
+    async def ask_terminal(self, prompt: str) -> str | None:
+        """Prompter.ask_terminal through the prompt thread every question uses (asyncio
+        coroutine): ConnectTimeout pauses while it waits for the user, and a cancelled
+        question is woken and waited for, so no thread goes on reading the terminal."""
+        answer: str | None = await self._in_thread(self.prompter.ask_terminal, prompt)
+        return answer
 
     async def agent_keys(self, settings: Settings) -> tuple[Any, list[Any]]:
         """(agent client or None, its keys)."""

@@ -357,7 +357,7 @@ async def _connect(options: SSHOptions, auth: Authenticator,
             auth.failure_notes.clear()
             keys = await aio(auth.key_list)(settings, agent_keys)
             kwargs["client_factory"] = auth.client_factory(settings, keys)
-            conn = await connect_verified(options, kwargs, hostkeys, where)
+            conn = await connect_verified(options, kwargs, hostkeys, where, auth)
         if deadline.cancelled_caught:
             raise ConnectTimeout(f"{where}: SSH connection failed: timed out after "
                                  f"{settings.connect_timeout:g} s (ConnectTimeout)")

@@ -48,7 +48,7 @@ import trio
 
 from .._config import SSHOptions, StrictHostKeyChecking
 from .._errors import ConfigError, HostKeyError
-from ._auth import fingerprint
+from ._auth import Authenticator, fingerprint
 from ._bridge import aio
 from ._sshconfig import ssh_config_paths
 
@@ -297,11 +297,13 @@ def matching_lines(files: Sequence[str], host: str, addr: str,
 # ----------------------------------------------------------------- messages
 
 def unknown_host_message(check: Check, where: str, files: KnownHostsFiles, *,
-                         asked: bool = False) -> str:
+                         not_asked: str = "") -> str:
+    """``not_asked``: why StrictHostKeyChecking=ask could not ask (e.g. "there is no
+    terminal to ask on")."""
     assert check.key is not None
     first = (f"Host key verification failed for {where}: the authenticity of host "
              f"'{check.pattern}' can't be established"
-             + (" and there is no terminal to ask on" if asked else "") + ".\n")
+             + (f" and {not_asked}" if not_asked else "") + ".\n")
     return (first
             + f"{key_type(check.key)} key fingerprint is {fingerprint(check.key)}.\n"
             + f"No entry for it in {files.describe()}. Compare the fingerprint with the "
@@ -424,33 +426,28 @@ def _make_private_dirs(directory: str) -> None:
 
 # ----------------------------------------------------------------- asking
 
-def ask_on_terminal(check: Check) -> bool:
-    """StrictHostKeyChecking=ask: OpenSSH's question on the controlling terminal.
-    Raises OSError when there is no terminal. Blocking: run it in a thread."""
+async def ask_user(auth: Authenticator, check: Check) -> bool:
+    """StrictHostKeyChecking=ask: OpenSSH's question, on the terminal only, through the
+    Authenticator's prompt path (as passwords: ConnectTimeout pauses meanwhile, and a
+    cancelled question leaves no thread reading the terminal). False: the answer was
+    no, or none came (end of input)."""
     assert check.key is not None
-    fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        os.write(fd, (f"The authenticity of host '{check.pattern} ({check.addr})' can't be "
-                      "established.\n"
-                      f"{key_type(check.key)} key fingerprint is {fingerprint(check.key)}.\n"
-                      "This key is not known by any other names.\n"
-                      "Are you sure you want to continue connecting "
-                      "(yes/no/[fingerprint])? ").encode())
-        while True:
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = os.read(fd, 1024)
-                if not chunk:
-                    return False  # end of input: no
-                line += chunk
-            answer = line.decode("utf-8", "replace").strip()
-            if answer.lower() == "yes" or answer == fingerprint(check.key):
-                return True
-            if answer.lower() == "no":
-                return False
-            os.write(fd, b"Please type 'yes', 'no' or the fingerprint: ")
-    finally:
-        os.close(fd)
+    expected = fingerprint(check.key)
+    prompt = (f"The authenticity of host '{check.pattern} ({check.addr})' can't be "
+              "established.\n"
+              f"{key_type(check.key)} key fingerprint is {expected}.\n"
+              "This key is not known by any other names.\n"
+              "Are you sure you want to continue connecting (yes/no/[fingerprint])? ")
+    while True:
+        answer = await aio(auth.ask_terminal)(prompt)
+        if answer is None:
+            return False
+        answer = answer.strip()
+        if answer.lower() == "yes" or answer == expected:
+            return True
+        if answer.lower() == "no":
+            return False
+        prompt = "Please type 'yes', 'no' or the fingerprint: "
 
 
 def permanently_added(pattern: str, key: asyncssh.SSHKey, recorded: bool) -> str:
@@ -464,10 +461,11 @@ def permanently_added(pattern: str, key: asyncssh.SSHKey, recorded: bool) -> str
 # ----------------------------------------------------------------- connecting
 
 async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
-                           policy: HostKeyPolicy, where: str,
+                           policy: HostKeyPolicy, where: str, auth: Authenticator,
                            ) -> asyncssh.SSHClientConnection:
     """asyncssh.connect with ``policy``'s host-key checking (every mode verifies:
-    see the module's doc); HostKeyError with OpenSSH's messages when the key is refused."""
+    see the module's doc); HostKeyError with OpenSSH's messages when the key is
+    refused. StrictHostKeyChecking=ask asks through ``auth`` (see ask_user)."""
     known_hosts, files = await trio.to_thread.run_sync(
         resolved_known_hosts, options.host, options.port, ssh_config_paths(options) or None,
         options.known_hosts, options.global_known_hosts, options.hash_known_hosts,
@@ -488,12 +486,11 @@ async def connect_verified(options: SSHOptions, kwargs: dict[str, object],
                                f"the known_hosts files ({files.describe()})", check) from exc
             if policy.mode != "ask" or attempt:
                 raise _refused(unknown_host_message(check, where, files), check) from exc
-            try:
-                yes = await trio.to_thread.run_sync(ask_on_terminal, check, abandon_on_cancel=True)
-            except OSError:
-                raise _refused(unknown_host_message(check, where, files, asked=True),
+            not_asked = auth.prompter.why_no_terminal_question()
+            if not_asked is not None:
+                raise _refused(unknown_host_message(check, where, files, not_asked=not_asked),
                                check) from exc
-            if not yes:
+            if not await ask_user(auth, check):
                 raise _refused(f"Host key verification failed for {where}: "
                                "the host key was not accepted.", check) from exc
             assert check.key is not None
@@ -519,7 +516,7 @@ def _remember(files: KnownHostsFiles, check: Check) -> None:
     log.warning("%s", permanently_added(check.pattern, check.key, recorded))
 
 
-__all__ = ["connect_verified", "Check", "HostKeyPolicy", "KnownHostsFiles", "Mode", "ask_on_terminal", "changed_host_message",
+__all__ = ["connect_verified", "Check", "HostKeyPolicy", "KnownHostsFiles", "Mode", "ask_user", "changed_host_message",
            "fingerprint", "has_entries", "host_pattern", "key_type",
            "known_hosts_files", "permanently_added", "record_first_use", "resolved_known_hosts",
            "unknown_host_message"]
