@@ -98,7 +98,7 @@ class ChannelRefused(TunnelError):
     (the SSH server's policy: AllowTcpForwarding, PermitOpen), 2 connect failed
     (the SSH server could not reach the FTP server), 3 unknown channel type,
     4 resource shortage. ``reason``: the SSH server's own text. (The start-up check
-    of ExitOnForwardFailure=yes raises a TunnelError with this as its ``__cause__``.)
+    of ExitOnForwardFailure=yes raises one too, its message naming the forward.)
     """
 
     ADMINISTRATIVELY_PROHIBITED = 1

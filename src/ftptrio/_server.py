@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 
 import errno
 import ipaddress
@@ -251,8 +252,11 @@ async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
             greeting = await _ftp_greeting(tunnel, forward.ftp_host, forward.ftp_port)
         except TunnelError as exc:
             if config.exit_on_forward_failure:
-                raise TunnelError(f"forward to {where} cannot be set up "
-                                  f"(ExitOnForwardFailure=yes): {exc}") from exc
+                # the same kind (ChannelRefused, ConnectTimeout ...), saying where
+                failure = copy.copy(exc)
+                failure.args = (f"forward to {where} cannot be set up "
+                                f"(ExitOnForwardFailure=yes): {exc}",)
+                raise failure from exc
             log.error("FTP server %s not reachable through the SSH server: %s", where, exc)
             continue
         log.info("FTP server %s reachable (%s)", where, greeting)

@@ -42,6 +42,10 @@ MIN_IDLE_POLL = 0.05
 ControlStream = Union[trio.SocketStream, SSHStream]
 
 
+class _ServerUnreachable(Exception):
+    """A remote tunnel's FTP server cannot be reached from this machine."""
+
+
 class _Pipe:
     """Wakes the writer of one outbox; tells the readers (``room``) when it drains."""
 
@@ -119,8 +123,8 @@ class Session:
         try:
             try:
                 self._server = await self._connect_server()
-            except TunnelError as exc:
-                await self._refuse(exc)
+            except (TunnelError, _ServerUnreachable) as exc:
+                await self._refuse(str(exc))
                 return
             self.data = self._data_plane(self._server)
             async with self.data.open():
@@ -152,22 +156,23 @@ class Session:
         if not self.remote:
             return await self.tunnel.open_stream(fwd.ftp_host, fwd.ftp_port,
                                                  originator=self.client_peer)
-        # remote tunnel: the FTP server is reached from this machine
+        # remote tunnel: the FTP server is reached from this machine (a plain TCP
+        # connect, no SSH involved: not a TunnelError)
         try:
             with trio.fail_after(self.config.ssh.effective_connect_timeout):
                 return await trio.open_tcp_stream(fwd.ftp_host, fwd.ftp_port)
         except (OSError, trio.TooSlowError) as exc:
-            raise TunnelError(f"cannot connect to {fwd.ftp_host}:{fwd.ftp_port}: "
-                              f"{exc or 'timeout'}") from exc
+            raise _ServerUnreachable(f"cannot connect to {fwd.ftp_host}:{fwd.ftp_port}: "
+                                     f"{exc or 'timeout'}") from exc
 
-    async def _refuse(self, exc: TunnelError) -> None:
-        self._log.warning("%s", exc)
+    async def _refuse(self, reason: str) -> None:
+        self._log.warning("%s", reason)
         how = "" if self.remote else " through SSH"
         with trio.move_on_after(5):
             try:
                 await self.client.send_all(
                     f"421 ftptrio: cannot reach the FTP server{how}: ".encode()
-                    + str(exc).encode("ascii", "replace")[:300] + b"\r\n")
+                    + reason.encode("ascii", "replace")[:300] + b"\r\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
