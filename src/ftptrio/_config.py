@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from ._errors import ConfigError
+from ._netaddr import host_ip
 
 # each vocabulary spelled once; the runtime choices below are derived from these
 ActiveMode = Literal["remote-forward", "passive"]
@@ -392,12 +393,9 @@ def _check_ip(name: str, value: str, *, v4_only: bool = False) -> None:
 
 def address_allowed(address: str, allowed: tuple[str, ...]) -> bool:
     """Whether ``address`` (IPv4-mapped aware) is in one of the addresses/networks."""
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
+    ip = host_ip(address)
+    if ip is None:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(net, strict=False) for net in allowed)
 
 

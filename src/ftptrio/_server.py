@@ -23,6 +23,7 @@ from ._config import Config, ForwardSpec
 from ._stats import TransferStats
 from ._text import visible
 from ._errors import BindError, ConfigError, TunnelError
+from ._netaddr import host_ip
 from ._session import Session
 from ._dataplane import ftp_server_only
 from ._ssh import RemoteStreamListener, SSHStream, Tunnel, asyncio_loop
@@ -120,13 +121,10 @@ def _client_host(stream: trio.SocketStream | SSHStream,
             host = None
     if host is None:
         return None
-    try:
-        addr = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
+    addr = host_ip(host)
+    if addr is None:
         return host
     if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
         return str(ipaddress.ip_network(f"{addr}/64", strict=False))
     return str(addr)
 
