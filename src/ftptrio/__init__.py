@@ -13,15 +13,12 @@ from ._config import ForwardSpec as ForwardSpec
 from ._config import SSHOptions as SSHOptions
 from ._stats import TransferStats as TransferStats
 from ._errors import AuthenticationError as AuthenticationError
-from ._errors import BadDataAddress as BadDataAddress
 from ._errors import BindError as BindError
 from ._errors import ChannelRefused as ChannelRefused
 from ._errors import ConfigError as ConfigError
 from ._errors import ConnectTimeout as ConnectTimeout
 from ._errors import FtptrioError as FtptrioError
 from ._errors import HostKeyError as HostKeyError
-from ._errors import LineTooLong as LineTooLong
-from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteForwardRefused as RemoteForwardRefused
 from ._errors import TunnelError as TunnelError
 from ._scan import IMPLEMENTATION as IMPLEMENTATION
@@ -34,7 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION",
     "AuthenticationError",
-    "BadDataAddress",
     "BindError",
     "ChannelRefused",
     "Config",
@@ -44,8 +40,6 @@ __all__ = [
     "ForwardSpec",
     "FtptrioError",
     "HostKeyError",
-    "LineTooLong",
-    "ProtocolError",
     "RemoteForwardRefused",
     "SSHOptions",
     "TransferStats",

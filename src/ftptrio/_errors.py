@@ -15,8 +15,6 @@ ChannelRefused          (a TunnelError) the SSH server refused a    3
 RemoteForwardRefused    (a TunnelError) the SSH server refused a    3
                         remote forward (tcpip-forward)
 BindError               a local listener could not be bound         4 (bind)
-ProtocolError           (base of LineTooLong and BadDataAddress;    1
-                        never raised itself)
 FtptrioError            base of all of the above                    1
 ======================  ==========================================  =================
 
@@ -27,11 +25,11 @@ network unreachable, the connection lost, a ProxyJump chain that cannot be
 followed, the reconnect back-off) is a TunnelError itself. ``except TunnelError``
 catches them all.
 
-LineTooLong and BadDataAddress come from the control-line scanner (a control
-line over the length limit; a 227/229 reply or PORT/EPRT command naming an
-invalid address); the forwarder handles both itself (a 500 reply, a refused
-or logged line), so ``serve()`` callers never see them. They are public, with
-their base ProtocolError, for code that drives the scanner directly.
+All of these are public (``ftptrio.*``). ProtocolError and its subclasses
+LineTooLong and BadDataAddress are not: they come from the private control-line
+scanner (a control line over the length limit; a 227/229 reply or PORT/EPRT
+command naming an invalid address), and the control channel handles both itself
+(a 500 reply, a refused or logged line), so no public call raises them.
 """
 
 from __future__ import annotations

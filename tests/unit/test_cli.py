@@ -15,7 +15,7 @@ from ftptrio import _cli
 from ftptrio._cli import build_parser, main
 from ftptrio._options import config_from_args, parse_forward
 from ftptrio._config import Config, ForwardSpec
-from ftptrio._errors import ConfigError
+from ftptrio._errors import BadDataAddress, ConfigError, LineTooLong, ProtocolError
 
 
 # main() configures logging: undo it after each test (fixture in conftest.py)
@@ -318,7 +318,7 @@ def test_main_ssh_connection_refused(capsys):
     (ftptrio.RemoteForwardRefused("SSH server refused remote forward"), 3),
     (ftptrio.BindError(98, "cannot listen on 127.0.0.1:21: Address already in use"), 4),
     (ftptrio.FtptrioError("other"), 1),
-    (ftptrio.LineTooLong("long"), 1),
+    (LineTooLong("long"), 1),  # an internal FtptrioError, had one escaped
 ])
 def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
     async def failing_run(config, grace, stats_out, background=None, pid_file=None):
@@ -372,10 +372,19 @@ def test_bind_error_is_an_os_error_with_errno():
 
 
 def test_line_too_long_has_lines():
-    assert ftptrio.LineTooLong("long").lines == []
-    assert ftptrio.LineTooLong("long", [b"a\n"]).lines == [b"a\n"]
-    assert issubclass(ftptrio.LineTooLong, ftptrio.ProtocolError)
-    assert issubclass(ftptrio.BadDataAddress, ftptrio.ProtocolError)
+    assert LineTooLong("long").lines == []
+    assert LineTooLong("long", [b"a\n"]).lines == [b"a\n"]
+    assert issubclass(LineTooLong, ProtocolError)
+    assert issubclass(BadDataAddress, ProtocolError)
+
+
+def test_only_errors_a_caller_can_meet_are_public():
+    """The scanner's errors never reach a caller of serve() (the control channel
+    handles them): ftptrio does not export them."""
+    for name in ("ProtocolError", "LineTooLong", "BadDataAddress"):
+        assert not hasattr(ftptrio, name) and name not in ftptrio.__all__
+    for name in ("FtptrioError", "ConfigError", "TunnelError", "BindError"):
+        assert name in ftptrio.__all__
 
 
 def test_systemd_readiness_is_notified(tmp_path, monkeypatch):
