@@ -272,9 +272,6 @@ class Config:
     remote_listen_host: str = "127.0.0.1"
     #: address data listeners bind to; -g widens it to all interfaces
     data_bind_host: str = "127.0.0.1"
-    #: host written into rewritten 227 replies (None: the listener's own address,
-    #: or the control connection's local address when bound to a wildcard)
-    passive_address: str | None = None
     #: passive data goes to the control connection's FTP host unless this is set
     trust_pasv_address: bool = False
     #: addresses or networks (CIDR) a 227 may name when trust_pasv_address is set
@@ -323,8 +320,6 @@ class Config:
                               "--remote-listen-address / remote_listen_address"),
                              ("data_bind_host", "data bind address")):
             _check_ip(option, getattr(self, name))
-        if self.passive_address is not None:
-            _check_ip("passive_address", self.passive_address, v4_only=True)
         if self.remote_reply_address is not None:
             _check_ip("remote reply address", self.remote_reply_address, v4_only=True)
         for forward in self.forwards:

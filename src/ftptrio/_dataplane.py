@@ -664,7 +664,7 @@ class LocalDataPlane(DataPlane):
 
     def _reply_address(self) -> str:
         """The address a 227 names: the one the client's control connection reached."""
-        return self.config.passive_address or self.addresses.client_local_host
+        return self.addresses.client_local_host
 
     async def _relay_to_server(self, destination: str, port: int) -> SSHDataRelay:
         """An SSH channel to the server's passive port."""
@@ -680,7 +680,7 @@ class LocalDataPlane(DataPlane):
         opens meanwhile (the client's connect waits in the listen backlog, the
         server's first bytes in the relay) and the transfer command waits for it."""
         local = self.addresses.client_local_host
-        if not offer.extended and ":" in local and not self.config.passive_address:
+        if not offer.extended and ":" in local:
             # a 227 can only name an IPv4 address; this client reached us over IPv6
             raise DataSetupError("PASV cannot name this IPv6 connection's address; use EPSV")
         destination = self._passive_destination(offer.host)
