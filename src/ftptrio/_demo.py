@@ -1,7 +1,7 @@
 """``python -m ftptrio demo``: real transfers through ftptrio with embedded servers.
 
-Starts an in-process asyncssh SSH server and a pyftpdlib FTP server on free
-loopback ports, runs ftptrio between them, and moves a file with ftplib in
+Starts an in-process asyncssh SSH server and a pyftpdlib FTP server (the
+``demo`` extra: ``pip install 'ftptrio[demo]'``) on free loopback ports, runs ftptrio between them, and moves a file with ftplib in
 passive and active mode (download and upload), verified by sha256.
 """
 
@@ -157,4 +157,11 @@ def main(argv: Sequence[str] = ()) -> int:
     args = parser.parse_args(list(argv))
     if args.size < 0:
         parser.error("--size must not be negative")
+    try:
+        import pyftpdlib  # noqa: F401 - the demo's FTP server (the "demo" extra)
+    except ImportError:
+        print("ftptrio demo: its FTP server, pyftpdlib, is not installed (an optional "
+              "dependency): pip install 'ftptrio[demo]' (from a source checkout: "
+              "pip install '.[demo]')", file=sys.stderr)
+        return 1
     return 0 if trio.run(run_demo, args.size * 1024 * 1024) else 1

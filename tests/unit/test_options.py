@@ -150,6 +150,28 @@ def test_demo_help(capsys):
     assert "ftptrio demo" in capsys.readouterr().out
 
 
+def test_demo_without_pyftpdlib_names_the_extra(capsys, monkeypatch):
+    """pyftpdlib is the "demo" extra: without it the demo says how to install it
+    and exits 1 before starting anything."""
+    import sys
+
+    from ftptrio._cli import main
+    monkeypatch.setitem(sys.modules, "pyftpdlib", None)  # import pyftpdlib fails
+    assert main(["demo", "--size", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "pyftpdlib" in err and "pip install 'ftptrio[demo]'" in err
+
+
+def test_threaded_ftp_server_without_pyftpdlib_names_the_extra(monkeypatch):
+    import sys
+
+    from ftptrio.testing import threaded_ftp_server
+    monkeypatch.setitem(sys.modules, "pyftpdlib.authorizers", None)
+    with pytest.raises(ImportError, match=r"pip install 'ftptrio\[demo\]'"):
+        with threaded_ftp_server():
+            pass
+
+
 def test_ssh_options_repr_hides_the_password():
     from ftptrio._config import SSHOptions
     options = SSHOptions(host="h", username="u", password="hunter2")

@@ -52,7 +52,7 @@ def test_readme_setup_commands_are_exactly_these_two():
     blocks = re.findall(r"^```sh\n(.*?)^```", section("Try it"), re.M | re.S)
     commands = [line for block in blocks for line in block.splitlines() if line.strip()]
     assert commands == [
-        "python -m pip install . && python -m ftptrio demo",
+        "python -m pip install '.[demo]' && python -m ftptrio demo",
         "python -m pip install -e '.[test]' && python -m pytest",
     ]
 
@@ -110,3 +110,15 @@ def test_wheel_data_excludes_extension_sources():
     data = setuptools_cfg["package-data"]["ftptrio"]
     assert "py.typed" in data and "*.pyi" in data
     assert not [p for p in data if p.endswith((".pyx", ".c"))]
+
+
+def test_pyftpdlib_is_an_extra_of_the_demo_and_the_tests_only():
+    """The forwarder never imports pyftpdlib: it is the "demo" extra (the demo names
+    it when missing), and the "test" extra lists it with the same floor."""
+    def pyftpdlib_in(requirements: list[str]) -> list[str]:
+        return [r for r in requirements if re.match(r"pyftpdlib\b", r)]
+
+    assert not pyftpdlib_in(PROJECT["dependencies"])
+    extras = PROJECT["optional-dependencies"]
+    assert pyftpdlib_in(extras["demo"]) == extras["demo"] != []
+    assert pyftpdlib_in(extras["test"]) == extras["demo"]

@@ -10,7 +10,7 @@ In-process servers (loopback, OS-picked ports, stopped when the block ends):
   that allows direct-tcpip and tcpip-forward and records every request
   (``SSHServerInfo``).
 * ``threaded_ftp_server()``: a pyftpdlib FTP server in a background thread
-  (``FTPServerInfo``).
+  (``FTPServerInfo``; pyftpdlib comes with the ``demo`` and ``test`` extras).
 
 Real servers as subprocesses (OpenSSH sshd, vsftpd, pyftpdlib):
 ``ftptrio.testing.servers``.
@@ -43,10 +43,15 @@ class FTPServerInfo:
 @contextlib.contextmanager
 def threaded_ftp_server(root: str | None = None, user: str = "demo",
                         password: str = "demo-password") -> Iterator[FTPServerInfo]:
-    """A pyftpdlib server on 127.0.0.1:<free port>, serving root, in a thread."""
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.servers import FTPServer
+    """A pyftpdlib server on 127.0.0.1:<free port>, serving root, in a thread
+    (pyftpdlib: ``pip install 'ftptrio[demo]'``)."""
+    try:
+        from pyftpdlib.authorizers import DummyAuthorizer
+        from pyftpdlib.handlers import FTPHandler
+        from pyftpdlib.servers import FTPServer
+    except ImportError as exc:
+        raise ImportError(f"threaded_ftp_server() needs pyftpdlib ({exc}): "
+                          "pip install 'ftptrio[demo]'") from exc
 
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
