@@ -41,7 +41,7 @@ from ._control import (ActiveRequest, ConvertedActive, DataEvent, LogLimiter, Pa
                        SessionLog)
 from ._errors import TunnelError
 from ._netaddr import same_address, unmapped
-from ._ssh import RelayResult, RemoteListener, SSHDataRelay, Tunnel
+from ._seams import DataForward, DataRelay, RelayResult, SessionTunnel
 from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class _TransferRecord:
         self.command = command
         #: the data channel the control protocol says it uses (None: unknown)
         self.channel_id = channel_id
-        self.relay: SSHDataRelay | None = None
+        self.relay: DataRelay | None = None
         self.mode: Mode = "passive"
         self.started = 0.0
         self.result: RelayResult | None = None
@@ -131,7 +131,7 @@ class DataChannel:
         self.answered = False
         #: the transfer command named for it (paired once the relay runs)
         self.record: _TransferRecord | None = None
-        self.relay: SSHDataRelay | None = None
+        self.relay: DataRelay | None = None
         #: while relaying: what the idle watch last saw of it
         self.seen: _Seen | None = None
         if mode != "passive":
@@ -169,7 +169,7 @@ class SessionAddresses:
 class DataPlane:
     """What both strategies share: the nursery, the waits and the active-data gate."""
 
-    def __init__(self, config: Config, forward: ForwardSpec, tunnel: Tunnel,
+    def __init__(self, config: Config, forward: ForwardSpec, tunnel: SessionTunnel,
                  stats: TransferStats, addresses: SessionAddresses,
                  log_limiter: LogLimiter | None = None) -> None:
         """``log_limiter``: the session's (shared with its control channel): repeated
@@ -464,7 +464,7 @@ class DataPlane:
             self._log.warning("227 names %s; ignored, data goes to the FTP host %s",
                               named, self.forward.ftp_host)
 
-    async def _transfer(self, channel: DataChannel, relay: SSHDataRelay,
+    async def _transfer(self, channel: DataChannel, relay: DataRelay,
                         sock: trio.socket.SocketType | None = None) -> None:
         """Relay (pairing ``sock`` first, if given) until both ends close, then account
         the transfer by its command's final reply (waited for up to REPLY_WAIT) and log
@@ -606,8 +606,8 @@ class DataPlane:
                 self._unused(channel)
         return None
 
-    async def _forwarded_connection(self, remote: RemoteListener, channel: DataChannel,
-                                    host: str, port: int, who: str) -> SSHDataRelay | None:
+    async def _forwarded_connection(self, remote: DataForward, channel: DataChannel,
+                                    host: str, port: int, who: str) -> DataRelay | None:
         """Wait for the one connection on a remote forward (bounded by the channel's
         wait), cancel the forward, connect it locally to host:port. None if unused or
         the connect failed (both logged)."""
@@ -666,7 +666,7 @@ class LocalDataPlane(DataPlane):
         """The address a 227 names: the one the client's control connection reached."""
         return self.addresses.client_local_host
 
-    async def _relay_to_server(self, destination: str, port: int) -> SSHDataRelay:
+    async def _relay_to_server(self, destination: str, port: int) -> DataRelay:
         """An SSH channel to the server's passive port."""
         try:
             return await self.tunnel.open_data_relay(destination, port,
@@ -764,7 +764,7 @@ class LocalDataPlane(DataPlane):
                           request.port, cfg.active_address, remote.port)
         return cfg.active_address, remote.port
 
-    async def _serve_active(self, remote: RemoteListener, request: ActiveRequest,
+    async def _serve_active(self, remote: DataForward, request: ActiveRequest,
                             channel: DataChannel) -> None:
         """Wait for the FTP server on the remote forward, cancel it, relay to the client."""
         relay = None
@@ -814,7 +814,7 @@ class RemoteDataPlane(DataPlane):
                           self.forward.ftp_host, offer.port, remote.port)
         return self.forward.remote_reply_host(self.config), remote.port
 
-    async def _serve_passive(self, remote: RemoteListener, ftp_port: int,
+    async def _serve_passive(self, remote: DataForward, ftp_port: int,
                              channel: DataChannel) -> None:
         """The client's connection on the SSH server's forward, relayed to the data port
         on the FTP host (never to the address a 227 named)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Callable, Union
+from typing import Callable
 
 import trio
 
@@ -25,7 +25,7 @@ from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPl
                          SessionAddresses)
 from ._errors import TunnelError
 from ._netaddr import unmapped
-from ._ssh import SSHStream, Tunnel
+from ._seams import SessionTunnel
 from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ RECEIVE_SIZE = 65536
 IDLE_POLL_PART = 1 / 8
 MIN_IDLE_POLL = 0.05
 
-ControlStream = Union[trio.SocketStream, SSHStream]
+#: a control connection: a trio SocketStream, or a stream over an SSH channel
+ControlStream = trio.abc.HalfCloseableStream
 
 
 class _ServerUnreachable(Exception):
@@ -79,7 +80,7 @@ class _Pipe:
 
 class Session:
     def __init__(self, client: ControlStream, forward: ForwardSpec, config: Config,
-                 tunnel: Tunnel, stats: TransferStats,
+                 tunnel: SessionTunnel, stats: TransferStats,
                  peer: tuple[str, int] | None = None) -> None:
         """``client`` is a trio SocketStream (local tunnels) or an SSHStream from the
         SSH server (remote tunnels; then ``peer`` is the forwarded-tcpip originator as
@@ -206,7 +207,7 @@ class Session:
                     self._log.debug("%s closed the control connection", name)
                     closed()
                     break
-                feed(data)
+                feed(bytes(data))  # (the same object when bytes: trio memory streams give bytearray)
                 self._wake()
                 if not from_client:
                     self._room.unpark_all()  # replies may release held local replies

@@ -1,14 +1,13 @@
 """Unit tests of the data plane (``ftptrio._dataplane``) with a fake SSH tunnel.
 
-No SSH server: the fake tunnel records what would be asked of SSH and hands out fake
-relays and remote listeners; only the data plane's own one-shot listeners are real
-(loopback) sockets.
+No SSH server: the fake tunnel (``ftptrio.testing.fake_tunnel``) records what would be
+asked of SSH and hands out fake relays and remote listeners; only the data plane's own
+one-shot listeners are real (loopback) sockets.
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, field
 
 import pytest
 import trio
@@ -17,96 +16,8 @@ from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._control import ActiveRequest, ConvertedActive, PassiveOffer
 from ftptrio._dataplane import (MAX_ACTIVE_WAITING, DataSetupError, LocalDataPlane,
                                 RemoteDataPlane, SessionAddresses)
-from ftptrio._errors import ChannelRefused, RemoteForwardRefused
 from ftptrio._stats import TransferStats
-
-
-@dataclass
-class FakeResult:
-    to_ssh: int = 0
-    from_ssh: int = 0
-    error: str | None = None
-
-
-class FakeRelay:
-    """An SSH channel whose far end is a byte counter."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.destination = (host, port)
-        self.closed = False
-        self.connected_to: tuple[str, int] | None = None
-        self.done = trio.Event()
-        self.result = FakeResult()
-
-    async def relay_socket(self, sock: trio.socket.SocketType) -> FakeResult:
-        with sock:
-            while data := await sock.recv(65536):
-                self.result.to_ssh += len(data)
-        self.done.set()
-        return self.result
-
-    async def attach_socket(self, sock: trio.socket.SocketType) -> None:
-        sock.close()
-        self.result.from_ssh = 7
-        self.done.set()
-
-    async def connect_socket(self, host: str, port: int) -> None:
-        self.connected_to = (host, port)
-        self.result.from_ssh = 11
-        self.done.set()
-
-    async def wait(self) -> FakeResult:
-        await self.done.wait()
-        return self.result
-
-    def snapshot(self, *, cancelled: bool = False) -> FakeResult:
-        return FakeResult(self.result.to_ssh, self.result.from_ssh,
-                          "aborted" if cancelled else None)
-
-    def close(self) -> None:
-        self.closed = True
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        return self.result.to_ssh, self.result.from_ssh
-
-
-class FakeRemoteListener:
-    def __init__(self, port: int, accept_filter: object) -> None:
-        self.port = port
-        self.accept_filter = accept_filter
-        self.incoming: trio.MemorySendChannel[tuple[FakeRelay, str, int]]
-        self.incoming, self._receive = trio.open_memory_channel(1)
-        self.closed = False
-
-    async def accept(self) -> tuple[FakeRelay, str, int]:
-        return await self._receive.receive()
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class FakeTunnel:
-    relays: list[FakeRelay] = field(default_factory=list)
-    listeners: list[FakeRemoteListener] = field(default_factory=list)
-    fail: bool = False
-
-    async def open_data_relay(self, host: str, port: int,
-                              originator: tuple[str, int] = ("", 0)) -> FakeRelay:
-        if self.fail:
-            raise ChannelRefused("open failed: administratively prohibited", code=1)
-        relay = FakeRelay(host, port)
-        self.relays.append(relay)
-        return relay
-
-    async def listen_remote(self, host: str, port: int = 0,
-                            accept_filter: object = None) -> FakeRemoteListener:
-        if self.fail:
-            raise RemoteForwardRefused("remote forward refused")
-        listener = FakeRemoteListener(40000 + len(self.listeners), accept_filter)
-        self.listeners.append(listener)
-        return listener
+from ftptrio.testing.fake_tunnel import FakeRelay, FakeTunnel
 
 
 def make_plane(direction: str = "local", **config: object):
@@ -118,7 +29,7 @@ def make_plane(direction: str = "local", **config: object):
     addresses = SessionAddresses(1, "127.0.0.1", "127.0.0.1",
                                  server_local_host="127.0.0.1", server_peer_host="127.0.0.1")
     cls = LocalDataPlane if direction == "local" else RemoteDataPlane
-    return cls(cfg, spec, tunnel, stats, addresses), tunnel, stats  # type: ignore[arg-type]
+    return cls(cfg, spec, tunnel, stats, addresses), tunnel, stats
 
 
 async def connect(port: int, source: str = "127.0.0.1") -> trio.socket.SocketType:

@@ -98,7 +98,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_every_module_is_seen():
     for name in ("ftptrio", "ftptrio._cli", "ftptrio._options", "ftptrio._configfile",
                  "ftptrio._stats", "ftptrio._rewrite", "ftptrio.testing",
-                 "ftptrio.testing.servers", "ftptrio._ssh._testserver"):
+                 "ftptrio.testing.servers", "ftptrio._ssh._testserver", "ftptrio._seams",
+                 "ftptrio.testing.fake_tunnel"):
         assert name in MODULES
 
 
@@ -137,6 +138,18 @@ def test_nothing_imports_from_tests_or_private_test_modules():
         text = path.read_text()
         assert "tests/interop" not in text and '"interop"' not in text, path
         assert "ftptrio._testservers" not in text, path
+
+
+@pytest.mark.parametrize("module", ["ftptrio._session", "ftptrio._dataplane",
+                                    "ftptrio._seams", "ftptrio.testing.fake_tunnel"])
+def test_sessions_reach_the_ssh_layer_only_through_the_seams(module):
+    """The session and its data plane use SSH through ``_seams``' Protocols (so a fake
+    tunnel can stand in); the seams themselves import no ftptrio module but _errors."""
+    internal = {name for name in imports_of(module) if name.startswith("ftptrio.")}
+    assert not {name for name in internal
+                if name == "ftptrio._ssh" or name.startswith("ftptrio._ssh.")}, module
+    if module == "ftptrio._seams":
+        assert internal <= {"ftptrio._errors"}, internal
 
 
 def test_only_the_ssh_layer_imports_asyncssh_or_trio_asyncio():

@@ -18,7 +18,7 @@ from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._control import LOG_BURST, LOG_WINDOW, LogLimiter, SessionLog
 from ftptrio._session import Session
 from ftptrio._stats import TransferStats
-from test_session_pump import StreamTunnel
+from ftptrio.testing.fake_tunnel import FakeTunnel
 
 FLOOD_BYTES = 300_000
 
@@ -152,7 +152,7 @@ async def test_300_kb_of_bad_lines_make_a_handful_of_log_lines(caplog, side, lin
     spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
     config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,))
     session = Session(session_client, spec, config,
-                      StreamTunnel(session_server),  # type: ignore[arg-type]
+                      FakeTunnel(session_server),
                       TransferStats(), peer=("127.0.0.1", 40000))
     to_client, to_server = bytearray(), bytearray()
     flood = line * (FLOOD_BYTES // len(line))

@@ -9,23 +9,13 @@ import trio.testing
 from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._session import MAX_OUTBOX_BYTES, Session
 from ftptrio._stats import TransferStats
-
-
-class StreamTunnel:
-    """A tunnel whose only 'FTP server' is an in-memory stream handed to the test."""
-
-    def __init__(self, server_end: trio.abc.HalfCloseableStream) -> None:
-        self.server_end = server_end
-
-    async def open_stream(self, host: str, port: int,
-                          originator: tuple[str, int] = ("", 0)) -> trio.abc.HalfCloseableStream:
-        return self.server_end
+from ftptrio.testing.fake_tunnel import FakeRelay, FakeTunnel
 
 
 def make_session(client_end, server_end) -> Session:
     spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
     config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,))
-    return Session(client_end, spec, config, StreamTunnel(server_end),  # type: ignore[arg-type]
+    return Session(client_end, spec, config, FakeTunnel(server_end),
                    TransferStats(), peer=("127.0.0.1", 40000))
 
 
@@ -84,22 +74,14 @@ async def test_client_that_never_reads_cannot_grow_local_replies():
         nursery.cancel_scope.cancel()
 
 
-class DataTunnel(StreamTunnel):
-    """StreamTunnel whose data channel opens fail while ``fail`` is set."""
-
-    def __init__(self, server_end: trio.abc.HalfCloseableStream) -> None:
-        super().__init__(server_end)
-        self.fail = True
-        self.opened: list[tuple[str, int]] = []
+class DataTunnel(FakeTunnel):
+    """A FakeTunnel whose data channel opens fail while ``fail`` is set, and once they
+    succeed never finish (not needed here)."""
 
     async def open_data_relay(self, host: str, port: int,
-                              originator: tuple[str, int] = ("", 0)) -> object:
-        from ftptrio._errors import ChannelRefused
-
-        if self.fail:
-            raise ChannelRefused("open failed: administratively prohibited", code=1)
-        self.opened.append((host, port))
-        await trio.sleep_forever()  # never needed here
+                              originator: tuple[str, int] = ("", 0)) -> FakeRelay:
+        await super().open_data_relay(host, port, originator)  # TunnelError while fail
+        await trio.sleep_forever()
 
 
 async def test_transfer_is_not_refused_by_an_older_offers_failure_before_its_own_is_set_up():
@@ -115,7 +97,8 @@ async def test_transfer_is_not_refused_by_an_older_offers_failure_before_its_own
     spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
     config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,))
     tunnel = DataTunnel(session_server)
-    session = Session(session_client, spec, config, tunnel,  # type: ignore[arg-type]
+    tunnel.fail = True
+    session = Session(session_client, spec, config, tunnel,
                       TransferStats(), peer=("127.0.0.1", 40000))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run)

@@ -33,7 +33,6 @@ _hide_asyncssh_crypto_deprecations()
 from ._bridge import asyncio_loop as asyncio_loop  # noqa: E402
 from ._connect import Tunnel as Tunnel
 from ._connect import set_debug_level as set_debug_level
-from ._relay import RelayResult as RelayResult
 from ._relay import SSHDataRelay as SSHDataRelay
 from ._relay import relayed_connection as relayed_connection
 from ._streams import RemoteListener as RemoteListener
@@ -41,7 +40,6 @@ from ._streams import RemoteStreamListener as RemoteStreamListener
 from ._streams import SSHStream as SSHStream
 
 __all__ = [
-    "RelayResult",
     "RemoteListener",
     "RemoteStreamListener",
     "SSHDataRelay",

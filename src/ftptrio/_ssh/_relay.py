@@ -14,7 +14,6 @@ import logging
 import socket
 import struct
 import time
-from dataclasses import dataclass
 from typing import Union, cast
 
 import asyncssh
@@ -23,6 +22,7 @@ from asyncssh.packet import UInt32
 import trio
 
 from .._config import DEFAULT_MAX_WINDOW as DEFAULT_MAX_WINDOW
+from .._seams import RelayResult
 from ._bridge import TEARDOWN_ERRNOS, aio, guard_callback, run_future
 
 try:  # bytes in a socket's send queue the peer has not acknowledged yet (SIOCOUTQ)
@@ -482,13 +482,6 @@ def _unacknowledged(end: _RelayEnd) -> int:
     except (OSError, ValueError):  # closed meanwhile, or not a TCP socket
         return 0
     return queued
-
-
-@dataclass(slots=True)
-class RelayResult:
-    to_ssh: int  # bytes read from the local socket and sent into SSH
-    from_ssh: int  # bytes read from SSH and written to the local socket
-    error: str | None = None
 
 
 class RelaySocket(socket.socket):

@@ -13,7 +13,8 @@ In-process servers (loopback, OS-picked ports, stopped when the block ends):
   (``FTPServerInfo``; pyftpdlib comes with the ``demo`` and ``test`` extras).
 
 Real servers as subprocesses (OpenSSH sshd, vsftpd, pyftpdlib):
-``ftptrio.testing.servers``.
+``ftptrio.testing.servers``. A fake SSH tunnel for unit tests of the session and
+its data plane: ``ftptrio.testing.fake_tunnel``.
 """
 
 from __future__ import annotations

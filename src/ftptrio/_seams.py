@@ -1,0 +1,131 @@
+"""The seams between the FTP layers and the SSH layer, as ``typing.Protocol``\\ s.
+
+What a session (``_session``), its data plane (``_dataplane``) and the listeners of
+remote tunnels (``_server``) use of the shared SSH connection. The SSH layer
+implements them (``_ssh``: ``Tunnel``, ``SSHDataRelay``, ``RemoteListener``,
+``RemoteStreamListener``); ``ftptrio.testing.fake_tunnel`` fakes them for unit tests.
+No I/O here, and no import of the SSH layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import trio
+
+#: a remote forward's filter of incoming connections: (originator host, port) -> accept
+AcceptFilter = Callable[[str, int], bool]
+
+
+@dataclass(slots=True)
+class RelayResult:
+    """What one data connection moved, each way, and how it ended."""
+
+    to_ssh: int  # bytes read from the local socket and sent into SSH
+    from_ssh: int  # bytes read from SSH and written to the local socket
+    error: str | None = None
+
+
+class DataRelay(Protocol):
+    """An SSH channel of one data connection, relayed to a TCP socket once paired
+    (``_ssh.SSHDataRelay``)."""
+
+    @property
+    def progress(self) -> tuple[int, ...]:
+        """A value that changes whenever a byte moves, either way (polled: a
+        stalled transfer is idle, a slow one is not)."""
+        ...
+
+    async def attach_socket(self, sock: trio.socket.SocketType) -> None:
+        """Pair an accepted socket with the channel (the relay runs on its own)."""
+        ...
+
+    async def connect_socket(self, host: str, port: int) -> None:
+        """Connect to host:port from here and pair that connection with the channel."""
+        ...
+
+    async def relay_socket(self, sock: trio.socket.SocketType) -> RelayResult:
+        """Pair an accepted socket and relay until both ends closed."""
+        ...
+
+    async def wait(self) -> RelayResult:
+        """Until both ends of a paired relay closed."""
+        ...
+
+    def snapshot(self, *, cancelled: bool = False) -> RelayResult:
+        """What moved so far (``cancelled``: the wait for it was cut short)."""
+        ...
+
+    def close(self) -> None:
+        """Abort the channel and its socket."""
+        ...
+
+
+class DataForward(Protocol):
+    """A one-shot remote forward (tcpip-forward) on the SSH server for one data
+    connection (``_ssh.RemoteListener``)."""
+
+    @property
+    def port(self) -> int:
+        """The port the SSH server listens on."""
+        ...
+
+    async def accept(self) -> tuple[DataRelay, str, int]:
+        """The first connection: its relay and originator (host, port)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Cancel the forward."""
+        ...
+
+
+class ControlForward(Protocol):
+    """A remote (-R) tunnel's listener on the SSH server, yielding every FTP
+    client's control connection: ``async for stream, orig_host, orig_port in it``
+    (``_ssh.RemoteStreamListener``)."""
+
+    @property
+    def host(self) -> str:
+        """The address the SSH server listens on."""
+        ...
+
+    @property
+    def port(self) -> int:
+        """The port the SSH server listens on."""
+        ...
+
+    def __aiter__(self) -> ControlForward:
+        ...
+
+    async def __anext__(self) -> tuple[trio.abc.HalfCloseableStream, str, int]:
+        ...
+
+    async def wait_lost(self) -> None:
+        """Return when the SSH connection under it closes (iteration then ends)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Cancel the forward; close connections not yet taken."""
+        ...
+
+
+class SessionTunnel(Protocol):
+    """What one FTP session and its data plane ask of the shared SSH connection
+    (``_ssh.Tunnel``). Each raises ``TunnelError`` when the SSH server refuses."""
+
+    async def open_stream(self, host: str, port: int, originator: tuple[str, int] = ("", 0),
+                          ) -> trio.abc.HalfCloseableStream:
+        """A direct-tcpip channel to host:port as a stream (FTP control);
+        ``originator``: the FTP client, for the SSH server's logs."""
+        ...
+
+    async def open_data_relay(self, host: str, port: int,
+                              originator: tuple[str, int] = ("", 0)) -> DataRelay:
+        """A direct-tcpip channel to host:port for one data connection."""
+        ...
+
+    async def listen_remote(self, host: str, port: int = 0,
+                            accept_filter: AcceptFilter | None = None) -> DataForward:
+        """A one-shot remote forward on the SSH server (port 0: the server picks)."""
+        ...
