@@ -234,7 +234,7 @@ async def _session_tasks() -> list[str]:
 
 async def assert_no_leaks(forwarder: ftptrio.Forwarder, timeout: float = 10) -> None:
     """After sessions end: no session task, SSH channel, remote forward or session."""
-    conn = forwarder.tunnel.connection if forwarder.tunnel else None
+    conn = forwarder._tunnel.connection if forwarder._tunnel else None
     with trio.move_on_after(timeout):
         while True:
             state = _leak_state(forwarder, conn, await _session_tasks())
@@ -265,7 +265,7 @@ def asyncssh_table(conn: object, name: str) -> dict:
 
 def _leak_state(forwarder: ftptrio.Forwarder, conn: object, tasks: list[str]) -> dict:
     # the SSH server's listeners of remote (-R) tunnels live as long as the forwarder
-    control = {(r.host, r.port) for r in forwarder.remote_listeners}
+    control = {(r.host, r.port) for r in forwarder._remote_listeners}
     remote = list(asyncssh_table(conn, "_remote_listeners")) if conn else []
     return {
         "sessions_active": forwarder.stats.sessions_active,

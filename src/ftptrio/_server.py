@@ -10,7 +10,6 @@ import ipaddress
 import logging
 import sys
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, NoReturn
 
@@ -26,7 +25,8 @@ from ._errors import BindError, ConfigError, TunnelError
 from ._netaddr import host_ip
 from ._session import Session
 from ._dataplane import ftp_server_only
-from ._ssh import RemoteStreamListener, SSHStream, Tunnel, asyncio_loop
+from ._seams import ControlForward
+from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +37,45 @@ REMOTE_RETRY_FIRST = 0.5
 REMOTE_RETRY_MAX = 30.0
 
 
-@dataclass
 class Forwarder:
-    """A running forwarder: where clients connect, its counters, and shutdown."""
+    """A running forwarder: where clients connect, its counters, and shutdown.
 
-    #: where clients connect, per forward in Config order (remote tunnels:
-    #: the listen address and port on the SSH server)
-    addresses: list[tuple[str, int]]
-    #: the counters (sessions, transfers by mode, bytes, errors); final once
-    #: ``wait_idle()`` returns
-    stats: TransferStats = field(default_factory=TransferStats)
-    #: the shared SSH connection (ftptrio's own ``Tunnel``: not a stable API)
-    tunnel: Tunnel | None = None
-    #: the SSH server's listeners of remote (-R) tunnels (not per-session resources)
-    remote_listeners: list[RemoteStreamListener] = field(default_factory=list)
-    _accepting: trio.CancelScope | None = field(default=None, repr=False)
-    #: running sessions by client address (Config.max_sessions_per_client)
-    _per_client: collections.Counter[str] = field(default_factory=collections.Counter,
-                                                  repr=False)
-    _idle: trio.Event = field(default_factory=trio.Event, repr=False)
+    ``serve()`` and ``open_forwarder()`` make it; it is not made directly."""
+
+    def __init__(self, config: Config, tunnel: Tunnel, addresses: list[tuple[str, int]],
+                 remote_listeners: list[ControlForward]) -> None:
+        self._config = config
+        self._addresses = list(addresses)
+        self._stats = TransferStats()
+        #: the shared SSH connection
+        self._tunnel = tunnel
+        #: the SSH server's listeners of remote (-R) tunnels, in Config order (one is
+        #: replaced when re-established on a new SSH connection)
+        self._remote_listeners = remote_listeners
+        self._accepting: trio.CancelScope | None = None
+        #: running sessions by client address (Config.max_sessions_per_client)
+        self._per_client: collections.Counter[str] = collections.Counter()
+        self._idle = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Forwarder addresses={self._addresses!r} {self._stats!r}>"
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where clients connect, per forward in Config order (remote tunnels: the
+        listen address and port on the SSH server); a copy."""
+        return list(self._addresses)
+
+    @property
+    def stats(self) -> TransferStats:
+        """The counters (sessions, transfers by mode, bytes, errors), live; final
+        once ``wait_idle()`` returns."""
+        return self._stats
 
     @property
     def ports(self) -> list[int]:
         """The ports of ``addresses``, in the same order."""
-        return [port for _host, port in self.addresses]
+        return [port for _host, port in self._addresses]
 
     def stop_accepting(self) -> None:
         """Close the listeners; sessions in progress go on. serve() returns
@@ -70,43 +85,89 @@ class Forwarder:
 
     async def wait_idle(self) -> None:
         """Wait until no session is running."""
-        while self.stats.sessions_active:
+        while self._stats.sessions_active:
             await self._idle.wait()
 
-    def _session_ended(self) -> None:
-        if not self.stats.sessions_active:
-            self._idle.set()
-            self._idle = trio.Event()
+    async def _accept(self, listeners: list[tuple[ForwardSpec, Any]],
+                      task_status: trio.TaskStatus[Forwarder]) -> None:
+        """Accept clients on every listener (reporting ready once they are all
+        accepting) until ``stop_accepting()``, then wait for the sessions to end."""
+        async with trio.open_nursery() as sessions:
+            async with trio.open_nursery() as accepting:
+                self._accepting = accepting.cancel_scope
+                for forward, group in listeners:
+                    handler = partial(self._handle_client, forward=forward)
+                    if isinstance(group, RemoteStreamListener):
+                        accepting.start_soon(self._accept_remote, group, sessions, handler)
+                        continue
+                    for listener in group:
+                        accepting.start_soon(_accept_loop, listener, sessions, handler)
+                task_status.started(self)
+            log.info("no longer accepting FTP clients; %d session(s) still running",
+                     self._stats.sessions_active)
 
-
-async def _handle_client(stream: trio.SocketStream | SSHStream, forward: ForwardSpec,
-                         config: Config, tunnel: Tunnel, forwarder: Forwarder,
-                         peer: tuple[str, int] | None = None) -> None:
-    client = _client_host(stream, peer)
-    counted = False
-    try:
-        if forwarder.stats.sessions_active >= config.max_sessions:
-            await _refuse_busy(stream, config.max_sessions)
-            return
-        if client is not None:
-            if forwarder._per_client[client] >= config.max_sessions_per_client:
-                await _refuse_busy(stream, config.max_sessions_per_client, client)
+    async def _handle_client(self, stream: trio.abc.HalfCloseableStream, forward: ForwardSpec,
+                             peer: tuple[str, int] | None = None) -> None:
+        config = self._config
+        client = _client_host(stream, peer)
+        counted = False
+        try:
+            if self._stats.sessions_active >= config.max_sessions:
+                await _refuse_busy(stream, config.max_sessions)
                 return
-            forwarder._per_client[client] += 1
-            counted = True
-        await Session(stream, forward, config, tunnel, forwarder.stats, peer).run()
-    except Exception:  # one broken session must never stop the listener
-        log.exception("session crashed")
-    finally:
-        if counted:
-            assert client is not None
-            forwarder._per_client[client] -= 1
-            if not forwarder._per_client[client]:
-                del forwarder._per_client[client]
-        forwarder._session_ended()
+            if client is not None:
+                if self._per_client[client] >= config.max_sessions_per_client:
+                    await _refuse_busy(stream, config.max_sessions_per_client, client)
+                    return
+                self._per_client[client] += 1
+                counted = True
+            await Session(stream, forward, config, self._tunnel, self._stats, peer).run()
+        except Exception:  # one broken session must never stop the listener
+            log.exception("session crashed")
+        finally:
+            if counted:
+                assert client is not None
+                self._per_client[client] -= 1
+                if not self._per_client[client]:
+                    del self._per_client[client]
+            if not self._stats.sessions_active:
+                self._idle.set()
+                self._idle = trio.Event()
+
+    async def _accept_remote(self, listener: ControlForward, nursery: trio.Nursery,
+                             handler: Callable[..., Awaitable[None]]) -> None:
+        """Every connection to a remote (-R) tunnel's listener on the SSH server.
+
+        When the SSH connection is lost, the listener goes with it: it is requested
+        again (same port) on a new connection, retrying with a growing delay.
+        """
+        while True:
+            try:
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(listener.wait_lost)
+                    async for stream, orig_host, orig_port in listener:
+                        nursery.start_soon(partial(handler, stream, peer=(orig_host, orig_port)))
+                    watch.cancel_scope.cancel()
+            finally:
+                await listener.aclose()
+            host, port = listener.host, listener.port
+            log.warning("SSH connection lost: remote tunnel %s:%d on the SSH server is down; "
+                        "re-establishing", host, port)
+            delay = REMOTE_RETRY_FIRST
+            while True:
+                try:
+                    fresh = await self._tunnel.listen_remote_streams(host, port)
+                    break
+                except TunnelError as exc:
+                    log.warning("%s; retrying in %.0f s", exc, delay)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, REMOTE_RETRY_MAX)
+            self._remote_listeners[self._remote_listeners.index(listener)] = fresh
+            listener = fresh
+            log.info("remote tunnel %s:%d on the SSH server re-established", host, port)
 
 
-def _client_host(stream: trio.SocketStream | SSHStream,
+def _client_host(stream: trio.abc.HalfCloseableStream,
                  peer: tuple[str, int] | None) -> str | None:
     """The FTP client's address as --max-sessions-per-client counts it: an IPv4
     address, or an IPv6 client's /64 (one host usually holds a whole /64, privacy
@@ -129,7 +190,7 @@ def _client_host(stream: trio.SocketStream | SSHStream,
     return str(addr)
 
 
-async def _refuse_busy(stream: trio.SocketStream | SSHStream, limit: int,
+async def _refuse_busy(stream: trio.abc.HalfCloseableStream, limit: int,
                        client: str | None = None) -> None:
     """421 to a client over a session limit (Config.max_sessions, or with ``client``
     max_sessions_per_client), then close."""
@@ -163,40 +224,6 @@ async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
                     continue
                 raise
             nursery.start_soon(handler, stream)
-
-
-async def _accept_remote(listener: RemoteStreamListener, nursery: trio.Nursery,
-                         handler: Callable[..., Awaitable[None]], tunnel: Tunnel,
-                         forwarder: Forwarder) -> None:
-    """Every connection to a remote (-R) tunnel's listener on the SSH server.
-
-    When the SSH connection is lost, the listener goes with it: it is requested
-    again (same port) on a new connection, retrying with a growing delay.
-    """
-    while True:
-        try:
-            async with trio.open_nursery() as watch:
-                watch.start_soon(listener.wait_lost)
-                async for stream, orig_host, orig_port in listener:
-                    nursery.start_soon(partial(handler, stream, peer=(orig_host, orig_port)))
-                watch.cancel_scope.cancel()
-        finally:
-            await listener.aclose()
-        host, port = listener.host, listener.port
-        log.warning("SSH connection lost: remote tunnel %s:%d on the SSH server is down; "
-                    "re-establishing", host, port)
-        delay = REMOTE_RETRY_FIRST
-        while True:
-            try:
-                fresh = await tunnel.listen_remote_streams(host, port)
-                break
-            except TunnelError as exc:
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, REMOTE_RETRY_MAX)
-        forwarder.remote_listeners[forwarder.remote_listeners.index(listener)] = fresh
-        listener = fresh
-        log.info("remote tunnel %s:%d on the SSH server re-established", host, port)
 
 
 def _explain_active_setup(config: Config) -> None:
@@ -330,22 +357,8 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
             addresses.append((sockname[0], sockname[1]))
             log.info("forwarding FTP %s:%d -> %s:%d via SSH %s", sockname[0], sockname[1],
                      forward.ftp_host, forward.ftp_port, config.ssh.host)
-        forwarder = Forwarder(addresses, tunnel=tunnel, remote_listeners=remote_listeners)
-        async with trio.open_nursery() as sessions:
-            async with trio.open_nursery() as accepting:
-                forwarder._accepting = accepting.cancel_scope
-                for forward, group in listeners:
-                    handler = partial(_handle_client, forward=forward, config=config,
-                                      tunnel=tunnel, forwarder=forwarder)
-                    if isinstance(group, RemoteStreamListener):
-                        accepting.start_soon(_accept_remote, group, sessions, handler,
-                                             tunnel, forwarder)
-                        continue
-                    for listener in group:
-                        accepting.start_soon(_accept_loop, listener, sessions, handler)
-                task_status.started(forwarder)
-            log.info("no longer accepting FTP clients; %d session(s) still running",
-                     forwarder.stats.sessions_active)
+        forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners))
+        await forwarder._accept(listeners, task_status)
     finally:
         await tunnel.aclose()
 

@@ -115,10 +115,10 @@ async def test_sessions_that_never_read_a_retr_stay_within_the_budget(
             clients.append(client)
         await trio.sleep(1.5)
         # within the budget, plus the smallest window for each channel past it
-        assert fwd.tunnel.budget.used <= BUDGET + 4 * MIN_BUDGET_WINDOW, fwd.tunnel.budget.used
+        assert fwd._tunnel.budget.used <= BUDGET + 4 * MIN_BUDGET_WINDOW, fwd._tunnel.budget.used
         for stream in data:
             await stream.aclose()
         for client in clients:
             await client.aclose()
         await wait_until(lambda: fwd.stats.sessions_active == 0, 10)
-        await wait_until(lambda: fwd.tunnel.budget.used == 0, 10)
+        await wait_until(lambda: fwd._tunnel.budget.used == 0, 10)

@@ -97,7 +97,7 @@ async def test_accept_new_keeps_the_first_key_for_reconnects_without_a_file(
                       strict_host_key_checking="accept-new")
     first_key = ssh_server.host_key
     async with ftptrio.open_forwarder(config) as fwd:
-        tunnel = fwd.tunnel
+        tunnel = fwd._tunnel
         assert tunnel is not None and tunnel.connection is not None
         conn = tunnel.connection
         ssh_server.change_host_key(first_key)  # drops the connection, same key

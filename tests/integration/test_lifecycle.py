@@ -32,7 +32,7 @@ BIG = 32 * 1024 * 1024
 
 async def assert_no_leaks(fwd: ftptrio.Forwarder, ssh_server, timeout: float = 3.0) -> None:
     """Nothing of any session is left: counters, channels and remote forwards."""
-    conn = fwd.tunnel.connection
+    conn = fwd._tunnel.connection
     assert conn is not None, "the forwarder lost its SSH connection"
     await wait_until(lambda: fwd.stats.sessions_active == 0, timeout, "sessions_active == 0")
     await wait_until(lambda: not open_channels(conn), timeout,
@@ -64,7 +64,7 @@ def _session_with_transfers(addr, ftp_info, name: str) -> tuple[bytes, bytes, li
 async def test_leak_checks_read_real_asyncssh_tables(forwarder, ssh_server):
     """The leak checks read asyncssh's private tables; they exist on both ends,
     and a missing one fails loudly instead of reading as "nothing leaked"."""
-    client_conn = forwarder.tunnel.connection
+    client_conn = forwarder._tunnel.connection
     for name in ("_channels", "_remote_listeners", "_local_listeners"):
         assert isinstance(asyncssh_table(client_conn, name), dict)
     assert ssh_server.connections
@@ -160,7 +160,7 @@ async def test_cancelling_forwarder_mid_transfer_tears_down(forwarder_config, in
     async with ftptrio.open_forwarder(forwarder_config) as fwd:
         client, data = await _start_stalled_download(fwd, inprocess_ftp)
         assert fwd.stats.sessions_active == 1
-        conn = fwd.tunnel.connection
+        conn = fwd._tunnel.connection
         assert len(open_channels(conn)) == 2  # control + data
         start = trio.current_time()
     # leaving open_forwarder cancelled everything; it must not have hung
@@ -223,7 +223,7 @@ async def test_unused_passive_listener_closes_after_idle_timeout(forwarder_confi
     async with ftptrio.open_forwarder(config) as fwd:
         client = await FTPClient.connect(fwd.addresses[0])
         await client.login(inprocess_ftp)
-        conn = fwd.tunnel.connection
+        conn = fwd._tunnel.connection
         port = await client.pasv()
         # control + the waiting data channel (it opens just after the 227 went out)
         await wait_until(lambda: len(open_channels(conn)) == 2, 3, "the data channel to open")
@@ -246,7 +246,7 @@ async def test_second_pasv_supersedes_first(forwarder, inprocess_ftp, ssh_server
     first = await client.pasv()
     second = await client.pasv()
     assert first != second
-    conn = forwarder.tunnel.connection
+    conn = forwarder._tunnel.connection
     await wait_until(lambda: len(open_channels(conn)) == 2, 3,
                      "the first passive data channel to close")
     assert await connect_refused(first)
@@ -308,7 +308,7 @@ async def test_unused_remote_forward_closes_after_idle_timeout(forwarder_config,
         await client.login(inprocess_ftp)
         reply = await client.cmd("PORT 127,0,0,1,200,1")
         assert reply.startswith("5"), reply  # the server's refusal, passed on
-        conn = fwd.tunnel.connection
+        conn = fwd._tunnel.connection
         assert len(remote_listeners(conn)) == 1
         await wait_until(lambda: not remote_listeners(conn), 3,
                          "the idle remote forward to be cancelled")

@@ -172,7 +172,7 @@ async def test_mixed_local_and_remote(ssh_server, inprocess_ftp):
         await assert_no_leaks(fwd)
         assert fwd.stats.by_mode == {"passive": 2, "active": 2}
     # after the forwarder stops, the SSH server's listener is gone as well
-    assert fwd.tunnel.connection is None
+    assert fwd._tunnel.connection is None
 
 
 async def test_remote_session_cancel_tears_down(ssh_server, inprocess_ftp):
@@ -202,13 +202,13 @@ async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, inproces
         addr = fwd.addresses[0]
         assert sha256(await run(download, addr, inprocess_ftp, "r.bin")) == sha256(payload)
         await assert_no_leaks(fwd)
-        first = fwd.remote_listeners[0]
+        first = fwd._remote_listeners[0]
         for conn in list(ssh_server.connections):
             conn.close()  # the SSH server drops ftptrio
-        await wait_until(lambda: fwd.remote_listeners[0] is not first, 20,
+        await wait_until(lambda: fwd._remote_listeners[0] is not first, 20,
                          "the remote listener to be re-established")
-        assert fwd.tunnel.connects == 2
-        assert (fwd.remote_listeners[0].host, fwd.remote_listeners[0].port) == addr
+        assert fwd._tunnel.connects == 2
+        assert (fwd._remote_listeners[0].host, fwd._remote_listeners[0].port) == addr
         assert sha256(await run(download, addr, inprocess_ftp, "r.bin", passive=False)) == \
             sha256(payload)
         await assert_no_leaks(fwd)

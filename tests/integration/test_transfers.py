@@ -35,7 +35,7 @@ async def run(fn, *args, **kwargs):
 async def test_forwarder_uses_the_fixture_loop(forwarder, aio_loop):
     # the forwarder must not have opened a private trio-asyncio loop
     assert trio_asyncio.current_loop.get() is aio_loop
-    assert forwarder.tunnel is not None and forwarder.tunnel.connection is not None
+    assert forwarder._tunnel is not None and forwarder._tunnel.connection is not None
     host, port = forwarder.addresses[0]
     assert host == "127.0.0.1" and port > 0
 

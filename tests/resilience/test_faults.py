@@ -64,7 +64,7 @@ async def test_ssh_connection_lost_gives_421_and_next_client_reconnects(make_set
             await client.line()
     async with setup.client() as client:  # the listener stayed up; ftptrio reconnects
         assert (await client.command(b"NOOP"))[0].startswith(b"200")
-    assert setup.forwarder.tunnel.connects == 2
+    assert setup.forwarder._tunnel.connects == 2
 
 
 async def test_ssh_drop_mid_transfer(make_setup, nursery):

@@ -94,4 +94,4 @@ async def test_concurrent_sessions_and_sequential_channels_leave_nothing(tmp_pat
                     await wait_until(lambda: open_fds() <= fds_before, 5,
                                      "file descriptors to be released")
                     assert open_fds() <= fds_before
-                    assert fwd.tunnel.connects == 1  # everything over one SSH connection
+                    assert fwd._tunnel.connects == 1  # everything over one SSH connection

@@ -48,8 +48,7 @@ def test_script_prints_the_section():
     assert result.stdout.splitlines()[1] == "## API reference"
 
 
-@pytest.mark.parametrize("cls", [ftptrio.Config, ftptrio.SSHOptions, ftptrio.ForwardSpec,
-                                 ftptrio.Forwarder])
+@pytest.mark.parametrize("cls", [ftptrio.Config, ftptrio.SSHOptions, ftptrio.ForwardSpec])
 def test_every_public_field_is_in_the_reference_with_its_text(tool, cls):
     section = tool.generate()
     part = section.split(f"### `{cls.__name__}`\n", 1)[1].split("\n### ", 1)[0]
@@ -60,6 +59,28 @@ def test_every_public_field_is_in_the_reference_with_its_text(tool, cls):
             entries[match[1]] = match[2]
     public = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
     assert list(entries) == public
+
+
+def test_forwarder_is_sealed_and_documented_member_by_member(tool):
+    """Forwarder's public surface is read-only properties and methods, typed with
+    public types only (not ftptrio's own Tunnel and listeners), each in the reference."""
+    cls = ftptrio.Forwarder
+    assert not dataclasses.is_dataclass(cls)
+    members = {name: member for name, member in vars(cls).items()
+               if not name.startswith("_")}
+    assert set(members) == {"addresses", "stats", "ports", "stop_accepting", "wait_idle"}
+    section = tool.generate().split("### `Forwarder`\n", 1)[1].split("\n### ", 1)[0]
+    public_types = set(ftptrio.__all__) | {"list", "tuple", "str", "int", "None"}
+    for name, member in members.items():
+        if isinstance(member, property):
+            assert member.fset is None, name
+            kind = member.fget.__annotations__["return"]
+            assert set(re.findall(r"\w+", kind)) <= public_types, (name, kind)
+            assert f"- `{name}: {kind}` (property): " in section
+        else:
+            annotations = [str(a) for a in member.__annotations__.values()]
+            assert set(re.findall(r"\w+", " ".join(annotations))) <= public_types, name
+            assert re.search(rf"- `(await )?{name}\(", section), name
 
 
 def test_a_field_without_a_comment_is_an_error(tool):
