@@ -25,10 +25,11 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(ftptrio.__file__).parents[1])}
 def _soak() -> ModuleType:
     sys.path.insert(0, str(BENCH))
     try:
-        import soak
+        import soak  # type: ignore[import-not-found]  # (from bench/, inserted above)
     finally:
         sys.path.remove(str(BENCH))
-    return soak
+    module: ModuleType = soak
+    return module
 
 
 def _need_tools() -> None:

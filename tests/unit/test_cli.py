@@ -29,7 +29,8 @@ def config(*argv: str) -> Config:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 # ---------------------------------------------------------------- parse_forward

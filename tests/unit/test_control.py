@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, TypeGuard
 
 import pytest
 
@@ -31,7 +31,7 @@ from ftptrio._control import (
 
 GREETING = b"220 ready\r\n"
 
-Step = tuple  # ("c", bytes) | ("s", bytes) | ("fail", reason)
+Step = tuple[str, Any]  # ("c", bytes) | ("s", bytes) | ("fail", reason)
 
 
 def c(data: bytes) -> Step:
@@ -47,9 +47,10 @@ def fail(reason: str) -> Step:
     return ("fail", reason)
 
 
-def joined(items: Sequence[object]) -> list[object]:
-    """Outbox items with consecutive bytes joined (and empty bytes dropped)."""
-    out: list[object] = []
+def joined(items: Sequence[object]) -> list[Any]:
+    """Outbox items with consecutive bytes joined (and empty bytes dropped); Any: the
+    tests inspect bytes and events alike."""
+    out: list[Any] = []
     for item in items:
         if isinstance(item, bytes):
             if not item:
@@ -63,12 +64,12 @@ def joined(items: Sequence[object]) -> list[object]:
 
 @dataclass
 class Result:
-    client: list[object]
-    server: list[object]
+    client: list[Any]
+    server: list[Any]
     channel: ControlChannel
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[object, ...]:
         return (self.client, self.server, self.channel.closed, self.channel.opaque)
 
 
@@ -129,7 +130,7 @@ def replay(steps: Sequence[Step], split: Splitter = whole, *, greet: bool = True
     return Result(joined(to_client), joined(to_server), ch)
 
 
-def check(steps: Sequence[Step], **kwargs: object) -> Result:
+def check(steps: Sequence[Step], **kwargs: Any) -> Result:
     """Replay whole, byte by byte and at random splits; all must agree."""
     expected = replay(steps, whole, **kwargs)
     for name, splitter in [("bytewise", bytewise)] + [
@@ -144,7 +145,7 @@ def ready(ch: ControlChannel, event, host: str = "", port: int = 0) -> bytes:
     return ch.data_ready(event, host, port)
 
 
-def is_reply(item: object, code: bytes) -> bool:
+def is_reply(item: object, code: bytes) -> TypeGuard[bytes]:
     """One single-line reply with this code, CRLF-terminated."""
     return (isinstance(item, bytes) and item.startswith(code + b" ")
             and item.endswith(b"\r\n") and item.count(b"\n") == 1 and b"\0" not in item)
@@ -938,6 +939,7 @@ def test_refused_port_is_reported_by_request_id_and_releases_the_hold():
     ch.receive_server(GREETING)
     ch.receive_client(b"PORT 127,0,0,1,195,80\r\n")
     request = ch.to_server.popleft()
+    assert isinstance(request, ActiveRequest)
     ch.data_ready(request, "127.0.0.1", 40000)
     ch.to_client.clear()
     ch.receive_server(b"500 Illegal PORT\r\n")

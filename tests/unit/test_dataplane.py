@@ -14,13 +14,14 @@ import trio
 
 from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._control import ActiveRequest, ConvertedActive, PassiveOffer
-from ftptrio._dataplane import (MAX_ACTIVE_WAITING, DataSetupError, LocalDataPlane,
+from ftptrio._dataplane import (MAX_ACTIVE_WAITING, DataPlane, DataSetupError, LocalDataPlane,
                                 RemoteDataPlane, SessionAddresses)
 from ftptrio._stats import TransferStats
 from ftptrio.testing.fake_tunnel import FakeRelay, FakeTunnel
 
 
-def make_plane(direction: str = "local", **config: object):
+def make_plane(direction: str = "local", **config: object,
+               ) -> tuple[DataPlane, FakeTunnel, TransferStats]:
     spec = (ForwardSpec(ftp_host="127.0.0.1", ftp_port=21) if direction == "local" else
             ForwardSpec(ftp_host="127.0.0.1", ftp_port=21, direction="remote"))
     cfg = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,), **config)  # type: ignore[arg-type]
@@ -135,6 +136,7 @@ async def test_active_request_opens_a_filtered_remote_forward_and_settles():
         plane.accepted(1)  # the server's 200 to the rewritten PORT
         plane.name_transfer("RETR f", 1)
         listener = tunnel.listeners[0]
+        assert listener.accept_filter is not None
         assert listener.accept_filter("127.0.0.1", 20) and not listener.accept_filter("10.0.0.1", 20)
         relay = FakeRelay("", 0)
         await listener.incoming.send((relay, "127.0.0.1", 20))
@@ -202,8 +204,9 @@ async def test_remote_tunnel_counts_bytes_from_ssh_as_bytes_to_the_server():
     plane, tunnel, stats = make_plane("remote")
     async with plane.open():
         _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
-        assert port == 40000 and tunnel.listeners[0].accept_filter("127.0.0.1", 1)
-        assert not tunnel.listeners[0].accept_filter("127.0.0.9", 1)
+        accept_filter = tunnel.listeners[0].accept_filter
+        assert port == 40000 and accept_filter is not None
+        assert accept_filter("127.0.0.1", 1) and not accept_filter("127.0.0.9", 1)
         relay = FakeRelay("", 0)
         await tunnel.listeners[0].incoming.send((relay, "127.0.0.1", 5555))
         plane.name_transfer("STOR f", 1)
@@ -321,7 +324,8 @@ async def test_reply_goes_out_before_the_channel_opens_and_the_transfer_waits():
     gate = trio.Event()
     real_open = tunnel.open_data_relay
 
-    async def slow_open(host: str, port: int, **kwargs: object) -> FakeRelay:
+    async def slow_open(host: str, port: int,
+                        originator: tuple[str, int] = ("", 0)) -> FakeRelay:
         await gate.wait()
         return await real_open(host, port)
 
@@ -369,7 +373,8 @@ async def test_listener_closes_after_the_idle_timeout_while_the_channel_still_op
     gate = trio.Event()
     real_open = tunnel.open_data_relay
 
-    async def hanging_open(host: str, port: int, **kwargs: object) -> FakeRelay:
+    async def hanging_open(host: str, port: int,
+                           originator: tuple[str, int] = ("", 0)) -> FakeRelay:
         await gate.wait()
         return await real_open(host, port)
 
@@ -404,7 +409,7 @@ async def test_pipelined_refused_transfer_commands_stay_bounded():
 
 def transfer_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     """(command, result) of every transfer line logged."""
-    return [(r.transfer["command"], r.transfer["result"])  # type: ignore[attr-defined]
+    return [(r.transfer["command"], r.transfer["result"])
             for r in caplog.records if hasattr(r, "transfer")]
 
 

@@ -3,12 +3,13 @@ jump hosts and -o keys. -L/-R specs: test_cli.py and test_configfile.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
-from ftptrio._options import (Destination, build_parser, config_from_args,
-                              parse_destination, parse_jump_hosts, parse_ssh_options)
+from ftptrio._config import Destination, parse_jump_hosts
+from ftptrio._options import build_parser, config_from_args, parse_destination, parse_ssh_options
 from ftptrio._errors import ConfigError
 
 
@@ -260,8 +261,8 @@ def test_choices_come_from_the_literal_types():
     from ftptrio._config import ActiveMode, AuthTLSPolicy
 
     actions = {a.dest: a for a in build_parser()._actions}
-    assert tuple(actions["active_mode"].choices) == get_args(ActiveMode)
-    assert tuple(actions["auth_tls"].choices) == get_args(AuthTLSPolicy)
+    assert tuple(actions["active_mode"].choices or ()) == get_args(ActiveMode)
+    assert tuple(actions["auth_tls"].choices or ()) == get_args(AuthTLSPolicy)
 
 
 def test_unset_options_are_none_and_config_supplies_the_defaults():
@@ -277,8 +278,8 @@ def test_unset_options_are_none_and_config_supplies_the_defaults():
         assert getattr(config, name) == default_of(name), name
     for name in ("max_window", "data_memory", "strict_host_key_checking", "batch_mode"):
         assert getattr(config.ssh, name) == default_of(name, SSHOptions), name
-    assert default_of("data_idle_timeout") == Config.__dataclass_fields__[
-        "data_idle_timeout"].default
+    assert default_of("data_idle_timeout") == {
+        f.name: f.default for f in dataclasses.fields(Config)}["data_idle_timeout"]
 
 
 def test_data_memory_none_still_means_no_limit():
@@ -295,21 +296,24 @@ def test_help_shows_the_defaults_of_config(monkeypatch):
     monkeypatch.setenv("COLUMNS", "1000")  # one line per option's help
     parser = build_parser()
     text = parser.format_help()
-    fields = {**{f: SSHOptions for f in SSHOptions.__dataclass_fields__},
-              **{f: Config for f in Config.__dataclass_fields__}}
+    fields = {**{f.name: (SSHOptions, f) for f in dataclasses.fields(SSHOptions)},
+              **{f.name: (Config, f) for f in dataclasses.fields(Config)}}
     checked = set()
     for action in parser._actions:
-        owner = fields.get(action.dest)
-        if owner is None or owner.__dataclass_fields__[action.dest].default is MISSING:
+        owner, field = fields.get(action.dest, (None, None))
+        if owner is None or field is None or field.default is MISSING:
             continue  # -L's forwards: no default
         default = default_of(action.dest, owner)
         if default is None or isinstance(default, bool):
             continue  # no value to show (None: explained in words; flags)
-        entry = re.search(rf"^  {re.escape(action.option_strings[0])}\b.*?(?=^  -|\Z)", text,
-                          flags=re.M | re.S).group(0)
+        found = re.search(rf"^  {re.escape(action.option_strings[0])}\b.*?(?=^  -|\Z)", text,
+                          flags=re.M | re.S)
+        assert found, action.dest
+        entry = found.group(0)
         shown = re.search(r"default:? ([^\s;,)]+)", entry)
         assert shown, entry
-        assert (action.type or str)(shown.group(1)) == default, (action.dest, shown.group(1))
+        read = action.type if callable(action.type) else str
+        assert read(shown.group(1)) == default, (action.dest, shown.group(1))
         checked.add(action.dest)
     assert checked == {"active_mode", "active_address", "auth_tls", "data_idle_timeout",
                        "data_drain_timeout", "active_hold_timeout", "max_sessions",

@@ -809,6 +809,7 @@ def test_scan_prefers_extension(both_rewrites):
 def test_eprt_ipv4_matches_ipaddress(rewrite, addr):
     import ipaddress
 
+    expected: tuple[str, str | None]
     try:
         expected = ("ok", str(ipaddress.IPv4Address(addr.decode())))
     except ValueError:

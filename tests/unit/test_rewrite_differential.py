@@ -210,7 +210,7 @@ def bad_flags(line):
 
 def expected_bulk(module, method, lines):
     """What feed_replies / feed_commands must return for lines ``feed`` returned."""
-    result = []
+    result: list[tuple[object, ...]] = []
     for line in lines:
         if method == "feed_replies":
             parsed = module.parse_reply_code(line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import stat
+from typing import Any
 
 import asyncssh
 import pytest
@@ -133,7 +134,8 @@ def test_pid_file_is_never_written_through_a_planted_symlink(tmp_path):
 def test_sessions_per_client_count_an_ipv6_client_by_its_slash_64():
     from ftptrio._server import _client_host
 
-    assert _client_host(None, ("2001:db8:1:2:aaaa::1", 1)) == "2001:db8:1:2::/64"
-    assert _client_host(None, ("2001:db8:1:2:bbbb::9", 1)) == "2001:db8:1:2::/64"
-    assert _client_host(None, ("::ffff:10.0.0.1", 1)) == "10.0.0.1"
-    assert _client_host(None, ("10.0.0.1", 1)) == "10.0.0.1"
+    no_stream: Any = None  # not read when the peer is given
+    assert _client_host(no_stream, ("2001:db8:1:2:aaaa::1", 1)) == "2001:db8:1:2::/64"
+    assert _client_host(no_stream, ("2001:db8:1:2:bbbb::9", 1)) == "2001:db8:1:2::/64"
+    assert _client_host(no_stream, ("::ffff:10.0.0.1", 1)) == "10.0.0.1"
+    assert _client_host(no_stream, ("10.0.0.1", 1)) == "10.0.0.1"

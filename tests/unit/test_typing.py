@@ -1,5 +1,6 @@
-"""mypy --strict (python_version 3.10) is clean for the whole package (pyproject.toml's
-[tool.mypy]); with CI set, a missing mypy fails instead of skipping."""
+"""mypy --strict (python_version 3.10) is clean for the whole package and the unit tests
+(pyproject.toml's [tool.mypy]: test functions may be unannotated, their bodies are
+checked); with CI set, a missing mypy fails instead of skipping."""
 
 from __future__ import annotations
 

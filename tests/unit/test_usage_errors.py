@@ -99,7 +99,7 @@ def test_other_ssh_config_keys_reach_asyncssh_before_the_files(tmp_path):
         ["-L", "2121:h:21", "-F", str(config), "-o", "HostName=127.0.0.9",
          "-o", "RekeyLimit=1G", "gw"])).ssh
     assert ssh.ssh_config_lines == (("HostName", "127.0.0.9"), ("RekeyLimit", "1G"))
-    paths = ssh_config_paths(ssh)
+    paths = list(ssh_config_paths(ssh))
     assert paths[-1] == str(config)
     resolved = asyncssh.SSHClientConnectionOptions(host="gw", config=paths)
     assert resolved.host == "127.0.0.9" and resolved.port == 2200
@@ -123,14 +123,14 @@ def test_the_dash_o_file_is_private_and_made_again_when_removed(tmp_path):
 
     ssh = config_from_args(build_parser().parse_args(
         ["-L", "2121:h:21", "-F", os.devnull, "-o", "HostName=127.0.0.9", "gw"])).ssh
-    first = ssh_config_paths(ssh)[0]
+    first = list(ssh_config_paths(ssh))[0]
     directory = os.path.dirname(first)
     assert stat_module.S_IMODE(os.stat(directory).st_mode) == 0o700
     assert stat_module.S_IMODE(os.stat(first).st_mode) == 0o600
     shutil.rmtree(directory)  # a tmp cleaner: another user could now take the name
     os.makedirs(directory, mode=0o755)
     (tmp_path / "evil").write_text("ProxyCommand sh -c id\n")
-    second = ssh_config_paths(ssh)[0]
+    second = list(ssh_config_paths(ssh))[0]
     assert os.path.dirname(second) != directory  # a new private directory, not theirs
     assert open(second).read() == "HostName 127.0.0.9\n"
     os.rmdir(directory)
