@@ -8,7 +8,7 @@ SSH part of what ftptrio does per file and nothing else. ``--loop trio-asyncio``
 runs asyncssh as ftptrio does (trio-asyncio); ``--loop asyncio`` on a stock asyncio
 loop (this process then never imports trio, trio-asyncio or ftptrio). Each read from
 the SSH server is acknowledged at once (TCP_QUICKACK), as ftptrio does, or OpenSSH's
-sshd stalls every data channel by ~40 ms (PERFORMANCE.md, trap 1).
+sshd stalls every data channel by ~40 ms (docs/performance.md, trap 1).
 
 Under trio-asyncio the whole loop runs as asyncio code in one ``aio_as_trio`` call:
 no trio tasks and no trio/asyncio crossings per file, which ftptrio (trio for the

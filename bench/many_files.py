@@ -25,7 +25,7 @@ read to EOF, 226.  Reported: files/s per route, the ratio to direct (passive),
 and the data-channel setup latency per file -- from sending EPSV/PASV (or
 EPRT/PORT) to receiving the first data byte -- median and p99 in ms.
 
-A ~40 ms stall per data channel (PERFORMANCE.md trap 1) shows as a setup
+A ~40 ms stall per data channel (docs/performance.md, trap 1) shows as a setup
 median near 40 ms and files/s far below direct.
 
 The floor routes bound a passive-mode forwarder built on asyncssh from below:
@@ -331,7 +331,7 @@ def main() -> int:
                        "threads after", "RSS at start", "RSS before", "RSS after", "peak RSS"],
                       res_rows))
     print()
-    print("goals (PERFORMANCE.md): per-file time <= 2.5 x direct (files/s >= 0.4 x direct); setup p99 < 5 ms through OpenSSH sshd")
+    print("goals (docs/performance.md): per-file time <= 2.5 x direct (files/s >= 0.4 x direct); setup p99 < 5 ms through OpenSSH sshd")
     for key in FLOOR_LOOPS:
         floor_rate = rate_of(all_routes[key][0])
         if floor_rate != floor_rate or direct != direct:  # NaN: not measured

@@ -434,10 +434,10 @@ def main() -> int:
     print(C.table(["ftptrio route", "down", "up"], rows))
 
     print()
-    print(f"## LAN goals (issue 16 point 3), {FTPTRIO_PASV}, same run; ftptrio measured: {identity}")
+    print(f"## LAN goals (docs/performance.md), {FTPTRIO_PASV}, same run; ftptrio measured: {identity}")
     # each goal as ftptrio's ratio and, for the throughput goals, the same ratio of
-    # asyncssh's own forwarder under trio-asyncio: the most the design card's stack
-    # gives a forwarder here (the bound when ftptrio misses a goal it also misses)
+    # asyncssh's own forwarder under trio-asyncio: the most this stack gives a
+    # forwarder here (the bound when ftptrio misses a goal it also misses)
     goals = [("throughput vs " + SSH_PER_PORT, SSH_PER_PORT, ">=", 0.9),
              ("throughput vs " + SFTP_AES, SFTP_AES, ">=", 1.5)]
     rows = []

@@ -318,7 +318,7 @@ class _BrokenTransport:
 
 
 async def test_teardown_error_in_a_relay_callback_stays_in_the_relay(aio_loop, caplog):
-    """PERFORMANCE.md trap 3: ENOTCONN while passing on a half-close, inside an
+    """docs/performance.md, trap 3: ENOTCONN while passing on a half-close, inside an
     asyncio callback, reaches no exception handler (under trio-asyncio's default
     one it would end the process); the relay end is aborted instead."""
     seen: list[dict[str, Any]] = []

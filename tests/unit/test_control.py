@@ -248,9 +248,9 @@ def test_invalid_227_gives_425_and_session_continues(reply):
     (b"EPSV\r\n", b"229 Entering Extended Passive Mode (|||25|)\r\n"),
 ])
 def test_passive_port_below_1024_gives_425(command, reply):
-    # PROTOCOL.md: "Port 0, a port below 1024 and octets above 255 are invalid in data
-    # negotiations. When the server's 227/229 is invalid, no forward is made: the
-    # client gets a 425 reply".
+    # docs/protocol.md, "Valid data addresses": port 0, ports below 1024 and numbers
+    # above 255 are invalid; for an invalid 227/229 no forward is made and the client
+    # gets a 425.
     r = check([c(command), s(reply)])
     assert len(r.client) == 1
     assert is_reply(r.client[0], b"425"), r.client

@@ -12,7 +12,7 @@ peer that is already gone when asyncio shuts down their sending half
 are left untouched. Only a loop that ftptrio opens itself (nobody else runs
 on it) gets an exception handler: under trio-asyncio an error that reaches
 the loop's default handler would otherwise end the process, where stock
-asyncio only logs it (PERFORMANCE.md, trap 3).
+asyncio only logs it (docs/performance.md, trap 3).
 """
 
 from __future__ import annotations
