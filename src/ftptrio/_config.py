@@ -193,7 +193,8 @@ class SSHOptions:
     keepalive_count_max: int | None = None
     #: ConnectTimeout in seconds; None: ssh_config's value, else DEFAULT_CONNECT_TIMEOUT
     connect_timeout: float | None = None
-    # the rest of ssh's options; None: ssh_config's value, else ssh's default
+    # the rest of ssh's options; None: ssh_config's value, else ssh's default (but
+    # batch_mode is never None: only -o BatchMode=yes sets it, ssh_config's is not read)
     #: BatchMode: never prompt (for passphrases, passwords, keyboard-interactive)
     batch_mode: bool = False
     #: IdentitiesOnly: of the agent's keys, offer only those of client_keys' files

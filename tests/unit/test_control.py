@@ -116,8 +116,8 @@ def replay(steps: Sequence[Step], split: Splitter = whole, *, greet: bool = True
             feed = ch.receive_client if kind == "c" else ch.receive_server
             for chunk in split(payload):
                 feed(chunk)
-        # ActiveAccepted only releases older listeners, TransferReplied only accounts a
-        # transfer: tested on their own
+        # notices for the data plane, tested on their own: ActiveAccepted (older PORT/EPRT
+        # listeners are unused), TransferReplied (accounts a transfer)
         to_client.extend(i for i in ch.to_client
                          if not isinstance(i, (ActiveAccepted, TransferReplied)))
         ch.to_client.clear()

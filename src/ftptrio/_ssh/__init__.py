@@ -1,13 +1,19 @@
 """The SSH layer: the only code in ftptrio that imports asyncssh or trio_asyncio.
 
-* ``_connect``: ``Tunnel``, the shared SSH connection (connect, authentication,
-  known_hosts, jump hosts, keepalive, reconnect).
+* ``_connect``: ``Tunnel``, the shared SSH connection (connect through jump hosts
+  and ssh_config, keepalive, reconnect); it opens streams, relays and listeners.
+* ``_auth``: authentication as OpenSSH's client does it (agent, identity files and
+  passphrases, password and keyboard-interactive prompts, BatchMode).
+* ``_hostkeys``: host-key trust (known_hosts files as OpenSSH reads them,
+  StrictHostKeyChecking, keys pinned for reconnects).
+* ``_sshconfig``: the ssh_config files asyncssh reads, ftptrio's ``-o`` options first.
 * ``_relay``: ``SSHDataRelay``, an SSH channel relayed to a TCP socket entirely
   inside asyncio (data never crosses the trio/asyncio bridge per chunk).
 * ``_streams``: ``SSHStream`` (a trio stream over an SSH channel) and the remote
   (tcpip-forward) listeners ``RemoteListener`` and ``RemoteStreamListener``.
 * ``_bridge``: the trio-asyncio loop and error handling scoped to ftptrio's own
   callbacks and sockets.
+* ``_testserver``: the in-process asyncssh server behind ``ftptrio.testing``.
 """
 
 import warnings as _warnings

@@ -1,5 +1,5 @@
-"""The SSH connection: connect, authenticate, check known_hosts (with
-OpenSSH's accept-new), jump hosts, keepalive, and reconnect with backoff.
+"""The SSH connection: connect (through jump hosts, authenticated by ``_auth``,
+the host key checked by ``_hostkeys``), keepalive, and reconnect with backoff.
 
 ``Tunnel`` is the one SSH connection shared by every session of a forwarder;
 it (re)connects lazily and opens streams, data relays and remote listeners on it.
@@ -448,11 +448,11 @@ def lazy_keepalive(conn: asyncssh.SSHClientConnection) -> None:
     read only notes the time; when the timer fires, it is re-armed for the rest of
     the interval if anything arrived meanwhile, and only a connection silent for
     the whole interval gets asyncssh's own keepalive check (same ServerAliveInterval
-    and ServerAliveCountMax semantics). Without the private names this asyncssh
-    version keeps its own behaviour.
+    and ServerAliveCountMax semantics). If asyncssh lacks any of the private names
+    used here (``names``), its own behaviour is kept.
     """
-    names = ("_reset_keepalive_timer", "_keepalive_timer_callback", "_keepalive_timer",
-             "_keepalive_interval", "_loop", "_auth_complete")
+    names = ("_reset_keepalive_timer", "_cancel_keepalive_timer", "_keepalive_timer_callback",
+             "_keepalive_timer", "_keepalive_interval", "_loop", "_auth_complete")
     if not all(hasattr(conn, name) for name in names):
         log.debug("asyncssh connection without its keepalive timer attributes: "
                   "keepalive left as asyncssh does it")
