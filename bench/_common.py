@@ -429,32 +429,6 @@ class Bed:
         return fx
 
 
-def _bindable(port: int) -> bool:
-    # pyftpdlib binds passive ports with SO_REUSEADDR, so ports still in
-    # TIME_WAIT (from earlier runs) are usable: test the same way.
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def passive_range(count: int, low: int = servers.PASSIVE_SEARCH_LOW,
-                  high: int = servers.PASSIVE_SEARCH_HIGH) -> range:
-    """``count`` consecutive ports outside the ephemeral range, bindable with
-    SO_REUSEADDR (servers.free_port_range refuses ports in TIME_WAIT, which
-    the many-files runs leave behind by the thousand)."""
-    rng = random.Random()
-    for _ in range(500):
-        start = rng.randrange(low, high - count)
-        candidate = range(start, start + count)
-        if all(_bindable(p) for p in candidate):
-            return candidate
-    raise RuntimeError(f"no bindable range of {count} ports in {low}-{high}")
-
-
 @contextlib.contextmanager
 def test_bed(prefix: str, *, passive_count: int = 400, max_cons: int = 512,
              keep: bool = False, server: str = "pyftpdlib") -> Iterator[Bed]:
@@ -471,8 +445,9 @@ def test_bed(prefix: str, *, passive_count: int = 400, max_cons: int = 512,
         if server == "vsftpd":
             ftp = start_vsftpd_bench(os.path.join(workdir, "ftp"), passive_count=passive_count)
         else:
+            passive_ports = servers.free_port_range(passive_count)
             ftp = servers.start_pyftpdlib(os.path.join(workdir, "ftp"), max_cons=max_cons,
-                                          passive_ports=passive_range(passive_count))
+                                          passive_ports=passive_ports)
         stack.callback(ftp.stop)
         yield Bed(workdir, ssh, ftp, stack, server)
 

@@ -240,7 +240,7 @@ def main() -> int:
 
     C.print_header("ftptrio concurrency benchmark")
     size, seed = C.servers.DATA_FILES[FILE]
-    digest = hashlib.sha256(C.servers.random_bytes(size, seed)).hexdigest()
+    digest = C.servers.sha256_bytes(C.servers.random_bytes(size, seed))
     n = args.sessions
     print(f"FTP server: {args.server}")
     print(f"{n} concurrent sessions x {size} bytes ({FILE}, sha256 checked), "

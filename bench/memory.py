@@ -107,7 +107,7 @@ def run_scenario(kind: str, n: int, rate: int, seconds: float, size: int, server
             ftp = C.start_vsftpd_bench(ftpdir, passive_count=100)
         else:
             ftp = C.servers.start_pyftpdlib(
-                ftpdir, passive_ports=C.passive_range(100),
+                ftpdir, passive_ports=C.servers.free_port_range(100),
                 read_limit=rate if kind == "writers" else 0)
         stack.callback(ftp.stop)
         big = "memory-big.bin"
@@ -163,8 +163,8 @@ def run_stalled(n: int, seconds: float, size: int, budget: str) -> dict:
         stack.callback(shutil.rmtree, workdir, True)
         ssh = C.servers.start_openssh(os.path.join(workdir, "sshd"))
         stack.callback(ssh.stop)
-        ftp = C.servers.start_pyftpdlib(os.path.join(workdir, "ftp"),
-                                        passive_ports=C.passive_range(4 * n + 20))
+        passive_ports = C.servers.free_port_range(4 * n + 20)
+        ftp = C.servers.start_pyftpdlib(os.path.join(workdir, "ftp"), passive_ports=passive_ports)
         stack.callback(ftp.stop)
         big = "memory-big.bin"
         C.write_random_file(ftp.path(big), size, SEED)

@@ -38,7 +38,7 @@ def run(size: int, rekey_limit: str | None) -> dict:
         ssh = C.servers.start_openssh(os.path.join(workdir, "sshd"), extra_config=extra)
         stack.callback(ssh.stop)
         ftp = C.servers.start_pyftpdlib(os.path.join(workdir, "ftp"),
-                                        passive_ports=C.passive_range(50))
+                                        passive_ports=C.servers.free_port_range(50))
         stack.callback(ftp.stop)
         source = ftp.path("rekey.bin")
         C.write_random_file(source, size, SEED)

@@ -1,10 +1,12 @@
-"""Test doubles shared by the test suites: a scriptable hostile FTP server, a
-raw FTP client, the Setup bundle and the leak check."""
+"""Test doubles shared by the test suites: a scriptable hostile FTP server (and its
+passive replies and data ports), a raw FTP client, a tunnel to an in-memory FTP
+server, the Setup bundle and the leak check."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -193,6 +195,50 @@ async def wait_for_log(caplog: pytest.LogCaptureFixture, text: str,
     record = find()
     assert record is not None
     return record
+
+
+def pasv_reply(host: str, port: int) -> bytes:
+    """A 227 reply naming ``host:port``, for ``HostileFTP.replies[b"PASV"]``."""
+    h = host.replace(".", ",")
+    return f"227 Entering Passive Mode ({h},{port >> 8},{port & 255}).\r\n".encode()
+
+
+def parse_227_port(line: bytes) -> tuple[str, int]:
+    """The host and port a 227 reply names."""
+    found = re.search(rb"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", line)
+    assert found is not None, line
+    nums = [int(n) for n in found.groups()]
+    return ".".join(map(str, nums[:4])), nums[4] * 256 + nums[5]
+
+
+async def serve_data(nursery: trio.Nursery, payload: bytes) -> int:
+    """A data port on the 'FTP host' that sends payload to whoever connects."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await stream.send_all(payload)
+        await stream.aclose()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0,
+                                                      host="127.0.0.1"))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def read_all(host: str, port: int, local_host: str | None = None) -> bytes:
+    """Connect to ``host:port`` (from ``local_host`` if given) and read until EOF."""
+    sock = trio.socket.socket()
+    if local_host:
+        await sock.bind((local_host, 0))
+    await sock.connect((host, port))
+    stream = trio.SocketStream(sock)
+    chunks = []
+    with trio.fail_after(10):
+        while data := await stream.receive_some(65536):
+            chunks.append(data)
+    await stream.aclose()
+    return b"".join(chunks)
+
+
 
 
 @dataclasses.dataclass

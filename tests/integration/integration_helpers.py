@@ -1,32 +1,58 @@
 """Client-side helpers for the integration tests (blocking ftplib; the raw trio
-client is ``ftp_fakes.FTPClient``), plus polling and leak-inspection utilities."""
+client is ``ftp_fakes.FTPClient``), options for the in-process SSH server, plus
+polling and leak-inspection utilities. (sha256 helpers: ``ftptrio.testing.servers``.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import ftplib
-import hashlib
 import io
 import os
 import socket
+import sys
 from typing import Any
 
+if sys.version_info < (3, 11):  # pragma: no cover - the backport
+    from exceptiongroup import BaseExceptionGroup
+
+import pytest
 import trio
 
+import ftptrio
 from ftp_fakes import asyncssh_table, wait_until  # noqa: F401 (wait_until re-exported)
+from ftptrio.testing import FTP_PASSIVE_PORTS
 
 CLIENT_TIMEOUT = 30.0
 BLOCK = 256 * 1024
-#: pyftpdlib's passive port range in ftptrio.testing.threaded_ftp_server
-FTP_PASSIVE_PORTS = range(20000, 32000)
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# ----------------------------------------------------------------- SSH options, host keys
+def ssh_options(ssh: Any, **changes: Any) -> ftptrio.SSHOptions:
+    """SSHOptions for the in-process SSH server ``ssh`` (key login, its known_hosts)."""
+    return ftptrio.SSHOptions(host=ssh.host, port=ssh.port, username=ssh.username,
+                              client_keys=(ssh.client_key_path,), known_hosts=ssh.known_hosts,
+                              connect_timeout=10.0, **changes)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    with open(path, "rb") as f:
-        return sha256(f.read())
+def with_ssh(config: ftptrio.Config, **changes: Any) -> ftptrio.Config:
+    """``config`` with these SSHOptions fields changed."""
+    return dataclasses.replace(config, ssh=dataclasses.replace(config.ssh, **changes))
+
+
+def pub(key: Any) -> str:
+    """An asyncssh key's public half, as a known_hosts line ends."""
+    return key.export_public_key().decode().strip()
+
+
+async def refused(config: ftptrio.Config) -> ftptrio.HostKeyError:
+    """The HostKeyError of a forwarder that must not start."""
+    with pytest.raises(ftptrio.HostKeyError) as info:
+        try:
+            async with ftptrio.open_forwarder(config):
+                pass
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+    return info.value
 
 
 def write_random(path: str | os.PathLike, size: int) -> bytes:

@@ -21,26 +21,24 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import pytest
 import trio
 
-import ftptrio
 from ftptrio._ssh import Tunnel
 from slow_peers import (BOUND, WINDOW, Pace, build, flood, listener, pump_slow_reader, raw,
                         send_fast)
 
-
-def options(ssh: Any, **changes: Any) -> ftptrio.SSHOptions:
-    return ftptrio.SSHOptions(host=ssh.host, port=ssh.port, username=ssh.username,
-                              client_keys=(ssh.client_key_path,), known_hosts=ssh.known_hosts,
-                              connect_timeout=10.0, **changes)
+try:
+    from .integration_helpers import ssh_options
+except ImportError:  # run from this directory
+    from integration_helpers import ssh_options  # type: ignore
 
 
 @pytest.fixture
 async def tunnel(ssh_server) -> AsyncIterator[Tunnel]:
-    tun = Tunnel(options(ssh_server))
+    tun = Tunnel(ssh_options(ssh_server))
     try:
         await tun.connect()
         yield tun

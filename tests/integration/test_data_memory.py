@@ -22,9 +22,9 @@ from ftp_fakes import wait_until
 from slow_peers import flood
 
 try:
-    from .test_backpressure import options
+    from .integration_helpers import ssh_options
 except ImportError:  # run from this directory
-    from test_backpressure import options  # type: ignore
+    from integration_helpers import ssh_options  # type: ignore
 
 MIB = 1024 * 1024
 BUDGET = 20 * MIB
@@ -32,7 +32,7 @@ BUDGET = 20 * MIB
 
 @pytest.fixture
 async def tunnel(ssh_server) -> AsyncIterator[Tunnel]:
-    tun = Tunnel(options(ssh_server, data_memory=BUDGET))
+    tun = Tunnel(ssh_options(ssh_server, data_memory=BUDGET))
     try:
         await tun.connect()
         yield tun

@@ -5,12 +5,6 @@ the known_hosts file's safety, and OpenSSH's messages and question."""
 
 from __future__ import annotations
 
-import sys
-
-if sys.version_info < (3, 11):  # pragma: no cover - the backport
-    from exceptiongroup import BaseExceptionGroup
-
-import dataclasses
 import logging
 import os
 import re
@@ -18,6 +12,7 @@ import stat
 import subprocess
 import threading
 import time
+import sys
 from pathlib import Path
 
 import asyncssh
@@ -33,26 +28,12 @@ try:
 except ImportError:  # pragma: no cover - listed in the test extras
     pexpect = None
 
+try:
+    from .integration_helpers import pub, refused, with_ssh
+except ImportError:  # run from this directory
+    from integration_helpers import pub, refused, with_ssh  # type: ignore
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def pub(key) -> str:
-    return key.export_public_key().decode().strip()
-
-
-def with_ssh(config: ftptrio.Config, **changes) -> ftptrio.Config:
-    return dataclasses.replace(config, ssh=dataclasses.replace(config.ssh, **changes))
-
-
-async def refused(config: ftptrio.Config) -> ftptrio.HostKeyError:
-    """The HostKeyError of a forwarder that must not start."""
-    with pytest.raises(ftptrio.HostKeyError) as info:
-        try:
-            async with ftptrio.open_forwarder(config):
-                pass
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-    return info.value
 
 
 async def wait_closed(conn) -> None:

@@ -25,9 +25,9 @@ import pytest
 import ftptrio
 
 try:
-    from .test_host_keys import pub, refused, with_ssh
+    from .integration_helpers import pub, refused, with_ssh
 except ImportError:  # run from this directory
-    from test_host_keys import pub, refused, with_ssh  # type: ignore
+    from integration_helpers import pub, refused, with_ssh  # type: ignore
 
 
 def other_key_line(port: int) -> str:

@@ -15,16 +15,17 @@ import trio
 import ftptrio
 from ftp_fakes import FTPClient, asyncssh_table, wait_for_log
 from ftptrio._demo import run_demo
+from ftptrio.testing.servers import sha256_bytes
 
 try:
     from .integration_helpers import (CLIENT_TIMEOUT, connect_refused,
                                       open_channels, remote_listeners, server_channels,
-                                      server_listeners, sha256, wait_closed, wait_until,
+                                      server_listeners, wait_closed, wait_until,
                                       write_random)
 except ImportError:
     from integration_helpers import (CLIENT_TIMEOUT,  # type: ignore
                                      connect_refused, open_channels, remote_listeners,
-                                     server_channels, server_listeners, sha256, wait_closed,
+                                     server_channels, server_listeners, wait_closed,
                                      wait_until, write_random)
 
 BIG = 32 * 1024 * 1024
@@ -256,7 +257,7 @@ async def test_second_pasv_supersedes_first(forwarder, inprocess_ftp, ssh_server
     assert (await client.cmd("RETR file.bin")).startswith(("125", "150"))
     got = await wait_closed(data, 10)
     assert (await client.text_reply()).startswith("226")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     await client.aclose()
     await data.aclose()
 

@@ -11,20 +11,15 @@ modules, and an embedding application's warnings of the same category still show
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from ftptrio.testing.servers import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -52,7 +47,7 @@ def test_first_commands_print_no_warning(argv, code):
 
 
 def test_ssh_error_prints_one_line_and_no_warning():
-    port = closed_port()
+    port = free_port()  # nothing listens there
     done = run("-m", "ftptrio", "-L", "0:127.0.0.1:21", "-p", str(port),
                "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "127.0.0.1")
     assert done.returncode == 3, done.stderr

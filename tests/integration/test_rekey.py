@@ -15,11 +15,12 @@ import pytest
 import trio
 
 from ftptrio.testing import inprocess_ssh_server
+from ftptrio.testing.servers import sha256_bytes
 
 try:
-    from .integration_helpers import download, sha256, upload
+    from .integration_helpers import download, upload
 except ImportError:
-    from integration_helpers import download, sha256, upload  # type: ignore
+    from integration_helpers import download, upload  # type: ignore
 
 REKEY_BYTES = 1024 * 1024
 SIZE = 24 * 1024 * 1024
@@ -57,7 +58,7 @@ async def test_large_transfers_survive_frequent_rekeys(forwarder, inprocess_ftp,
     with trio.fail_after(120):
         got = await trio.to_thread.run_sync(
             lambda: download(addr, inprocess_ftp, "down.bin", passive=passive))
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     after_download = completed_rekeys(caplog)
     # both ends log each key exchange: SIZE / REKEY_BYTES rekeys, seen twice
     assert after_download - before >= SIZE // REKEY_BYTES, after_download - before
@@ -65,5 +66,5 @@ async def test_large_transfers_survive_frequent_rekeys(forwarder, inprocess_ftp,
         await trio.to_thread.run_sync(
             lambda: upload(addr, inprocess_ftp, "up.bin", payload, passive=passive))
     with open(os.path.join(inprocess_ftp.root, "up.bin"), "rb") as f:
-        assert sha256(f.read()) == sha256(payload)
+        assert sha256_bytes(f.read()) == sha256_bytes(payload)
     assert completed_rekeys(caplog) - after_download >= SIZE // REKEY_BYTES

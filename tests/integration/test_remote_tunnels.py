@@ -14,13 +14,14 @@ import trio
 
 import ftptrio
 from ftp_fakes import assert_no_leaks, wait_until
+from ftptrio.testing.servers import sha256_bytes, sha256_file
 
 try:
     from .integration_helpers import (CLIENT_TIMEOUT, download, eprt_download, epsv_download,
-                                      file_sha256, login, sha256, upload, write_random)
+                                      login, upload, write_random)
 except ImportError:
     from integration_helpers import (CLIENT_TIMEOUT, download, eprt_download,  # type: ignore
-                                     epsv_download, file_sha256, login, sha256, upload,
+                                     epsv_download, login, upload,
                                      write_random)
 
 SIZE = 1024 * 1024 + 4321
@@ -60,10 +61,10 @@ async def test_remote_download_and_upload(remote_forwarder, ssh_server, inproces
     assert (addr[0], 0) in ssh_server.forward_requests
     payload = write_random(os.path.join(inprocess_ftp.root, "down.bin"), SIZE)
     got = await run(download, addr, inprocess_ftp, "down.bin", passive=passive)
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     up = os.urandom(SIZE)
     await run(upload, addr, inprocess_ftp, "up.bin", up, passive=passive)
-    assert file_sha256(os.path.join(inprocess_ftp.root, "up.bin")) == sha256(up)
+    assert sha256_file(os.path.join(inprocess_ftp.root, "up.bin")) == sha256_bytes(up)
     await assert_no_leaks(remote_forwarder)  # sessions over: counters are final
     stats = remote_forwarder.stats
     assert stats.by_mode == {"passive" if passive else "active": 2}
@@ -82,7 +83,7 @@ async def test_remote_download_only_counts_bytes_to_the_client(remote_forwarder,
     caplog.set_level("INFO", logger="ftptrio")
     payload = write_random(os.path.join(inprocess_ftp.root, "d.bin"), SIZE)
     got = await run(download, remote_forwarder.addresses[0], inprocess_ftp, "d.bin")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     await assert_no_leaks(remote_forwarder)
     stats = remote_forwarder.stats
     assert (stats.bytes_to_client, stats.bytes_to_server) == (SIZE, 0)
@@ -94,9 +95,9 @@ async def test_remote_epsv_and_eprt(remote_forwarder, ssh_server, inprocess_ftp)
     addr = remote_forwarder.addresses[0]
     payload = write_random(os.path.join(inprocess_ftp.root, "e.bin"), 200_000)
     reply, got = await run(epsv_download, addr, inprocess_ftp, "e.bin")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     reply, got = await run(eprt_download, addr, inprocess_ftp, "e.bin")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     await assert_no_leaks(remote_forwarder)
     assert remote_forwarder.stats.by_mode == {"passive": 1, "active": 1}
 
@@ -121,7 +122,7 @@ async def test_remote_227_names_ssh_listen_address(remote_forwarder, ssh_server,
         return reply, b"".join(chunks)
 
     reply, got = await run(honour_227)
-    assert "127,0,0,1" in reply and sha256(got) == sha256(payload)
+    assert "127,0,0,1" in reply and sha256_bytes(got) == sha256_bytes(payload)
 
 
 async def test_remote_port_must_name_client_address(remote_forwarder, inprocess_ftp):
@@ -168,7 +169,7 @@ async def test_mixed_local_and_remote(ssh_server, inprocess_ftp):
         for addr in fwd.addresses:
             for passive in (True, False):
                 got = await run(download, addr, inprocess_ftp, "m.bin", passive=passive)
-                assert sha256(got) == sha256(payload)
+                assert sha256_bytes(got) == sha256_bytes(payload)
         await assert_no_leaks(fwd)
         assert fwd.stats.by_mode == {"passive": 2, "active": 2}
     # after the forwarder stops, the SSH server's listener is gone as well
@@ -200,7 +201,7 @@ async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, inproces
     payload = write_random(os.path.join(inprocess_ftp.root, "r.bin"), 100_000)
     async with ftptrio.open_forwarder(remote_config(ssh_server, inprocess_ftp)) as fwd:
         addr = fwd.addresses[0]
-        assert sha256(await run(download, addr, inprocess_ftp, "r.bin")) == sha256(payload)
+        assert sha256_bytes(await run(download, addr, inprocess_ftp, "r.bin")) == sha256_bytes(payload)
         await assert_no_leaks(fwd)
         first = fwd._remote_listeners[0]
         for conn in list(ssh_server.connections):
@@ -209,6 +210,6 @@ async def test_remote_listener_reestablished_after_ssh_loss(ssh_server, inproces
                          "the remote listener to be re-established")
         assert fwd._tunnel.connects == 2
         assert (fwd._remote_listeners[0].host, fwd._remote_listeners[0].port) == addr
-        assert sha256(await run(download, addr, inprocess_ftp, "r.bin", passive=False)) == \
-            sha256(payload)
+        assert sha256_bytes(await run(download, addr, inprocess_ftp, "r.bin", passive=False)) == \
+            sha256_bytes(payload)
         await assert_no_leaks(fwd)

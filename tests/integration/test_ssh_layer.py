@@ -23,19 +23,14 @@ from ftptrio._ssh import (RemoteListener, RemoteStreamListener, SSHDataRelay, SS
 from ftptrio._ssh._bridge import guard_callback
 from ftptrio._ssh._relay import RelaySocket, _Relay, open_data_relay
 from ftp_fakes import wait_until
+from ftptrio.testing.servers import sha256_bytes
 
 try:
-    from .integration_helpers import download, sha256, write_random
+    from .integration_helpers import download, ssh_options, write_random
 except ImportError:
-    from integration_helpers import download, sha256, write_random  # type: ignore
+    from integration_helpers import download, ssh_options, write_random  # type: ignore
 
 TIMEOUT = 10
-
-
-def options(ssh: Any) -> ftptrio.SSHOptions:
-    return ftptrio.SSHOptions(host=ssh.host, port=ssh.port, username=ssh.username,
-                              client_keys=(ssh.client_key_path,), known_hosts=ssh.known_hosts,
-                              connect_timeout=10.0)
 
 
 async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
@@ -70,7 +65,7 @@ async def exchange(stream: trio.abc.HalfCloseableStream, payload: bytes) -> byte
 
 @pytest.fixture
 async def tunnel(ssh_server):
-    tun = Tunnel(options(ssh_server))
+    tun = Tunnel(ssh_options(ssh_server))
     try:
         yield tun
     finally:
@@ -267,7 +262,7 @@ async def test_embedding_apps_exception_handler_is_left_alone(aio_loop, forwarde
         for passive in (True, False):
             data = await trio.to_thread.run_sync(
                 lambda: download(fwd.addresses[0], inprocess_ftp, "f.bin", passive=passive))
-            assert sha256(data) == sha256(payload)
+            assert sha256_bytes(data) == sha256_bytes(payload)
         assert aio_loop.get_exception_handler() is app_handler
     assert aio_loop.get_exception_handler() is app_handler
     assert seen == []

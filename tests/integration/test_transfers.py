@@ -12,17 +12,17 @@ import trio
 import trio_asyncio
 
 import ftptrio
+from ftptrio.testing.servers import sha256_bytes, sha256_file
 
 try:
     from .integration_helpers import (CLIENT_TIMEOUT, assert_direct_requests_only_ftp,
-                                      download, epsv_download, eprt_download, file_sha256,
-                                      listing, login, sha256, upload, wait_until,
-                                      write_random)
+                                      download, epsv_download, eprt_download, listing, login,
+                                      upload, wait_until, write_random)
 except ImportError:
     from integration_helpers import (CLIENT_TIMEOUT, login,  # type: ignore
                                      assert_direct_requests_only_ftp,
-                                     download, epsv_download, eprt_download, file_sha256,
-                                     listing, sha256, upload, wait_until, write_random)
+                                     download, epsv_download, eprt_download, listing, upload,
+                                     wait_until, write_random)
 
 BIG = 32 * 1024 * 1024
 MEDIUM = 3 * 1024 * 1024 + 12345  # not a multiple of any buffer size
@@ -46,7 +46,7 @@ async def test_passive_download(forwarder, inprocess_ftp, ssh_server, size):
     payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), size)
     got = await run(download, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert len(got) == size
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     assert ssh_server.forward_requests == []
     assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
@@ -57,7 +57,7 @@ async def test_passive_upload(forwarder, inprocess_ftp, ssh_server, size):
     await run(upload, forwarder.addresses[0], inprocess_ftp, "up.bin", payload)
     path = os.path.join(inprocess_ftp.root, "up.bin")
     assert os.path.getsize(path) == size
-    assert file_sha256(path) == sha256(payload)
+    assert sha256_file(path) == sha256_bytes(payload)
     assert ssh_server.forward_requests == []
     assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
@@ -66,12 +66,12 @@ async def test_passive_upload(forwarder, inprocess_ftp, ssh_server, size):
 async def test_active_remote_forward_download_and_upload(forwarder, inprocess_ftp, ssh_server):
     payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
     got = await run(download, forwarder.addresses[0], inprocess_ftp, "file.bin", passive=False)
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     assert len(ssh_server.forward_requests) == 1
 
     up = os.urandom(MEDIUM)
     await run(upload, forwarder.addresses[0], inprocess_ftp, "up.bin", up, passive=False)
-    assert file_sha256(os.path.join(inprocess_ftp.root, "up.bin")) == sha256(up)
+    assert sha256_file(os.path.join(inprocess_ftp.root, "up.bin")) == sha256_bytes(up)
     # one tcpip-forward per data connection, all on the configured remote listen host
     assert len(ssh_server.forward_requests) == 2
     assert all(host == "127.0.0.1" for host, _port in ssh_server.forward_requests)
@@ -101,8 +101,8 @@ async def test_active_converted_to_passive(forwarder_config, inprocess_ftp, ssh_
         await run(upload, fwd.addresses[0], inprocess_ftp, "up.bin", up, passive=False)
         await wait_until(lambda: fwd.stats.sessions_active == 0, 5, "sessions to end")
         assert set(fwd.stats.by_mode) <= {"converted"}, fwd.stats
-    assert sha256(got) == sha256(payload)
-    assert file_sha256(os.path.join(inprocess_ftp.root, "up.bin")) == sha256(up)
+    assert sha256_bytes(got) == sha256_bytes(payload)
+    assert sha256_file(os.path.join(inprocess_ftp.root, "up.bin")) == sha256_bytes(up)
     assert ssh_server.forward_requests == [], "conversion mode asked for a remote forward"
     assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
     # control + one passive data channel per transfer
@@ -125,7 +125,7 @@ async def test_epsv_download(forwarder, inprocess_ftp, ssh_server):
     payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
     reply, got = await run(epsv_download, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert reply.startswith("229 ")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     assert ssh_server.forward_requests == []
     assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
@@ -134,7 +134,7 @@ async def test_eprt_download(forwarder, inprocess_ftp, ssh_server):
     payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
     reply, got = await run(eprt_download, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert reply.startswith("200")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     assert len(ssh_server.forward_requests) == 1
 
 
@@ -144,7 +144,7 @@ async def test_eprt_download_converted(forwarder_config, inprocess_ftp, ssh_serv
     async with ftptrio.open_forwarder(config) as fwd:
         reply, got = await run(eprt_download, fwd.addresses[0], inprocess_ftp, "file.bin")
     assert reply.startswith("200")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
     assert ssh_server.forward_requests == []
     assert_direct_requests_only_ftp(ssh_server, inprocess_ftp)
 
@@ -199,8 +199,8 @@ async def test_two_sessions_at_once(forwarder, inprocess_ftp, ssh_server):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_get, "a.bin", True)
         nursery.start_soon(run_get, "b.bin", False)
-    assert sha256(results["a.bin"]) == sha256(a)
-    assert sha256(results["b.bin"]) == sha256(b)
+    assert sha256_bytes(results["a.bin"]) == sha256_bytes(a)
+    assert sha256_bytes(results["b.bin"]) == sha256_bytes(b)
     assert active_counts == [2, 2]
     assert forwarder.stats.sessions == 2
     assert forwarder.stats.transfer_errors == 0

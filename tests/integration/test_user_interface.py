@@ -21,11 +21,12 @@ import trio
 import trio_asyncio
 
 import ftptrio
+from ftptrio.testing.servers import sha256_bytes
 
 try:
-    from .integration_helpers import download, sha256, write_random
+    from .integration_helpers import download, write_random
 except ImportError:
-    from integration_helpers import download, sha256, write_random  # type: ignore
+    from integration_helpers import download, write_random  # type: ignore
 
 REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(rb"ready: FTP clients connect to ([\d.]+):(\d+)")
@@ -96,7 +97,7 @@ def direct_args(ssh) -> list[str]:
 
 async def transfer_via(addr: tuple[str, int], inprocess_ftp, payload: bytes) -> None:
     got = await trio.to_thread.run_sync(download, addr, inprocess_ftp, "file.bin")
-    assert sha256(got) == sha256(payload)
+    assert sha256_bytes(got) == sha256_bytes(payload)
 
 
 async def cli_transfer_and_stop(nursery, args, inprocess_ftp, payload, env=None, transfers=1

@@ -13,7 +13,8 @@ command line and the client's stderr.  ``netns`` runs them inside a network
 namespace (``ip netns exec``).
 
 ``exercise()`` is the whole interop case used by the matrix, the netns and the
-IPv6 tests.
+IPv6 tests; ``run_case()`` runs it through ftptrio embedded between a real sshd
+and FTP server (``forwarder_config()``, the Config every interop test uses).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from urllib.parse import quote
 import pytest
 import trio
 
+import ftptrio
 from ftptrio.testing import servers
 
 #: connect / idle timeout handed to every client (seconds)
@@ -433,3 +435,47 @@ async def exercise(client: Client, target: Target, ftp: servers.FTPServer, workd
         f"expected {expected.stat().st_size}\n--- transcript (tail) ---\n{transcript[-3000:]}")
     assert servers.sha256_file(local) == servers.sha256_file(expected), (
         f"{client.name} {client.mode}: resumed file: sha256 differs")
+
+
+# --------------------------------------------------------------------------- through ftptrio
+
+#: the FTP servers of every client's cases (ProFTPD: curl only, in the matrix)
+SERVERS = ("vsftpd", "pyftpdlib")
+#: limit for one case (several client runs; the 64 MiB download in some)
+CASE_TIMEOUT = 300
+
+
+def forwarder_config(sshd: servers.OpenSSHServer, ftp: servers.FTPServer, *,
+                     listen_host: str = "127.0.0.1", direction: str = "local",
+                     **options) -> ftptrio.Config:
+    """ftptrio forwarding to ``ftp`` through the real ``sshd`` (key login)."""
+    return ftptrio.Config(
+        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
+                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
+        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port,
+                                      listen_host=listen_host, direction=direction),),
+        **options)
+
+
+def ftp_server(request: pytest.FixtureRequest, name: str) -> servers.FTPServer:
+    """The session fixture of FTP server ``name`` (vsftpd, proftpd, pyftpdlib)."""
+    return request.getfixturevalue("pyftpdlib_server" if name == "pyftpdlib" else name)
+
+
+async def run_case(sshd: servers.OpenSSHServer, ftp: servers.FTPServer, client_name: str,
+                   mode: str, tmp_path: Path, *, expected_data_mode: str, big: bool,
+                   **options) -> None:
+    """``exercise`` one client through ftptrio; its data went only in the expected mode."""
+    client = CLIENTS[client_name](mode)
+    with trio.fail_after(CASE_TIMEOUT):
+        async with ftptrio.open_forwarder(forwarder_config(sshd, ftp, **options)) as fwd:
+            host, port = fwd.addresses[0]
+            await exercise(client, Target.for_server(ftp, host, port), ftp, tmp_path, big=big)
+            stats = fwd.stats
+    # ftptrio's own account: no data relayed in another mode than expected.
+    # (Whether every transfer is counted is test_transfer_stats.py's business:
+    # a client that closes the control connection right after 226, as wget
+    # does, is not counted at all; that must not hide this client's interop.)
+    assert set(stats.by_mode) <= {expected_data_mode}, (
+        f"ftptrio relayed data as {stats.by_mode}, expected only {expected_data_mode!r}")
+    assert stats.transfer_errors == 0, f"ftptrio counted {stats.transfer_errors} failed transfers"

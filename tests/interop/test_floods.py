@@ -12,14 +12,12 @@ import ftptrio
 from ftp_fakes import FTPClient
 from ftptrio.testing import servers
 
+try:
+    from . import clients
+except ImportError:  # pragma: no cover
+    import clients  # type: ignore[no-redef]
+
 REPLY_TIMEOUT = 20
-
-
-def _config(sshd: servers.OpenSSHServer, ftp: servers.FTPServer) -> ftptrio.Config:
-    return ftptrio.Config(
-        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
-                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
-        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port),))
 
 
 def _rss_kib() -> int:
@@ -56,7 +54,7 @@ async def _login(client: FTPClient, ftp: servers.FTPServer) -> None:
 
 
 async def test_port_flood_leaves_at_most_one_remote_forward(openssh, vsftpd):
-    async with ftptrio.open_forwarder(_config(openssh, vsftpd)) as fwd:
+    async with ftptrio.open_forwarder(clients.forwarder_config(openssh, vsftpd)) as fwd:
         client = FTPClient(await trio.open_tcp_stream(*fwd.addresses[0]))
         await _login(client, vsftpd)
         before = _sshd_listeners(openssh)
@@ -77,7 +75,7 @@ async def test_port_flood_leaves_at_most_one_remote_forward(openssh, vsftpd):
 async def test_client_that_never_reads_cannot_grow_memory(openssh, vsftpd):
     """12 MB of LPRT (answered 502 by ftptrio itself) from a client that reads nothing:
     ftptrio stops reading once its replies pile up, so the client's writes stall."""
-    async with ftptrio.open_forwarder(_config(openssh, vsftpd)) as fwd:
+    async with ftptrio.open_forwarder(clients.forwarder_config(openssh, vsftpd)) as fwd:
         stream = await trio.open_tcp_stream(*fwd.addresses[0])
         rss_before = _rss_kib()
         block = b"LPRT 4,4,127,0,0,1,2,4,1\r\n" * 4096

@@ -15,10 +15,8 @@ import pytest
 
 try:
     from . import clients
-    from .test_matrix import SERVERS, _ftp_server, _run_case
 except ImportError:  # pragma: no cover
     import clients  # type: ignore[no-redef]
-    from test_matrix import SERVERS, _ftp_server, _run_case  # type: ignore[no-redef]
 
 MODES = ("EPSV", "EPRT")
 
@@ -36,10 +34,10 @@ def ipv6_loopback():
 
 
 @pytest.mark.parametrize("server, client, mode", [
-    pytest.param(server, "curl", mode, id=f"{server}-curl-{mode}") for mode in MODES for server in SERVERS
+    pytest.param(server, "curl", mode, id=f"{server}-curl-{mode}") for mode in MODES for server in clients.SERVERS
 ])
 async def test_ipv6(request, ipv6_loopback, openssh, server, client, mode, tmp_path):
-    ftp = _ftp_server(request, server)
+    ftp = clients.ftp_server(request, server)
     assert client in clients.CLIENTS
-    await _run_case(openssh, ftp, client, mode, tmp_path, listen_host="::1",
-                    expected_data_mode="active" if mode == "EPRT" else "passive", big=False)
+    await clients.run_case(openssh, ftp, client, mode, tmp_path, listen_host="::1",
+                           expected_data_mode="active" if mode == "EPRT" else "passive", big=False)

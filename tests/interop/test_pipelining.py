@@ -12,7 +12,11 @@ import trio
 import ftptrio
 from ftp_fakes import FTPClient
 from ftptrio.testing import servers
-from test_refusals import config_for
+
+try:
+    from . import clients
+except ImportError:  # pragma: no cover
+    import clients  # type: ignore[no-redef]
 
 SERVERS = ("vsftpd", "proftpd")
 FILES = ("one_mib.bin", servers.TEXT_FILE_NAME, "one_mib.bin")
@@ -24,7 +28,7 @@ async def test_pipelined_port_retr_pairs_all_arrive(request, openssh, server):
     ftp: servers.FTPServer = request.getfixturevalue(server)
     expected = [ftp.path(name).read_bytes() for name in FILES]
     with trio.fail_after(TIMEOUT):
-        async with ftptrio.open_forwarder(config_for(openssh, ftp)) as fwd, \
+        async with ftptrio.open_forwarder(clients.forwarder_config(openssh, ftp)) as fwd, \
                 trio.open_nursery() as nursery:
             client = await FTPClient.connect(fwd.addresses[0], timeout=TIMEOUT)
             async with client:

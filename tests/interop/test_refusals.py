@@ -13,15 +13,12 @@ import ftptrio
 from ftp_fakes import FTPClient
 from ftptrio.testing import servers
 
+try:
+    from . import clients
+except ImportError:  # pragma: no cover
+    import clients  # type: ignore[no-redef]
+
 PROHIBITED = "administratively prohibited: open failed"
-
-
-def config_for(sshd: servers.OpenSSHServer, ftp: servers.FTPServer, **options) -> ftptrio.Config:
-    return ftptrio.Config(
-        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
-                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
-        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port),),
-        **options)
 
 
 @pytest.fixture
@@ -50,7 +47,7 @@ async def test_control_channel_refused_by_sshd_gives_421_with_reason(
         start_sshd, pyftpdlib_server, caplog):
     sshd = start_sshd("AllowTcpForwarding no")
     caplog.set_level(logging.WARNING)
-    async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
+    async with ftptrio.open_forwarder(clients.forwarder_config(sshd, pyftpdlib_server)) as fwd:
         control = await open_control(fwd)
         reply = await control.text_reply()
         await control.aclose()
@@ -67,7 +64,7 @@ async def test_passive_data_refused_by_sshd_gives_425_with_reason(
     """PermitOpen lets the control connection through, not the data port."""
     sshd = start_sshd(f"PermitOpen 127.0.0.1:{pyftpdlib_server.port}")
     caplog.set_level(logging.WARNING)
-    async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
+    async with ftptrio.open_forwarder(clients.forwarder_config(sshd, pyftpdlib_server)) as fwd:
         control = await open_control(fwd)
         await control.login(pyftpdlib_server)
         # the 227 goes out before the SSH channel opens; the transfer gets the 425
@@ -86,7 +83,7 @@ async def test_active_data_refused_by_sshd_gives_425_suggesting_passive_conversi
         start_sshd, pyftpdlib_server, caplog):
     sshd = start_sshd("AllowTcpForwarding local")  # no tcpip-forward
     caplog.set_level(logging.WARNING)
-    async with ftptrio.open_forwarder(config_for(sshd, pyftpdlib_server)) as fwd:
+    async with ftptrio.open_forwarder(clients.forwarder_config(sshd, pyftpdlib_server)) as fwd:
         control = await open_control(fwd)
         await control.login(pyftpdlib_server)
         reply = await control.cmd("PORT 127,0,0,1,200,10")
@@ -100,7 +97,7 @@ async def test_active_data_refused_by_sshd_gives_425_suggesting_passive_conversi
 
 async def test_exit_on_forward_failure_stops_at_start(start_sshd, pyftpdlib_server):
     sshd = start_sshd("AllowTcpForwarding no")
-    config = dataclasses.replace(config_for(sshd, pyftpdlib_server),
+    config = dataclasses.replace(clients.forwarder_config(sshd, pyftpdlib_server),
                                  exit_on_forward_failure=True)
     with pytest.RaisesGroup(ftptrio.TunnelError, flatten_subgroups=True,
                             allow_unwrapped=True) as info:

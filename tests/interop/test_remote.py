@@ -25,20 +25,12 @@ CASE_TIMEOUT = 120
 MODES = ("EPSV", "PASV", "EPRT", "PORT")
 
 
-def remote_config(sshd, ftp, **options) -> ftptrio.Config:
-    return ftptrio.Config(
-        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
-                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
-        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port,
-                                      direction="remote"),),
-        **options)
-
-
 @pytest.mark.parametrize("mode", MODES)
 async def test_remote_tunnel_curl(openssh, real_ftp_server, mode, tmp_path):
     client = clients.Curl(mode)
     with trio.fail_after(CASE_TIMEOUT):
-        async with ftptrio.open_forwarder(remote_config(openssh, real_ftp_server)) as fwd:
+        config = clients.forwarder_config(openssh, real_ftp_server, direction="remote")
+        async with ftptrio.open_forwarder(config) as fwd:
             host, port = fwd.addresses[0]
             assert host == "127.0.0.1" and port > 0
             await clients.exercise(client, clients.Target.for_server(real_ftp_server, "127.0.0.1",

@@ -32,6 +32,11 @@ import ftptrio
 from ftp_fakes import FTPClient
 from ftptrio.testing import servers
 
+try:
+    from . import clients
+except ImportError:  # pragma: no cover
+    import clients  # type: ignore[no-redef]
+
 SERVERS = ("proftpd", "vsftpd")
 #: the raw client's address, as ftptrio sees it
 CLIENT_HOST = "127.0.0.2"
@@ -138,18 +143,6 @@ async def victim(nursery):
     return v
 
 
-def _ftp_server(request, name: str) -> servers.FTPServer:
-    return request.getfixturevalue(name)
-
-
-def forwarder_config(sshd: servers.OpenSSHServer, ftp: servers.FTPServer) -> ftptrio.Config:
-    return ftptrio.Config(
-        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
-                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
-        forwards=(ftptrio.ForwardSpec(ftp_host=ftp.host, ftp_port=ftp.port,
-                                      listen_host="127.0.0.1"),))
-
-
 async def connect_from(local_host: str, address: tuple[str, int]) -> trio.SocketStream:
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
     try:
@@ -208,10 +201,10 @@ def _server_commands(ftp: servers.FTPServer) -> str:
 @pytest.mark.parametrize("bounce", list(BOUNCES))
 @pytest.mark.parametrize("server", SERVERS)
 async def test_telnet_smuggled_bounce_is_refused(request, openssh, server, bounce, victim):
-    ftp = _ftp_server(request, server)
+    ftp = clients.ftp_server(request, server)
     line = BOUNCES[bounce](VICTIM_HOST, victim.port)
     with trio.fail_after(TEST_TIMEOUT):
-        async with ftptrio.open_forwarder(forwarder_config(openssh, ftp)) as fwd:
+        async with ftptrio.open_forwarder(clients.forwarder_config(openssh, ftp)) as fwd:
             session = await open_session(fwd.addresses[0])
             async with session:
                 await log_in(session, ftp)
@@ -235,9 +228,9 @@ async def test_telnet_smuggled_bounce_is_refused(request, openssh, server, bounc
 
 @pytest.mark.parametrize("server", SERVERS)
 async def test_telnet_smuggled_auth_tls_is_refused_by_ftptrio(request, openssh, server):
-    ftp = _ftp_server(request, server)
+    ftp = clients.ftp_server(request, server)
     with trio.fail_after(TEST_TIMEOUT):
-        async with ftptrio.open_forwarder(forwarder_config(openssh, ftp)) as fwd:
+        async with ftptrio.open_forwarder(clients.forwarder_config(openssh, ftp)) as fwd:
             session = await open_session(fwd.addresses[0])
             async with session:
                 reply = await session.command(b"AU" + IAC_IP + b"TH TLS")
@@ -283,7 +276,7 @@ class CLIProcess:
 
 @pytest.mark.parametrize("server", SERVERS)
 async def test_telnet_smuggled_pass_is_not_logged_at_vv(request, openssh, server):
-    ftp = _ftp_server(request, server)
+    ftp = clients.ftp_server(request, server)
     args = [sys.executable, "-m", "ftptrio", "-vv",
             "-L", f"127.0.0.1:0:{ftp.host}:{ftp.port}",
             "-p", str(openssh.port), "-i", openssh.client_key,

@@ -15,10 +15,8 @@ from ftptrio.testing import servers
 
 try:
     from . import clients
-    from .test_matrix import forwarder_config
 except ImportError:  # pragma: no cover
     import clients  # type: ignore[no-redef]
-    from test_matrix import forwarder_config  # type: ignore[no-redef]
 
 DOWNLOADS = 3
 
@@ -29,7 +27,7 @@ async def test_every_download_is_counted(openssh, pyftpdlib_server, client_name,
     client = clients.CLIENTS[client_name]("PASV")
     size = ftp.path("one_mib.bin").stat().st_size
     with trio.fail_after(120):
-        async with ftptrio.open_forwarder(forwarder_config(openssh, ftp)) as fwd:
+        async with ftptrio.open_forwarder(clients.forwarder_config(openssh, ftp)) as fwd:
             host, port = fwd.addresses[0]
             target = clients.Target.for_server(ftp, host, port)
             for i in range(DOWNLOADS):

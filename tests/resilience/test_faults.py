@@ -7,12 +7,13 @@ SSH channel or remote forward may remain.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 
 import pytest
 import trio
+
+from ftptrio.testing.servers import sha256_bytes
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
 
@@ -187,7 +188,7 @@ async def test_half_close_passive_upload_then_reply(make_setup, nursery):
     """Client sends, shuts down writing, then still reads the server's answer."""
     async def digest_after_eof(stream: trio.SocketStream) -> None:
         received = await receive_all(stream)
-        await stream.send_all(hashlib.sha256(received).hexdigest().encode())
+        await stream.send_all(sha256_bytes(received).encode())
         await stream.aclose()
 
     setup = await make_setup()
@@ -197,7 +198,7 @@ async def test_half_close_passive_upload_then_reply(make_setup, nursery):
         await data.send_all(PAYLOAD)
         await data.send_eof()
         with trio.fail_after(20):
-            assert await receive_all(data) == hashlib.sha256(PAYLOAD).hexdigest().encode()
+            assert await receive_all(data) == sha256_bytes(PAYLOAD).encode()
         await data.aclose()
 
 

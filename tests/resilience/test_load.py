@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ftplib
 import gc
-import hashlib
 import io
 import os
 
@@ -16,6 +15,7 @@ import trio_asyncio
 import ftptrio
 from ftp_fakes import assert_no_leaks, wait_until
 from ftptrio.testing import inprocess_ssh_server, threaded_ftp_server
+from ftptrio.testing.servers import sha256_bytes
 
 SESSIONS = 20
 ACTIVE_SESSIONS = 5
@@ -36,7 +36,7 @@ def download(port: int, user: str, password: str, name: str, count: int = 1,
         for _ in range(count):
             sink = io.BytesIO()
             ftp.retrbinary(f"RETR {name}", sink.write)
-            digests.append(hashlib.sha256(sink.getvalue()).hexdigest())
+            digests.append(sha256_bytes(sink.getvalue()))
         ftp.quit()
     return digests
 
@@ -80,11 +80,11 @@ async def test_concurrent_sessions_and_sequential_channels_leave_nothing(tmp_pat
                     for _ in range(ACTIVE_SESSIONS):
                         await one_session(False)
                     assert len(results) == SESSIONS + ACTIVE_SESSIONS
-                    assert all(r == [hashlib.sha256(big).hexdigest()] for r in results)
+                    assert all(r == [sha256_bytes(big)] for r in results)
 
                     digests = await trio.to_thread.run_sync(
                         download, port, ftp.user, ftp.password, "small.bin", CHANNELS)
-                    assert digests == [hashlib.sha256(small).hexdigest()] * CHANNELS
+                    assert digests == [sha256_bytes(small)] * CHANNELS
 
                     await assert_no_leaks(fwd)
                     assert fwd.stats.transfer_errors == 0

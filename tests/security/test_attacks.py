@@ -3,55 +3,18 @@ saw and, from the SSH server's side, which destinations ftptrio asked for."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 
 import pytest
 import trio
 
 import ftptrio
-from ftp_fakes import wait_for_log
+from ftp_fakes import parse_227_port, pasv_reply, read_all, serve_data, wait_for_log
 
 
 def CONTROL_ONLY(setup) -> list[tuple[str, int]]:
     """The start-up check's control connection and the session's: no data channel."""
     return [("127.0.0.1", setup.ftp.port)] * 2
-
-
-def pasv_reply(host: str, port: int) -> bytes:
-    h = host.replace(".", ",")
-    return f"227 Entering Passive Mode ({h},{port >> 8},{port & 255}).\r\n".encode()
-
-
-def parse_227_port(line: bytes) -> tuple[str, int]:
-    nums = [int(n) for n in re.search(rb"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", line).groups()]
-    return ".".join(map(str, nums[:4])), nums[4] * 256 + nums[5]
-
-
-async def serve_data(nursery: trio.Nursery, payload: bytes) -> int:
-    """A data port on the 'FTP host' that sends payload to whoever connects."""
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await stream.send_all(payload)
-        await stream.aclose()
-
-    listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-    return listeners[0].socket.getsockname()[1]
-
-
-async def read_all(host: str, port: int, local_host: str | None = None) -> bytes:
-    sock = trio.socket.socket()
-    if local_host:
-        await sock.bind((local_host, 0))
-    await sock.connect((host, port))
-    stream = trio.SocketStream(sock)
-    chunks = []
-    with trio.fail_after(10):
-        while data := await stream.receive_some(65536):
-            chunks.append(data)
-    await stream.aclose()
-    return b"".join(chunks)
 
 
 @pytest.mark.parametrize("spoofed", ["10.0.0.1", "169.254.169.254", "192.168.1.1"])

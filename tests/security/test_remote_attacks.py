@@ -11,14 +11,9 @@ import trio
 import trio_asyncio
 
 import ftptrio
-from ftp_fakes import FTPClient, HostileFTP, assert_no_leaks
+from ftp_fakes import FTPClient, HostileFTP, assert_no_leaks, pasv_reply
 from ftptrio import _dataplane as dc
 from ftptrio.testing import inprocess_ssh_server
-
-
-def pasv_reply(host: str, port: int) -> bytes:
-    h = host.replace(".", ",")
-    return f"227 Entering Passive Mode ({h},{port >> 8},{port & 255}).\r\n".encode()
 
 
 async def _run(test) -> None:

@@ -4,7 +4,6 @@ exit codes and error messages."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ from ftptrio._cli import build_parser, main
 from ftptrio._options import config_from_args, parse_forward
 from ftptrio._config import Config, ForwardSpec
 from ftptrio._errors import BadDataAddress, ConfigError, LineTooLong, ProtocolError
+from ftptrio.testing.servers import free_port
 
 
 # main() configures logging: undo it after each test (fixture in conftest.py)
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.usefixtures("restore_logging")
 
 def config(*argv: str) -> Config:
     return config_from_args(build_parser().parse_args(list(argv)))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- parse_forward

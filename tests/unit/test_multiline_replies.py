@@ -20,9 +20,7 @@ from hypothesis import strategies as st
 from ftptrio import _rewrite_py
 from ftptrio._control import ControlChannel
 
-# (found through the sys.path entry pytest adds for this directory; mypy names the
-# module tests.unit.test_control_fuzz)
-from test_control_fuzz import quiet_debug_logging, run  # type: ignore[import-not-found]
+from control_replay import quiet_debug_logging, run  # type: ignore[import-not-found]
 
 _rewrite_cy: ModuleType | None
 try:

@@ -28,6 +28,10 @@ from typing import Iterator
 
 from .._ssh._testserver import SSHServerInfo as SSHServerInfo
 from .._ssh._testserver import inprocess_ssh_server as inprocess_ssh_server
+from .servers import PASSIVE_SEARCH_HIGH, PASSIVE_SEARCH_LOW
+
+#: threaded_ftp_server's passive ports (outside the kernel's ephemeral range)
+FTP_PASSIVE_PORTS = range(PASSIVE_SEARCH_LOW, PASSIVE_SEARCH_HIGH)
 
 
 @dataclass
@@ -62,7 +66,7 @@ def threaded_ftp_server(root: str | None = None, user: str = "demo",
         authorizer.add_user(user, password, root, perm="elradfmwMT")
         handler = type("DemoHandler", (FTPHandler,), {
             "authorizer": authorizer,
-            "passive_ports": range(20000, 32000),
+            "passive_ports": FTP_PASSIVE_PORTS,
             "permit_foreign_addresses": False,
             "timeout": 60,
         })
@@ -106,5 +110,5 @@ def trio_task_count() -> int:
     return count
 
 
-__all__ = ["FTPServerInfo", "SSHServerInfo", "inprocess_ssh_server", "threaded_ftp_server",
-           "trio_task_count"]
+__all__ = ["FTP_PASSIVE_PORTS", "FTPServerInfo", "SSHServerInfo", "inprocess_ssh_server",
+           "threaded_ftp_server", "trio_task_count"]

@@ -1,13 +1,13 @@
-"""Review of the 227-before-the-channel change: early server data, pipelined
-transfer commands, refused channel opens (raw client, scripted FTP server)."""
+"""The passive data channel opens after its 227 went out (in the background, while
+the client already connects): early server data, pipelined transfer commands,
+refused and slow channel opens (raw client, scripted FTP server)."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from ftp_fakes import wait_until
-from test_attacks import parse_227_port, pasv_reply, read_all, serve_data
+from ftp_fakes import parse_227_port, pasv_reply, read_all, serve_data, wait_until
 
 
 async def test_server_data_eof_and_close_before_the_client_connects(make_setup, nursery):
