@@ -131,13 +131,50 @@ def test_testing_helpers_reach_asyncssh_only_through_the_ssh_layer():
     assert "ftptrio._ssh._testserver" in imports_of("ftptrio.testing")
 
 
-def test_nothing_imports_from_tests_or_private_test_modules():
-    for module in MODULES:
-        assert "ftptrio._testservers" not in imports_of(module), module
+def test_benches_and_examples_do_not_import_tests():
     for path in [*(SRC.parent / "bench").glob("*.py"), *(SRC.parent / "examples").glob("*.py")]:
         text = path.read_text()
         assert "tests/interop" not in text and '"interop"' not in text, path
-        assert "ftptrio._testservers" not in text, path
+
+
+TESTS = SRC.parent / "tests"
+
+
+def imports_of_test_file(path: Path) -> set[str]:
+    """The top-level names of every module a test file imports (``from . import x``
+    and ``from .x import y`` count as x)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level:  # from . import a, b
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_no_test_file_imports_another():
+    """What tests share lives in helper modules (tests/ftp_fakes.py, tests/slow_peers.py,
+    tests/integration/integration_helpers.py, tests/interop/clients.py,
+    tests/unit/control_replay.py, ftptrio.testing): a test file run on its own, or
+    deselected, never runs another's module-level code or fixtures."""
+    test_files = sorted(TESTS.rglob("test_*.py"))
+    assert len(test_files) > 50
+    offenders = {f"{path.relative_to(TESTS)} imports {name}"
+                 for path in test_files
+                 for name in imports_of_test_file(path) if name.startswith("test_")}
+    assert not offenders, sorted(offenders)
+
+
+def test_test_import_check_sees_one(tmp_path):
+    path = tmp_path / "test_x.py"
+    path.write_text("try:\n    from .test_a import f\nexcept ImportError:\n"
+                    "    from test_a import f\nimport test_b.c\nfrom . import test_c, helpers\n"
+                    "from ftp_fakes import wait_until\n")
+    assert {n for n in imports_of_test_file(path) if n.startswith("test_")} == {
+        "test_a", "test_b", "test_c"}
 
 
 @pytest.mark.parametrize("module", ["ftptrio._session", "ftptrio._dataplane",
