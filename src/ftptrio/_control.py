@@ -31,6 +31,8 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
   session waits there for that channel if it is still opening, then sends the
   event's ``line``, or calls ``transfer_refused(event, reason)`` if it failed (the
   line is not sent, the client gets a 425 in its turn).
+* ``TransferReplied`` (in ``to_client``, right before the final reply to a
+  transfer command): the data plane accounts that transfer by its code.
 * ``QuitSent`` (in ``to_server``, after the QUIT line): no transfer can follow,
   so data listeners still waiting for a peer can close.
 
@@ -39,7 +41,8 @@ Replies are matched to commands in FIFO order, so pipelining works and a
 channel has an integer id, unique in the session, given when its PASV/EPSV/PORT/EPRT
 is read: the events of one channel (its offer or request, the transfer commands
 using it) carry the same id. The protocol never edits an outbox except by appending;
-results for the writers are return values. This module never imports trio, asyncssh or sockets.
+results for the writers are return values. This module never imports trio, asyncssh
+or sockets.
 """
 
 from __future__ import annotations

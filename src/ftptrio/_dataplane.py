@@ -40,7 +40,7 @@ from ._config import Config, ForwardSpec, address_allowed
 from ._control import (ActiveRequest, ConvertedActive, DataEvent, LogLimiter, PassiveOffer,
                        SessionLog)
 from ._errors import TunnelError
-from ._netaddr import same_address, unmapped
+from ._netaddr import host_ip, same_address, unmapped
 from ._seams import DataForward, DataRelay, RelayResult, SessionTunnel
 from ._stats import TransferStats
 
@@ -637,10 +637,8 @@ def _is_localhost_loopback(ftp_host: str, named: str) -> bool:
     same host (-L 2121:localhost:21), nothing to warn about."""
     if ftp_host.lower() != "localhost":
         return False
-    try:
-        return ipaddress.ip_address(unmapped(named)).is_loopback
-    except ValueError:
-        return False
+    ip = host_ip(named)
+    return ip is not None and ip.is_loopback
 
 
 class LocalDataPlane(DataPlane):
@@ -905,17 +903,14 @@ def ftp_server_only(ftp_host: str) -> Callable[[str, int], bool] | None:
     """
     if ftp_host.lower() == "localhost":
         ftp_host = "127.0.0.1"
-    try:
-        expected = ipaddress.ip_address(ftp_host)
-    except ValueError:
+    expected = host_ip(ftp_host)
+    if expected is None:
         return None
 
     def accept(orig_host: str, _orig_port: int) -> bool:
         if expected.is_loopback:
-            try:
-                return ipaddress.ip_address(unmapped(orig_host).split("%")[0]).is_loopback
-            except ValueError:
-                return False
+            seen = host_ip(orig_host)
+            return seen is not None and seen.is_loopback
         return same_address(orig_host, ftp_host)
 
     return accept

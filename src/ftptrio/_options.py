@@ -1,8 +1,8 @@
 """The one option grammar of the command line and of ``--config`` files.
 
 * ``-L``/``-R`` forward specs: ``[ftp/][bind_address:]port:ftp_host:ftp_port``
-* SSH destinations: ``[user@]host`` and ``ssh://[user@]host[:port]`` (as OpenSSH)
-  and ProxyJump hosts (``-J``): ``[user@]host[:port]``, comma-separated
+* SSH destinations: ``[user@]host`` and ``ssh://[user@]host[:port]`` (as OpenSSH);
+  ``-J`` hosts are read by ``_config.parse_jump_hosts``
 * ``-o Option=value`` keys (the subset of ssh_config ftptrio understands)
 * the argparse parser of every option, and Options -> Config
 

@@ -453,3 +453,16 @@ async def test_a_data_connection_pairs_with_the_command_of_its_channel_whatever_
         paired = [r.command for r in records]
         plane.stop_waiting()
     assert paired == ["RETR b"]
+
+
+def test_remote_forward_filter_reads_mapped_loopback_in_either_notation():
+    """sshd may report the FTP server's loopback address IPv4-mapped, in the dotted or
+    the hex notation; both are the FTP server, any other address is not."""
+    from ftptrio._dataplane import ftp_server_only
+
+    accept = ftp_server_only("localhost")
+    assert accept is not None
+    for host in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:7f00:1", "127.0.0.2"):
+        assert accept(host, 20), host
+    for host in ("10.0.0.1", "::ffff:a00:1", "example.org", ""):
+        assert not accept(host, 20), host
