@@ -178,7 +178,7 @@ async def test_given_connection_is_not_closed_or_replaced(ssh_server, aio_loop):
     conn = await trio_asyncio.aio_as_trio(asyncssh.connect)(
         ssh_server.host, port=ssh_server.port, username=ssh_server.username,
         client_keys=[ssh_server.client_key], known_hosts=ssh_server.known_hosts)
-    tun = Tunnel(options(ssh_server), conn)
+    tun = Tunnel(ssh_options(ssh_server), conn)
     assert await tun.connect() is conn
     await tun.aclose()
     assert not conn.is_closed()
@@ -187,7 +187,7 @@ async def test_given_connection_is_not_closed_or_replaced(ssh_server, aio_loop):
     with pytest.raises(ftptrio.TunnelError, match="given to ftptrio is closed"):
         await tun.connect()
     with pytest.raises(TypeError):
-        Tunnel(options(ssh_server), object())
+        Tunnel(ssh_options(ssh_server), object())
 
 
 # ------------------------------------------------------------ refusals, by class
