@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -250,9 +250,11 @@ class Ftptrio:
 
 def start_ftptrio(ssh: "servers.OpenSSHServer", ftp: "servers.FTPServer", workdir: str,
                   *, active_mode: str | None = None, extra: Sequence[str] = (),
-                  tag: str = "ftptrio") -> Ftptrio:
+                  tag: str = "ftptrio", src: str | None = None) -> Ftptrio:
     """Start ftptrio on a free local port forwarding to ``ftp`` through ``ssh``
-    and wait until it accepts connections."""
+    and wait until it accepts connections; with ``src``, the ftptrio of that
+    directory (its PYTHONPATH) rather than the one this interpreter imports."""
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
     last = ""
     for _attempt in range(3):
         port = servers.free_port()
@@ -267,7 +269,7 @@ def start_ftptrio(ssh: "servers.OpenSSHServer", ftp: "servers.FTPServer", workdi
         log_path = os.path.join(workdir, f"{tag}-{port}.log")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True)
+                                    start_new_session=True, env=env)
         fx = Ftptrio(proc, port, active_mode or "remote-forward", log_path, args)
         try:
             servers.wait_for_port(HOST, port, timeout=30, process=proc)
@@ -465,3 +467,204 @@ def connect(port: int, timeout: float = 30.0) -> socket.socket:
     s = socket.create_connection((HOST, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
+
+
+# ------------------------------------------------------------------ a long link (delay proxy)
+#: the cipher of every route in the long-link benches (wan.py, wan_files.py)
+AES = "aes128-gcm@openssh.com"
+
+_DELAY_PROXY = r'''
+import asyncio, collections, socket, sys
+target_port, delay, host = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+HIGH = 32 << 20
+
+def plain_tcp(sock):
+    """No Nagle, and cubic rather than the system's default congestion control (see
+    link_address in bench/_common.py): the proxy's own sockets model a link, not a paced sender."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+    except OSError:
+        pass
+
+class Delay:
+    """One direction: what arrives is written to `out` `delay` seconds later."""
+    def __init__(self, loop):
+        self.loop, self.q, self.timer, self.out = loop, collections.deque(), None, None
+        self.eof = self.close = False
+    def push(self, data):
+        if delay <= 0:
+            self.out.transport.write(data); return
+        self.q.append((self.loop.time() + delay, data))
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.q[0][0], self.flush)
+    def push_end(self, close):
+        if close: self.close = True
+        else: self.eof = True
+        if delay <= 0 or (not self.q and self.timer is None):
+            self.finish()
+        elif self.timer is None:
+            self.timer = self.loop.call_at(self.loop.time() + delay, self.flush)
+    def flush(self):
+        self.timer = None
+        now = self.loop.time() + 0.0002
+        q, parts = self.q, []
+        while q and q[0][0] <= now:
+            parts.append(q.popleft()[1])
+        t = self.out.transport
+        if parts and not t.is_closing():
+            t.write(b"".join(parts))
+        if q:
+            self.timer = self.loop.call_at(q[0][0], self.flush)
+        elif self.eof or self.close:
+            self.timer = self.loop.call_at(self.loop.time() + delay, self.finish)
+    def finish(self):
+        self.timer = None
+        if self.q:
+            return self.flush()
+        t = self.out.transport
+        if t is None or t.is_closing():
+            return
+        if self.close: t.close()
+        elif self.eof and t.can_write_eof(): t.write_eof()
+
+class Half(asyncio.Protocol):
+    def __init__(self, loop):
+        self.transport, self.peer, self.dir = None, None, Delay(loop)
+    def connection_made(self, t):
+        self.transport = t
+        plain_tcp(t.get_extra_info("socket"))
+        t.set_write_buffer_limits(HIGH, HIGH // 4)
+    def data_received(self, data): self.dir.push(data)
+    def eof_received(self): self.dir.push_end(False); return True
+    def connection_lost(self, exc): self.dir.push_end(True)
+    def pause_writing(self): self.peer.transport.pause_reading()
+    def resume_writing(self): self.peer.transport.resume_reading()
+
+class Client(Half):
+    def connection_made(self, t):
+        super().connection_made(t)
+        t.pause_reading()
+        asyncio.get_running_loop().create_task(self.connect())
+    async def connect(self):
+        loop = asyncio.get_running_loop()
+        server = Half(loop)
+        server.peer, self.peer = self, server
+        self.dir.out, server.dir.out = server, self
+        try:
+            await loop.create_connection(lambda: server, "127.0.0.1", target_port,
+                                         local_addr=(host, 0))
+        except OSError:
+            self.transport.close(); return
+        self.transport.resume_reading()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(lambda: Client(loop), host, 0, backlog=128)
+    print("PORT", srv.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+'''
+
+
+#: the delay proxy's address, with its own loopback route (see link_address)
+LINK_ADDRESS = "127.0.50.50"
+
+
+def link_address(bed: Bed, fix: bool) -> str:
+    """The address the delay proxy listens on and connects to sshd from.
+
+    This machine's default congestion control is BBR. Every TCP hop around the
+    proxy is a loopback hop (microsecond RTT) carrying the bursts of a
+    window-limited SSH channel, and there BBR falls into a trap: a lone paced
+    segment waits for the receiver's delayed ACK (40 ms), BBR takes that as the
+    bandwidth and paces at it. Measured through the 50 ms proxy with a bare
+    asyncssh client and an 8 MiB window: sshd's socket paced at 12.8 Mbit/s
+    (`ss -ti`: bbr bw 12.9 Mbps, 2.3 MB not sent) for hundreds of ms, the channel
+    averaged 46-54 MB/s instead of ~150. A real 50 ms link does not do this (the
+    RTT is 50 ms, not microseconds), so the link is modelled without it: a /32
+    route for this address with `congctl cubic` makes every socket that talks to
+    the proxy (sshd's, ftptrio's, ssh's, sftp's) use cubic, for every route
+    alike. Needs root and iproute2; otherwise (or with --bbr) 127.0.0.1 as before.
+    The hops on the "server host" (FTP server or stream server -> sshd) and on the
+    client host (ftptrio -> curl) keep the system's congestion control, as they
+    would in a deployment: with a 16 MiB data-channel window the FTP server's
+    socket to sshd falls into the same trap on loopback (paced at 8-47 MB/s,
+    ftptrio's LAN download 65 instead of ~200 MB/s), which is why the default
+    window stays 8 MiB.
+    """
+    if not fix:
+        return HOST
+    route = ["local", f"{LINK_ADDRESS}/32", "dev", "lo", "table", "local"]
+    try:
+        subprocess.run(["ip", "route", "replace", *route, "congctl", "cubic"], check=True,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"WARNING: no cubic route for the delay proxy ({exc}); using {HOST} with "
+              f"the system's congestion control", flush=True)
+        return HOST
+    bed.stack.callback(subprocess.run, ["ip", "route", "del", *route], capture_output=True,
+                       timeout=30)
+    return LINK_ADDRESS
+
+
+def start_proxy(bed: Bed, name: str, host: str, *args: str) -> tuple[subprocess.Popen, int]:
+    """The delay proxy (like throughput.start_script, listening on ``host``); args:
+    the target port and the one-way delay in s."""
+    script = Path(bed.workdir) / f"{name}.py"
+    script.write_text(_DELAY_PROXY)
+    err = open(Path(bed.workdir) / f"{name}.stderr", "ab")
+    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args, host],
+                                    stdout=subprocess.PIPE, stderr=err,
+                                    stdin=subprocess.DEVNULL, start_new_session=True))
+    err.close()
+    line = proc.stdout.readline().decode()
+    if not line.startswith("PORT "):
+        raise RuntimeError(f"{name} did not start: {line!r} "
+                           f"{(Path(bed.workdir) / f'{name}.stderr').read_text()[-2000:]}")
+    port = int(line.split()[1])
+    servers.wait_for_port(host, port, timeout=30, process=proc)
+    return proc, port
+
+
+def sftp_time(workdir: str, ssh: "servers.OpenSSHServer", batch: str,
+              cipher: str | None = AES) -> float:
+    """Wall time of one ``sftp -b`` session running ``batch`` (set-up included)."""
+    bf = Path(workdir) / "wan-sftp.batch"
+    bf.write_text(batch)
+    args = ["sftp", "-q", "-b", str(bf), *ssh_base_args(ssh, cipher)]
+    args[args.index("-p")] = "-P"
+    args.append(f"{ssh.username}@{ssh.host}")
+    t0 = time.perf_counter()
+    out = subprocess.run(args, capture_output=True, text=True, timeout=1000)
+    dt = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"sftp failed: {out.stderr.strip()} {out.stdout.strip()}")
+    return dt
+
+
+def sftp_setup_time(workdir: str, ssh: "servers.OpenSSHServer", cipher: str | None = AES) -> float:
+    """An sftp session's set-up and teardown: the median of three ``pwd`` batches (what
+    the benches subtract from an ``sftp -b`` transfer's wall time)."""
+    return median([sftp_time(workdir, ssh, "pwd\n", cipher) for _ in range(3)])
+
+
+def delayed_ssh(bed: Bed, link: str, rtt_ms: float) -> "servers.OpenSSHServer":
+    """A delay proxy for ``rtt_ms`` on ``link`` in front of the bed's sshd (stopped with
+    the bed), and that sshd as seen through it (host, port and a known_hosts file)."""
+    _proxy, port = start_proxy(bed, f"proxy{rtt_ms:g}", link, str(bed.ssh.port),
+                               str(rtt_ms / 2000))
+    known_hosts = Path(bed.workdir) / f"known_hosts_{port}"
+    known_hosts.write_text(f"[{link}]:{port} {bed.ssh.host_public_key.strip()}\n")
+    return replace(bed.ssh, host=link, port=port, known_hosts=str(known_hosts))
+
+
+def ftptrio_trees(compare_src: str | None) -> list[tuple[str, str | None]]:
+    """The ftptrio routes of a ``--compare-src`` bench: (name, PYTHONPATH for
+    start_ftptrio's ``src``), the ftptrio this interpreter imports first, then
+    ``compare_src``'s src/ as "ftptrio[its directory name]"."""
+    trees: list[tuple[str, str | None]] = [("ftptrio", None)]
+    if compare_src:
+        top = os.path.abspath(compare_src)
+        trees.append((f"ftptrio[{os.path.basename(top)}]", os.path.join(top, "src")))
+    return trees
