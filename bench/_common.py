@@ -476,6 +476,7 @@ AES = "aes128-gcm@openssh.com"
 _DELAY_PROXY = r'''
 import asyncio, collections, socket, sys
 target_port, delay, host = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+quick_ack = sys.argv[4:5] == ["quick-ack"]
 HIGH = 32 << 20
 
 def plain_tcp(sock):
@@ -535,7 +536,13 @@ class Half(asyncio.Protocol):
         self.transport = t
         plain_tcp(t.get_extra_info("socket"))
         t.set_write_buffer_limits(HIGH, HIGH // 4)
-    def data_received(self, data): self.dir.push(data)
+    #: acknowledge every read at once (the half that talks to sshd, with quick-ack)
+    quick_ack = False
+    def data_received(self, data):
+        self.dir.push(data)
+        if self.quick_ack:
+            self.transport.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     def eof_received(self): self.dir.push_end(False); return True
     def connection_lost(self, exc): self.dir.push_end(True)
     def pause_writing(self): self.peer.transport.pause_reading()
@@ -549,6 +556,7 @@ class Client(Half):
     async def connect(self):
         loop = asyncio.get_running_loop()
         server = Half(loop)
+        server.quick_ack = quick_ack
         server.peer, self.peer = self, server
         self.dir.out, server.dir.out = server, self
         try:
@@ -608,13 +616,15 @@ def link_address(bed: Bed, fix: bool) -> str:
     return LINK_ADDRESS
 
 
-def start_proxy(bed: Bed, name: str, host: str, *args: str) -> tuple[subprocess.Popen, int]:
+def start_proxy(bed: Bed, name: str, host: str, *args: str,
+                quick_ack: bool = False) -> tuple[subprocess.Popen, int]:
     """The delay proxy (like throughput.start_script, listening on ``host``); args:
-    the target port and the one-way delay in s."""
+    the target port and the one-way delay in s. ``quick_ack``: see delayed_ssh."""
     script = Path(bed.workdir) / f"{name}.py"
     script.write_text(_DELAY_PROXY)
     err = open(Path(bed.workdir) / f"{name}.stderr", "ab")
-    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args, host],
+    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args, host,
+                                     *(["quick-ack"] if quick_ack else [])],
                                     stdout=subprocess.PIPE, stderr=err,
                                     stdin=subprocess.DEVNULL, start_new_session=True))
     err.close()
@@ -649,11 +659,19 @@ def sftp_setup_time(workdir: str, ssh: "servers.OpenSSHServer", cipher: str | No
     return median([sftp_time(workdir, ssh, "pwd\n", cipher) for _ in range(3)])
 
 
-def delayed_ssh(bed: Bed, link: str, rtt_ms: float) -> "servers.OpenSSHServer":
+def delayed_ssh(bed: Bed, link: str, rtt_ms: float,
+                quick_ack: bool = False) -> "servers.OpenSSHServer":
     """A delay proxy for ``rtt_ms`` on ``link`` in front of the bed's sshd (stopped with
-    the bed), and that sshd as seen through it (host, port and a known_hosts file)."""
+    the bed), and that sshd as seen through it (host, port and a known_hosts file).
+
+    The proxy's socket to sshd is what acknowledges sshd's segments, at once or after
+    the kernel's delayed-ACK timer (up to 40 ms). sshd sends with Nagle on, so a small
+    segment (a reply, a channel EOF or close) waits for the ACK of the one before: on
+    a real link that ACK comes from the client after one RTT; through this proxy it
+    comes after the delayed-ACK timer (about 40 ms at every RTT), or at once with
+    ``quick_ack`` (TCP_QUICKACK after every read, as ftptrio's own SSH socket does)."""
     _proxy, port = start_proxy(bed, f"proxy{rtt_ms:g}", link, str(bed.ssh.port),
-                               str(rtt_ms / 2000))
+                               str(rtt_ms / 2000), quick_ack=quick_ack)
     known_hosts = Path(bed.workdir) / f"known_hosts_{port}"
     known_hosts.write_text(f"[{link}]:{port} {bed.ssh.host_public_key.strip()}\n")
     return replace(bed.ssh, host=link, port=port, known_hosts=str(known_hosts))
