@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import ftptrio
 from ftptrio import _scan
+from ftptrio.testing import servers
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -55,3 +58,42 @@ def test_bench_header_names_the_measured_package() -> None:
     text = _common.measured_ftptrio()
     assert str(Path(ftptrio.__file__).parent) in text
     assert text.endswith(f"scanner {_scan.IMPLEMENTATION}")
+
+
+WAN_FILES_ROWS = ["sftp get", "sftp put"] + [
+    f"ftptrio {route} {verb}"
+    for route in ("passive (EPSV)", "active (EPRT)", "active->passive (EPRT)",
+                  "curl, one connection,")
+    for verb in ("RETR", "STOR")] + ["ftptrio lftp mirror --parallel=8"]
+
+
+def test_wan_files_quick_reports_every_route_with_figures(tmp_path: Path) -> None:
+    """bench/wan_files.py --quick: a table per RTT (0 and 10 ms) with every route's ms per
+    file, round trips per file ("-" at 0 ms), ratios to sftp and files/s, and no errors."""
+    for tool in ("sshd", "sftp", "curl", "lftp"):
+        servers.require_tool(tool)  # fails under CI, skips with the reason elsewhere
+    out = subprocess.run([sys.executable, str(BENCH / "wan_files.py"), "--quick"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(Path(ftptrio.__file__).parents[1])})
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert f"scanner {_scan.IMPLEMENTATION}" in out.stdout
+    assert "errors: 0" in out.stdout
+    tables = out.stdout.split("\n## RTT ")[1:]
+    assert [t.split()[0] for t in tables] == ["0", "10"], out.stdout
+    for rtt, text in zip((0, 10), tables):
+        rows = {}
+        for line in text.split("\n\n")[0].splitlines()[3:]:
+            cells = re.split(r"\s{2,}", line.strip())
+            rows[cells[0]] = cells[1:]
+        assert sorted(rows) == sorted(WAN_FILES_ROWS), text
+        for name, (files, ms, round_trips, time_ratio, per_second, rate_ratio, _vs) in rows.items():
+            assert int(files) == (12 if "mirror" in name else 3), (name, text)
+            if name.startswith("sftp") and rtt == 0 and "-" in (per_second, rate_ratio):
+                continue  # a few files at 0 ms, set-up subtracted: ~0 s, or even below 0
+            figures = [float(ms), float(time_ratio), float(per_second), float(rate_ratio)]
+            if name.startswith("ftptrio"):
+                assert figures[0] > 0 and figures[2] > 0, (name, text)
+            if rtt:
+                assert float(round_trips) == pytest.approx(float(ms) / rtt, rel=0.02), (name, text)
+            else:
+                assert round_trips == "-", (name, text)
