@@ -111,22 +111,29 @@ class DataChannel:
     States: ``opening`` (-L passive: listener bound, SSH channel opening), ``waiting``
     (for its one peer, at most ``Config.data_idle_timeout``), ``relaying``, ``done``."""
 
-    __slots__ = ("id", "mode", "state", "wait", "listener", "opened", "failure",
-                 "answered", "record", "relay", "seen")
+    __slots__ = ("id", "mode", "state", "wait", "listener", "requested", "opened", "failure",
+                 "command_sent", "answered", "record", "relay", "seen")
 
     def __init__(self, channel_id: int, mode: Mode, wait: trio.CancelScope) -> None:
         self.id = channel_id
         self.mode = mode
-        self.state: ChannelState = "opening" if mode == "passive" else "waiting"
+        self.state: ChannelState = "waiting" if mode == "active" else "opening"
         #: its wait for a peer: ends when superseded, at its deadline, or with the session
         self.wait = wait
         #: -L passive: the listener while the SSH channel opens (closed at once when
         #: superseded: no task waits on it yet)
         self.listener: trio.socket.SocketType | None = None
+        #: set once the SSH channel's open request is on the connection (or the open
+        #: has a result): the transfer command may follow it at once (the SSH server
+        #: reads it after the open, so the FTP server sees both together)
+        self.requested = trio.Event()
         #: set when the SSH channel's open has a result; ``failure``: why it failed
         #: (the transfer command using the channel gets it in a 425, once)
         self.opened = trio.Event()
         self.failure: str | None = None
+        #: its transfer command went to the server before the open's result came: a
+        #: failure then reaches the client as the FTP server's own reply
+        self.command_sent = False
         #: active: the FTP server answered its PORT/EPRT (accepted or refused)
         self.answered = False
         #: the transfer command named for it (paired once the relay runs)
@@ -134,14 +141,16 @@ class DataChannel:
         self.relay: DataRelay | None = None
         #: while relaying: what the idle watch last saw of it
         self.seen: _Seen | None = None
-        if mode != "passive":
+        if mode == "active":
+            self.requested.set()
             self.opened.set()
 
     def settle(self, failure: str | None = None) -> None:
         """The SSH channel's open has a result (the first one given counts)."""
         if not self.opened.is_set():
-            self.failure = failure
+            self.failure = None if self.command_sent else failure
             self.opened.set()
+            self.requested.set()
         if failure is None and self.state == "opening":
             self.state = "waiting"
 
@@ -334,19 +343,31 @@ class DataPlane:
             record.started = channel.seen.started
 
     async def transfer_ready(self, channel_id: int | None = None) -> str | None:
-        """Called before a transfer command goes to the server: wait until its data
-        channel ``channel_id`` is open, at most ``Config.data_idle_timeout``; the
-        reason for a 425 if it could not be (told once). A channel not set up yet (its
-        PASV/EPSV was pipelined with the command: the reply is still to come), an
-        active one, or none: nothing to wait for."""
+        """Called before a transfer command goes to the server: wait until the open of
+        its data channel ``channel_id`` is on the SSH connection (not for the SSH
+        server's answer: the command follows the open, and the FTP server sees both
+        in the same round trip), at most ``Config.data_idle_timeout``; the reason for a
+        425 if the open failed by then (told once; a later failure reaches the client
+        as the FTP server's own reply). A channel not set up yet (its PASV/EPSV was
+        pipelined with the command: the reply is still to come), an active one, or
+        none: nothing to wait for."""
         channel = self._channels.get(channel_id) if channel_id is not None else None
-        if channel is None or channel.mode != "passive":
+        if channel is None or channel.mode == "active":
             return None
-        if not channel.opened.is_set():
+        if not channel.requested.is_set():
             with trio.move_on_after(self.config.data_idle_timeout):
-                await channel.opened.wait()
-            if not channel.opened.is_set():
+                await channel.requested.wait()
+            if not channel.requested.is_set():
                 return "timed out opening the data channel through SSH"
+        if not channel.opened.is_set() and self.tunnel.data_opens_refused:
+            # an open was refused on this SSH connection before: wait for the answer,
+            # so that a refusal reaches the client at once as ftptrio's 425 with the
+            # SSH server's reason (not as the FTP server's, after its data timeout)
+            with trio.move_on_at(channel.wait.deadline):
+                await channel.opened.wait()
+        if not channel.opened.is_set():
+            channel.command_sent = True
+            return None
         failure, channel.failure = channel.failure, None
         if channel.state == "done":
             self._forget(channel)
@@ -416,7 +437,8 @@ class DataPlane:
         PORT/EPRT, before the server has used the previous one if the client
         pipelines: older ones end when the server accepts it (``accepted``), and at most
         MAX_ACTIVE_WAITING are kept meanwhile (300 PORT commands cannot leave 300
-        listeners on the SSH server). A converted one is connected already."""
+        listeners on the SSH server). A converted one supersedes nothing (its client
+        listens already)."""
         for old in [c for c in self._channels.values() if c.state == "done"]:
             del self._channels[old.id]  # (failed opens no transfer command asked about)
         if mode == "passive":
@@ -664,11 +686,14 @@ class LocalDataPlane(DataPlane):
         """The address a 227 names: the one the client's control connection reached."""
         return self.addresses.client_local_host
 
-    async def _relay_to_server(self, destination: str, port: int) -> DataRelay:
-        """An SSH channel to the server's passive port."""
+    async def _relay_to_server(self, destination: str, port: int,
+                               channel: DataChannel | None = None) -> DataRelay:
+        """An SSH channel to the server's passive port (``channel``: told when its
+        open request is on the connection)."""
         try:
-            return await self.tunnel.open_data_relay(destination, port,
-                                                     originator=(self.addresses.client_host, 0))
+            return await self.tunnel.open_data_relay(
+                destination, port, originator=(self.addresses.client_host, 0),
+                requested=None if channel is None else channel.requested.set)
         except TunnelError as exc:
             self._log.warning("%s", exc)
             raise DataSetupError(str(exc)) from exc
@@ -711,7 +736,7 @@ class LocalDataPlane(DataPlane):
             with trio.move_on_at(wait.deadline):
                 async with self._open_lock:
                     if not wait.cancel_called:
-                        relay = await self._relay_to_server(destination, ftp_port)
+                        relay = await self._relay_to_server(destination, ftp_port, channel)
         except DataSetupError as exc:
             listener.close()  # the client's connect (if any) is reset
             self._unused(channel, str(exc))
@@ -775,20 +800,39 @@ class LocalDataPlane(DataPlane):
             await self._transfer(channel, relay)
 
     async def converted(self, event: ConvertedActive) -> None:
-        """Open the SSH channel and connect it to the client's listener before the
-        200 (measured: sending the 200 first and holding the transfer command for
-        the channel made the converted route ~1 ms per file slower here, not faster:
-        both ends then compete for the CPU)."""
-        relay = await self._relay_to_server(self._passive_destination(event.server_host),
-                                            event.server_port)
+        """The 200 goes out at once; the SSH channel to the server's passive port opens
+        meanwhile (the transfer command follows its open request, as in passive mode)
+        and is then connected to the client's listener."""
+        destination = self._passive_destination(event.server_host)
+        channel = self._new_channel(event.id, "converted")
+        self._start(self._serve_converted, channel, destination, event)
+
+    async def _serve_converted(self, channel: DataChannel, destination: str,
+                               event: ConvertedActive) -> None:
+        """Open the SSH channel (bounded by the channel's deadline, as a passive one),
+        connect it to the client's data listener, relay."""
+        relay = None
+        try:
+            with trio.move_on_at(channel.wait.deadline):
+                relay = await self._relay_to_server(destination, event.server_port, channel)
+        except DataSetupError as exc:
+            self._unused(channel, str(exc))
+            return
+        except BaseException:
+            self._unused(channel, "session ended")
+            raise
+        if relay is None:
+            self._unused(channel, "timed out opening the data channel through SSH")
+            return
+        channel.settle()
         try:
             await relay.connect_socket(event.client_host, event.client_port)
         except OSError as exc:
             self._log.warning("cannot connect to client data port %s:%d: %s",
                               event.client_host, event.client_port, exc)
-            raise DataSetupError(f"cannot connect to your data port: {exc}") from exc
-        channel = self._new_channel(event.id, "converted")
-        self._start(self._transfer, channel, relay)
+            self._unused(channel)
+            return
+        await self._transfer(channel, relay)
 
 
 class RemoteDataPlane(DataPlane):

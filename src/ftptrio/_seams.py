@@ -114,6 +114,9 @@ class SessionTunnel(Protocol):
     """What one FTP session and its data plane ask of the shared SSH connection
     (``_ssh.Tunnel``). Each raises ``TunnelError`` when the SSH server refuses."""
 
+    #: an ``open_data_relay`` was refused on this tunnel (for every session)
+    data_opens_refused: bool
+
     async def open_stream(self, host: str, port: int, originator: tuple[str, int] = ("", 0),
                           ) -> trio.abc.HalfCloseableStream:
         """A direct-tcpip channel to host:port as a stream (FTP control);
@@ -121,8 +124,11 @@ class SessionTunnel(Protocol):
         ...
 
     async def open_data_relay(self, host: str, port: int,
-                              originator: tuple[str, int] = ("", 0)) -> DataRelay:
-        """A direct-tcpip channel to host:port for one data connection."""
+                              originator: tuple[str, int] = ("", 0),
+                              requested: Callable[[], None] | None = None) -> DataRelay:
+        """A direct-tcpip channel to host:port for one data connection. ``requested``
+        is called once the open request is written to the SSH connection (before the
+        answer): what the session sends on the connection after it follows it."""
         ...
 
     async def listen_remote(self, host: str, port: int = 0,

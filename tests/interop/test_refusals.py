@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import ftptrio
-from ftp_fakes import FTPClient
+from ftp_fakes import FTPClient, wait_until
 from ftptrio.testing import servers
 
 try:
@@ -67,7 +67,13 @@ async def test_passive_data_refused_by_sshd_gives_425_with_reason(
     async with ftptrio.open_forwarder(clients.forwarder_config(sshd, pyftpdlib_server)) as fwd:
         control = await open_control(fwd)
         await control.login(pyftpdlib_server)
-        # the 227 goes out before the SSH channel opens; the transfer gets the 425
+        # the 227 goes out before the SSH channel opens; a transfer command follows the
+        # open request at once, so the first refusal on the SSH connection reaches
+        # the client as the FTP server's own answer (after its data timeout)...
+        assert (await control.cmd("PASV")).startswith("227 ")
+        await wait_until(lambda: fwd._tunnel.data_opens_refused)
+        # ...and from then on, transfer commands wait for the SSH server's answer: the
+        # refusal is ftptrio's 425, with the reason, at once
         assert (await control.cmd("PASV")).startswith("227 ")
         reply = await control.cmd("LIST")
         assert (await control.cmd("NOOP")).startswith("200")  # the session goes on

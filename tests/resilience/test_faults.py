@@ -13,6 +13,7 @@ import re
 import pytest
 import trio
 
+from ftp_fakes import wait_until
 from ftptrio.testing.servers import sha256_bytes
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
@@ -106,7 +107,10 @@ async def test_refused_data_channel_gives_425_and_session_continues(make_setup, 
     async with setup.client() as client:
         setup.ssh.allow_direct = False
         # the 227 goes out as soon as the listener is bound, before the SSH channel
-        # opens: the failure reaches the client as a 425 to its transfer command
+        # opens; once an open was refused on the SSH connection, a transfer command
+        # waits for the answer: the failure reaches the client as ftptrio's 425
+        assert (await client.command(b"PASV"))[0].startswith(b"227 ")
+        await wait_until(lambda: setup.forwarder._tunnel.data_opens_refused)
         assert (await client.command(b"PASV"))[0].startswith(b"227 ")
         reply = (await client.command(b"RETR f"))[0]
         assert reply.startswith(b"425 ftptrio: cannot open data connection: "), reply

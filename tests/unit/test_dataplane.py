@@ -8,6 +8,7 @@ one-shot listeners are real (loopback) sockets.
 from __future__ import annotations
 
 import gc
+from typing import Callable
 
 import pytest
 import trio
@@ -122,8 +123,10 @@ async def test_tunnel_errors_become_setup_errors_with_the_reason():
         with pytest.raises(OSError):  # the listener closed with the failure
             await connect(port)
         assert plane.waiting == 0
-        with pytest.raises(DataSetupError, match="administratively prohibited"):
-            await plane.setup(ConvertedActive("127.0.0.1", 50000, None, 6000, False, 3))
+        # converted: the 200 goes out at once, the transfer command gets the 425
+        await plane.setup(ConvertedActive("127.0.0.1", 50000, None, 6000, False, 3))
+        assert "administratively prohibited" in (await plane.transfer_ready(3) or "")
+        assert plane._channels == {}
         with pytest.raises(DataSetupError, match="remote forward refused"):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 2))
 
@@ -319,14 +322,19 @@ async def test_finished_waits_are_dropped_at_once():
 
 async def test_reply_goes_out_before_the_channel_opens_and_the_transfer_waits():
     """The 229 names a bound listener at once; the channel opens meanwhile; the
-    transfer command waits for it; a superseded offer's channel is closed once open."""
+    transfer command waits until the open request is on the SSH connection (not for
+    its answer); a superseded offer's channel is closed once open."""
     plane, tunnel, _ = make_plane()
     gate = trio.Event()
+    sent = trio.Event()
     real_open = tunnel.open_data_relay
 
-    async def slow_open(host: str, port: int,
-                        originator: tuple[str, int] = ("", 0)) -> FakeRelay:
-        await gate.wait()
+    async def slow_open(host: str, port: int, originator: tuple[str, int] = ("", 0),
+                        requested: Callable[[], None] | None = None) -> FakeRelay:
+        await sent.wait()  # (the SSH connection is busy: the request waits)
+        assert requested is not None
+        requested()
+        await gate.wait()  # the SSH server's answer
         return await real_open(host, port)
 
     tunnel.open_data_relay = slow_open  # type: ignore[method-assign]
@@ -341,10 +349,12 @@ async def test_reply_goes_out_before_the_channel_opens_and_the_transfer_waits():
 
         nursery.start_soon(transfer)
         await trio.testing.wait_all_tasks_blocked()
-        assert ready == []  # the transfer command waits for the channel
+        assert ready == []  # the transfer command waits for the open request
+        sent.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert ready == [None] and tunnel.relays == []  # sent before the answer
         gate.set()
         await trio.testing.wait_all_tasks_blocked()
-        assert ready == [None]
         sock.close()
         await tunnel.relays[0].done.wait()
         # superseded while opening: the channel is closed as soon as it is open
@@ -373,9 +383,9 @@ async def test_listener_closes_after_the_idle_timeout_while_the_channel_still_op
     gate = trio.Event()
     real_open = tunnel.open_data_relay
 
-    async def hanging_open(host: str, port: int,
-                           originator: tuple[str, int] = ("", 0)) -> FakeRelay:
-        await gate.wait()
+    async def hanging_open(host: str, port: int, originator: tuple[str, int] = ("", 0),
+                           requested: Callable[[], None] | None = None) -> FakeRelay:
+        await gate.wait()  # not even requested (the SSH connection is not there yet)
         return await real_open(host, port)
 
     tunnel.open_data_relay = hanging_open  # type: ignore[method-assign]

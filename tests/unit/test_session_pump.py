@@ -3,6 +3,8 @@ fake tunnel: bytes and events move in order, and output cannot pile up without b
 
 from __future__ import annotations
 
+from typing import Callable
+
 import trio
 import trio.testing
 
@@ -79,8 +81,9 @@ class DataTunnel(FakeTunnel):
     succeed never finish (not needed here)."""
 
     async def open_data_relay(self, host: str, port: int,
-                              originator: tuple[str, int] = ("", 0)) -> FakeRelay:
-        await super().open_data_relay(host, port, originator)  # TunnelError while fail
+                              originator: tuple[str, int] = ("", 0),
+                              requested: Callable[[], None] | None = None) -> FakeRelay:
+        await super().open_data_relay(host, port, originator, requested)  # refused while fail
         await trio.sleep_forever()
 
 

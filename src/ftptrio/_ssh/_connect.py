@@ -136,6 +136,9 @@ class Tunnel:
         self.connects = 0
         #: --data-memory: what the data channels' SSH receive windows hold together
         self.budget = WindowBudget(options.data_memory)
+        #: the SSH server refused a data channel open (PermitOpen, a data port it
+        #: cannot reach): sessions then wait for its answer before a transfer command
+        self.data_opens_refused = False
 
     @property
     def max_window(self) -> int:
@@ -193,13 +196,16 @@ class Tunnel:
                                  f"{refusal(exc)}{_open_hint(exc)}", exc) from exc
 
     async def open_data_relay(self, host: str, port: int,
-                              originator: tuple[str, int] = ("", 0)) -> SSHDataRelay:
-        """A direct-tcpip channel to host:port, to be paired with a local socket."""
+                              originator: tuple[str, int] = ("", 0),
+                              requested: Callable[[], None] | None = None) -> SSHDataRelay:
+        """A direct-tcpip channel to host:port, to be paired with a local socket;
+        ``requested``: called once the open request is on the connection."""
         conn = await self.connect()
         try:
             return await open_data_relay(conn, host, port, self.max_window, self.budget,
-                                         originator)
+                                         originator, requested)
         except SSH_ERRORS as exc:
+            self.data_opens_refused = True
             raise _channel_error(f"SSH server could not open data connection to "
                                  f"{host}:{port}: {refusal(exc)}{_open_hint(exc)}", exc) from exc
 

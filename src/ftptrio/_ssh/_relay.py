@@ -14,7 +14,7 @@ import logging
 import socket
 import struct
 import time
-from typing import Union, cast
+from typing import Callable, Union, cast
 
 import asyncssh
 from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST
@@ -640,10 +640,13 @@ class SSHDataRelay:
 async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: int,
                           max_window: int = DEFAULT_MAX_WINDOW,
                           budget: WindowBudget | None = None,
-                          originator: tuple[str, int] = ("", 0)) -> SSHDataRelay:
+                          originator: tuple[str, int] = ("", 0),
+                          requested: Callable[[], None] | None = None) -> SSHDataRelay:
     """Open a direct-tcpip channel to host:port for relaying (asyncssh errors
     propagate); its receive window starts at WINDOW (or what ``budget`` has left)
-    and may grow to ``max_window`` (within ``budget``)."""
+    and may grow to ``max_window`` (within ``budget``). ``requested`` is called once
+    the CHANNEL_OPEN is written to the connection, before the SSH server's answer:
+    what is sent on the connection from then on reaches the SSH server after it."""
     reservation = (budget or WindowBudget(None)).reserve(min(WINDOW, max_window))
     relay = _Relay(max_window, reservation)
     # asyncssh leaves a channel whose open was cancelled open once the server confirms
@@ -652,6 +655,10 @@ async def open_data_relay(conn: asyncssh.SSHClientConnection, host: str, port: i
     opening = asyncio.get_event_loop().create_task(conn.create_connection(
         lambda: relay.channel_end, host, port, window=reservation.window,
         max_pktsize=MAX_PKTSIZE, orig_host=originator[0], orig_port=originator[1]))
+    if requested is not None:
+        # after the task's first step, which sends the CHANNEL_OPEN (asyncssh's
+        # SSHChannel._open writes it before its first await; callbacks run in order)
+        asyncio.get_event_loop().call_soon(requested)
     try:
         await run_future(asyncio.shield(opening))
     except BaseException:

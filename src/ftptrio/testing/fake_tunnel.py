@@ -17,7 +17,7 @@ listeners. Only the data plane's own one-shot listeners stay real sockets.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
@@ -105,6 +105,7 @@ class FakeTunnel:
         self.listeners: list[FakeRemoteListener] = []
         #: data channel opens (open_data_relay, listen_remote) are refused
         self.fail = False
+        self.data_opens_refused = False
 
     async def open_stream(self, host: str, port: int, originator: tuple[str, int] = ("", 0),
                           ) -> trio.abc.HalfCloseableStream:
@@ -113,8 +114,12 @@ class FakeTunnel:
         return self.server_end
 
     async def open_data_relay(self, host: str, port: int,
-                              originator: tuple[str, int] = ("", 0)) -> FakeRelay:
+                              originator: tuple[str, int] = ("", 0),
+                              requested: Callable[[], None] | None = None) -> FakeRelay:
+        if requested is not None:
+            requested()  # (the open "is on the connection" at once)
         if self.fail:
+            self.data_opens_refused = True
             raise ChannelRefused("open failed: administratively prohibited", code=1)
         relay = FakeRelay(host, port)
         self.relays.append(relay)
