@@ -22,10 +22,10 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
   PORT/EPRT; the data plane drops that request's listener.
 * ``ActiveAccepted`` (in ``to_client``): the server accepted a rewritten PORT/EPRT;
   listeners of older PORT/EPRT commands (kept while the client pipelines) are unused.
-* ``HoldForActiveData`` (in ``to_client``): what follows is a transfer-complete
-  reply (226/250) after an active transfer; send it only once the active data
-  connection is settled (connected to the client, or given up), so a client
-  never sees 226 before its data connection.
+* ``HoldForActiveData`` (in ``to_client``): what follows is the transfer-complete
+  reply (226/250) to a transfer command on an active channel (``channel_id``); send
+  it only once that channel's data connection is settled (connected to the client,
+  or given up), so a client never sees 226 before its data connection.
 * ``TransferCommand`` (in ``to_server``, in place of a RETR/STOR/LIST... line):
   names the transfer and its data channel (``channel_id``) for the data plane; the
   session waits there for that channel if it is still opening, then sends the
@@ -34,7 +34,7 @@ send, ``CLOSE`` (send what came before, then end the session) or an event:
 * ``TransferReplied`` (in ``to_client``, right before the final reply to a
   transfer command): the data plane accounts that transfer by its code.
 * ``QuitSent`` (in ``to_server``, after the QUIT line): no transfer can follow,
-  so data listeners still waiting for a peer can close.
+  so data listeners no transfer command was sent for can close.
 
 Replies are matched to commands in FIFO order, so pipelining works and a
 227/229 is acted on only as the answer to an outstanding PASV/EPSV. Every data
@@ -253,7 +253,10 @@ class TransferReplied:
 
 @dataclass(frozen=True, slots=True)
 class HoldForActiveData:
-    """Send what follows only once active data connections are settled."""
+    """Send what follows only once the active data connection of ``channel_id`` is
+    settled."""
+
+    channel_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,14 +382,18 @@ class _Pending:
     itself (the command was refused here, or never sent): the reply goes to the
     client in its turn, when every command before it is answered."""
 
-    __slots__ = ("kind", "request", "channel_id", "local_reply")
+    __slots__ = ("kind", "request", "channel_id", "active_data", "local_reply")
 
     def __init__(self, kind: Awaits, request: ActiveRequest | None = None, *,
-                 channel_id: int = 0, local_reply: bytes | None = None) -> None:
+                 channel_id: int = 0, active_data: bool = False,
+                 local_reply: bytes | None = None) -> None:
         self.kind = kind
         self.request = request
-        #: PASV/EPSV: the id its offer and the data channel get
+        #: PASV/EPSV: the id its offer and the data channel get; a transfer command:
+        #: the channel it uses
         self.channel_id = channel_id
+        #: a transfer command on an active (PORT/EPRT, not converted) channel
+        self.active_data = active_data
         self.local_reply = local_reply
 
 
@@ -462,8 +469,6 @@ class ControlChannel:
         self._server_lines = _scan.LineSplitter(max_line)
         self._ids = itertools.count(1)
         self._held_reply_bytes = 0
-        #: active requests sent to the server whose transfer-complete reply is not seen
-        self._active_in_flight = 0
         self._pending: deque[_Pending] = deque([_Pending(Awaits.GREETING)])
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
@@ -472,6 +477,8 @@ class ControlChannel:
         #: the data channel of the latest PASV/EPSV/PORT/EPRT (its id, given when it was
         #: read): the channel of the transfer commands that follow it
         self._latest_channel: int | None = None
+        #: that channel is an active one (the server connects to it)
+        self._latest_channel_active = False
 
     # ------------------------------------------------------------------ input
     def receive_client(self, data: bytes) -> None:
@@ -555,7 +562,6 @@ class ControlChannel:
             return (_scan.format_229(port) if event.extended
                     else _scan.format_227(host, port))
         if isinstance(event, ActiveRequest):
-            self._active_in_flight += 1
             return (_scan.format_eprt(host, port) if event.extended
                     else _scan.format_port(host, port))
         verb = b"EPRT" if event.extended else b"PORT"
@@ -640,6 +646,7 @@ class ControlChannel:
         """A PASV/EPSV: its data channel's id is given now, so the transfer commands
         that follow it name their channel even while its reply is still to come."""
         channel_id = self._latest_channel = next(self._ids)
+        self._latest_channel_active = False
         self._expect(_Pending(kind, channel_id=channel_id))
         self.to_server.append(line)
 
@@ -661,7 +668,8 @@ class ControlChannel:
         self._forward_command(line, Awaits.REIN)
 
     def _transfer(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
-        entry = _Pending(Awaits.TRANSFER)
+        entry = _Pending(Awaits.TRANSFER, channel_id=self._latest_channel or 0,
+                         active_data=self._latest_channel_active)
         self._expect(entry)
         self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
                                               self._latest_channel, line, entry))
@@ -693,6 +701,7 @@ class ControlChannel:
             return
         request = ActiveRequest(host, port, extended, next(self._ids))
         self._latest_channel = request.id  # the transfers after it use its channel
+        self._latest_channel_active = self.active_mode != "passive"
         if self.active_mode == "passive":
             self._log.debug("converting %s %s:%d to %s", verb.decode(), host, port,
                             "EPSV" if extended else "PASV")
@@ -810,10 +819,10 @@ class ControlChannel:
     def _reply_to_client(self, line: bytes, code: int) -> None:
         """The first line of a reply; a transfer-complete one waits for active data;
         the final reply to a transfer command is announced to the data plane first."""
-        if code in _TRANSFER_DONE and self._active_in_flight:
-            self._active_in_flight = 0
-            self.to_client.append(HoldForActiveData())
-        if code >= 200 and self._pending and self._pending[0].kind is Awaits.TRANSFER:
+        head = self._pending[0] if self._pending else None
+        if head is not None and head.kind is Awaits.TRANSFER and code >= 200:
+            if code in _TRANSFER_DONE and head.active_data:
+                self.to_client.append(HoldForActiveData(head.channel_id))
             self.to_client.append(TransferReplied(code))
         if code >= 400 and self._pending and self._pending[0].kind is Awaits.ACTIVE:
             line = self._active_refused_hint(line)
@@ -876,7 +885,6 @@ class ControlChannel:
     def _after_active(self, entry: _Pending, code: int, last_line: bytes) -> None:
         assert entry.request is not None
         if code >= 400:
-            self._active_in_flight = max(0, self._active_in_flight - 1)
             self.to_client.append(ActiveRefused(entry.request.id))
         elif code // 100 == 2:
             self.to_client.append(ActiveAccepted(entry.request.id))

@@ -46,7 +46,9 @@ from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
 
-#: PORT/EPRT listeners a session keeps while the server has not answered them (pipelining)
+#: data channels a session keeps waiting for their peer at a time (a client pipelining:
+#: PORT/EPRTs the server has not answered yet, passive channels whose transfer command
+#: went out before the client connected)
 MAX_ACTIVE_WAITING = 4
 
 Mode = Literal["passive", "active", "converted"]
@@ -272,16 +274,25 @@ class DataPlane:
     async def _close_forwards(self) -> None:
         """The session's own forwards on the SSH server (its data channels are closed)."""
 
-    def stop_waiting(self, older_than: int | None = None) -> None:
-        """Close every listener and forward still waiting for its peer (QUIT, session
-        end), or those of channels older than the one numbered ``older_than``."""
+    def stop_waiting(self, older_than: int | None = None, *, keep_used: bool = False) -> None:
+        """Close every listener and forward still waiting for its peer (session end),
+        or those of channels older than the one numbered ``older_than``; with
+        ``keep_used``, not those a transfer command was sent for (its server may be
+        sending already: the data waits in the relay for the client)."""
         for channel in list(self._channels.values()):
             if not channel.waiting or (older_than is not None and channel.id >= older_than):
+                continue
+            if keep_used and channel.record is not None:
                 continue
             channel.wait.cancel()
             if channel.listener is not None:
                 channel.listener.close()  # no task waits on it yet (its channel is opening)
                 channel.listener = None
+
+    def stop_unused(self) -> None:
+        """QUIT went to the server: no transfer command can follow, so the channels none
+        was sent for are unused (one sent before the QUIT still gets its connection)."""
+        self.stop_waiting(keep_used=True)
 
     def name_transfer(self, command: str, channel_id: int | None = None) -> None:
         """The client's transfer command (``RETR file``) goes to the server, using the
@@ -308,13 +319,15 @@ class DataPlane:
         if not self._awaiting_reply:
             return
         record = self._awaiting_reply.popleft()
+        if record.accounted:  # (without its reply, REPLY_WAIT after its data ended)
+            return
         record.code = code
         record.replied.set()
         if record.relay is None and code >= 400 and record.channel_id is not None:
             channel = self._channels.get(record.channel_id)
-            if channel is not None and channel.mode == "active" and channel.record is record:
-                # refused (550 ...): no connection comes for it; on the session's shared
-                # forward, a later one must not be taken for it
+            if channel is not None and channel.waiting and channel.record is record:
+                # refused (550 ...): no connection comes for it (on the session's shared
+                # active forward, a later one must not be taken for it)
                 channel.wait.cancel()
         if record.result is not None or (record.relay is None and code >= 400):
             self._account(record)  # its data connection had ended, or it was refused
@@ -405,14 +418,14 @@ class DataPlane:
             channel.answered = True
             self.stop_waiting(older_than=request_id)
 
-    async def wait_active_settled(self) -> None:
-        """Until every active data connection is connected or given up, at most
-        ``Config.active_hold_timeout``."""
+    async def wait_active_settled(self, channel_id: int) -> None:
+        """Until the active data connection of ``channel_id`` is connected or given up,
+        at most ``Config.active_hold_timeout``."""
         with trio.move_on_after(self.config.active_hold_timeout):
-            # a PORT/EPRT the server has not answered yet (pipelined) is not this
-            # transfer's
-            while any(channel.mode == "active" and channel.answered and channel.waiting
-                      for channel in self._channels.values()):
+            while True:
+                channel = self._channels.get(channel_id)
+                if channel is None or not channel.waiting:
+                    return
                 await self._active_settled.wait()
 
     @property
@@ -449,17 +462,19 @@ class DataPlane:
         cancelled when the control ends.
 
         A passive one (set up when the server answered PASV/EPSV) supersedes every
-        older channel still waiting. An active one is set up when the client sends
-        PORT/EPRT, before the server has used the previous one if the client
-        pipelines: older ones end when the server accepts it (``accepted``), and at most
-        MAX_ACTIVE_WAITING are kept meanwhile (300 PORT commands cannot leave 300
-        listeners on the SSH server). A converted one supersedes nothing (its client
-        listens already)."""
+        older channel still waiting that no transfer command was sent for (one that
+        got its command may be receiving the server's data already: it waits for its
+        client). An active one is set up when the client sends PORT/EPRT, before the
+        server has used the previous one if the client pipelines: older ones end when
+        the server accepts it (``accepted``). Either way at most MAX_ACTIVE_WAITING
+        wait at a time (300 PORT commands cannot leave 300 listeners on the SSH server,
+        nor 300 PASV+RETRs 300 local ones). A converted one supersedes nothing (its
+        client listens already)."""
         for old in [c for c in self._channels.values() if c.state == "done"]:
             del self._channels[old.id]  # (failed opens no transfer command asked about)
         if mode == "passive":
-            self.stop_waiting(older_than=channel_id)
-        elif mode == "active":
+            self.stop_waiting(older_than=channel_id, keep_used=True)
+        if mode != "converted":  # a client pipelining 300 PORTs (or PASV+RETRs)
             waiting = sorted(c.id for c in self._channels.values() if c.waiting)
             oldest = waiting[:-(MAX_ACTIVE_WAITING - 1) or None]
             if oldest:
@@ -469,6 +484,9 @@ class DataPlane:
             replaced.wait.cancel()
         wait = trio.CancelScope(deadline=trio.current_time() + self.config.data_idle_timeout)
         channel = self._channels[channel_id] = DataChannel(channel_id, mode, wait)
+        # its transfer command may have gone out already (pipelined before the 227/229)
+        channel.record = next((r for r in self._awaiting_reply if r.channel_id == channel_id
+                               and r.relay is None and not r.accounted), None)
         return channel
 
     def _unused(self, channel: DataChannel, failure: str | None = None) -> None:
@@ -567,10 +585,9 @@ class DataPlane:
         if record.accounted:
             return
         record.accounted = True
-        if record.code is None:  # accounted before its reply (its relay failed)
-            if record in self._awaiting_reply:
-                self._awaiting_reply.remove(record)
-        elif record in self._unpaired:  # (at most MAX_UNPAIRED)
+        # (one accounted before its reply stays in _awaiting_reply: its reply, when it
+        # comes, is the one the server sends next and must not be taken for another's)
+        if record.code is not None and record in self._unpaired:  # (at most MAX_UNPAIRED)
             self._unpaired.remove(record)
         result = record.result or RelayResult(0, 0)
         # The relay counts bytes into and out of SSH; which side the FTP server is on

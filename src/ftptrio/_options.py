@@ -400,6 +400,18 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
 
 # ---------------------------------------------------------------- -> Config
 
+def _number(opts: dict[str, str], key: str, kind: type[int] | type[float]) -> Any:
+    """A numeric -o value, or None when not given; a ConfigError naming the option."""
+    if key not in opts:
+        return None
+    try:
+        return kind(opts[key])
+    except ValueError:
+        raise ConfigError(f"bad option value: {SSH_OPTIONS[key]} must be "
+                          f"{'an integer' if kind is int else 'a number'} "
+                          f"(got {opts[key]!r})") from None
+
+
 def config_from_args(args: argparse.Namespace,
                      extra_forwards: tuple[ForwardSpec, ...] = ()) -> Config:
     """The Config of parsed arguments (``extra_forwards``: a config file's tunnels).
@@ -440,7 +452,7 @@ def config_from_args(args: argparse.Namespace,
         elif dest.port is not None:
             port = dest.port
         else:
-            port = int(opts["port"]) if "port" in opts else None
+            port = _number(opts, "port", int)
         ssh = SSHOptions(
             host=dest.host, port=port,
             username=args.user or dest.user or opts.get("user") or None,
@@ -454,12 +466,9 @@ def config_from_args(args: argparse.Namespace,
             kex_algorithms=_algorithm_list(opts, "kexalgorithms"),
             host_key_algorithms=_algorithm_list(opts, "hostkeyalgorithms"),
             host_key_alias=opts.get("hostkeyalias") or None,
-            keepalive_interval=(float(opts["serveraliveinterval"])
-                                if "serveraliveinterval" in opts else None),
-            keepalive_count_max=(int(opts["serveralivecountmax"])
-                                 if "serveralivecountmax" in opts else None),
-            connect_timeout=(float(opts["connecttimeout"])
-                             if "connecttimeout" in opts else None),
+            keepalive_interval=_number(opts, "serveraliveinterval", float),
+            keepalive_count_max=_number(opts, "serveralivecountmax", int),
+            connect_timeout=_number(opts, "connecttimeout", float),
             proxy_jump=proxy_jump,
             identities_only=yes_no(opts, "identitiesonly"),
             pubkey_auth=yes_no(opts, "pubkeyauthentication"),

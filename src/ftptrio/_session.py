@@ -281,7 +281,7 @@ class Session:
                 if first:  # the rewritten reply or command, or the 425, is next
                     await self._send(stream, pipe.coalesce(first))
             elif isinstance(item, HoldForActiveData):
-                await data.wait_active_settled()
+                await data.wait_active_settled(item.channel_id)
             elif isinstance(item, ActiveRefused):
                 data.refused(item.request_id)
             elif isinstance(item, ActiveAccepted):
@@ -299,7 +299,7 @@ class Session:
                     data.transfer_refused()
                     self._wake()
             elif isinstance(item, QuitSent):
-                data.stop_waiting()  # no transfer can follow a QUIT
+                data.stop_unused()  # no transfer can follow a QUIT
             else:
                 assert item is CLOSE
                 self._end()

@@ -918,7 +918,7 @@ def test_transfer_complete_reply_is_held_after_an_active_transfer():
     assert transfer.line == b"RETR f\r\n"
     ch.receive_server(b"200 PORT ok\r\n150 Opening\r\n226-Transfer complete\r\n226 done\r\n")
     assert list(ch.to_client) == [b"200 PORT ok\r\n", ActiveAccepted(request.id),
-                                  b"150 Opening\r\n", HoldForActiveData(),
+                                  b"150 Opening\r\n", HoldForActiveData(request.id),
                                   TransferReplied(226),
                                   b"226-Transfer complete\r\n", b"226 done\r\n"]
     # the next 226 (no active transfer in between) is not held

@@ -144,7 +144,7 @@ async def test_active_request_opens_a_filtered_remote_forward_and_settles():
         relay = FakeRelay("", 0)
         await listener.incoming.send((relay, "127.0.0.1", 20))
         with trio.fail_after(5):
-            await plane.wait_active_settled()
+            await plane.wait_active_settled(1)
         assert listener.closed and relay.connected_to == ("127.0.0.1", 50000)
         plane.transfer_replied(226)
     assert stats.by_mode == {"active": 1} and stats.bytes_to_client == 11
@@ -156,7 +156,7 @@ async def test_refused_request_drops_its_forward():
         await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 7))
         plane.refused(7)
         with trio.fail_after(5):
-            await plane.wait_active_settled()
+            await plane.wait_active_settled(7)
         assert tunnel.listeners[0].closed
 
 
@@ -166,7 +166,7 @@ async def test_hold_is_bounded_by_the_active_hold_timeout():
         await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         plane.accepted(1)  # the server never connects
         with trio.fail_after(5):
-            await plane.wait_active_settled()  # returns after the hold timeout
+            await plane.wait_active_settled(1)  # returns after the hold timeout
         plane.stop_waiting()
 
 
@@ -180,7 +180,7 @@ async def test_many_active_transfers_leave_no_per_request_state():
             else:
                 plane.accepted(request_id)
                 await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
-            await plane.wait_active_settled()
+            await plane.wait_active_settled(request_id)
         await trio.testing.wait_all_tasks_blocked()
         assert plane._channels == {}
         gc.collect()
@@ -229,7 +229,7 @@ async def test_remote_active_listener_accepts_only_the_ftp_server():
         sock = await connect(port)
         sock.close()
         with trio.fail_after(5):
-            await plane.wait_active_settled()
+            await plane.wait_active_settled(1)
         assert tunnel.relays[0].destination == ("127.0.0.1", 50000)
         plane.transfer_replied(226)
     assert stats.by_mode == {"active": 1} and stats.bytes_to_server == 7
@@ -283,7 +283,7 @@ async def test_pipelined_port_keeps_the_earlier_forward_until_the_server_took_th
         relay = FakeRelay("", 0)
         await first.incoming.send((relay, "127.0.0.1", 20))
         with trio.fail_after(5):
-            await plane.wait_active_settled()  # a's connection, not b's
+            await plane.wait_active_settled(1)  # a's connection, not b's
         assert relay.connected_to == ("127.0.0.1", 50000) and not second.closed
         plane.accepted(2)
         await trio.testing.wait_all_tasks_blocked()
@@ -314,7 +314,7 @@ async def test_finished_waits_are_dropped_at_once():
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
             plane.accepted(request_id)
             await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
-            await plane.wait_active_settled()
+            await plane.wait_active_settled(request_id)
             await trio.testing.wait_all_tasks_blocked()
             assert plane.waiting == 0
         nursery.cancel_scope.cancel()

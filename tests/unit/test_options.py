@@ -325,3 +325,14 @@ def test_one_list_of_dash_o_keys():
 
     assert all(key == name.lower() for key, name in SSH_OPTIONS.items())
     assert len(SSH_OPTIONS) == 28
+
+
+@pytest.mark.parametrize("option, what", [("ConnectTimeout=abc", "ConnectTimeout must be a number"),
+                                          ("Port=x", "Port must be an integer"),
+                                          ("ServerAliveCountMax=1.5",
+                                           "ServerAliveCountMax must be an integer"),
+                                          ("ServerAliveInterval=soon",
+                                           "ServerAliveInterval must be a number")])
+def test_a_bad_number_names_its_option(option, what):
+    with pytest.raises(ConfigError, match=what):
+        _config(["-L", "2121:ftp:21", "-o", option, "h"])
