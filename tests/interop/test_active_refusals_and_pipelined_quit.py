@@ -1,0 +1,94 @@
+"""Active mode through real sshd to vsftpd: a refused transfer holds no later reply, and
+a QUIT pipelined behind PORT and RETR leaves that transfer running (as vsftpd answers
+it directly)."""
+
+from __future__ import annotations
+
+import ftplib
+import socket
+import threading
+import time
+
+import trio
+
+import ftptrio
+from clients import forwarder_config
+
+
+async def test_cwd_after_a_refused_active_retr_is_answered_at_once(openssh, vsftpd):
+    """RETR of a missing file (550: vsftpd never connects), then CWD: its 250 is not
+    held for active_hold_timeout (60 s here) waiting for a data connection that never
+    comes (the bound below is half of it: no timing is measured finely)."""
+    async with ftptrio.open_forwarder(forwarder_config(
+            openssh, vsftpd, active_address="127.0.0.1", active_hold_timeout=60.0)) as fwd:
+        host, port = fwd.addresses[0]
+
+        def client() -> float:
+            ftp = ftplib.FTP()
+            ftp.connect(host, port, timeout=30)
+            ftp.login(vsftpd.user, vsftpd.password)
+            ftp.set_pasv(False)
+            try:
+                ftp.retrbinary("RETR missing", lambda block: None)
+            except ftplib.error_perm:
+                pass
+            started = time.monotonic()
+            assert ftp.sendcmd("CWD /").startswith("250")
+            took = time.monotonic() - started
+            ftp.quit()
+            return took
+
+        took = await trio.to_thread.run_sync(client)
+    assert took < 30, f"CWD after a refused active RETR took {took:.1f} s"
+
+
+def port_retr_quit(host: str, port: int, user: str, password: str) -> tuple[bytes, list[object]]:
+    """Log in, then TYPE I, PORT, RETR one_mib.bin and QUIT in one write: the replies,
+    and what the data listener received (its byte count, or why nothing came)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    data_port = listener.getsockname()[1]
+    got: list[object] = []
+
+    def accept() -> None:
+        listener.settimeout(15)
+        try:
+            sock, _ = listener.accept()
+        except OSError as exc:
+            got.append(f"no data connection: {exc}")
+            return
+        received = 0
+        with sock:
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+        got.append(received)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    with socket.create_connection((host, port), timeout=20) as control:
+        control.recv(1000)
+        for line in (f"USER {user}\r\n", f"PASS {password}\r\n"):
+            control.sendall(line.encode())
+            time.sleep(0.3)
+            control.recv(1000)
+        control.sendall(b"TYPE I\r\nPORT 127,0,0,1,%d,%d\r\nRETR one_mib.bin\r\nQUIT\r\n"
+                        % divmod(data_port, 256))
+        replies = b""
+        while chunk := control.recv(65536):
+            replies += chunk
+    thread.join()
+    listener.close()
+    return replies, got
+
+
+async def test_a_pipelined_quit_leaves_the_active_transfer_before_it(openssh, vsftpd):
+    async with ftptrio.open_forwarder(forwarder_config(openssh, vsftpd,
+                                                       active_address="127.0.0.1")) as fwd:
+        host, port = fwd.addresses[0]
+        replies, got = await trio.to_thread.run_sync(port_retr_quit, host, port, vsftpd.user,
+                                                     vsftpd.password)
+    direct_replies, direct_got = await trio.to_thread.run_sync(
+        port_retr_quit, vsftpd.host, vsftpd.port, vsftpd.user, vsftpd.password)
+    assert got == direct_got == [1024 * 1024], (replies, direct_replies)
+    assert b"226 " in replies and b"221 " in replies, replies
