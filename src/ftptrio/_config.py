@@ -8,12 +8,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from ._control import ActiveMode, AuthTLSPolicy
 from ._errors import ConfigError
 from ._netaddr import host_ip
 
-# each vocabulary spelled once; the runtime choices below are derived from these
-ActiveMode = Literal["remote-forward", "passive"]
-AuthTLSPolicy = Literal["refuse", "passthrough"]
+# each vocabulary spelled once (the protocol's own policies in _control, which imports
+# no configuration); the runtime choices below are derived from these
 Direction = Literal["local", "remote"]
 AddressFamily = Literal["any", "inet", "inet6"]
 StrictHostKeyChecking = Literal["yes", "accept-new", "ask", "no"]

@@ -179,6 +179,11 @@ class LogLimiter:
                                       count, *kind.args)
 
 
+#: how PORT/EPRT is carried: a remote forward for the server's connection, or
+#: converted to PASV/EPSV (--active-mode)
+ActiveMode = Literal["remote-forward", "passive"]
+#: what AUTH TLS gets: a 534, or passed to the server (--auth-tls)
+AuthTLSPolicy = Literal["refuse", "passthrough"]
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
 #: Longest command line forwarded, CRLF included: pyftpdlib keeps only 2048 bytes of a
@@ -444,8 +449,8 @@ class ControlChannel:
         self,
         *,
         client_host: str,
-        active_mode: Literal["remote-forward", "passive"] = "remote-forward",
-        auth_tls: Literal["refuse", "passthrough"] = "refuse",
+        active_mode: ActiveMode = "remote-forward",
+        auth_tls: AuthTLSPolicy = "refuse",
         max_line: int = _scan.MAX_LINE,
         session_id: int | None = None,
         log_limiter: LogLimiter | None = None,

@@ -258,7 +258,7 @@ def test_vocabulary_errors_name_every_choice(option, message):
 def test_choices_come_from_the_literal_types():
     from typing import get_args
 
-    from ftptrio._config import ActiveMode, AuthTLSPolicy
+    from ftptrio._control import ActiveMode, AuthTLSPolicy
 
     actions = {a.dest: a for a in build_parser()._actions}
     assert tuple(actions["active_mode"].choices or ()) == get_args(ActiveMode)
