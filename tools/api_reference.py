@@ -104,7 +104,9 @@ def document_dataclass(cls: type, source: str, missing: list[str]) -> list[str]:
     out = [f"### `{cls.__name__}`", ""]
     out += [markdown(p) + "\n" for p in paragraphs(cls.__doc__)]
     comments = field_comments(source, cls.__name__)
-    aliases = type_aliases(source)
+    # (the protocol's own vocabularies, imported by _config, are defined in _control)
+    aliases = {**type_aliases((SRC / "ftptrio" / "_control.py").read_text()),
+               **type_aliases(source)}
     for f in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
         if f.name.startswith("_"):
             continue
