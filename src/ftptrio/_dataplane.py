@@ -41,7 +41,7 @@ from ._control import (ActiveRequest, ConvertedActive, DataEvent, LogLimiter, Pa
                        SessionLog)
 from ._errors import TunnelError
 from ._netaddr import host_ip, same_address, unmapped
-from ._seams import ActiveForward, DataForward, DataRelay, RelayResult, SessionTunnel
+from ._seams import DataForward, DataRelay, RelayResult, SessionTunnel
 from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
@@ -203,10 +203,6 @@ class DataPlane:
         self._warned_pasv_address = False
         #: passive channel opens run one at a time (a superseded one waiting is skipped)
         self._open_lock = trio.Lock()
-        #: -L: the forward on the SSH server for every active data connection of the
-        #: session (requested at its first PORT/EPRT)
-        self._shared_forward: ActiveForward | None = None
-        self._active_forward_lock = trio.Lock()
         #: transfer commands whose final reply has not come yet, oldest first
         self._awaiting_reply: collections.deque[_TransferRecord] = collections.deque()
         #: transfer commands answered before any data connection was paired with them
@@ -256,23 +252,17 @@ class DataPlane:
     async def open(self) -> AsyncIterator[DataPlane]:
         """Own a nursery for the data channels; on exit, running transfers get
         ``Config.data_drain_timeout`` to finish, then everything is cancelled."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    yield self
-                finally:
-                    self.stop_waiting()
-                    for record in self._awaiting_reply:  # no reply will come any more
-                        record.replied.set()
-                    drain = 0.0 if self._no_drain else self.config.data_drain_timeout
-                    nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
-                                                        trio.current_time() + drain)
-        finally:
-            await self._close_forwards()
-
-    async def _close_forwards(self) -> None:
-        """The session's own forwards on the SSH server (its data channels are closed)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield self
+            finally:
+                self.stop_waiting()
+                for record in self._awaiting_reply:  # no reply will come any more
+                    record.replied.set()
+                drain = 0.0 if self._no_drain else self.config.data_drain_timeout
+                nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
+                                                    trio.current_time() + drain)
 
     def stop_waiting(self, older_than: int | None = None, *, keep_used: bool = False) -> None:
         """Close every listener and forward still waiting for its peer (session end),
@@ -326,8 +316,7 @@ class DataPlane:
         if record.relay is None and code >= 400 and record.channel_id is not None:
             channel = self._channels.get(record.channel_id)
             if channel is not None and channel.waiting and channel.record is record:
-                # refused (550 ...): no connection comes for it (on the session's shared
-                # active forward, a later one must not be taken for it)
+                # refused (550 ...): no connection comes for it
                 channel.wait.cancel()
         if record.result is not None or (record.relay is None and code >= 400):
             self._account(record)  # its data connection had ended, or it was refused
@@ -807,17 +796,10 @@ class LocalDataPlane(DataPlane):
         await self._transfer(channel, relay, sock)
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
-        """The session's active-data forward on the SSH server (requested at its first
-        PORT/EPRT, kept until the session ends) expects one connection more: the
-        rewritten PORT/EPRT goes out without a forward request of its own."""
         cfg = self.config
         try:
-            shared = await self._active_forward()
-            remote = shared.expect()
-            if remote is None:  # --data-memory: a one-shot forward with what is left
-                remote = await self.tunnel.listen_remote(
-                    cfg.remote_listen_host, 0,
-                    accept_filter=ftp_server_only(self.forward.ftp_host))
+            remote = await self.tunnel.listen_remote(
+                cfg.remote_listen_host, 0, accept_filter=ftp_server_only(self.forward.ftp_host))
         except TunnelError as exc:
             self._log.warning("%s; or use --active-mode passive", exc)
             raise DataSetupError(f"{exc}; or use --active-mode passive") from exc
@@ -827,23 +809,9 @@ class LocalDataPlane(DataPlane):
                           request.port, cfg.active_address, remote.port)
         return cfg.active_address, remote.port
 
-    async def _active_forward(self) -> ActiveForward:
-        async with self._active_forward_lock:
-            if self._shared_forward is None:
-                self._shared_forward = await self.tunnel.listen_active(
-                    self.config.remote_listen_host, 0,
-                    accept_filter=ftp_server_only(self.forward.ftp_host))
-            return self._shared_forward
-
-    async def _close_forwards(self) -> None:
-        shared, self._shared_forward = self._shared_forward, None
-        if shared is not None:
-            await shared.aclose()  # (shielded and bounded)
-
     async def _serve_active(self, remote: DataForward, request: ActiveRequest,
                             channel: DataChannel) -> None:
-        """Wait for the FTP server's connection (one expected on the session's
-        forward), relay it to the client."""
+        """Wait for the FTP server on the remote forward, cancel it, relay to the client."""
         relay = None
         try:
             relay = await self._forwarded_connection(remote, channel, request.host,

@@ -80,26 +80,6 @@ class DataForward(Protocol):
         ...
 
 
-class ActiveForward(Protocol):
-    """One remote forward for all of a session's active data connections
-    (``_ssh.ActiveDataListener``): each PORT/EPRT expects one connection."""
-
-    @property
-    def port(self) -> int:
-        """The port the SSH server listens on."""
-        ...
-
-    def expect(self) -> DataForward | None:
-        """One more connection is expected: accepted once, from the FTP server only,
-        by the oldest expectation; ``aclose`` stops expecting it. None: the data-memory
-        budget cannot give it the forward's window (use a one-shot forward)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Cancel the forward and every expectation."""
-        ...
-
-
 class ControlForward(Protocol):
     """A remote (-R) tunnel's listener on the SSH server, yielding every FTP
     client's control connection: ``async for stream, orig_host, orig_port in it``
@@ -154,9 +134,4 @@ class SessionTunnel(Protocol):
     async def listen_remote(self, host: str, port: int = 0,
                             accept_filter: AcceptFilter | None = None) -> DataForward:
         """A one-shot remote forward on the SSH server (port 0: the server picks)."""
-        ...
-
-    async def listen_active(self, host: str, port: int = 0,
-                            accept_filter: AcceptFilter | None = None) -> ActiveForward:
-        """A remote forward for a session's active data connections."""
         ...

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import ftplib
 import io
-import logging
 import os
-import re
-import socket
 import threading
 from dataclasses import replace
 
@@ -85,83 +81,6 @@ async def test_active_remote_forward_download_and_upload(forwarder, inprocess_ft
     # the control channels only: active data never uses direct-tcpip
     # the start-up check's control connection, then one per session
     assert ssh_server.direct_requests == [(inprocess_ftp.host, inprocess_ftp.port)] * 3
-
-
-async def test_one_remote_forward_serves_every_active_transfer_of_a_session(
-        forwarder, inprocess_ftp, ssh_server):
-    """A session asks the SSH server for one remote forward, at its first PORT/EPRT,
-    and every later PORT/EPRT names the same port (no forward request per transfer:
-    one round trip less each); downloads, uploads, listings and a refused RETR in
-    between all stay intact."""
-    files = {f"f{i}.bin": write_random(os.path.join(inprocess_ftp.root, f"f{i}.bin"),
-                                       1000 * i + 7) for i in range(4)}
-    up = os.urandom(300_000)
-
-    def session() -> tuple[dict[str, bytes], list[str]]:
-        got: dict[str, bytes] = {}
-        ports: list[str] = []
-        with login(forwarder.addresses[0], inprocess_ftp) as ftp:
-            ftp.set_pasv(False)
-            for name in files:
-                sink = io.BytesIO()
-                ftp.retrbinary(f"RETR {name}", sink.write)
-                got[name] = sink.getvalue()
-                if name == "f1.bin":
-                    with pytest.raises(ftplib.error_perm):
-                        ftp.retrbinary("RETR missing.bin", sink.write)
-            ftp.storbinary("STOR up.bin", io.BytesIO(up))
-            ftp.retrlines("LIST", ports.append)
-            ftp.quit()
-        return got, ports
-
-    got, listing_lines = await run(session)
-    assert got == files
-    assert sha256_file(os.path.join(inprocess_ftp.root, "up.bin")) == sha256_bytes(up)
-    assert any("up.bin" in line for line in listing_lines)
-    assert len(ssh_server.forward_requests) == 1, ssh_server.forward_requests
-    await wait_until(lambda: forwarder.stats.sessions_active == 0, 5, "the session to end")
-    assert forwarder.stats.by_mode == {"active": 6}, forwarder.stats
-
-
-async def test_a_connection_to_the_session_forward_with_no_port_waiting_is_refused(
-        forwarder, inprocess_ftp, ssh_server, caplog):
-    """The session's forward relays a connection only while a PORT/EPRT waits for one:
-    a connection made to it between transfers is refused at once (it reaches no
-    client listener), and the next transfer gets its own connection intact."""
-    caplog.set_level(logging.DEBUG, logger="ftptrio._dataplane")
-    payload = write_random(os.path.join(inprocess_ftp.root, "p.bin"), 50_000)
-    forward_port: list[int] = []
-
-    def forward_in_log() -> int:
-        for record in caplog.records:
-            found = re.search(r"via remote forward [^ ]+:(\d+)$", record.getMessage())
-            if found:
-                return int(found.group(1))
-        raise AssertionError("no remote forward in the log")
-
-    def session() -> tuple[bytes, bytes, bytes]:
-        with login(forwarder.addresses[0], inprocess_ftp) as ftp:
-            ftp.set_pasv(False)
-            first = io.BytesIO()
-            ftp.retrbinary("RETR p.bin", first.write)
-            port = forward_in_log()
-            forward_port.append(port)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as stray:
-                stray.settimeout(5)
-                try:
-                    stray_got = stray.recv(100)  # closed by the SSH server at once
-                except OSError:
-                    stray_got = b""
-            second = io.BytesIO()
-            ftp.retrbinary("RETR p.bin", second.write)
-            ftp.quit()
-        return first.getvalue(), stray_got, second.getvalue()
-
-    first, stray_got, second = await run(session)
-    assert first == second == payload
-    assert stray_got == b""
-    assert "(no PORT/EPRT waits for one)" in caplog.text, caplog.text
-    assert len(ssh_server.forward_requests) == 1
 
 
 async def test_active_empty_file_download_and_upload(forwarder, inprocess_ftp, ssh_server):

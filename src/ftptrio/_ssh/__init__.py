@@ -41,13 +41,11 @@ from ._connect import Tunnel as Tunnel
 from ._connect import set_debug_level as set_debug_level
 from ._relay import SSHDataRelay as SSHDataRelay
 from ._relay import relayed_connection as relayed_connection
-from ._streams import ActiveDataListener as ActiveDataListener
 from ._streams import RemoteListener as RemoteListener
 from ._streams import RemoteStreamListener as RemoteStreamListener
 from ._streams import SSHStream as SSHStream
 
 __all__ = [
-    "ActiveDataListener",
     "RemoteListener",
     "RemoteStreamListener",
     "SSHDataRelay",

@@ -27,12 +27,11 @@ from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
 from ._sshconfig import ssh_config_paths
 from ._relay import SSHDataRelay, WindowBudget, open_data_relay
-from ._streams import (CLOSE_TIMEOUT, ActiveDataListener, RemoteListener, RemoteStreamListener,
-                       SSHStream, open_ssh_stream)
+from ._streams import CLOSE_TIMEOUT, RemoteListener, RemoteStreamListener, SSHStream, open_ssh_stream
 
 log = logging.getLogger(__name__)
 
-L = TypeVar("L", RemoteListener, RemoteStreamListener, ActiveDataListener)
+L = TypeVar("L", RemoteListener, RemoteStreamListener)
 
 #: reads smaller than this are acknowledged at once (see _ack_immediately)
 QUICKACK_BELOW = 16384
@@ -216,14 +215,6 @@ class Tunnel:
         """tcpip-forward on the SSH server for one data connection. Port-0 requests
         are serialized."""
         return await self._forward(host, port, lambda conn: RemoteListener.open(
-            conn, host, port, accept_filter, self.max_window, self.budget))
-
-    async def listen_active(self, host: str, port: int = 0,
-                            accept_filter: Callable[[str, int], bool] | None = None,
-                            ) -> ActiveDataListener:
-        """tcpip-forward on the SSH server for a session's active data connections,
-        one per ``expect()``."""
-        return await self._forward(host, port, lambda conn: ActiveDataListener.open(
             conn, host, port, accept_filter, self.max_window, self.budget))
 
     async def listen_remote_streams(self, host: str, port: int) -> RemoteStreamListener:

@@ -21,8 +21,7 @@ import trio
 
 from ._bridge import aio, guard_callback, run_future
 from ._relay import (DEFAULT_MAX_WINDOW, MAX_PKTSIZE, WINDOW, SSHDataRelay, WindowBudget,
-                     WindowReservation, bound_receive_window, incoming_data_relay,
-                     recv_buffered)
+                     bound_receive_window, incoming_data_relay, recv_buffered)
 
 log = logging.getLogger(__name__)
 
@@ -255,125 +254,6 @@ class RemoteListener:
                 await aio(listener.wait_closed)()
             except Exception as exc:  # connection already gone
                 log.debug("closing remote forward: %r", exc)
-
-
-class ActiveDataListener:
-    """One tcpip-forward on the SSH server for all active-mode data connections of a
-    session (each PORT/EPRT then needs no forward request of its own: one round trip
-    less per transfer). A connection is relayed only from an address ``accept_filter``
-    allows and only while one is expected (``expect``: one per PORT/EPRT the session
-    still waits on), to the oldest expectation; any other is refused at once, so each
-    PORT/EPRT still gets at most one connection, as with a one-shot forward.
-
-    Open with ``await ActiveDataListener.open(conn, host, port, ...)``."""
-
-    def __init__(self, accept_filter: Callable[[str, int], bool] | None,
-                 max_window: int, budget: WindowBudget) -> None:
-        self._listener: asyncssh.SSHListener | None = None
-        self._accept_filter = accept_filter
-        self._max_window = max_window
-        self._budget = budget
-        #: the receive window every channel of the forward starts with
-        self.window = min(WINDOW, max_window)
-        self._expected: deque[ExpectedConnection] = deque()
-        self.port = 0
-        self.host = ""
-
-    @classmethod
-    async def open(cls, conn: asyncssh.SSHClientConnection, host: str, port: int = 0,
-                   accept_filter: Callable[[str, int], bool] | None = None,
-                   max_window: int = DEFAULT_MAX_WINDOW,
-                   budget: WindowBudget | None = None) -> ActiveDataListener:
-        """Request the forward (asyncssh errors propagate)."""
-        remote = cls(accept_filter, max_window, budget or WindowBudget(None))
-        remote._listener = await aio(conn.create_server)(
-            remote._session_factory, host, port, window=remote.window,
-            max_pktsize=MAX_PKTSIZE)
-        remote.host = host
-        remote.port = remote._listener.get_port()
-        return remote
-
-    def expect(self) -> ExpectedConnection | None:
-        """One more connection is expected (a PORT/EPRT); None when the data-memory
-        budget cannot give it this forward's full window (then the caller opens a
-        forward of its own, whose window fits what is left)."""
-        reservation = self._budget.reserve(self.window)
-        if reservation.window < self.window:
-            reservation.release()
-            return None
-        expected = ExpectedConnection(self, reservation)
-        self._expected.append(expected)
-        return expected
-
-    def _session_factory(self, orig_host: str, orig_port: int) -> asyncssh.SSHTCPSession[bytes]:
-        if self._accept_filter is not None and not self._accept_filter(orig_host, orig_port):
-            log.warning("refused data connection from %s:%s on remote forward port %d "
-                        "(not the FTP server)", orig_host, orig_port, self.port)
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
-                                            "ftptrio: not the FTP server")
-        if not self._expected:
-            log.warning("refused data connection from %s:%s on remote forward port %d "
-                        "(no PORT/EPRT waits for one)", orig_host, orig_port, self.port)
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
-                                            "ftptrio: no data connection expected")
-        expected = self._expected.popleft()
-        relay, session = incoming_data_relay(self._max_window, expected.reservation)
-        expected.incoming.set_result((relay, orig_host, orig_port))
-        return session
-
-    def _forget(self, expected: ExpectedConnection) -> None:
-        try:
-            self._expected.remove(expected)
-        except ValueError:
-            pass
-
-    async def aclose(self) -> None:
-        """Cancel the forward (cancel-tcpip-forward) and every expectation; shielded,
-        bounded."""
-        for expected in list(self._expected):
-            await expected.aclose()
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            scope.shield = True
-            listener.close()
-            try:
-                await aio(listener.wait_closed)()
-            except Exception as exc:  # connection already gone
-                log.debug("closing remote forward: %r", exc)
-
-
-class ExpectedConnection:
-    """One connection an ActiveDataListener expects (for one PORT/EPRT): the same
-    ``port``/``accept``/``aclose`` as a one-shot RemoteListener; ``aclose`` stops
-    expecting it (the forward stays for the session)."""
-
-    def __init__(self, listener: ActiveDataListener, reservation: WindowReservation) -> None:
-        self._listener = listener
-        #: its channel's share of the --data-memory budget (the relay's once it comes)
-        self.reservation = reservation
-        self.incoming: asyncio.Future[_Incoming] = asyncio.get_event_loop().create_future()
-        self._taken = False
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    async def accept(self) -> _Incoming:
-        """Wait for the FTP server's data connection; returns (relay, orig host, port)."""
-        incoming = await run_future(asyncio.shield(self.incoming))
-        self._taken = True
-        return incoming
-
-    async def aclose(self) -> None:
-        self._listener._forget(self)
-        if not self.incoming.done():
-            self.incoming.cancel()
-            self.reservation.release()  # no data channel came: nothing will use it
-        elif not self._taken and not self.incoming.cancelled():
-            relay, _host, _port = self.incoming.result()  # came after the wait ended
-            asyncio.get_event_loop().call_soon(relay.close)
 
 
 class _IncomingStreamSession(_StreamSession):

@@ -94,28 +94,6 @@ class FakeRemoteListener:
         self.closed = True
 
 
-class FakeActiveForward:
-    """A session's active-data forward on a fake SSH server (``ftptrio._seams.
-    ActiveForward``): each ``expect()`` is a FakeRemoteListener on the same port (kept
-    in the tunnel's ``listeners``), into whose ``incoming`` the test sends the
-    connection the real forward would hand to that expectation."""
-
-    def __init__(self, tunnel: FakeTunnel, port: int, accept_filter: AcceptFilter | None,
-                 ) -> None:
-        self._tunnel = tunnel
-        self.port = port
-        self.accept_filter = accept_filter
-        self.closed = False
-
-    def expect(self) -> FakeRemoteListener:
-        expected = FakeRemoteListener(self.port, self.accept_filter)
-        self._tunnel.listeners.append(expected)
-        return expected
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
 class FakeTunnel:
     """A shared SSH connection that records every data channel it was asked for
     (``ftptrio._seams.SessionTunnel``)."""
@@ -125,8 +103,6 @@ class FakeTunnel:
         self.server_end = server_end
         self.relays: list[FakeRelay] = []
         self.listeners: list[FakeRemoteListener] = []
-        #: the active-data forwards asked for (listen_active)
-        self.active_forwards: list[FakeActiveForward] = []
         #: data channel opens (open_data_relay, listen_remote) are refused
         self.fail = False
         self.data_opens_refused = False
@@ -157,16 +133,8 @@ class FakeTunnel:
         self.listeners.append(listener)
         return listener
 
-    async def listen_active(self, host: str, port: int = 0,
-                            accept_filter: AcceptFilter | None = None) -> FakeActiveForward:
-        if self.fail:
-            raise RemoteForwardRefused("remote forward refused")
-        forward = FakeActiveForward(self, 40000 + len(self.listeners), accept_filter)
-        self.active_forwards.append(forward)
-        return forward
-
 
 if TYPE_CHECKING:  # mypy checks that the fake fits the seam it stands in for
     _fits: SessionTunnel = FakeTunnel()
 
-__all__ = ["FakeActiveForward", "FakeRelay", "FakeRemoteListener", "FakeTunnel"]
+__all__ = ["FakeRelay", "FakeRemoteListener", "FakeTunnel"]
