@@ -293,6 +293,8 @@ class DataPlane:
         self._awaiting_reply.append(record)
         if channel_id is not None:
             channel = self._channels.get(channel_id)
+            if channel is not None:
+                record.mode = channel.mode  # (accounted by it even with no connection)
             if channel is not None and channel.record is None:
                 channel.record = record
                 if channel.relay is not None:
@@ -476,6 +478,8 @@ class DataPlane:
         # its transfer command may have gone out already (pipelined before the 227/229)
         channel.record = next((r for r in self._awaiting_reply if r.channel_id == channel_id
                                and r.relay is None and not r.accounted), None)
+        if channel.record is not None:
+            channel.record.mode = mode
         return channel
 
     def _unused(self, channel: DataChannel, failure: str | None = None) -> None:
@@ -822,17 +826,28 @@ class LocalDataPlane(DataPlane):
             await self._transfer(channel, relay)
 
     async def converted(self, event: ConvertedActive) -> None:
-        """The 200 goes out at once; the SSH channel to the server's passive port opens
-        meanwhile (the transfer command follows its open request, as in passive mode)
-        and is then connected to the client's listener."""
+        """Connect to the client's data listener before the 200 (a client that does not
+        listen gets a 425 for its PORT/EPRT, so no transfer command of it reaches the
+        server, which would see an empty data connection: a STOR emptying the file, a
+        RETR answered 226). The 200 then goes out at once; the SSH channel to the
+        server's passive port opens meanwhile, and the transfer command follows its
+        open request, as in passive mode."""
         destination = self._passive_destination(event.server_host)
+        try:
+            with trio.fail_after(self.config.data_idle_timeout):
+                sock = await connect_local(event.client_host, event.client_port)
+        except (OSError, trio.TooSlowError) as exc:
+            self._log.warning("cannot connect to client data port %s:%d: %s",
+                              event.client_host, event.client_port, exc or "timeout")
+            raise DataSetupError(f"cannot connect to your data port: {exc or 'timeout'}"
+                                 ) from exc
         channel = self._new_channel(event.id, "converted")
-        self._start(self._serve_converted, channel, destination, event)
+        self._start(self._serve_converted, channel, destination, event, sock)
 
     async def _serve_converted(self, channel: DataChannel, destination: str,
-                               event: ConvertedActive) -> None:
+                               event: ConvertedActive, sock: trio.socket.SocketType) -> None:
         """Open the SSH channel (bounded by the channel's deadline, as a passive one),
-        connect it to the client's data listener, relay."""
+        pair it with the client's connection, relay."""
         relay = None
         try:
             with trio.move_on_at(channel.wait.deadline):
@@ -843,17 +858,14 @@ class LocalDataPlane(DataPlane):
         except BaseException:
             self._unused(channel, "session ended")
             raise
+        finally:
+            if relay is None:
+                sock.close()
         if relay is None:
             self._unused(channel, "timed out opening the data channel through SSH")
             return
         channel.settle()
-        try:
-            await relay.connect_socket(event.client_host, event.client_port)
-        except OSError as exc:
-            self._log.warning("cannot connect to client data port %s:%d: %s",
-                              event.client_host, event.client_port, exc)
-            self._unused(channel)
-            return
+        await relay.attach_socket(sock)
         await self._transfer(channel, relay)
 
 
@@ -945,6 +957,18 @@ async def open_data_listener(bind_host: str, local_host: str) -> trio.socket.Soc
     if ipaddress.ip_address(bind_host).is_unspecified:
         return await open_local_listener("::" if ":" in local_host else "0.0.0.0")
     return await open_local_listener(local_host)
+
+
+async def connect_local(host: str, port: int) -> trio.socket.SocketType:
+    """A TCP connection to host:port (a client's data listener)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def open_local_listener(host: str) -> trio.socket.SocketType:

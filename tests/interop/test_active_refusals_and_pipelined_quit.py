@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 
+import pytest
 import trio
 
 import ftptrio
@@ -92,3 +93,65 @@ async def test_a_pipelined_quit_leaves_the_active_transfer_before_it(openssh, vs
         port_retr_quit, vsftpd.host, vsftpd.port, vsftpd.user, vsftpd.password)
     assert got == direct_got == [1024 * 1024], (replies, direct_replies)
     assert b"226 " in replies and b"221 " in replies, replies
+
+
+def two_ports_pipelined(host: str, port: int, user: str, password: str) -> dict[str, object]:
+    """Log in, then TYPE I, PORT a, RETR missing, PORT b, RETR one_mib.bin, QUIT in one
+    write; what each data listener received once the server closed the session."""
+    listeners = {name: socket.create_server(("127.0.0.1", 0)) for name in "ab"}
+    got: dict[str, object] = {}
+    done = threading.Event()
+
+    def drain(name: str) -> None:
+        listener = listeners[name]
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                continue
+            received = 0
+            with sock:
+                sock.settimeout(15)
+                while chunk := sock.recv(65536):
+                    received += len(chunk)
+            got[name] = received
+            return
+
+    threads = [threading.Thread(target=drain, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    try:
+        with socket.create_connection((host, port), timeout=20) as control:
+            control.recv(1000)
+            for line in (f"USER {user}\r\n", f"PASS {password}\r\n"):
+                control.sendall(line.encode())
+                time.sleep(0.3)
+                control.recv(1000)
+            ports = [listeners[name].getsockname()[1] for name in "ab"]
+            control.sendall(b"TYPE I\r\nPORT 127,0,0,1,%d,%d\r\nRETR missing\r\n"
+                            b"PORT 127,0,0,1,%d,%d\r\nRETR one_mib.bin\r\nQUIT\r\n"
+                            % (*divmod(ports[0], 256), *divmod(ports[1], 256)))
+            while control.recv(65536):
+                pass
+        threads[1].join(timeout=20)  # b's data, after the server's 221
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        for listener in listeners.values():
+            listener.close()
+    return got
+
+
+@pytest.mark.parametrize("server", ["vsftpd", "proftpd"])
+async def test_pipelined_ports_each_get_their_own_data_connection(openssh, server, request):
+    """The first PORT's transfer is refused (550: no connection), the second's file
+    reaches the second PORT's listener, not the first's (as with the server itself)."""
+    ftp = request.getfixturevalue(server)
+    async with ftptrio.open_forwarder(forwarder_config(openssh, ftp,
+                                                       active_address="127.0.0.1")) as fwd:
+        host, port = fwd.addresses[0]
+        got = await trio.to_thread.run_sync(two_ports_pipelined, host, port, ftp.user,
+                                            ftp.password)
+    assert got == {"b": 1024 * 1024}, got

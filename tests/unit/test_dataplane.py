@@ -8,6 +8,7 @@ one-shot listeners are real (loopback) sockets.
 from __future__ import annotations
 
 import gc
+import socket
 from typing import Callable
 
 import pytest
@@ -124,8 +125,10 @@ async def test_tunnel_errors_become_setup_errors_with_the_reason():
             await connect(port)
         assert plane.waiting == 0
         # converted: the 200 goes out at once, the transfer command gets the 425
-        await plane.setup(ConvertedActive("127.0.0.1", 50000, None, 6000, False, 3))
-        assert "administratively prohibited" in (await plane.transfer_ready(3) or "")
+        with socket.create_server(("127.0.0.1", 0)) as client_listener:
+            await plane.setup(ConvertedActive("127.0.0.1", client_listener.getsockname()[1],
+                                              None, 6000, False, 3))
+            assert "administratively prohibited" in (await plane.transfer_ready(3) or "")
         assert plane._channels == {}
         with pytest.raises(DataSetupError, match="remote forward refused"):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 2))
@@ -188,17 +191,35 @@ async def test_many_active_transfers_leave_no_per_request_state():
 
 
 async def test_converted_connects_the_server_port_to_the_clients_listener():
+    """The client's listener is connected first, then the SSH channel to the server's
+    passive port opens; the transfer command goes out after both."""
     plane, tunnel, stats = make_plane()
-    async with plane.open():
-        assert await plane.setup(
-            ConvertedActive("127.0.0.1", 50000, None, 6000, False, 1)) == ("", 0)
-        plane.name_transfer("RETR f", 1)
-        assert await plane.transfer_ready(1) is None
-        assert tunnel.relays[0].destination == ("127.0.0.1", 6000)
-        assert tunnel.relays[0].connected_to == ("127.0.0.1", 50000)
-        await trio.testing.wait_all_tasks_blocked()  # relaying: the 226 comes after
-        plane.transfer_replied(226)
+    with socket.create_server(("127.0.0.1", 0)) as client_listener:
+        client_port = client_listener.getsockname()[1]
+        async with plane.open():
+            assert await plane.setup(
+                ConvertedActive("127.0.0.1", client_port, None, 6000, False, 1)) == ("", 0)
+            plane.name_transfer("RETR f", 1)
+            assert await plane.transfer_ready(1) is None
+            assert tunnel.relays[0].destination == ("127.0.0.1", 6000)
+            client_listener.accept()[0].close()  # (it was connected, in the backlog)
+            await trio.testing.wait_all_tasks_blocked()  # relaying: the 226 comes after
+            plane.transfer_replied(226)
     assert stats.by_mode == {"converted": 1}
+
+
+async def test_converted_with_no_client_listener_fails_its_port():
+    """The client does not listen on its PORT: the PORT gets the 425 (so no transfer
+    command of it reaches the server, which would see an empty data connection: a
+    STOR emptying the file, a RETR answered 226); no SSH channel is opened."""
+    plane, tunnel, stats = make_plane()
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # closed when the block ends: nothing listens
+    async with plane.open():
+        with pytest.raises(DataSetupError, match="cannot connect to your data port"):
+            await plane.setup(ConvertedActive("127.0.0.1", port, None, 6000, False, 1))
+        assert tunnel.relays == []
+        assert plane._channels == {}
 
 
 async def test_remote_tunnel_counts_bytes_from_ssh_as_bytes_to_the_server():
