@@ -85,6 +85,7 @@ class DataTunnel(FakeTunnel):
                               requested: Callable[[], None] | None = None) -> FakeRelay:
         await super().open_data_relay(host, port, originator, requested)  # refused while fail
         await trio.sleep_forever()
+        raise AssertionError("unreachable")  # (older trio stubs: sleep_forever returns)
 
 
 async def test_transfer_is_not_refused_by_an_older_offers_failure_before_its_own_is_set_up():
