@@ -180,11 +180,10 @@ def open_channels(conn: Any) -> list[Any]:
 
 
 def remote_listeners(conn: Any) -> list[Any]:
-    """Remote (tcpip-forward) listeners a client connection still holds: their
-    (host, port) keys."""
+    """Remote (tcpip-forward) listeners a client connection still holds."""
     if conn is None:
         return []
-    return list(asyncssh_table(conn, "_remote_listeners"))
+    return list(asyncssh_table(conn, "_remote_listeners").values())
 
 
 def server_listeners(conn: Any) -> list[Any]:
