@@ -616,17 +616,15 @@ def link_address(bed: Bed, fix: bool) -> str:
     return LINK_ADDRESS
 
 
-def start_proxy(bed: Bed, name: str, host: str, *args: str,
-                quick_ack: bool = False) -> tuple[subprocess.Popen, int]:
-    """The delay proxy (like throughput.start_script, listening on ``host``); args:
-    the target port and the one-way delay in s. ``quick_ack``: see delayed_ssh."""
+def start_script(bed: Bed, name: str, source: str, *args: str,
+                 host: str = HOST) -> tuple[subprocess.Popen, int]:
+    """Run a helper script (``source``) that prints 'PORT n' once it listens on
+    ``host``; the process and that port."""
     script = Path(bed.workdir) / f"{name}.py"
-    script.write_text(_DELAY_PROXY)
+    script.write_text(source)
     err = open(Path(bed.workdir) / f"{name}.stderr", "ab")
-    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args, host,
-                                     *(["quick-ack"] if quick_ack else [])],
-                                    stdout=subprocess.PIPE, stderr=err,
-                                    stdin=subprocess.DEVNULL, start_new_session=True))
+    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
+                                    stderr=err, stdin=subprocess.DEVNULL, start_new_session=True))
     err.close()
     line = proc.stdout.readline().decode()
     if not line.startswith("PORT "):
@@ -635,6 +633,14 @@ def start_proxy(bed: Bed, name: str, host: str, *args: str,
     port = int(line.split()[1])
     servers.wait_for_port(host, port, timeout=30, process=proc)
     return proc, port
+
+
+def start_proxy(bed: Bed, name: str, host: str, *args: str,
+                quick_ack: bool = False) -> tuple[subprocess.Popen, int]:
+    """The delay proxy, listening on ``host``; args: the target port and the one-way
+    delay in s. ``quick_ack``: see delayed_ssh."""
+    return start_script(bed, name, _DELAY_PROXY, *args, host,
+                        *(["quick-ack"] if quick_ack else []), host=host)
 
 
 def sftp_time(workdir: str, ssh: "servers.OpenSSHServer", batch: str,

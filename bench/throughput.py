@@ -148,21 +148,7 @@ def goal_verdict(ratio: float, op: str, bound: float) -> str:
     return "met" if (ratio >= bound if op == ">=" else ratio <= bound) else "NOT met"
 
 
-def start_script(bed: C.Bed, name: str, source: str, *args: str) -> tuple[subprocess.Popen, int]:
-    """Run a helper script that prints 'PORT n' once it listens."""
-    script = Path(bed.workdir) / f"{name}.py"
-    script.write_text(source)
-    err = open(Path(bed.workdir) / f"{name}.stderr", "ab")
-    proc = bed.add(subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
-                                    stderr=err, stdin=subprocess.DEVNULL, start_new_session=True))
-    err.close()
-    line = proc.stdout.readline().decode()
-    if not line.startswith("PORT "):
-        raise RuntimeError(f"{name} did not start: {line!r} "
-                           f"{(Path(bed.workdir) / f'{name}.stderr').read_text()[-2000:]}")
-    port = int(line.split()[1])
-    C.servers.wait_for_port(C.HOST, port, timeout=30, process=proc)
-    return proc, port
+start_script = C.start_script  # (wan.py imports it from here)
 
 
 # ---------------------------------------------------------------- transfers

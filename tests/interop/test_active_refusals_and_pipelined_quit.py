@@ -43,6 +43,17 @@ async def test_cwd_after_a_refused_active_retr_is_answered_at_once(openssh, vsft
     assert took < 30, f"CWD after a refused active RETR took {took:.1f} s"
 
 
+def logged_in(host: str, port: int, user: str, password: str) -> socket.socket:
+    """A raw control connection, logged in (its replies read and dropped)."""
+    control = socket.create_connection((host, port), timeout=20)
+    control.recv(1000)
+    for line in (f"USER {user}\r\n", f"PASS {password}\r\n"):
+        control.sendall(line.encode())
+        time.sleep(0.3)
+        control.recv(1000)
+    return control
+
+
 def port_retr_quit(host: str, port: int, user: str, password: str) -> tuple[bytes, list[object]]:
     """Log in, then TYPE I, PORT, RETR one_mib.bin and QUIT in one write: the replies,
     and what the data listener received (its byte count, or why nothing came)."""
@@ -67,12 +78,7 @@ def port_retr_quit(host: str, port: int, user: str, password: str) -> tuple[byte
 
     thread = threading.Thread(target=accept)
     thread.start()
-    with socket.create_connection((host, port), timeout=20) as control:
-        control.recv(1000)
-        for line in (f"USER {user}\r\n", f"PASS {password}\r\n"):
-            control.sendall(line.encode())
-            time.sleep(0.3)
-            control.recv(1000)
+    with logged_in(host, port, user, password) as control:
         control.sendall(b"TYPE I\r\nPORT 127,0,0,1,%d,%d\r\nRETR one_mib.bin\r\nQUIT\r\n"
                         % divmod(data_port, 256))
         replies = b""
@@ -122,12 +128,7 @@ def two_ports_pipelined(host: str, port: int, user: str, password: str) -> dict[
     for thread in threads:
         thread.start()
     try:
-        with socket.create_connection((host, port), timeout=20) as control:
-            control.recv(1000)
-            for line in (f"USER {user}\r\n", f"PASS {password}\r\n"):
-                control.sendall(line.encode())
-                time.sleep(0.3)
-                control.recv(1000)
+        with logged_in(host, port, user, password) as control:
             ports = [listeners[name].getsockname()[1] for name in "ab"]
             control.sendall(b"TYPE I\r\nPORT 127,0,0,1,%d,%d\r\nRETR missing\r\n"
                             b"PORT 127,0,0,1,%d,%d\r\nRETR one_mib.bin\r\nQUIT\r\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from typing import Any, Sequence
 
 from ftptrio._control import (
     CLOSE,
@@ -98,14 +99,16 @@ def run(steps, options, seed: int | None):
     return join(to_client), join(to_server), size, ch
 
 
-def join(items):
-    out: list[object] = []
+def join(items: Sequence[object]) -> list[Any]:
+    """Outbox items with consecutive bytes joined (and empty bytes dropped); Any: the
+    tests inspect bytes and events alike."""
+    out: list[Any] = []
     for item in items:
         if isinstance(item, bytes):
             if not item:
                 continue
             if out and isinstance(out[-1], bytes):
-                out[-1] += item
+                out[-1] = out[-1] + item
                 continue
         out.append(item)
     return out

@@ -29,6 +29,8 @@ from ftptrio._control import (
     describe_line,
 )
 
+from control_replay import join as joined  # type: ignore[import-not-found]
+
 GREETING = b"220 ready\r\n"
 
 Step = tuple[str, Any]  # ("c", bytes) | ("s", bytes) | ("fail", reason)
@@ -45,21 +47,6 @@ def s(data: bytes) -> Step:
 def fail(reason: str) -> Step:
     """Call data_failed for the oldest ActiveRequest not yet failed."""
     return ("fail", reason)
-
-
-def joined(items: Sequence[object]) -> list[Any]:
-    """Outbox items with consecutive bytes joined (and empty bytes dropped); Any: the
-    tests inspect bytes and events alike."""
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, bytes):
-            if not item:
-                continue
-            if out and isinstance(out[-1], bytes):
-                out[-1] = out[-1] + item
-                continue
-        out.append(item)
-    return out
 
 
 @dataclass
