@@ -203,6 +203,10 @@ class DataPlane:
         self._warned_pasv_address = False
         #: passive channel opens run one at a time (a superseded one waiting is skipped)
         self._open_lock = trio.Lock()
+        #: -L active: a one-shot remote forward requested ahead of the next PORT/EPRT
+        #: (disarmed: it refuses every connection until that PORT takes it)
+        self._spare_forward: DataForward | None = None
+        self._forward_lock = trio.Lock()
         #: transfer commands whose final reply has not come yet, oldest first
         self._awaiting_reply: collections.deque[_TransferRecord] = collections.deque()
         #: transfer commands answered before any data connection was paired with them
@@ -252,17 +256,22 @@ class DataPlane:
     async def open(self) -> AsyncIterator[DataPlane]:
         """Own a nursery for the data channels; on exit, running transfers get
         ``Config.data_drain_timeout`` to finish, then everything is cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                yield self
-            finally:
-                self.stop_waiting()
-                for record in self._awaiting_reply:  # no reply will come any more
-                    record.replied.set()
-                drain = 0.0 if self._no_drain else self.config.data_drain_timeout
-                nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
-                                                    trio.current_time() + drain)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    yield self
+                finally:
+                    self.stop_waiting()
+                    for record in self._awaiting_reply:  # no reply will come any more
+                        record.replied.set()
+                    drain = 0.0 if self._no_drain else self.config.data_drain_timeout
+                    nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
+                                                        trio.current_time() + drain)
+        finally:
+            spare, self._spare_forward = self._spare_forward, None
+            if spare is not None:
+                await spare.aclose()  # (shielded and bounded)
 
     def stop_waiting(self, older_than: int | None = None, *, keep_used: bool = False) -> None:
         """Close every listener and forward still waiting for its peer (session end),
@@ -800,10 +809,19 @@ class LocalDataPlane(DataPlane):
         await self._transfer(channel, relay, sock)
 
     async def active(self, request: ActiveRequest) -> tuple[str, int]:
+        """A one-shot remote forward for this PORT/EPRT: the one requested ahead (after
+        the session's previous PORT/EPRT), armed now, so the rewritten command goes out
+        without a tcpip-forward round trip of its own; the next one is requested
+        meanwhile."""
         cfg = self.config
         try:
-            remote = await self.tunnel.listen_remote(
-                cfg.remote_listen_host, 0, accept_filter=ftp_server_only(self.forward.ftp_host))
+            async with self._forward_lock:  # (a request ahead in flight: that one)
+                remote, self._spare_forward = self._spare_forward, None
+            if remote is None:
+                remote = await self._request_forward(armed=True)
+            else:
+                remote.arm()
+            self._start(self._request_spare_forward)
         except TunnelError as exc:
             self._log.warning("%s; or use --active-mode passive", exc)
             raise DataSetupError(f"{exc}; or use --active-mode passive") from exc
@@ -812,6 +830,21 @@ class LocalDataPlane(DataPlane):
         self._trace.debug("active %s:%d via remote forward %s:%d", request.host,
                           request.port, cfg.active_address, remote.port)
         return cfg.active_address, remote.port
+
+    async def _request_forward(self, armed: bool) -> DataForward:
+        return await self.tunnel.listen_remote(
+            self.config.remote_listen_host, 0,
+            accept_filter=ftp_server_only(self.forward.ftp_host), armed=armed)
+
+    async def _request_spare_forward(self) -> None:
+        """The forward of the session's next PORT/EPRT, requested ahead (disarmed)."""
+        async with self._forward_lock:
+            if self._spare_forward is not None:
+                return
+            try:
+                self._spare_forward = await self._request_forward(armed=False)
+            except TunnelError as exc:
+                self._log.debug("no remote forward ahead: %s", exc)
 
     async def _serve_active(self, remote: DataForward, request: ActiveRequest,
                             channel: DataChannel) -> None:

@@ -71,6 +71,11 @@ class DataForward(Protocol):
         """The port the SSH server listens on."""
         ...
 
+    def arm(self) -> None:
+        """Accept the first connection allowed from now on (one opened ``armed=False``
+        refuses every connection before)."""
+        ...
+
     async def accept(self) -> tuple[DataRelay, str, int]:
         """The first connection: its relay and originator (host, port)."""
         ...
@@ -132,6 +137,8 @@ class SessionTunnel(Protocol):
         ...
 
     async def listen_remote(self, host: str, port: int = 0,
-                            accept_filter: AcceptFilter | None = None) -> DataForward:
-        """A one-shot remote forward on the SSH server (port 0: the server picks)."""
+                            accept_filter: AcceptFilter | None = None,
+                            armed: bool = True) -> DataForward:
+        """A one-shot remote forward on the SSH server (port 0: the server picks);
+        ``armed=False``: refusing every connection until ``arm()``."""
         ...

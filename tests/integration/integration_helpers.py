@@ -180,10 +180,11 @@ def open_channels(conn: Any) -> list[Any]:
 
 
 def remote_listeners(conn: Any) -> list[Any]:
-    """Remote (tcpip-forward) listeners a client connection still holds."""
+    """Remote (tcpip-forward) listeners a client connection still holds: their
+    (host, port) keys."""
     if conn is None:
         return []
-    return list(asyncssh_table(conn, "_remote_listeners").values())
+    return list(asyncssh_table(conn, "_remote_listeners"))
 
 
 def server_listeners(conn: Any) -> list[Any]:

@@ -141,7 +141,7 @@ async def test_active_request_opens_a_filtered_remote_forward_and_settles():
         assert (host, port) == ("127.0.0.1", 40000)
         plane.accepted(1)  # the server's 200 to the rewritten PORT
         plane.name_transfer("RETR f", 1)
-        listener = tunnel.listeners[0]
+        listener = tunnel.armed_listeners[0]
         assert listener.accept_filter is not None
         assert listener.accept_filter("127.0.0.1", 20) and not listener.accept_filter("10.0.0.1", 20)
         relay = FakeRelay("", 0)
@@ -160,7 +160,7 @@ async def test_refused_request_drops_its_forward():
         plane.refused(7)
         with trio.fail_after(5):
             await plane.wait_active_settled(7)
-        assert tunnel.listeners[0].closed
+        assert tunnel.armed_listeners[0].closed
 
 
 async def test_hold_is_bounded_by_the_active_hold_timeout():
@@ -182,7 +182,7 @@ async def test_many_active_transfers_leave_no_per_request_state():
                 plane.refused(request_id)
             else:
                 plane.accepted(request_id)
-                await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
+                await tunnel.armed_listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
             await plane.wait_active_settled(request_id)
         await trio.testing.wait_all_tasks_blocked()
         assert plane._channels == {}
@@ -228,11 +228,11 @@ async def test_remote_tunnel_counts_bytes_from_ssh_as_bytes_to_the_server():
     plane, tunnel, stats = make_plane("remote")
     async with plane.open():
         _, port = await plane.setup(PassiveOffer(None, 50000, True, 1))
-        accept_filter = tunnel.listeners[0].accept_filter
+        accept_filter = tunnel.armed_listeners[0].accept_filter
         assert port == 40000 and accept_filter is not None
         assert accept_filter("127.0.0.1", 1) and not accept_filter("127.0.0.9", 1)
         relay = FakeRelay("", 0)
-        await tunnel.listeners[0].incoming.send((relay, "127.0.0.1", 5555))
+        await tunnel.armed_listeners[0].incoming.send((relay, "127.0.0.1", 5555))
         plane.name_transfer("STOR f", 1)
         await relay.done.wait()
         plane.transfer_replied(226)
@@ -274,15 +274,15 @@ async def test_port_flood_leaves_one_forward_waiting():
         for request_id in range(2, 302):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
             await trio.testing.wait_all_tasks_blocked()
-            open_now = [listener.closed for listener in tunnel.listeners].count(False)
+            open_now = [listener.closed for listener in tunnel.armed_listeners].count(False)
             assert open_now <= MAX_ACTIVE_WAITING
         await trio.testing.wait_all_tasks_blocked()
-        assert [listener.closed for listener in tunnel.listeners].count(False) == 4
+        assert [listener.closed for listener in tunnel.armed_listeners].count(False) == 4
         assert all(relay.closed for relay in tunnel.relays)  # the PASV's channel too
         for request_id in range(2, 302):
             plane.accepted(request_id)  # the server's 200s, in order
         await trio.testing.wait_all_tasks_blocked()
-        assert [listener.closed for listener in tunnel.listeners].count(False) == 1
+        assert [listener.closed for listener in tunnel.armed_listeners].count(False) == 1
         assert [c.id for c in plane._channels.values() if c.waiting] == [301]
         gc.collect()
         assert plane.waiting == 1
@@ -297,7 +297,7 @@ async def test_pipelined_port_keeps_the_earlier_forward_until_the_server_took_th
     async with plane.open():
         await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
         await plane.setup(ActiveRequest("127.0.0.1", 50001, False, 2))
-        first, second = tunnel.listeners
+        first, second = tunnel.armed_listeners
         await trio.testing.wait_all_tasks_blocked()
         assert not first.closed and not second.closed
         plane.accepted(1)  # 200 to PORT a; the server connects to a's forward
@@ -334,7 +334,7 @@ async def test_finished_waits_are_dropped_at_once():
         for request_id in range(51, 101):
             await plane.setup(ActiveRequest("127.0.0.1", 50000, False, request_id))
             plane.accepted(request_id)
-            await tunnel.listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
+            await tunnel.armed_listeners[-1].incoming.send((FakeRelay("", 0), "127.0.0.1", 20))
             await plane.wait_active_settled(request_id)
             await trio.testing.wait_all_tasks_blocked()
             assert plane.waiting == 0
@@ -478,7 +478,7 @@ async def test_a_data_connection_pairs_with_the_command_of_its_channel_whatever_
         plane.name_transfer("RETR a", 1)
         plane.name_transfer("RETR b", 2)
         second = FakeRelay("", 0)
-        await tunnel.listeners[1].incoming.send((second, "127.0.0.1", 20))
+        await tunnel.armed_listeners[1].incoming.send((second, "127.0.0.1", 20))
         await trio.testing.wait_all_tasks_blocked()
         records = [r for r in plane._awaiting_reply if r.relay is not None]
         paired = [r.command for r in records]

@@ -84,7 +84,7 @@ async def test_each_pipelined_active_transfer_holds_its_own_226(bed: Bed) -> Non
     await receive_until(bed.server, b"RETR y\r\n")
     await bed.server.send_all(b"200 PORT ok\r\n150 go\r\n")
     await trio.testing.wait_all_tasks_blocked()
-    await bed.tunnel.listeners[0].incoming.send((FakeRelay(), "127.0.0.1", 20))
+    await bed.tunnel.armed_listeners[0].incoming.send((FakeRelay(), "127.0.0.1", 20))
     await bed.server.send_all(b"226 done x\r\n")
     await receive_until(bed.client, b"226 done x")
     await bed.server.send_all(b"200 PORT ok\r\n150 go\r\n226 done y\r\n")
@@ -93,7 +93,7 @@ async def test_each_pipelined_active_transfer_holds_its_own_226(bed: Bed) -> Non
         await receive_until(bed.client, b"226 done y", timeout=1)
         pytest.fail("226 for y sent before its data connection")
     relay = FakeRelay()
-    await bed.tunnel.listeners[1].incoming.send((relay, "127.0.0.1", 20))
+    await bed.tunnel.armed_listeners[1].incoming.send((relay, "127.0.0.1", 20))
     await receive_until(bed.client, b"226 done y", timeout=2)
     assert relay.connected_to == ("127.0.0.1", 200 * 256 + 2)
 
@@ -127,7 +127,7 @@ async def test_a_pipelined_quit_leaves_the_active_transfer_sent_before_it(bed: B
     await bed.client.send_all(b"PORT 127,0,0,1,200,1\r\nRETR x\r\nQUIT\r\n")
     await receive_until(bed.server, b"QUIT\r\n")
     await trio.testing.wait_all_tasks_blocked()
-    (expected,) = bed.tunnel.listeners
+    (expected,) = bed.tunnel.armed_listeners
     assert not expected.closed
     await bed.server.send_all(b"200 PORT ok\r\n150 go\r\n")
     relay = FakeRelay()

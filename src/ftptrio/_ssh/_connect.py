@@ -211,11 +211,11 @@ class Tunnel:
 
     async def listen_remote(self, host: str, port: int = 0,
                             accept_filter: Callable[[str, int], bool] | None = None,
-                            ) -> RemoteListener:
-        """tcpip-forward on the SSH server for one data connection. Port-0 requests
-        are serialized."""
+                            armed: bool = True) -> RemoteListener:
+        """tcpip-forward on the SSH server for one data connection (``armed=False``:
+        it refuses every connection until ``arm()``). Port-0 requests are serialized."""
         return await self._forward(host, port, lambda conn: RemoteListener.open(
-            conn, host, port, accept_filter, self.max_window, self.budget))
+            conn, host, port, accept_filter, self.max_window, self.budget, armed))
 
     async def listen_remote_streams(self, host: str, port: int) -> RemoteStreamListener:
         """tcpip-forward on the SSH server for FTP control connections (-R)."""

@@ -175,14 +175,17 @@ async def open_ssh_stream(conn: asyncssh.SSHClientConnection, host: str, port: i
 
 
 class RemoteListener:
-    """A tcpip-forward on the SSH server; relays only its first connection.
+    """A tcpip-forward on the SSH server; relays only its first connection, and none
+    before it is armed (``armed=False``: a forward requested ahead of the PORT/EPRT
+    that will use it refuses every connection until then).
 
     Open with ``await RemoteListener.open(conn, host, port)``.
     """
 
     def __init__(self, accept_filter: Callable[[str, int], bool] | None = None,
                  max_window: int = DEFAULT_MAX_WINDOW,
-                 budget: WindowBudget | None = None) -> None:
+                 budget: WindowBudget | None = None, armed: bool = True) -> None:
+        self.armed = armed
         self._listener: asyncssh.SSHListener | None = None
         self._max_window = max_window
         #: the one data channel's share of the --data-memory budget: the relay's once
@@ -199,11 +202,11 @@ class RemoteListener:
     async def open(cls, conn: asyncssh.SSHClientConnection, host: str, port: int = 0,
                    accept_filter: Callable[[str, int], bool] | None = None,
                    max_window: int = DEFAULT_MAX_WINDOW,
-                   budget: WindowBudget | None = None) -> RemoteListener:
+                   budget: WindowBudget | None = None, armed: bool = True) -> RemoteListener:
         """Request the forward (asyncssh errors propagate). The data channel's
         receive window starts at WINDOW (or what ``budget`` has left) and may grow
         to ``max_window``."""
-        remote = cls(accept_filter, max_window, budget)
+        remote = cls(accept_filter, max_window, budget, armed)
         try:
             remote._listener = await aio(conn.create_server)(
                 remote._session_factory, host, port, window=remote._reservation.window,
@@ -217,8 +220,8 @@ class RemoteListener:
 
     def _session_factory(self, orig_host: str, orig_port: int) -> asyncssh.SSHTCPSession[bytes]:
         fut = self._incoming
-        if fut.done() or (self._accept_filter is not None
-                          and not self._accept_filter(orig_host, orig_port)):
+        if not self.armed or fut.done() or (self._accept_filter is not None
+                                            and not self._accept_filter(orig_host, orig_port)):
             log.warning("refused extra connection from %s:%s on remote forward port %d",
                         orig_host, orig_port, self.port)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
@@ -226,6 +229,10 @@ class RemoteListener:
         relay, session = incoming_data_relay(self._max_window, self._reservation)
         fut.set_result((relay, orig_host, orig_port))
         return session
+
+    def arm(self) -> None:
+        """From now on, the first connection allowed is relayed."""
+        self.armed = True
 
     async def accept(self) -> _Incoming:
         """Wait for the FTP server's data connection; returns (relay, orig host, port)."""

@@ -81,11 +81,17 @@ class FakeRemoteListener:
     sends each connection, ``(relay, originator host, originator port)``, into
     ``incoming``."""
 
-    def __init__(self, port: int, accept_filter: AcceptFilter | None) -> None:
+    def __init__(self, port: int, accept_filter: AcceptFilter | None,
+                 armed: bool = True) -> None:
         self.port = port
         self.accept_filter = accept_filter
+        #: False while requested ahead of its PORT/EPRT (the test sends nothing then)
+        self.armed = armed
         self.incoming, self._receive = trio.open_memory_channel[tuple[FakeRelay, str, int]](1)
         self.closed = False
+
+    def arm(self) -> None:
+        self.armed = True
 
     async def accept(self) -> tuple[FakeRelay, str, int]:
         return await self._receive.receive()
@@ -125,11 +131,18 @@ class FakeTunnel:
         self.relays.append(relay)
         return relay
 
+    @property
+    def armed_listeners(self) -> list[FakeRemoteListener]:
+        """The remote forwards in use (armed), in order: one per PORT/EPRT (a forward
+        requested ahead joins when its PORT/EPRT takes it)."""
+        return [listener for listener in self.listeners if listener.armed]
+
     async def listen_remote(self, host: str, port: int = 0,
-                            accept_filter: AcceptFilter | None = None) -> FakeRemoteListener:
+                            accept_filter: AcceptFilter | None = None,
+                            armed: bool = True) -> FakeRemoteListener:
         if self.fail:
             raise RemoteForwardRefused("remote forward refused")
-        listener = FakeRemoteListener(40000 + len(self.listeners), accept_filter)
+        listener = FakeRemoteListener(40000 + len(self.listeners), accept_filter, armed)
         self.listeners.append(listener)
         return listener
 
