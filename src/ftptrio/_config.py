@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from ._control import ActiveMode, AuthTLSPolicy
+from ._control import ActiveMode, AuthTLSPolicy, ForwardAhead
 from ._errors import ConfigError
 from ._netaddr import host_ip
 
@@ -19,6 +19,7 @@ AddressFamily = Literal["any", "inet", "inet6"]
 StrictHostKeyChecking = Literal["yes", "accept-new", "ask", "no"]
 ACTIVE_MODES: tuple[ActiveMode, ...] = get_args(ActiveMode)
 AUTH_TLS_POLICIES: tuple[AuthTLSPolicy, ...] = get_args(AuthTLSPolicy)
+FORWARD_AHEAD: tuple[ForwardAhead, ...] = get_args(ForwardAhead)
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 ADDRESS_FAMILIES: tuple[AddressFamily, ...] = get_args(AddressFamily)
 STRICT_HOST_KEY_CHECKING: tuple[StrictHostKeyChecking, ...] = get_args(StrictHostKeyChecking)
@@ -269,6 +270,11 @@ class Config:
     #: address the FTP server must connect to for active data (the SSH server's
     #: remote-forward listener as the FTP server sees it)
     active_address: str = "127.0.0.1"
+    #: request the remote forward of a session's next PORT/EPRT ahead, refusing every
+    #: connection until that PORT/EPRT (saves a round trip per file): "yes", "no", or
+    #: "auto" (only when the FTP host is an address other than loopback, so that no
+    #: other user of the SSH server's host can pass the forward's address check)
+    active_forward_ahead: ForwardAhead = "auto"
     #: where the SSH server listens for active-mode remote forwards
     remote_listen_host: str = "127.0.0.1"
     #: address data listeners bind to; -g widens it to all interfaces
@@ -316,6 +322,9 @@ class Config:
             raise ConfigError("at least one forward (-L or -R) is required")
         _check_active_mode(self.active_mode)
         _check_auth_tls(self.auth_tls)
+        if self.active_forward_ahead not in FORWARD_AHEAD:
+            raise ConfigError("active forward ahead must be "
+                              f"{one_of(FORWARD_AHEAD, quoted=True)}")
         for name, option in (("active_address", "--active-address / active_address"),
                              ("remote_listen_host",
                               "--remote-listen-address / remote_listen_address"),

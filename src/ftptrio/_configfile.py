@@ -48,6 +48,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "gateway": ("-g", "bool"),
     "active_mode": ("--active-mode", "str"),
     "active_address": ("--active-address", "str"),
+    "active_forward_ahead": ("--active-forward-ahead", "str"),
     "remote_listen_address": ("--remote-listen-address", "str"),
     "remote_reply_address": ("--remote-reply-address", "str"),
     "trust_pasv_address": ("--trust-pasv-address", "strs"),

@@ -182,6 +182,10 @@ class LogLimiter:
 #: how PORT/EPRT is carried: a remote forward for the server's connection, or
 #: converted to PASV/EPSV (--active-mode)
 ActiveMode = Literal["remote-forward", "passive"]
+#: whether an active-mode remote forward is requested ahead of the PORT/EPRT that uses it
+#: (--active-forward-ahead; "auto": when only the FTP server's own non-loopback address
+#: may connect to it)
+ForwardAhead = Literal["auto", "yes", "no"]
 #: what AUTH TLS gets: a 534, or passed to the server (--auth-tls)
 AuthTLSPolicy = Literal["refuse", "passthrough"]
 #: Most lines a multi-line 227/229 reply may have before it is refused.

@@ -821,7 +821,8 @@ class LocalDataPlane(DataPlane):
                 remote = await self._request_forward(armed=True)
             else:
                 remote.arm()
-            self._start(self._request_spare_forward)
+            if forward_ahead_allowed(cfg.active_forward_ahead, self.forward.ftp_host):
+                self._start(self._request_spare_forward)
         except TunnelError as exc:
             self._log.warning("%s; or use --active-mode passive", exc)
             raise DataSetupError(f"{exc}; or use --active-mode passive") from exc
@@ -1037,6 +1038,20 @@ def ftp_server_only(ftp_host: str) -> Callable[[str, int], bool] | None:
         return same_address(orig_host, ftp_host)
 
     return accept
+
+
+def forward_ahead_allowed(setting: str, ftp_host: str) -> bool:
+    """--active-forward-ahead: may a remote forward wait, disarmed, for the session's
+    next PORT/EPRT? "auto": only when ftp_server_only() pins an address other than
+    loopback. With a loopback (or named) FTP host, any user of the SSH server's host
+    could connect from an allowed address, and a port known ahead gives them time to
+    race the FTP server once it is armed."""
+    if setting != "auto":
+        return setting == "yes"
+    if ftp_host.lower() == "localhost":
+        return False
+    expected = host_ip(ftp_host)
+    return expected is not None and not expected.is_loopback and not expected.is_unspecified
 
 
 def client_only(client_host: str) -> Callable[[str, int], bool]:

@@ -22,7 +22,7 @@ import sys
 from typing import Any, Literal, NoReturn, Sequence, TypeVar, get_args
 from urllib.parse import unquote
 
-from ._config import (ACTIVE_MODES, ADDRESS_FAMILIES, AUTH_TLS_POLICIES,
+from ._config import (ACTIVE_MODES, ADDRESS_FAMILIES, AUTH_TLS_POLICIES, FORWARD_AHEAD,
                       DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT_MAX,
                       DEFAULT_KEEPALIVE_INTERVAL, STRICT_HOST_KEY_CHECKING, Config, Destination,
                       Direction, ForwardSpec, SSHOptions, default_of, one_of, parse_jump_hosts)
@@ -64,9 +64,9 @@ LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 DEFAULT_GRACE = 10.0
 #: options that set the Config field of the same name as given (None: not given,
 #: Config's default applies)
-CONFIG_OPTIONS = ("active_mode", "active_address", "auth_tls", "data_idle_timeout",
-                  "data_drain_timeout", "active_hold_timeout", "idle_session_timeout",
-                  "max_sessions", "max_sessions_per_client", "remote_reply_address")
+CONFIG_OPTIONS = ("active_mode", "active_address", "active_forward_ahead", "auth_tls",
+                  "data_idle_timeout", "data_drain_timeout", "active_hold_timeout",
+                  "idle_session_timeout", "max_sessions", "max_sessions_per_client", "remote_reply_address")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -335,6 +335,11 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="address the FTP server connects to for active data: the SSH "
                         "host as the FTP server sees it (default "
                         f"{_shown('active_address')})")
+    p.add_argument("--active-forward-ahead", choices=FORWARD_AHEAD,
+                   help="request each active-mode remote forward ahead of its PORT/EPRT "
+                        "(one round trip less per file; it refuses every connection until "
+                        "then): auto = only when the FTP host is a non-loopback address "
+                        f"(default {_shown('active_forward_ahead')})")
     p.add_argument("--remote-listen-address", metavar="ADDRESS",
                    help="where the SSH server listens for active-mode data (tcpip-forward); "
                         "non-loopback needs GatewayPorts clientspecified on the SSH server "

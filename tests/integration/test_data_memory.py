@@ -91,6 +91,26 @@ async def test_an_unused_remote_forward_and_a_refused_open_give_their_share_back
     assert tunnel.budget.used == 0
 
 
+async def test_forwards_requested_ahead_take_their_share_only_when_armed(tunnel):
+    """--active-forward-ahead: a disarmed forward holds no data, so it takes no share of
+    the budget (64 sessions, each with a forward waiting for its next PORT, leave the
+    budget whole); arming takes the share, and the channel's window starts at it."""
+    ahead = [await tunnel.listen_remote("127.0.0.1", 0, armed=False) for _ in range(64)]
+    try:
+        assert tunnel.budget.used == 0
+        for forward in ahead[:3]:
+            forward.arm()
+        # 8 + 8 MiB, then what is left of the 20 MiB budget
+        assert tunnel.budget.used == BUDGET
+        assert [getattr(f._listener, "_window") for f in ahead[:3]] == [WINDOW, WINDOW,
+                                                                       BUDGET - 2 * WINDOW]
+        assert getattr(ahead[3]._listener, "_window") == MIN_BUDGET_WINDOW  # until armed
+    finally:
+        for forward in ahead:
+            await forward.aclose()
+    assert tunnel.budget.used == 0
+
+
 async def test_sessions_that_never_read_a_retr_stay_within_the_budget(
         forwarder_config, inprocess_ftp):
     """Through whole FTP sessions: PASV + RETR of a large file, the data connection

@@ -6,6 +6,7 @@ import io
 import os
 import socket
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -68,14 +69,13 @@ async def test_active_remote_forward_download_and_upload(forwarder, inprocess_ft
     payload = write_random(os.path.join(inprocess_ftp.root, "file.bin"), MEDIUM)
     got = await run(download, forwarder.addresses[0], inprocess_ftp, "file.bin", passive=False)
     assert sha256_bytes(got) == sha256_bytes(payload)
-    assert 1 <= len(ssh_server.forward_requests) <= 2  # (+1 requested ahead)
+    assert len(ssh_server.forward_requests) == 1
 
     up = os.urandom(MEDIUM)
     await run(upload, forwarder.addresses[0], inprocess_ftp, "up.bin", up, passive=False)
     assert sha256_file(os.path.join(inprocess_ftp.root, "up.bin")) == sha256_bytes(up)
-    # one tcpip-forward per data connection (and perhaps one requested ahead per
-    # session), all on the configured remote listen host
-    assert 2 <= len(ssh_server.forward_requests) <= 4  # (+1 per session ahead)
+    # one tcpip-forward per data connection, all on the configured remote listen host
+    assert len(ssh_server.forward_requests) == 2
     assert all(host == "127.0.0.1" for host, _port in ssh_server.forward_requests)
     await wait_until(lambda: forwarder.stats.sessions_active == 0, 5, "sessions to end")
     # (exact per-mode counts: test_lifecycle.py::test_stats_count_every_completed_transfer)
@@ -85,53 +85,80 @@ async def test_active_remote_forward_download_and_upload(forwarder, inprocess_ft
     assert ssh_server.direct_requests == [(inprocess_ftp.host, inprocess_ftp.port)] * 3
 
 
-async def test_a_forward_requested_ahead_refuses_connections_until_its_port(
-        forwarder, inprocess_ftp, ssh_server):
-    """After a PORT, the forward for the session's next PORT is requested ahead (its
-    rewritten PORT then goes out without a tcpip-forward round trip); until that PORT
-    takes it, it refuses every connection, then it is one-shot as any."""
-    import time
-
-    payload = write_random(os.path.join(inprocess_ftp.root, "p.bin"), 50_000)
-
-    def ahead_ports() -> list[int]:
-        conn = forwarder._tunnel.connection
-        return [key[1] for key in remote_listeners(conn)] if conn else []
-
-    def session() -> tuple[bytes, bytes, bytes, int]:
-        with login(forwarder.addresses[0], inprocess_ftp) as ftp:
-            ftp.set_pasv(False)
-            first = io.BytesIO()
-            ftp.retrbinary("RETR p.bin", first.write)
-            deadline = time.monotonic() + 5
-            while len(ahead_ports()) != 1 and time.monotonic() < deadline:
-                time.sleep(0.02)  # the PORT's forward gone, the one ahead there
-            (port,) = ahead_ports()
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as stray:
-                stray.settimeout(5)
-                try:
-                    stray_got = stray.recv(100)  # refused: closed by the SSH server
-                except OSError:
-                    stray_got = b""
-            second = io.BytesIO()
-            ftp.retrbinary("RETR p.bin", second.write)
-            ftp.quit()
-        return first.getvalue(), stray_got, second.getvalue(), port
-
-    first, stray_got, second, _port = await run(session)
-    assert first == second == payload
-    assert stray_got == b""
-    await wait_until(lambda: forwarder.stats.sessions_active == 0, 5, "the session to end")
-    assert forwarder.stats.by_mode == {"active": 2}, forwarder.stats
-
-
 async def test_active_empty_file_download_and_upload(forwarder, inprocess_ftp, ssh_server):
     write_random(os.path.join(inprocess_ftp.root, "empty.bin"), 0)
     got = await run(download, forwarder.addresses[0], inprocess_ftp, "empty.bin", passive=False)
     assert got == b""
     await run(upload, forwarder.addresses[0], inprocess_ftp, "empty-up.bin", b"", passive=False)
     assert os.path.getsize(os.path.join(inprocess_ftp.root, "empty-up.bin")) == 0
-    assert 2 <= len(ssh_server.forward_requests) <= 4  # (+1 per session ahead)
+    assert len(ssh_server.forward_requests) == 2
+
+
+async def test_a_forward_requested_ahead_refuses_connections_until_its_port(
+        forwarder_config, inprocess_ftp, ssh_server):
+    """--active-forward-ahead yes: after a PORT, the forward for the session's next PORT
+    is requested ahead (its rewritten PORT then goes out without a tcpip-forward round
+    trip); until that PORT takes it, it refuses every connection, then it is one-shot
+    as any; it is cancelled with the session."""
+    config = replace(forwarder_config, active_forward_ahead="yes")
+    payload = write_random(os.path.join(inprocess_ftp.root, "p.bin"), 50_000)
+    async with ftptrio.open_forwarder(config) as fwd:
+        def listening() -> list[int]:
+            conn = fwd._tunnel.connection if fwd._tunnel else None
+            return [key[1] for key in remote_listeners(conn)] if conn else []
+
+        def session() -> tuple[bytes, bytes, bytes, int, int]:
+            with login(fwd.addresses[0], inprocess_ftp) as ftp:
+                ftp.set_pasv(False)
+                first = io.BytesIO()
+                ftp.retrbinary("RETR p.bin", first.write)
+                deadline = time.monotonic() + 5
+                while len(listening()) != 1 and time.monotonic() < deadline:
+                    time.sleep(0.02)  # the PORT's forward gone, the one ahead there
+                (ahead,) = listening()
+                with socket.create_connection(("127.0.0.1", ahead), timeout=5) as stray:
+                    stray.settimeout(5)
+                    try:
+                        stray_got = stray.recv(100)  # refused: closed by the SSH server
+                    except OSError:
+                        stray_got = b""
+                second = io.BytesIO()
+                ftp.sendcmd("TYPE I")
+                host, port = ftp.sock.getsockname()[:2]
+                with socket.create_server((host, 0)) as own:
+                    own.settimeout(5)
+                    reply = ftp.sendcmd(f"EPRT |1|{host}|{own.getsockname()[1]}|")
+                    assert reply.startswith("200"), reply
+                    (used,) = [p for p in listening() if p != ahead] or [ahead]
+                    ftp.putcmd("RETR p.bin")
+                    assert ftp.getresp().startswith("1")
+                    data, _ = own.accept()
+                    with data:
+                        while chunk := data.recv(65536):
+                            second.write(chunk)
+                    assert ftp.getresp().startswith("226")
+                ftp.quit()
+            return first.getvalue(), stray_got, second.getvalue(), ahead, used
+
+        first, stray_got, second, ahead, used = await run(session)
+        assert first == second == payload
+        assert stray_got == b""
+        assert used == ahead, "the second PORT did not use the forward requested ahead"
+        await wait_until(lambda: fwd.stats.sessions_active == 0, 5, "the session to end")
+        assert fwd.stats.by_mode == {"active": 2}, fwd.stats
+        await wait_until(lambda: not listening(), 5, "the forward ahead to be cancelled")
+
+
+async def test_auto_requests_no_forward_ahead_for_a_loopback_ftp_host(
+        forwarder, inprocess_ftp, ssh_server):
+    """--active-forward-ahead auto (the default) with the FTP server on loopback: one
+    tcpip-forward per PORT and none ahead (any user of the SSH host could connect to a
+    forward from loopback, and a port known ahead gives them time to race)."""
+    payload = write_random(os.path.join(inprocess_ftp.root, "a.bin"), 10_000)
+    for _ in range(2):
+        got = await run(download, forwarder.addresses[0], inprocess_ftp, "a.bin", passive=False)
+        assert got == payload
+    assert len(ssh_server.forward_requests) == 2
 
 
 async def test_active_converted_to_passive(forwarder_config, inprocess_ftp, ssh_server):
@@ -177,7 +204,7 @@ async def test_eprt_download(forwarder, inprocess_ftp, ssh_server):
     reply, got = await run(eprt_download, forwarder.addresses[0], inprocess_ftp, "file.bin")
     assert reply.startswith("200")
     assert sha256_bytes(got) == sha256_bytes(payload)
-    assert 1 <= len(ssh_server.forward_requests) <= 2  # (+1 requested ahead)
+    assert len(ssh_server.forward_requests) == 1
 
 
 async def test_eprt_download_converted(forwarder_config, inprocess_ftp, ssh_server):

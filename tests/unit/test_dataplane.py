@@ -17,7 +17,7 @@ import trio
 from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._control import ActiveRequest, ConvertedActive, PassiveOffer
 from ftptrio._dataplane import (MAX_ACTIVE_WAITING, DataPlane, DataSetupError, LocalDataPlane,
-                                RemoteDataPlane, SessionAddresses)
+                                RemoteDataPlane, SessionAddresses, forward_ahead_allowed)
 from ftptrio._stats import TransferStats
 from ftptrio.testing.fake_tunnel import FakeRelay, FakeTunnel
 
@@ -497,3 +497,32 @@ def test_remote_forward_filter_reads_mapped_loopback_in_either_notation():
         assert accept(host, 20), host
     for host in ("10.0.0.1", "::ffff:a00:1", "example.org", ""):
         assert not accept(host, 20), host
+
+
+@pytest.mark.parametrize("setting, ftp_host, allowed", [
+    ("auto", "127.0.0.1", False), ("auto", "localhost", False), ("auto", "::1", False),
+    ("auto", "ftp.example.org", False), ("auto", "0.0.0.0", False),
+    ("auto", "192.0.2.10", True), ("auto", "2001:db8::10", True),
+    ("yes", "127.0.0.1", True), ("yes", "ftp.example.org", True),
+    ("no", "192.0.2.10", False),
+])
+def test_forward_ahead_only_where_the_address_check_pins_the_ftp_server(
+        setting: str, ftp_host: str, allowed: bool) -> None:
+    """auto: only when no other user of the SSH server's host can connect from an
+    address the forward accepts (a loopback FTP host accepts all of loopback; a name
+    accepts any address)."""
+    assert forward_ahead_allowed(setting, ftp_host) is allowed
+
+
+async def test_forward_ahead_is_armed_by_the_next_port_and_cancelled_with_the_session():
+    plane, tunnel, _stats = make_plane(active_forward_ahead="yes")
+    async with plane.open():
+        await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        await trio.testing.wait_all_tasks_blocked()
+        first, ahead = tunnel.listeners
+        assert first.armed and not ahead.armed  # requested ahead, refusing until armed
+        _host, port = await plane.setup(ActiveRequest("127.0.0.1", 50001, False, 2))
+        assert port == ahead.port and ahead.armed  # no tcpip-forward of its own
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(tunnel.listeners) == 3 and not tunnel.listeners[2].armed
+    assert all(listener.closed for listener in tunnel.listeners)

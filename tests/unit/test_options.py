@@ -315,7 +315,8 @@ def test_help_shows_the_defaults_of_config(monkeypatch):
         read = action.type if callable(action.type) else str
         assert read(shown.group(1)) == default, (action.dest, shown.group(1))
         checked.add(action.dest)
-    assert checked == {"active_mode", "active_address", "auth_tls", "data_idle_timeout",
+    assert checked == {"active_mode", "active_address", "active_forward_ahead", "auth_tls",
+                       "data_idle_timeout",
                        "data_drain_timeout", "active_hold_timeout", "max_sessions",
                        "max_sessions_per_client", "max_window", "data_memory"}
 

@@ -20,8 +20,8 @@ import asyncssh
 import trio
 
 from ._bridge import aio, guard_callback, run_future
-from ._relay import (DEFAULT_MAX_WINDOW, MAX_PKTSIZE, WINDOW, SSHDataRelay, WindowBudget,
-                     bound_receive_window, incoming_data_relay, recv_buffered)
+from ._relay import (DEFAULT_MAX_WINDOW, MAX_PKTSIZE, MIN_BUDGET_WINDOW, WINDOW, SSHDataRelay,
+                     WindowBudget, bound_receive_window, incoming_data_relay, recv_buffered)
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +188,14 @@ class RemoteListener:
         self.armed = armed
         self._listener: asyncssh.SSHListener | None = None
         self._max_window = max_window
+        self._budget = budget or WindowBudget(None)
         #: the one data channel's share of the --data-memory budget: the relay's once
-        #: the FTP server connects, released here if it never does
-        self._reservation = (budget or WindowBudget(None)).reserve(min(WINDOW, max_window))
+        #: the FTP server connects, released here if it never does. A forward requested
+        #: ahead takes its share only when armed (it holds no data before), and its
+        #: channel's window starts at the budget's guaranteed minimum until then.
+        self._reservation = self._budget.reserve(min(WINDOW, max_window) if armed else 0)
+        self._initial_window = (self._reservation.window if armed
+                                else min(MIN_BUDGET_WINDOW, max_window))
         self.port = 0
         self.host = ""
         self._incoming: asyncio.Future[_Incoming] = asyncio.get_event_loop().create_future()
@@ -209,7 +214,7 @@ class RemoteListener:
         remote = cls(accept_filter, max_window, budget, armed)
         try:
             remote._listener = await aio(conn.create_server)(
-                remote._session_factory, host, port, window=remote._reservation.window,
+                remote._session_factory, host, port, window=remote._initial_window,
                 max_pktsize=MAX_PKTSIZE)
         except BaseException:
             remote._reservation.release()
@@ -231,8 +236,19 @@ class RemoteListener:
         return session
 
     def arm(self) -> None:
-        """From now on, the first connection allowed is relayed."""
+        """From now on, the first connection allowed is relayed; the data channel's
+        share of the budget is taken now, and its window starts at that share where
+        asyncssh's listener lets it be set (otherwise at the guaranteed minimum)."""
+        if self.armed:
+            return
         self.armed = True
+        wanted = min(WINDOW, self._max_window)
+        listener = self._listener
+        if listener is not None and isinstance(getattr(listener, "_window", None), int):
+            self._reservation = self._budget.reserve(wanted)
+            setattr(listener, "_window", self._reservation.window)  # asyncssh's, read per channel
+        else:
+            self._reservation = self._budget.reserve(self._initial_window)
 
     async def accept(self) -> _Incoming:
         """Wait for the FTP server's data connection; returns (relay, orig host, port)."""
