@@ -48,6 +48,8 @@ MAX_RANGE_CONNECTIONS_PER_SESSION = 2
 RANGE_MODE = "tls-passive"
 #: pause before accepting again when out of file descriptors
 ACCEPT_BACKOFF = 0.1
+#: relay errors that only say a peer closed first (see PassiveRange._account)
+_PEER_CLOSED = ("Broken pipe", "Connection reset")
 #: a TLS session this old that saw no range connection is told about active mode
 ACTIVE_HINT_MIN_SECONDS = 1.0
 
@@ -286,10 +288,17 @@ class PassiveRange:
 
     def _account(self, host: str, port: int, started: float, to_server: int,
                  to_client: int, error: str | None) -> None:
+        """Count one range connection. Its transfer's outcome is in the encrypted reply,
+        so only bytes are known; a peer closing while the other side's last TLS alert
+        (close_notify) is still on its way is how TLS data connections end (vsftpd
+        after an upload the client already closed): not an error."""
+        outcome = error or "ok"
+        if error is not None and any(mark in error for mark in _PEER_CLOSED):
+            outcome, error = f"peer closed ({error})", None
         self.stats.record(RANGE_MODE, to_server=to_server, to_client=to_client, error=error)
         log.info("FTPS data connection client=%s port=%d to_server=%d to_client=%d "
                  "seconds=%.3f result=%s", host, port, to_server, to_client,
-                 trio.current_time() - started, error or "ok")
+                 trio.current_time() - started, outcome)
 
 
 class FtpsForward:

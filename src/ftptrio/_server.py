@@ -285,8 +285,15 @@ async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
         if forward.direction == "remote":
             continue  # its tcpip-forward was already confirmed
         where = f"{forward.ftp_host}:{forward.ftp_port}"
+        implicit = forward.effective(config).auth_tls == "implicit"
         try:
-            greeting = await _ftp_greeting(tunnel, forward.ftp_host, forward.ftp_port)
+            if implicit:  # the server waits for a TLS handshake: the channel opening is it
+                stream = await tunnel.open_stream(forward.ftp_host, forward.ftp_port)
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                greeting = "implicit FTPS: channel opened"
+            else:
+                greeting = await _ftp_greeting(tunnel, forward.ftp_host, forward.ftp_port)
         except TunnelError as exc:
             if config.exit_on_forward_failure:
                 # the same kind (ChannelRefused, ConnectTimeout ...), saying where
