@@ -195,8 +195,16 @@ async def test_ftplib_ftp_tls_prot_p(openssh, vsftpd_tls_no_reuse, tmp_path):
         assert set(fwd.stats.by_mode) == {"tls-passive"}
 
 
-async def test_curl_implicit_ftps(openssh, vsftpd_implicit, tmp_path):
-    """--auth-tls implicit: curl ftps:// (TLS from the first byte), EPSV."""
+async def test_curl_implicit_ftps(openssh, vsftpd_implicit, tmp_path, caplog):
+    """--auth-tls implicit: curl ftps:// (TLS from the first byte), EPSV. The start-up
+    check opens the channel but waits for no greeting (the server waits for the
+    client's TLS handshake: it was a 15 s wait and an error line)."""
+    caplog.set_level(logging.INFO, "ftptrio._server")
+    with trio.fail_after(10):
+        async with ftptrio.open_forwarder(ftps_config(openssh, vsftpd_implicit, "implicit")):
+            pass
+    assert "implicit FTPS: channel opened" in caplog.text
+    assert "not reachable" not in caplog.text
     async with ftptrio.open_forwarder(ftps_config(openssh, vsftpd_implicit, "implicit")) as fwd:
         async def download(remote: str, local: Path) -> None:
             await run_client([*curl_base(), "--output", str(local),
