@@ -11,8 +11,10 @@ go both ways and are compared by sha256.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -298,3 +300,19 @@ async def test_a_server_demanding_tls_gets_the_hint(openssh, vsftpd_tls, caplog)
     assert len(hints) == 1, hints
     assert "must use encryption" in hints[0]
     assert "--auth-tls passthrough --passive-ports" in hints[0]
+
+
+async def test_ftps_bench_runs(tmp_path):
+    """bench/ftps.py --quick runs through and prints its ratios (figures are never
+    asserted: they are for users to see what TLS costs)."""
+    servers.require_tool("vsftpd")
+    servers.require_tool("sshd")
+    bench = Path(__file__).resolve().parents[2] / "bench" / "ftps.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(ftptrio.__file__).parents[1])}
+    result = await trio.run_process([sys.executable, str(bench), "--quick"], cwd=tmp_path,
+                                    capture_stdout=True, capture_stderr=True, check=False,
+                                    env=env)
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()[-3000:] + out[-3000:]
+    assert "FTPS/FTP through ftptrio, LAN: download" in out
+    assert "FTPS/FTP through ftptrio, 50 ms: download" in out
