@@ -1,4 +1,5 @@
-"""FTPS through ftptrio without decrypting it (issue 25): a real sshd, vsftpd requiring
+"""FTPS through ftptrio without decrypting it (issue 25): a real sshd, vsftpd (and
+ProFTPD with mod_tls, curl only) requiring
 TLS for logins and data (explicit, AUTH TLS) or speaking TLS from the first byte
 (implicit), and real clients (curl, lftp, Python's ftplib). ftptrio relays the TLS
 control channel opaque and forwards the server's passive port range.
@@ -235,6 +236,43 @@ async def test_lftp_implicit_ftps(openssh, vsftpd_implicit, tmp_path):
             f"get {DOWNLOAD} -o {_lftp_quote(str(local))}"])
         await run_client([lftp, "-c", script], "lftp implicit FTPS download")
     assert servers.sha256_file(local) == servers.sha256_file(vsftpd_implicit.path(DOWNLOAD))
+
+
+@pytest.fixture(scope="module")
+def proftpd_tls(tmp_path_factory):
+    """ProFTPD with mod_tls (Debian's proftpd-mod-crypto, unpacked by
+    .ci/install-proftpd) requiring TLS on control and data (TLSRequired on)."""
+    servers.require_tool("proftpd")
+    if servers.proftpd_tls_module() is None:
+        message = "ProFTPD's mod_tls.so is not unpacked (run .ci/install-proftpd)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    server = servers.start_proftpd(tmp_path_factory.mktemp("proftpd-tls"), host=SERVER_HOST,
+                                   passive_count=PASSIVE_COUNT, tls=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("mode", ["EPSV", "PASV"])
+async def test_curl_explicit_ftps_proftpd(openssh, proftpd_tls, tmp_path, mode):
+    extra = ["--disable-epsv"] if mode == "PASV" else []
+    async with ftptrio.open_forwarder(ftps_config(openssh, proftpd_tls)) as fwd:
+        async def download(remote: str, local: Path) -> None:
+            await run_client([*curl_base(*extra), "--output", str(local),
+                              url("ftp", fwd, proftpd_tls, remote)],
+                             f"curl {mode} FTPS download (ProFTPD)")
+
+        async def upload(local: Path, remote: str) -> None:
+            await run_client([*curl_base(*extra), "--upload-file", str(local),
+                              url("ftp", fwd, proftpd_tls, remote)],
+                             f"curl {mode} FTPS upload (ProFTPD)")
+
+        await upload_and_download(proftpd_tls, tmp_path, download, upload)
+        stats = fwd.stats
+    assert set(stats.by_mode) == {"tls-passive"} and stats.transfer_errors == 0
 
 
 @pytest.fixture

@@ -694,8 +694,42 @@ class ProFTPDServer(FTPServer):
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def proftpd_tls_module() -> str | None:
+    """Path of ProFTPD's mod_tls.so (Debian's proftpd-mod-crypto, unpacked by
+    .ci/install-proftpd next to the core), or None. $FTPTRIO_PROFTPD_MODULES names
+    another module directory."""
+    proftpd = find_tool("proftpd")
+    if proftpd is None:
+        return None
+    for directory in (os.environ.get("FTPTRIO_PROFTPD_MODULES"),
+                      str(Path(proftpd).resolve().parent.parent / "usr" / "lib" / "proftpd")):
+        if directory and os.path.isfile(os.path.join(directory, "mod_tls.so")):
+            return os.path.join(directory, "mod_tls.so")
+    return None
+
+
+def _proftpd_tls_lines(module: str, cert: str, key: str, log_dir: Path) -> str:
+    """proftpd.conf lines loading mod_tls and requiring TLS (explicit FTPS) for the
+    control and data channels; the EC certificate of self_signed_certificate."""
+    return textwrap.dedent(f"""\
+        <IfModule mod_dso.c>
+          ModulePath {os.path.dirname(module)}
+          LoadModule mod_tls.c
+        </IfModule>
+        <IfModule mod_tls.c>
+          TLSEngine on
+          TLSRequired on
+          TLSProtocol TLSv1.2 TLSv1.3
+          TLSECCertificateFile {cert}
+          TLSECCertificateKeyFile {key}
+          TLSVerifyClient off
+          TLSLog {log_dir / "tls.log"}
+        </IfModule>
+        """)
+
+
 def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_count: int = 50, *,
-                  host: str = HOST) -> FTPServer:
+                  host: str = HOST, tls: bool = False) -> FTPServer:
     """Run ProFTPD in the foreground (``proftpd -n``) with anonymous login.
 
     Login: user ``anonymous``, any password (the session runs as the system
@@ -707,6 +741,9 @@ def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive
 
     ``log()`` returns ProFTPD's system log and, interleaved, one line per
     command as ProFTPD parsed it (``CMD <command> <argument> -> <reply code>``).
+
+    ``tls``: load mod_tls (``proftpd_tls_module``) and require TLS on the control and
+    data channels (explicit FTPS, ``TLSRequired on``), with a self-signed certificate.
     """
     proftpd = find_tool("proftpd")
     if proftpd is None:
@@ -747,6 +784,14 @@ def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive
     os.chmod(log_dir, 0o755)
     log_path = log_dir / "proftpd.log"
     module_dir = Path(proftpd).resolve().parent.parent / "usr" / "lib" / "proftpd"
+    tls_lines = ""
+    if tls:
+        module = proftpd_tls_module()
+        if module is None:
+            raise RuntimeError("ProFTPD's mod_tls.so is not unpacked (run .ci/install-proftpd)")
+        cert, key = self_signed_certificate(d / "tls", host)
+        os.chmod(d / "tls", 0o755)
+        tls_lines = _proftpd_tls_lines(module, cert, key, log_dir)
 
     last_error = ""
     for _attempt in range(3):
@@ -813,7 +858,7 @@ def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive
               </Directory>
             </Anonymous>
             """
-        )
+        ) + tls_lines
         config_path = d / "proftpd.conf"
         config_path.write_text(config)
         os.chmod(config_path, 0o644)
