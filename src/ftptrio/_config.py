@@ -35,6 +35,11 @@ MIN_MAX_WINDOW = 64 * 1024
 #: --data-memory default: 64 data channels at the full 8 MiB window
 DEFAULT_DATA_MEMORY = 512 * 1024 * 1024
 MAX_MAX_WINDOW = 1024 * 1024 * 1024
+#: --passive-ports: the widest range ftptrio listens on (each port is one listening
+#: socket per address, so one file descriptor each)
+MAX_PASSIVE_PORTS = 1000
+#: a passive port range: (lowest, highest), both included
+PortRange = tuple[int, int]
 
 
 def one_of(choices: tuple[str, ...], *, quoted: bool = False) -> str:
@@ -83,6 +88,8 @@ class ForwardSpec:
     #: remote tunnels: address written into rewritten 227 replies
     #: (--remote-reply-address)
     reply_address: str | None = None
+    #: ``Config.passive_ports`` for this forward (local tunnels only)
+    passive_ports: PortRange | None = None
 
     def __post_init__(self) -> None:
         if not self.ftp_host:
@@ -104,6 +111,11 @@ class ForwardSpec:
             if self.direction != "remote":
                 raise ConfigError("reply address applies to remote (-R) tunnels only")
             _check_ip("remote reply address", self.reply_address, v4_only=True)
+        if self.passive_ports is not None:
+            check_port_range(self.passive_ports)
+            if self.direction != "local":
+                raise ConfigError("passive ports (FTPS passive range) apply to local (-L) "
+                                  "tunnels only")
 
     def effective(self, config: "Config") -> "Config":
         """The Config with this forward's overrides applied (its only forward: this)."""
@@ -116,6 +128,8 @@ class ForwardSpec:
             changes["data_bind_host"] = "0.0.0.0" if self.gateway else "127.0.0.1"
         if self.reply_address is not None:
             changes["remote_reply_address"] = self.reply_address
+        if self.passive_ports is not None:
+            changes["passive_ports"] = self.passive_ports
         if not changes:
             return config
         return dataclasses.replace(config, forwards=(self,), **changes)  # type: ignore[arg-type]
@@ -284,8 +298,13 @@ class Config:
     #: addresses or networks (CIDR) a 227 may name when trust_pasv_address is set
     pasv_allowed_hosts: tuple[str, ...] = ()
     #: AUTH TLS/SSL: "refuse" (534: the client goes on in plain text inside the SSH
-    #: tunnel) or "passthrough" (TLS relayed untouched; data ports then unseen)
+    #: tunnel), "passthrough" (TLS relayed untouched; data only through passive_ports)
+    #: or "implicit" (TLS from the first byte, port 990 style; needs passive_ports)
     auth_tls: AuthTLSPolicy = "refuse"
+    #: FTPS: the FTP server's passive port range (low, high). While a TLS session of
+    #: a local forward is live, ftptrio listens on these ports and forwards each
+    #: connection from a TLS client's address to the FTP host's same port
+    passive_ports: PortRange | None = None
     #: a data listener or remote forward waits this long for its peer
     data_idle_timeout: float = 60.0
     #: after the control connection ends, running transfers get this long to finish
@@ -356,6 +375,11 @@ class Config:
                                   f"such as 10.0.0.0/24 (got {allowed!r})") from None
         if not 512 <= self.max_line <= 65536:
             raise ConfigError("max line length must be between 512 and 65536")
+        if self.passive_ports is not None:
+            check_port_range(self.passive_ports)
+        for forward in self.forwards:
+            _check_ftps(forward, forward.auth_tls or self.auth_tls,
+                        forward.passive_ports or self.passive_ports)
 
 
 def default_of(name: str, of: type[Config] | type[SSHOptions] = Config) -> Any:
@@ -378,6 +402,42 @@ def _check_active_mode(mode: str) -> None:
 def _check_auth_tls(policy: str) -> None:
     if policy not in AUTH_TLS_POLICIES:
         raise ConfigError(f"AUTH TLS policy must be {one_of(AUTH_TLS_POLICIES, quoted=True)}")
+
+
+def check_port_range(ports: object) -> None:
+    """A passive port range (low, high): ports 1024-65535, low <= high, at most
+    MAX_PASSIVE_PORTS ports."""
+    if (not isinstance(ports, tuple) or len(ports) != 2
+            or not all(isinstance(p, int) and not isinstance(p, bool) for p in ports)):
+        raise ConfigError(f"passive ports must be a range LOW-HIGH (got {ports!r})")
+    low, high = ports
+    if not 1024 <= low <= high <= 65535:
+        raise ConfigError(f"passive ports must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535 "
+                          f"(got {low}-{high}; ports below 1024 are refused)")
+    if high - low + 1 > MAX_PASSIVE_PORTS:
+        raise ConfigError(f"passive port range {low}-{high} is too wide: at most "
+                          f"{MAX_PASSIVE_PORTS} ports (narrow the FTP server's range)")
+
+
+def _check_ftps(forward: ForwardSpec, policy: AuthTLSPolicy, ports: PortRange | None) -> None:
+    """The FTPS settings of one forward (its own, else the Config's) fit together."""
+    where = f"forward to {forward.ftp_host}:{forward.ftp_port}"
+    if forward.direction == "remote":
+        if policy == "implicit" or ports is not None:
+            raise ConfigError(f"{where}: --auth-tls implicit and --passive-ports apply to "
+                              "local (-L) tunnels only; set them per tunnel in a --config "
+                              "file")
+        return
+    if policy == "implicit" and ports is None:
+        raise ConfigError(f"{where}: --auth-tls implicit needs --passive-ports LOW-HIGH "
+                          "(the FTP server's passive port range)")
+    if ports is not None and policy == "refuse":
+        raise ConfigError(f"{where}: --passive-ports needs --auth-tls passthrough or "
+                          "implicit (plain FTP sessions have their passive replies "
+                          "rewritten)")
+    if ports is not None and ports[0] <= forward.listen_port <= ports[1]:
+        raise ConfigError(f"{where}: its listen port {forward.listen_port} is inside the "
+                          f"passive port range {ports[0]}-{ports[1]}")
 
 
 def _check_seconds(name: str, value: float) -> None:

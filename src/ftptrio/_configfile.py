@@ -34,7 +34,7 @@ else:  # pragma: no cover - Python 3.10: the tomli dependency
 
 from ._config import DIRECTIONS, Config, Direction, ForwardSpec
 from ._errors import ConfigError
-from ._options import build_parser, config_from_args, parse_forward
+from ._options import build_parser, config_from_args, parse_forward, parse_port_range
 
 #: file key -> (command-line option, kind)
 GLOBAL_KEYS: dict[str, tuple[str, str]] = {
@@ -53,6 +53,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "remote_reply_address": ("--remote-reply-address", "str"),
     "trust_pasv_address": ("--trust-pasv-address", "strs"),
     "auth_tls": ("--auth-tls", "str"),
+    "passive_ports": ("--passive-ports", "str"),
     "data_timeout": ("--data-timeout", "number"),
     "drain_timeout": ("--drain-timeout", "number"),
     "active_hold_timeout": ("--active-hold-timeout", "number"),
@@ -77,6 +78,7 @@ TUNNEL_KEYS: dict[str, tuple[str, str, str]] = {
     "auth_tls": ("auth_tls", "str", "--auth-tls"),
     "gateway": ("gateway", "bool", "-g"),
     "reply_address": ("reply_address", "str", "--remote-reply-address"),
+    "passive_ports": ("passive_ports", "str", "--passive-ports"),
 }
 _KIND_NAMES = {"str": "a string", "int": "an integer", "number": "a number",
                "bool": "true or false", "strs": "a string or a list of strings",
@@ -172,12 +174,22 @@ def file_arguments(path: str, data: dict[str, Any]
         direction = directions[0]
         try:
             spec = parse_forward(table[direction], direction)
-            overrides = {TUNNEL_KEYS[k][0]: v for k, v in table.items()
+            overrides = {TUNNEL_KEYS[k][0]: _tunnel_value(k, v) for k, v in table.items()
                          if k not in DIRECTIONS}
             forwards.append(dataclasses.replace(spec, **overrides))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return destination, options, ssh_options, tuple(forwards)
+
+
+def _tunnel_value(key: str, value: Any) -> Any:
+    """A tunnel key's value as its ForwardSpec field takes it."""
+    if key != "passive_ports":
+        return value
+    try:
+        return parse_port_range(value)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"passive_ports: {exc}") from None
 
 
 def load_config(path: str, argv: Sequence[str] = ()) -> tuple[Config, argparse.Namespace]:

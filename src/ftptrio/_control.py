@@ -50,6 +50,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -186,8 +187,14 @@ ActiveMode = Literal["remote-forward", "passive"]
 #: (--active-forward-ahead; "auto": when only the FTP server's own non-loopback address
 #: may connect to it)
 ForwardAhead = Literal["auto", "yes", "no"]
-#: what AUTH TLS gets: a 534, or passed to the server (--auth-tls)
-AuthTLSPolicy = Literal["refuse", "passthrough"]
+#: what AUTH TLS gets: a 534, or passed to the server; or TLS from the first byte
+#: (--auth-tls)
+AuthTLSPolicy = Literal["refuse", "passthrough", "implicit"]
+#: replies by which a server refuses a plaintext login because it demands TLS (vsftpd
+#: "530 Non-anonymous sessions must use encryption.", ProFTPD TLSRequired "550 SSL/TLS
+#: required on the control channel", "534 Policy requires SSL.")
+_TLS_DEMANDED_CODES = (421, 530, 534, 550)
+_TLS_DEMANDED = re.compile(rb"encrypt|\bTLS\b|\bSSL\b|SSL/TLS", re.IGNORECASE)
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
 #: Longest command line forwarded, CRLF included: pyftpdlib keeps only 2048 bytes of a
@@ -471,8 +478,12 @@ class ControlChannel:
         self.to_client = Outbox()
         self.to_server = Outbox()
         self.closed = False
-        #: after AUTH TLS was passed through and accepted: bytes are opaque
-        self.opaque = False
+        #: after AUTH TLS was passed through and accepted (implicit FTPS: from the
+        #: first byte): bytes are opaque
+        self.opaque = auth_tls == "implicit"
+        #: the server's reply saying it demands TLS (530/534 "... must use encryption"),
+        #: seen in plain text while AUTH is refused; None: not seen
+        self.tls_demanded: str | None = None
         # one byte spare: a bare-LF line is forwarded with CRLF
         self._client_lines = _scan.LineSplitter(min(max_line, MAX_COMMAND_LINE - 1))
         self._server_lines = _scan.LineSplitter(max_line)
@@ -669,8 +680,9 @@ class ControlChannel:
             self._answer_locally(
                 "534 ftptrio: TLS refused; this connection is already encrypted by SSH.")
         else:
-            self._log.warning("passing AUTH through: data channels cannot be forwarded "
-                              "once the control channel is encrypted")
+            self._log.warning("passing AUTH through: the control channel becomes opaque; "
+                              "data connections go only through --passive-ports (passive "
+                              "mode; active mode cannot work)")
             self._forward_command(line, Awaits.AUTH)
 
     def _rein(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
@@ -835,6 +847,9 @@ class ControlChannel:
             self.to_client.append(TransferReplied(code))
         if code >= 400 and self._pending and self._pending[0].kind is Awaits.ACTIVE:
             line = self._active_refused_hint(line)
+        elif (code in _TLS_DEMANDED_CODES and self.auth_tls == "refuse"
+              and _TLS_DEMANDED.search(line) is not None):
+            self.tls_demanded = printable(line.rstrip(b"\r\n")[:120])
         self.to_client.append(line)
 
     def _active_refused_hint(self, line: bytes) -> bytes:

@@ -25,7 +25,8 @@ from urllib.parse import unquote
 from ._config import (ACTIVE_MODES, ADDRESS_FAMILIES, AUTH_TLS_POLICIES, FORWARD_AHEAD,
                       DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT_MAX,
                       DEFAULT_KEEPALIVE_INTERVAL, STRICT_HOST_KEY_CHECKING, Config, Destination,
-                      Direction, ForwardSpec, SSHOptions, default_of, one_of, parse_jump_hosts)
+                      Direction, ForwardSpec, SSHOptions, check_port_range, default_of, one_of,
+                      parse_jump_hosts)
 from ._errors import ConfigError
 
 #: the ``-o`` keys ftptrio understands: lower case (as ssh_config keys are matched)
@@ -66,7 +67,8 @@ DEFAULT_GRACE = 10.0
 #: Config's default applies)
 CONFIG_OPTIONS = ("active_mode", "active_address", "active_forward_ahead", "auth_tls",
                   "data_idle_timeout", "data_drain_timeout", "active_hold_timeout",
-                  "idle_session_timeout", "max_sessions", "max_sessions_per_client", "remote_reply_address")
+                  "idle_session_timeout", "max_sessions", "max_sessions_per_client",
+                  "remote_reply_address", "passive_ports")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -148,6 +150,20 @@ _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 def parse_data_memory(text: str) -> int | Literal["none"]:
     """--data-memory: a size, or ``none`` (no limit; None is "not given")."""
     return "none" if text.strip().lower() == "none" else parse_size(text)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """--passive-ports: ``LOW-HIGH`` (or one port); ports below 1024 are refused."""
+    m = re.fullmatch(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"bad port range {text!r}: expected LOW-HIGH, "
+                                         "e.g. 40000-40100")
+    ports = (int(m.group(1)), int(m.group(2) or m.group(1)))
+    try:
+        check_port_range(ports)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return ports
 
 
 def parse_size(text: str) -> int:
@@ -354,9 +370,15 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "(repeatable allow-list); by default data always goes to the FTP "
                         "host of the control connection")
     p.add_argument("--auth-tls", choices=AUTH_TLS_POLICIES,
-                   help="AUTH TLS/SSL: refuse (534; SSH already encrypts) or passthrough "
-                        "(opaque, data channels then cannot be forwarded); default "
-                        f"{_shown('auth_tls')}")
+                   help="AUTH TLS/SSL: refuse (534; SSH already encrypts), passthrough "
+                        "(FTPS relayed opaque; data through --passive-ports) or implicit "
+                        "(TLS from the first byte, port 990 style; needs --passive-ports); "
+                        f"default {_shown('auth_tls')}")
+    p.add_argument("--passive-ports", type=parse_port_range, metavar="LOW-HIGH",
+                   help="FTPS: the FTP server's passive port range (vsftpd pasv_min_port-"
+                        "pasv_max_port, ProFTPD PassivePorts); while a TLS session is live, "
+                        "ftptrio listens on these ports and forwards them to the FTP host "
+                        "(-L tunnels; with --auth-tls passthrough or implicit)")
     p.add_argument("--data-timeout", dest="data_idle_timeout", type=float, metavar="SECONDS",
                    help="close an unused data listener after this long (default "
                         f"{_shown('data_idle_timeout')})")

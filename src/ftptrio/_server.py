@@ -22,6 +22,7 @@ from ._config import Config, ForwardSpec
 from ._stats import TransferStats
 from ._text import visible
 from ._errors import BindError, ConfigError, TunnelError
+from ._ftps import FtpsForward, ftps_forwards
 from ._netaddr import host_ip
 from ._session import Session
 from ._dataplane import ftp_server_only
@@ -43,7 +44,10 @@ class Forwarder:
     ``serve()`` and ``open_forwarder()`` make it; it is not made directly."""
 
     def __init__(self, config: Config, tunnel: Tunnel, addresses: list[tuple[str, int]],
-                 remote_listeners: list[ControlForward]) -> None:
+                 remote_listeners: list[ControlForward],
+                 bind_hosts: list[list[str]] | None = None) -> None:
+        """``bind_hosts``: the addresses each forward's listener is bound to (the
+        FTPS passive range listens there too)."""
         self._config = config
         self._addresses = list(addresses)
         self._stats = TransferStats()
@@ -56,6 +60,9 @@ class Forwarder:
         #: running sessions by client address (Config.max_sessions_per_client)
         self._per_client: collections.Counter[str] = collections.Counter()
         self._idle = trio.Event()
+        #: each forward's FTPS state (passive range), in Config order
+        self._ftps = ftps_forwards(config, tunnel, self._stats,
+                                   bind_hosts or [[] for _ in config.forwards])
 
     def __repr__(self) -> str:
         return f"<Forwarder addresses={self._addresses!r} {self._stats!r}>"
@@ -93,10 +100,13 @@ class Forwarder:
         """Accept clients on every listener (reporting ready once they are all
         accepting) until ``stop_accepting()``, then wait for the sessions to end."""
         async with trio.open_nursery() as sessions:
+            for ftps in self._ftps:
+                if ftps.range is not None:  # runs while TLS sessions do
+                    ftps.range.nursery = sessions
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
-                for forward, group in listeners:
-                    handler = partial(self._handle_client, forward=forward)
+                for (forward, group), ftps in zip(listeners, self._ftps):
+                    handler = partial(self._handle_client, forward=forward, ftps=ftps)
                     if isinstance(group, RemoteStreamListener):
                         accepting.start_soon(self._accept_remote, group, sessions, handler)
                         continue
@@ -107,7 +117,8 @@ class Forwarder:
                      self._stats.sessions_active)
 
     async def _handle_client(self, stream: trio.abc.HalfCloseableStream, forward: ForwardSpec,
-                             peer: tuple[str, int] | None = None) -> None:
+                             peer: tuple[str, int] | None = None,
+                             ftps: FtpsForward | None = None) -> None:
         config = self._config
         client = _client_host(stream, peer)
         counted = False
@@ -121,7 +132,8 @@ class Forwarder:
                     return
                 self._per_client[client] += 1
                 counted = True
-            await Session(stream, forward, config, self._tunnel, self._stats, peer).run()
+            await Session(stream, forward, config, self._tunnel, self._stats, peer,
+                          ftps).run()
         except Exception:  # one broken session must never stop the listener
             log.exception("session crashed")
         finally:
@@ -273,8 +285,15 @@ async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
         if forward.direction == "remote":
             continue  # its tcpip-forward was already confirmed
         where = f"{forward.ftp_host}:{forward.ftp_port}"
+        implicit = forward.effective(config).auth_tls == "implicit"
         try:
-            greeting = await _ftp_greeting(tunnel, forward.ftp_host, forward.ftp_port)
+            if implicit:  # the server waits for a TLS handshake: the channel opening is it
+                stream = await tunnel.open_stream(forward.ftp_host, forward.ftp_port)
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                greeting = "implicit FTPS: channel opened"
+            else:
+                greeting = await _ftp_greeting(tunnel, forward.ftp_host, forward.ftp_port)
         except TunnelError as exc:
             if config.exit_on_forward_failure:
                 # the same kind (ChannelRefused, ConnectTimeout ...), saying where
@@ -357,7 +376,10 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
             addresses.append((sockname[0], sockname[1]))
             log.info("forwarding FTP %s:%d -> %s:%d via SSH %s", sockname[0], sockname[1],
                      forward.ftp_host, forward.ftp_port, config.ssh.host)
-        forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners))
+        bind_hosts = [[] if isinstance(group, RemoteStreamListener)
+                      else [listener.socket.getsockname()[0] for listener in group]
+                      for _forward, group in listeners]
+        forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners), bind_hosts)
         await forwarder._accept(listeners, task_status)
     finally:
         await tunnel.aclose()

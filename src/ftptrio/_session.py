@@ -24,6 +24,7 @@ from ._control import (CLOSE, ActiveAccepted, ActiveRefused, ActiveRequest, Cont
 from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPlane,
                          SessionAddresses)
 from ._errors import TunnelError
+from ._ftps import FtpsForward
 from ._netaddr import unmapped
 from ._seams import SessionTunnel
 from ._stats import TransferStats
@@ -81,10 +82,12 @@ class _Pipe:
 class Session:
     def __init__(self, client: ControlStream, forward: ForwardSpec, config: Config,
                  tunnel: SessionTunnel, stats: TransferStats,
-                 peer: tuple[str, int] | None = None) -> None:
+                 peer: tuple[str, int] | None = None, ftps: FtpsForward | None = None,
+                 ) -> None:
         """``client`` is a trio SocketStream (local tunnels) or an SSHStream from the
         SSH server (remote tunnels; then ``peer`` is the forwarded-tcpip originator as
-        the SSH server reports it)."""
+        the SSH server reports it). ``ftps``: the forward's FTPS state (its passive
+        range, joined once this session's control channel is TLS)."""
         self.id = next(_session_ids)
         #: this module's log lines, prefixed "session N: " (not rate-limited: a few each)
         self._log = SessionLog(log, {"session": self.id})
@@ -113,6 +116,9 @@ class Session:
         self._control_scope: trio.CancelScope | None = None
         self.data: DataPlane | None = None
         self._last_activity = 0.0
+        self.ftps = ftps
+        #: this session's control channel is TLS and it joined the forward's FTPS state
+        self._tls_joined = False
 
     async def run(self) -> None:
         """Serve the session until either side closes; always closes the client."""
@@ -128,6 +134,8 @@ class Session:
                 await self._refuse(str(exc))
                 return
             self.data = self._data_plane(self._server)
+            if self.control.opaque:  # implicit FTPS: TLS from the first byte
+                await self._tls_started()
             async with self.data.open():
                 async with trio.open_nursery() as pumps:
                     self._control_scope = pumps.cancel_scope
@@ -142,6 +150,8 @@ class Session:
                                          self.config.idle_session_timeout)
                 # control ended: waiting listeners close now, transfers get a short drain
         finally:
+            if self._tls_joined and self.ftps is not None:
+                self.ftps.tls_ended(self.id)
             with trio.CancelScope(shield=True):
                 if self._server is not None:
                     await self._server.aclose()
@@ -211,6 +221,8 @@ class Session:
                 self._wake()
                 if not from_client:
                     self._room.unpark_all()  # replies may release held local replies
+                    if self.ftps is not None and not self._tls_joined:
+                        await self._watch_tls()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._log.info("%s control connection broke: %s", name, exc)
             if from_client:
@@ -218,6 +230,23 @@ class Session:
             else:
                 self.control.server_lost()
         self._wake()
+
+    async def _watch_tls(self) -> None:
+        """After a server read: the control channel just became TLS (the server's 234
+        to a passed-through AUTH): join the forward's passive range before reading on
+        (no 227/229 can reach the client before its ports listen); or the server
+        demands TLS that ftptrio refuses: tell the user once per forward."""
+        assert self.ftps is not None
+        if self.control.opaque:
+            await self._tls_started()
+        elif self.control.tls_demanded is not None:
+            self.ftps.tls_demanded(self.control.tls_demanded)
+
+    async def _tls_started(self) -> None:
+        if self.ftps is None or self._tls_joined:
+            return
+        self._tls_joined = True
+        await self.ftps.tls_started(self.id, self.client_host)
 
     async def _wait_room(self, from_client: bool) -> None:
         """Back-pressure: the server reader waits while replies pile up for the client;

@@ -496,13 +496,80 @@ def _ensure_ftp_user() -> None:
         )
 
 
+def self_signed_certificate(directory: str | os.PathLike[str], host: str = HOST) -> tuple[str, str]:
+    """A self-signed certificate for ``host`` and its key, written as PEM files into
+    ``directory`` (the ``cryptography`` package, an asyncssh dependency; no openssl
+    command, no network). Returns (certificate path, key path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = d / "cert.pem", d / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    return str(cert_path), str(key_path)
+
+
+def _vsftpd_tls_lines(tls: str | None, cert: str, key: str, ssl_reuse: bool = True) -> str:
+    """vsftpd.conf lines for FTPS: ``explicit`` (AUTH TLS required for logins and data)
+    or ``implicit`` (TLS from the first byte); None: plain FTP."""
+    if tls is None:
+        return "ssl_enable=NO\n"
+    assert tls in ("explicit", "implicit"), tls
+    # the test logs in as anonymous (no PAM user): the anon_ lines force TLS on it as
+    # the local_ lines would on local users. vsftpd 3.0.3's default ssl_ciphers
+    # (DES-CBC3-SHA) is one OpenSSL 3 no longer offers. require_ssl_reuse stays at
+    # its default (YES) unless ``ssl_reuse`` is False: curl and lftp reuse the control
+    # connection's TLS session on data connections, Python's ftplib cannot.
+    return textwrap.dedent(f"""\
+        ssl_enable=YES
+        allow_anon_ssl=YES
+        force_anon_logins_ssl=YES
+        force_anon_data_ssl=YES
+        force_local_logins_ssl=YES
+        force_local_data_ssl=YES
+        ssl_tlsv1=YES
+        ssl_sslv2=NO
+        ssl_sslv3=NO
+        ssl_ciphers=HIGH
+        rsa_cert_file={cert}
+        rsa_private_key_file={key}
+        implicit_ssl={'YES' if tls == 'implicit' else 'NO'}
+        require_ssl_reuse={'YES' if ssl_reuse else 'NO'}
+        """)
+
+
 def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_count: int = 50, *,
-                 host: str = HOST, port: int | None = None, netns: str | None = None) -> FTPServer:
+                 host: str = HOST, port: int | None = None, netns: str | None = None,
+                 tls: str | None = None, require_ssl_reuse: bool = True) -> FTPServer:
     """Run vsftpd in the foreground with anonymous login.
 
     Login: user ``anonymous``, any password.  Anonymous avoids PAM and creating
     system users.  Uploads go to ``upload/`` (owned by ``ftp``); vsftpd does not
     let anonymous users overwrite or delete files, so upload fresh names.
+    ``tls``: ``"explicit"`` (logins and data must use TLS after AUTH TLS) or
+    ``"implicit"`` (TLS from the first byte), with a self-signed certificate for
+    ``host`` written into tmpdir; ``require_ssl_reuse=False`` lets clients that
+    cannot reuse the TLS session on data connections (Python's ftplib) in.
     """
     vsftpd = find_tool("vsftpd")
     if vsftpd is None:
@@ -524,6 +591,8 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
     # The temp dir's parents may be 0700 root (pytest's): vsftpd chroots as root
     # before dropping privileges, so only the data dir itself must be readable.
 
+    cert, key = self_signed_certificate(d / "tls", host) if tls else ("", "")
+    tls_lines = _vsftpd_tls_lines(tls, cert, key, require_ssl_reuse)
     last_error = ""
     fixed_port = port
     for _attempt in range(3):
@@ -570,14 +639,13 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
             data_connection_timeout=120
             accept_timeout=60
             connect_timeout=60
-            ssl_enable=NO
             tcp_wrappers=NO
             xferlog_enable=YES
             xferlog_std_format=NO
             vsftpd_log_file={log_path}
             log_ftp_protocol=YES
             """
-        )
+        ) + tls_lines
         config_path = d / "vsftpd.conf"
         config_path.write_text(config)
         os.chmod(config_path, 0o600)  # vsftpd wants its config owned by root
@@ -626,8 +694,42 @@ class ProFTPDServer(FTPServer):
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def proftpd_tls_module() -> str | None:
+    """Path of ProFTPD's mod_tls.so (Debian's proftpd-mod-crypto, unpacked by
+    .ci/install-proftpd next to the core), or None. $FTPTRIO_PROFTPD_MODULES names
+    another module directory."""
+    proftpd = find_tool("proftpd")
+    if proftpd is None:
+        return None
+    for directory in (os.environ.get("FTPTRIO_PROFTPD_MODULES"),
+                      str(Path(proftpd).resolve().parent.parent / "usr" / "lib" / "proftpd")):
+        if directory and os.path.isfile(os.path.join(directory, "mod_tls.so")):
+            return os.path.join(directory, "mod_tls.so")
+    return None
+
+
+def _proftpd_tls_lines(module: str, cert: str, key: str, log_dir: Path) -> str:
+    """proftpd.conf lines loading mod_tls and requiring TLS (explicit FTPS) for the
+    control and data channels; the EC certificate of self_signed_certificate."""
+    return textwrap.dedent(f"""\
+        <IfModule mod_dso.c>
+          ModulePath {os.path.dirname(module)}
+          LoadModule mod_tls.c
+        </IfModule>
+        <IfModule mod_tls.c>
+          TLSEngine on
+          TLSRequired on
+          TLSProtocol TLSv1.2 TLSv1.3
+          TLSECCertificateFile {cert}
+          TLSECCertificateKeyFile {key}
+          TLSVerifyClient off
+          TLSLog {log_dir / "tls.log"}
+        </IfModule>
+        """)
+
+
 def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_count: int = 50, *,
-                  host: str = HOST) -> FTPServer:
+                  host: str = HOST, tls: bool = False) -> FTPServer:
     """Run ProFTPD in the foreground (``proftpd -n``) with anonymous login.
 
     Login: user ``anonymous``, any password (the session runs as the system
@@ -639,6 +741,9 @@ def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive
 
     ``log()`` returns ProFTPD's system log and, interleaved, one line per
     command as ProFTPD parsed it (``CMD <command> <argument> -> <reply code>``).
+
+    ``tls``: load mod_tls (``proftpd_tls_module``) and require TLS on the control and
+    data channels (explicit FTPS, ``TLSRequired on``), with a self-signed certificate.
     """
     proftpd = find_tool("proftpd")
     if proftpd is None:
@@ -679,6 +784,14 @@ def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive
     os.chmod(log_dir, 0o755)
     log_path = log_dir / "proftpd.log"
     module_dir = Path(proftpd).resolve().parent.parent / "usr" / "lib" / "proftpd"
+    tls_lines = ""
+    if tls:
+        module = proftpd_tls_module()
+        if module is None:
+            raise RuntimeError("ProFTPD's mod_tls.so is not unpacked (run .ci/install-proftpd)")
+        cert, key = self_signed_certificate(d / "tls", host)
+        os.chmod(d / "tls", 0o755)
+        tls_lines = _proftpd_tls_lines(module, cert, key, log_dir)
 
     last_error = ""
     for _attempt in range(3):
@@ -745,7 +858,7 @@ def start_proftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive
               </Directory>
             </Anonymous>
             """
-        )
+        ) + tls_lines
         config_path = d / "proftpd.conf"
         config_path.write_text(config)
         os.chmod(config_path, 0o644)

@@ -1,0 +1,354 @@
+"""FTPS through a forward without decrypting it: the passive range, and the hint.
+
+Once a session's control channel is TLS (``--auth-tls passthrough`` after the
+server's 234, or ``--auth-tls implicit`` from the first byte), its 227/229 replies
+cannot be read. What still works: the FTP server takes its passive ports from a
+fixed range (``Config.passive_ports``), and the common clients connect their data
+channel to the control connection's address with the port from the reply. So while
+at least one TLS session of the forward is live, ``PassiveRange`` listens on those
+port numbers on the forward's listen addresses and forwards each connection through
+a direct-tcpip channel of its own to the FTP host's same port (the data plane's
+bounded relay, ``SessionTunnel.open_data_relay``). It accepts connections only from
+an address that has a live TLS session on the forward, at most
+MAX_RANGE_CONNECTIONS_PER_SESSION at a time per such session.
+
+``FtpsForward`` is one forward's FTPS state: its range (if configured) and the
+once-per-forward hint for users whose server demands TLS while ftptrio refuses it.
+Its range runs as one task in the forwarder's session nursery, started by the first
+TLS session and ended (listeners closed at once, running relays after
+``Config.data_drain_timeout``) when the last one ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import ipaddress
+import logging
+import socket
+from typing import Sequence
+
+import trio
+
+from ._config import Config, ForwardSpec
+from ._control import LogLimiter, SessionLog
+from ._errors import TunnelError
+from ._netaddr import unmapped
+from ._seams import SessionTunnel
+from ._stats import TransferStats
+
+log = logging.getLogger(__name__)
+
+#: range connections one TLS session may have open at a time. FTP moves one transfer
+#: at a time per control connection (RFC 959); the second covers the next data
+#: connection arriving while the last one's teardown is still crossing SSH. More
+#: would only let a client (or anyone sharing its address) open SSH channels in bulk.
+MAX_RANGE_CONNECTIONS_PER_SESSION = 2
+#: the data-plane mode range connections are counted under (TransferStats.by_mode)
+RANGE_MODE = "tls-passive"
+#: pause before accepting again when out of file descriptors
+ACCEPT_BACKOFF = 0.1
+#: relay errors that only say a peer closed first (see PassiveRange._account)
+_PEER_CLOSED = ("Broken pipe", "Connection reset")
+#: a TLS session this old that saw no range connection is told about active mode
+ACTIVE_HINT_MIN_SECONDS = 1.0
+
+
+def describe_ports(ports: Sequence[int]) -> str:
+    """``40001, 40003-40005`` for the ports 40001, 40003, 40004, 40005."""
+    runs: list[list[int]] = []
+    for port in sorted(ports):
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+class _TLSSession:
+    __slots__ = ("host", "joined", "connections")
+
+    def __init__(self, host: str, joined: float) -> None:
+        self.host = host
+        self.joined = joined
+        #: range connections accepted from its address since it joined
+        self.connections = 0
+
+
+class PassiveRange:
+    """One local forward's passive port range, live while a TLS session is."""
+
+    def __init__(self, forward: ForwardSpec, config: Config, tunnel: SessionTunnel,
+                 stats: TransferStats, bind_hosts: Sequence[str]) -> None:
+        """``config``: the forward's effective Config (``passive_ports`` set);
+        ``bind_hosts``: the addresses its control listener is bound to."""
+        assert config.passive_ports is not None
+        self.forward = forward
+        self.config = config
+        self.tunnel = tunnel
+        self.stats = stats
+        self.low, self.high = config.passive_ports
+        self.bind_hosts = [unmapped(h) for h in bind_hosts]
+        #: where the range task runs (the forwarder's session nursery); set before use
+        self.nursery: trio.Nursery | None = None
+        #: repeated warnings (stray connections: a port scan) are summed up
+        self._log = SessionLog(log, {}, LogLimiter())
+        self._sessions: dict[int, _TLSSession] = {}
+        #: running range connections per client address
+        self._running: collections.Counter[str] = collections.Counter()
+        self._starting = trio.Lock()
+        self._listening: trio.CancelScope | None = None
+        self._relays: trio.CancelScope | None = None
+        #: set once the current range task's listeners are closed
+        self._closed = trio.Event()
+        self._closed.set()
+        self._reported_taken: set[int] = set()
+        self._told_active = False
+        #: the ports bound right now (for tests and the log)
+        self.bound_ports: list[int] = []
+
+    @property
+    def live(self) -> bool:
+        """The range listens (at least one TLS session is live)."""
+        return self._listening is not None
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    async def join(self, session_id: int, client_host: str) -> None:
+        """A TLS session started: the range listens once this returns."""
+        host = unmapped(client_host)
+        async with self._starting:
+            self._sessions[session_id] = _TLSSession(host, trio.current_time())
+            if self._listening is None:
+                await self._closed.wait()  # the last range task's ports are free again
+                assert self.nursery is not None
+                try:
+                    await self.nursery.start(self._serve)
+                except BaseException:
+                    self._sessions.pop(session_id, None)
+                    raise
+
+    def leave(self, session_id: int) -> None:
+        """A TLS session ended; the last one closes the range."""
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        if (not session.connections and not self._told_active
+                and trio.current_time() - session.joined >= ACTIVE_HINT_MIN_SECONDS):
+            self._told_active = True
+            log.warning("session %d: its TLS session ended without a data connection on the "
+                        "passive ports %d-%d: ftptrio cannot see its commands, so if the "
+                        "client used active mode (PORT/EPRT), that cannot work through "
+                        "--auth-tls %s; make the client use passive mode (EPSV/PASV)",
+                        session_id, self.low, self.high, self.config.auth_tls)
+        if self._sessions:
+            return
+        if self._listening is not None:
+            self._listening.cancel()
+            self._listening = None
+        if self._relays is not None:  # running transfers get the drain time
+            self._relays.deadline = min(self._relays.deadline, trio.current_time()
+                                        + self.config.data_drain_timeout)
+            self._relays = None
+
+    def _allowed(self, host: str) -> int:
+        """How many range connections ``host`` may have open at once (0: none)."""
+        live = sum(1 for s in self._sessions.values() if s.host == host)
+        return live * MAX_RANGE_CONNECTIONS_PER_SESSION
+
+    # ------------------------------------------------------------------ the task
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        closed = self._closed = trio.Event()
+        listening = trio.CancelScope()
+        try:
+            listeners = await self._bind()
+            async with trio.open_nursery() as relays:
+                self._relays = relays.cancel_scope
+                self._listening = listening
+                with listening:
+                    try:
+                        async with trio.open_nursery() as accepting:
+                            for sock in listeners:
+                                accepting.start_soon(self._accept_loop, sock, relays)
+                            task_status.started()
+                    finally:
+                        for sock in listeners:
+                            sock.close()
+                        self.bound_ports = []
+                        closed.set()
+                        log.info("FTPS passive ports %d-%d: no TLS session left; listeners "
+                                 "closed", self.low, self.high)
+        finally:
+            if self._listening is listening:  # (cancelled from outside: shutdown)
+                self._listening = None
+            closed.set()
+
+    async def _bind(self) -> list[trio.socket.SocketType]:
+        listeners: list[trio.socket.SocketType] = []
+        taken: list[int] = []
+        for host in self.bind_hosts:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 \
+                else socket.AF_INET
+            for port in range(self.low, self.high + 1):
+                sock = trio.socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    await sock.bind((host, port))
+                    sock.listen(8)
+                except OSError as exc:
+                    sock.close()
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        log.error("FTPS passive ports: out of file descriptors at port %d "
+                                  "(%s); the range is only partly served", port, exc)
+                        break
+                    taken.append(port)
+                    continue
+                except BaseException:
+                    sock.close()
+                    for bound in listeners:
+                        bound.close()
+                    raise
+                listeners.append(sock)
+        new = sorted(set(taken) - self._reported_taken)
+        if new:
+            self._reported_taken.update(new)
+            log.warning("FTPS passive port%s %s already taken on this machine: data "
+                        "connections the FTP server offers there cannot be forwarded",
+                        "s" * (len(new) > 1), describe_ports(new))
+        self.bound_ports = sorted({sock.getsockname()[1] for sock in listeners})
+        log.info("FTPS passive ports %d-%d: listening on %s for TLS sessions of %s:%d "
+                 "(%d ports)", self.low, self.high, ", ".join(self.bind_hosts),
+                 self.forward.ftp_host, self.forward.ftp_port, len(self.bound_ports))
+        return listeners
+
+    async def _accept_loop(self, listener: trio.socket.SocketType,
+                           relays: trio.Nursery) -> None:
+        port = listener.getsockname()[1]
+        while True:
+            try:
+                sock, peer = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("FTPS passive port %d: accept failed (%s); retrying shortly",
+                              port, exc)
+                    await trio.sleep(ACCEPT_BACKOFF)
+                    continue
+                raise
+            host = unmapped(peer[0])
+            allowed = self._allowed(host)
+            if not allowed:
+                self._log.warning("refused a connection from %s to FTPS passive port %d: no "
+                                  "TLS session from that address", host, port)
+                sock.close()
+                continue
+            if self._running[host] >= allowed:
+                self._log.warning("refused a connection from %s to FTPS passive port %d: "
+                                  "%d already open (at most %d per TLS session)", host, port,
+                                  self._running[host], MAX_RANGE_CONNECTIONS_PER_SESSION)
+                sock.close()
+                continue
+            for session in self._sessions.values():
+                if session.host == host:
+                    session.connections += 1
+            self._running[host] += 1
+            relays.start_soon(self._relay, sock, host, peer[1], port)
+
+    async def _relay(self, sock: trio.socket.SocketType, host: str, client_port: int,
+                     port: int) -> None:
+        """One range connection through its own direct-tcpip channel to the FTP host's
+        same port."""
+        ftp_host = self.forward.ftp_host
+        started = trio.current_time()
+        try:
+            with sock:
+                try:
+                    relay = await self.tunnel.open_data_relay(ftp_host, port,
+                                                              originator=(host, client_port))
+                except TunnelError as exc:
+                    self._log.warning("FTPS data connection from %s to port %d: %s", host,
+                                      port, exc)
+                    return
+                try:
+                    result = await relay.relay_socket(sock)
+                except trio.Cancelled:
+                    result = relay.snapshot(cancelled=True)
+                    self._account(host, port, started, result.to_ssh, result.from_ssh,
+                                  result.error)
+                    raise
+                self._account(host, port, started, result.to_ssh, result.from_ssh,
+                              result.error)
+        finally:
+            self._running[host] -= 1
+            if not self._running[host]:
+                del self._running[host]
+
+    def _account(self, host: str, port: int, started: float, to_server: int,
+                 to_client: int, error: str | None) -> None:
+        """Count one range connection. Its transfer's outcome is in the encrypted reply,
+        so only bytes are known; a peer closing while the other side's last TLS alert
+        (close_notify) is still on its way is how TLS data connections end (vsftpd
+        after an upload the client already closed): not an error."""
+        outcome = error or "ok"
+        if error is not None and any(mark in error for mark in _PEER_CLOSED):
+            outcome, error = f"peer closed ({error})", None
+        self.stats.record(RANGE_MODE, to_server=to_server, to_client=to_client, error=error)
+        log.info("FTPS data connection client=%s port=%d to_server=%d to_client=%d "
+                 "seconds=%.3f result=%s", host, port, to_server, to_client,
+                 trio.current_time() - started, outcome)
+
+
+class FtpsForward:
+    """One forward's FTPS state: its passive range (None: no --passive-ports, or a
+    remote tunnel) and whether users were told how to forward FTPS."""
+
+    def __init__(self, forward: ForwardSpec, passive_range: PassiveRange | None = None) -> None:
+        self.forward = forward
+        self.range = passive_range
+        self._told = False
+        self._told_no_range = False
+
+    def tls_demanded(self, reply: str) -> None:
+        """The FTP server refused a plaintext login for want of TLS (``reply``): say
+        once per forward how to forward FTPS."""
+        if self._told:
+            return
+        self._told = True
+        log.warning("FTP server %s:%d demands TLS (it answered %r) and ftptrio refuses AUTH "
+                    "TLS (--auth-tls refuse): to forward FTPS, run ftptrio with --auth-tls "
+                    "passthrough --passive-ports <the server's passive port range> "
+                    "(README: FTPS)", self.forward.ftp_host, self.forward.ftp_port, reply)
+
+    async def tls_started(self, session_id: int, client_host: str) -> bool:
+        """A session's control channel became TLS: the range listens once this
+        returns. False: no range (data connections cannot be forwarded; said once)."""
+        if self.range is None:
+            if not self._told_no_range:
+                self._told_no_range = True
+                log.warning("session %d: TLS passed through without --passive-ports: its "
+                            "data connections cannot be forwarded; give --passive-ports "
+                            "<the FTP server's passive port range>", session_id)
+            return False
+        await self.range.join(session_id, client_host)
+        return True
+
+    def tls_ended(self, session_id: int) -> None:
+        if self.range is not None:
+            self.range.leave(session_id)
+
+
+def ftps_forwards(config: Config, tunnel: SessionTunnel, stats: TransferStats,
+                  bind_hosts: Sequence[Sequence[str]]) -> list[FtpsForward]:
+    """The FtpsForward of every forward of ``config``, in order; ``bind_hosts``: the
+    addresses each forward's listener is bound to (empty for remote tunnels)."""
+    result = []
+    for forward, hosts in zip(config.forwards, bind_hosts):
+        effective = forward.effective(config)
+        passive_range = None
+        if forward.direction == "local" and effective.passive_ports is not None:
+            passive_range = PassiveRange(forward, effective, tunnel, stats, hosts)
+        result.append(FtpsForward(forward, passive_range))
+    return result

@@ -1,0 +1,395 @@
+"""FTPS through a forward (issue 25): the passive range (listening while a TLS session
+is live, only for TLS clients' addresses, a few connections per session, only to the
+FTP host's same port), implicit mode, the "server demands TLS" hint, and the options.
+A loopback client, an in-memory FTP server and a fake tunnel: no SSH server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from ftptrio._config import Config, ForwardSpec, SSHOptions
+from ftptrio._control import ControlChannel
+from ftptrio._errors import ConfigError
+from ftptrio._ftps import (MAX_RANGE_CONNECTIONS_PER_SESSION, FtpsForward, PassiveRange,
+                           describe_ports)
+from ftptrio._session import Session
+from ftptrio._stats import TransferStats
+from ftptrio.testing.fake_tunnel import FakeTunnel
+from ftptrio.testing.servers import free_port_range
+
+
+def range_config(ports: range, **changes: Any) -> tuple[ForwardSpec, Config]:
+    spec = ForwardSpec(ftp_host="10.1.2.3", ftp_port=21)
+    config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,), auth_tls="passthrough",
+                    passive_ports=(ports.start, ports.stop - 1), **changes)
+    return spec, config
+
+
+class RangeBed:
+    def __init__(self, ports: range, passive: PassiveRange, tunnel: FakeTunnel,
+                 stats: TransferStats) -> None:
+        self.ports, self.range, self.tunnel, self.stats = ports, passive, tunnel, stats
+
+
+@pytest.fixture
+async def rbed(nursery: trio.Nursery) -> AsyncIterator[RangeBed]:
+    ports = free_port_range(4)
+    spec, config = range_config(ports, data_drain_timeout=0.5)
+    tunnel, stats = FakeTunnel(), TransferStats()
+    passive = PassiveRange(spec, config, tunnel, stats, ["127.0.0.1"])
+    passive.nursery = nursery
+    yield RangeBed(ports, passive, tunnel, stats)
+
+
+async def connect(port: int, source: str = "127.0.0.1") -> trio.socket.SocketType:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def closed_by_peer(sock: trio.socket.SocketType) -> bool:
+    """The peer closed (or reset) ``sock`` without sending anything."""
+    with trio.fail_after(5):
+        try:
+            return await sock.recv(10) == b""
+        except ConnectionResetError:
+            return True
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_range_listens_only_while_a_tls_session_is_live(rbed: RangeBed) -> None:
+    port = rbed.ports[2]
+    assert refused(port)
+    await rbed.range.join(1, "127.0.0.1")
+    await rbed.range.join(2, "127.0.0.1")
+    assert rbed.range.bound_ports == list(rbed.ports)
+    rbed.range.leave(1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not refused(port)  # one TLS session is still live
+    rbed.range.leave(2)
+    await trio.testing.wait_all_tasks_blocked()
+    assert refused(port) and not rbed.range.live
+    await rbed.range.join(3, "127.0.0.1")  # opens again
+    assert not refused(port)
+    rbed.range.leave(3)
+
+
+async def test_a_range_connection_goes_to_the_ftp_hosts_same_port(rbed: RangeBed) -> None:
+    await rbed.range.join(1, "127.0.0.1")
+    port = rbed.ports[1]
+    sock = await connect(port)
+    await sock.send(b"x" * 1000)
+    sock.close()
+    with trio.fail_after(5):
+        while not (rbed.tunnel.relays and rbed.tunnel.relays[0].done.is_set()):
+            await trio.sleep(0.01)
+    relay = rbed.tunnel.relays[0]
+    assert relay.destination == ("10.1.2.3", port)  # never anywhere else
+    assert relay.result.to_ssh == 1000
+    await trio.testing.wait_all_tasks_blocked()
+    assert rbed.stats.by_mode == {"tls-passive": 1} and rbed.stats.bytes_to_server == 1000
+    rbed.range.leave(1)
+
+
+async def test_a_stray_connection_is_closed_without_a_channel(rbed: RangeBed,
+                                                              caplog: Any) -> None:
+    """Only an address with a live TLS session may connect: another is closed at once
+    and no SSH channel is opened for it."""
+    caplog.set_level(logging.WARNING, "ftptrio._ftps")
+    await rbed.range.join(1, "127.0.0.9")
+    sock = await connect(rbed.ports[0], source="127.0.0.1")
+    assert await closed_by_peer(sock)
+    sock.close()
+    assert rbed.tunnel.relays == []
+    assert "refused a connection from 127.0.0.1" in caplog.text
+    assert "no TLS session from that address" in caplog.text
+    rbed.range.leave(1)
+
+
+async def test_at_most_a_few_range_connections_per_tls_session(rbed: RangeBed) -> None:
+    await rbed.range.join(1, "127.0.0.1")
+    held = [await connect(rbed.ports[0]) for _ in range(MAX_RANGE_CONNECTIONS_PER_SESSION)]
+    with trio.fail_after(5):
+        while len(rbed.tunnel.relays) < MAX_RANGE_CONNECTIONS_PER_SESSION:
+            await trio.sleep(0.01)
+    extra = await connect(rbed.ports[1])
+    assert await closed_by_peer(extra)
+    extra.close()
+    assert len(rbed.tunnel.relays) == MAX_RANGE_CONNECTIONS_PER_SESSION
+    # a second TLS session from the same address doubles the allowance
+    await rbed.range.join(2, "127.0.0.1")
+    more = await connect(rbed.ports[1])
+    with trio.fail_after(5):
+        while len(rbed.tunnel.relays) < MAX_RANGE_CONNECTIONS_PER_SESSION + 1:
+            await trio.sleep(0.01)
+    for sock in [*held, more]:
+        sock.close()
+    rbed.range.leave(1)
+    rbed.range.leave(2)
+
+
+async def test_the_last_session_ending_ends_running_relays_after_the_drain(
+        rbed: RangeBed) -> None:
+    await rbed.range.join(1, "127.0.0.1")
+    sock = await connect(rbed.ports[0])
+    with trio.fail_after(5):
+        while not rbed.tunnel.relays:
+            await trio.sleep(0.01)
+    rbed.range.leave(1)
+    with trio.fail_after(3):  # data_drain_timeout 0.5 s: the relay is cut
+        await rbed.range._closed.wait()
+        while rbed.range._running:
+            await trio.sleep(0.01)
+    assert rbed.stats.by_mode == {"tls-passive": 1}
+    sock.close()
+
+
+async def test_a_taken_range_port_is_reported_with_its_number(rbed: RangeBed,
+                                                              caplog: Any) -> None:
+    caplog.set_level(logging.INFO, "ftptrio._ftps")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", rbed.ports[1]))
+    taken.listen(1)
+    try:
+        await rbed.range.join(1, "127.0.0.1")
+        assert rbed.range.bound_ports == [p for p in rbed.ports if p != rbed.ports[1]]
+        assert f"FTPS passive port {rbed.ports[1]} already taken" in caplog.text
+        rbed.range.leave(1)
+    finally:
+        taken.close()
+
+
+async def test_no_range_connection_in_a_tls_session_hints_at_active_mode(
+        rbed: RangeBed, caplog: Any, autojump_clock: Any) -> None:
+    caplog.set_level(logging.WARNING, "ftptrio._ftps")
+    await rbed.range.join(7, "127.0.0.1")
+    await trio.sleep(5)
+    rbed.range.leave(7)
+    assert "session 7: its TLS session ended without a data connection" in caplog.text
+    assert "active mode (PORT/EPRT)" in caplog.text
+
+
+def test_describe_ports() -> None:
+    assert describe_ports([40005, 40001, 40003, 40004]) == "40001, 40003-40005"
+
+
+# ------------------------------------------------------------------ sessions
+
+class Bed:
+    def __init__(self, client: trio.SocketStream, server: trio.abc.Stream,
+                 tunnel: FakeTunnel, ftps: FtpsForward, session: Session) -> None:
+        self.client, self.server, self.tunnel, self.ftps = client, server, tunnel, ftps
+        self.session = session
+
+
+async def open_bed(nursery: trio.Nursery, **changes: Any) -> Bed:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    client = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+    session_client = await listeners[0].accept()
+    await listeners[0].aclose()
+    session_server, server = trio.testing.memory_stream_pair()
+    spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
+    config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,), **changes)
+    tunnel = FakeTunnel(session_server)
+    stats = TransferStats()
+    passive = None
+    if config.passive_ports is not None:
+        passive = PassiveRange(spec, config, tunnel, stats, ["127.0.0.1"])
+        passive.nursery = nursery
+    ftps = FtpsForward(spec, passive)
+    session = Session(session_client, spec, config, tunnel, stats, peer=("127.0.0.1", 40000),
+                      ftps=ftps)
+    nursery.start_soon(session.run)
+    return Bed(client, server, tunnel, ftps, session)
+
+
+async def receive_until(stream: trio.abc.ReceiveStream, marker: bytes) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while marker not in data:
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"closed before {marker!r}; got {data!r}"
+            data += chunk
+    return data
+
+
+async def test_explicit_tls_session_opens_the_range_and_closing_it_closes_it(
+        nursery: trio.Nursery) -> None:
+    ports = free_port_range(3)
+    bed = await open_bed(nursery, auth_tls="passthrough",
+                         passive_ports=(ports.start, ports.stop - 1))
+    await bed.server.send_all(b"220 hello\r\n")
+    await receive_until(bed.client, b"220 hello\r\n")
+    await bed.client.send_all(b"AUTH TLS\r\n")
+    await receive_until(bed.server, b"AUTH TLS\r\n")
+    assert refused(ports[0])
+    await bed.server.send_all(b"234 Proceed.\r\n\x16\x03\x01opaque")
+    await receive_until(bed.client, b"\x16\x03\x01opaque")
+    assert bed.ftps.range is not None
+    # joined before the server's next bytes are read (no 227 can come before)
+    await bed.server.send_all(b"\x17more")
+    await receive_until(bed.client, b"\x17more")
+    assert bed.ftps.range.live
+    assert not refused(ports[0])
+    # a range connection from the TLS client goes to the FTP host's same port
+    sock = await connect(ports[1])
+    sock.close()
+    with trio.fail_after(5):
+        while ("127.0.0.1", ports[1]) not in [r.destination for r in bed.tunnel.relays]:
+            await trio.sleep(0.01)
+    await bed.client.aclose()
+    with trio.fail_after(5):
+        while bed.ftps.range.live:
+            await trio.sleep(0.01)
+    assert refused(ports[0])
+
+
+async def test_a_plain_session_of_the_same_forward_keeps_rewriting(
+        nursery: trio.Nursery) -> None:
+    ports = free_port_range(2)
+    bed = await open_bed(nursery, auth_tls="passthrough",
+                         passive_ports=(ports.start, ports.stop - 1))
+    await bed.server.send_all(b"220 hello\r\n")
+    await bed.client.send_all(b"EPSV\r\n")
+    await receive_until(bed.server, b"EPSV\r\n")
+    await bed.server.send_all(b"229 Entering Extended Passive Mode (|||%d|)\r\n" % ports[0])
+    reply = await receive_until(bed.client, b"|)")
+    assert b"(|||%d|)" % ports[0] not in reply  # rewritten to ftptrio's own listener
+    assert bed.ftps.range is not None and not bed.ftps.range.live
+    await bed.client.aclose()
+
+
+async def test_implicit_tls_is_opaque_from_the_first_byte(nursery: trio.Nursery) -> None:
+    ports = free_port_range(2)
+    bed = await open_bed(nursery, auth_tls="implicit",
+                         passive_ports=(ports.start, ports.stop - 1))
+    await bed.client.send_all(b"\x16\x03\x01hello PASV\r\n")
+    assert await receive_until(bed.server, b"PASV\r\n") == b"\x16\x03\x01hello PASV\r\n"
+    await bed.server.send_all(b"\x16\x03\x03227 (127,0,0,1,1,1)\r\n")
+    assert await receive_until(bed.client, b")\r\n") == b"\x16\x03\x03227 (127,0,0,1,1,1)\r\n"
+    assert bed.ftps.range is not None and bed.ftps.range.live
+    assert not refused(ports[0])
+    await bed.client.aclose()
+
+
+async def test_a_server_demanding_tls_is_explained_once_per_forward(
+        nursery: trio.Nursery, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, "ftptrio._ftps")
+    bed = await open_bed(nursery)
+    await bed.server.send_all(b"220 hello\r\n")
+    for _ in range(2):
+        await bed.client.send_all(b"USER bob\r\n")
+        await receive_until(bed.server, b"USER bob\r\n")
+        await bed.server.send_all(b"530 Non-anonymous sessions must use encryption.\r\n")
+        await receive_until(bed.client, b"must use encryption.\r\n")
+    await trio.testing.wait_all_tasks_blocked()
+    lines = [r.getMessage() for r in caplog.records if "demands TLS" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "--auth-tls passthrough --passive-ports" in lines[0]
+    assert "530 Non-anonymous sessions must use encryption." in lines[0]
+    await bed.client.aclose()
+
+
+# ------------------------------------------------------------------ protocol
+
+@pytest.mark.parametrize("reply", [b"530 Non-anonymous sessions must use encryption.\r\n",
+                                   b"550 SSL/TLS required on the control channel\r\n",
+                                   b"534 Policy requires SSL.\r\n"])
+def test_control_notes_a_reply_demanding_tls(reply: bytes) -> None:
+    control = ControlChannel(client_host="127.0.0.1")
+    control.receive_server(b"220 hi\r\n")
+    control.receive_client(b"USER bob\r\n")
+    control.receive_server(reply)
+    assert control.tls_demanded == reply.rstrip(b"\r\n").decode()
+
+
+@pytest.mark.parametrize("reply, policy", [(b"530 Login incorrect.\r\n", "refuse"),
+                                           (b"530 Must use encryption.\r\n", "passthrough")])
+def test_control_ignores_other_refusals(reply: bytes, policy: Any) -> None:
+    control = ControlChannel(client_host="127.0.0.1", auth_tls=policy)
+    control.receive_server(b"220 hi\r\n")
+    control.receive_client(b"USER bob\r\n")
+    control.receive_server(reply)
+    assert control.tls_demanded is None
+
+
+def test_implicit_control_channel_relays_bytes_untouched() -> None:
+    control = ControlChannel(client_host="127.0.0.1", auth_tls="implicit")
+    control.receive_client(b"\x16\x03\x01PORT 1,2,3,4,5,6\r\n")
+    control.receive_server(b"\x16\x03\x03227 (1,2,3,4,5,6)\r\n")
+    assert list(control.to_server) == [b"\x16\x03\x01PORT 1,2,3,4,5,6\r\n"]
+    assert list(control.to_client) == [b"\x16\x03\x03227 (1,2,3,4,5,6)\r\n"]
+
+
+# ------------------------------------------------------------------ options
+
+def cli_config(*args: str) -> Config:
+    from ftptrio._options import build_parser, config_from_args
+
+    return config_from_args(build_parser(raise_errors=True).parse_args([*args, "gw"]))
+
+
+def test_passive_ports_option() -> None:
+    cfg = cli_config("-L", "2121:h:21", "--auth-tls", "passthrough",
+                     "--passive-ports", "40000-40100")
+    assert cfg.passive_ports == (40000, 40100)
+    assert cfg.forwards[0].effective(cfg).passive_ports == (40000, 40100)
+    assert cli_config("-L", "2121:h:990", "--auth-tls", "implicit",
+                      "--passive-ports", "50000").passive_ports == (50000, 50000)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--auth-tls", "passthrough", "--passive-ports", "1000-1100"), "ports below 1024"),
+    (("--auth-tls", "passthrough", "--passive-ports", "5000-4000"), "LOW <= HIGH"),
+    (("--auth-tls", "passthrough", "--passive-ports", "40000-49999"), "too wide"),
+    (("--auth-tls", "passthrough", "--passive-ports", "40000:40010"), "bad port range"),
+    (("--passive-ports", "40000-40010"), "needs --auth-tls passthrough or implicit"),
+    (("--auth-tls", "implicit"), "--auth-tls implicit needs --passive-ports"),
+])
+def test_bad_ftps_options_are_refused(args: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        cli_config("-L", "2121:h:21", *args)
+
+
+def test_listen_port_inside_the_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match="inside the passive port range"):
+        cli_config("-L", "40005:h:21", "--auth-tls", "passthrough",
+                   "--passive-ports", "40000-40010")
+
+
+def test_remote_tunnels_take_no_passive_range() -> None:
+    with pytest.raises(ConfigError, match="local .-L. tunnels only"):
+        ForwardSpec(ftp_host="h", direction="remote", passive_ports=(40000, 40010))
+    with pytest.raises(ConfigError, match="local .-L. tunnels only"):
+        cli_config("-R", "2121:h:21", "--auth-tls", "implicit", "--passive-ports", "40000")
+
+
+def test_passive_ports_in_a_toml_profile(tmp_path: Any) -> None:
+    from ftptrio._configfile import load_config
+
+    path = tmp_path / "p.toml"
+    path.write_text('host = "gw"\n[[tunnel]]\nlocal = "2121:ftp1:21"\nauth_tls = "passthrough"\n'
+                    'passive_ports = "40000-40049"\n[[tunnel]]\nlocal = "2122:ftp2:21"\n')
+    config, _args = load_config(str(path))
+    first, second = config.forwards
+    assert first.passive_ports == (40000, 40049)
+    assert first.effective(config).auth_tls == "passthrough"
+    assert second.effective(config).passive_ports is None
+    path.write_text('host = "gw"\n[[tunnel]]\nlocal = "2121:ftp1:21"\nauth_tls = "passthrough"\n'
+                    'passive_ports = "80-90"\n')
+    with pytest.raises(ConfigError, match="tunnel 1: passive_ports: .*below 1024"):
+        load_config(str(path))
+    path.write_text('host = "gw"\nauth_tls = "implicit"\npassive_ports = "40000-40010"\n'
+                    '[[tunnel]]\nlocal = "2121:ftp1:990"\n')
+    assert load_config(str(path))[0].passive_ports == (40000, 40010)
