@@ -13,8 +13,17 @@ is downloaded and uploaded over every route:
   asyncssh asyncio      same TCP stream through asyncssh forward_local_port on
                         a stock asyncio loop (subprocess, aes128-gcm)
   asyncssh trio-asyncio the same forwarder run under trio-asyncio (trio.run +
-                        trio_asyncio.open_loop), as ftptrio runs asyncssh: the
-                        reference of the CPU goal
+                        trio_asyncio.open_loop), as ftptrio runs asyncssh
+  FTP via asyncssh trio-asyncio per pasv port
+                        FTP (curl, EPSV) through that stack forwarding the
+                        control port and each passive port (like the `ssh -L`
+                        route below) with ftptrio's SSH window (8 MiB) and
+                        packet size, on 127.0.0.3: the same client, server,
+                        bytes, cipher and stack as ftptrio's FTP transfer with
+                        nothing of ftptrio's own, hence the reference of the
+                        CPU goal (the stream route above differs in its client,
+                        which reads 1 MiB at a time where curl reads 16-100 KiB,
+                        and in asyncssh's default 2 MiB window)
   ssh -L per pasv port  FTP (curl, EPSV) through one `ssh -N -L` process that
                         forwards the control port and each port of the FTP
                         server's small fixed passive range (the manual
@@ -116,6 +125,22 @@ async def main():
 asyncio.run(main())
 '''
 
+_ASYNCSSH_TRIO_FTP_FORWARDER = r'''
+import sys, asyncssh, trio, trio_asyncio
+host, port, user, key, kh, cipher, listen_host, window, pktsize = sys.argv[1:10]
+ports = [int(p) for p in sys.argv[10:]]
+async def main():
+    async with trio_asyncio.open_loop():
+        conn = await trio_asyncio.aio_as_trio(asyncssh.connect)(
+            host, port=int(port), username=user, client_keys=[key], known_hosts=kh,
+            encryption_algs=[cipher], window=int(window), max_pktsize=int(pktsize))
+        for p in ports:
+            await trio_asyncio.aio_as_trio(conn.forward_local_port)(listen_host, p, "127.0.0.1", p)
+        print("PORT", ports[0], flush=True)
+        await trio.sleep_forever()
+trio.run(main)
+'''
+
 _ASYNCSSH_TRIO_FORWARDER = r'''
 import sys, asyncssh, trio, trio_asyncio
 host, port, user, key, kh, dport, cipher = sys.argv[1:8]
@@ -136,6 +161,9 @@ PASSIVE_PORTS = 4
 
 FTPTRIO_PASV = "ftptrio passive (EPSV)"
 ASH_TRIO = "asyncssh trio-asyncio aes128-gcm"
+ASH_TRIO_FTP = "FTP via asyncssh trio-asyncio per pasv port"
+#: where that route's forwards listen (same port numbers as the FTP server's)
+ASH_FTP_HOST = "127.0.0.3"
 SSH_PER_PORT = "FTP via ssh -L per pasv port, aes128-gcm"
 SFTP_AES = "sftp aes128-gcm"
 #: where the per-passive-port `ssh -L` listens (the FTP server has the ports on 127.0.0.1)
@@ -297,6 +325,12 @@ def main() -> int:
             bed, "asyncssh_trio_forwarder", _ASYNCSSH_TRIO_FORWARDER, bed.ssh.host,
             str(bed.ssh.port), bed.ssh.username, bed.ssh.client_key, bed.ssh.known_hosts,
             str(stream_port), AES)
+        from ftptrio._ssh._relay import MAX_PKTSIZE, WINDOW
+        ash_ftp, ash_ftp_port = start_script(
+            bed, "asyncssh_trio_ftp_forwarder", _ASYNCSSH_TRIO_FTP_FORWARDER, bed.ssh.host,
+            str(bed.ssh.port), bed.ssh.username, bed.ssh.client_key, bed.ssh.known_hosts, AES,
+            ASH_FTP_HOST, str(WINDOW), str(MAX_PKTSIZE), str(ftp.port),
+            *map(str, ftp.passive_ports), host=ASH_FTP_HOST)
         ssh_ftp, ssh_ftp_port = C.start_ssh_ftp_forward(bed.ssh, ftp, bed.workdir, FWD_HOST, AES)
         bed.add(ssh_ftp)
         C.wait_until(lambda: False, 0.2)
@@ -352,13 +386,15 @@ def main() -> int:
             ("ssh -L aes128-gcm", stream_route(ssh_aes_port), ssh_aes.pid),
             ("asyncssh asyncio aes128-gcm", stream_route(ash_port), ash_proc.pid),
             (ASH_TRIO, stream_route(ash_trio_port), ash_trio.pid),
+            (ASH_TRIO_FTP, ftp_route(ash_ftp_port, False, ASH_FTP_HOST), ash_ftp.pid),
             (SSH_PER_PORT, ftp_route(ssh_ftp_port, False, FWD_HOST), ssh_ftp.pid),
         ]
         if not args.no_sftp:
             routes += [("sftp default cipher", sftp_route(None), None),
                        (SFTP_AES, sftp_route(AES), None)]
         if args.goals:
-            routes = [r for r in routes if r[0] in (FTPTRIO_PASV, ASH_TRIO, SSH_PER_PORT, SFTP_AES)]
+            routes = [r for r in routes
+                      if r[0] in (FTPTRIO_PASV, ASH_TRIO, ASH_TRIO_FTP, SSH_PER_PORT, SFTP_AES)]
 
         times: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
@@ -414,10 +450,14 @@ def main() -> int:
     print(C.table(["ftptrio route"] + baselines, rows))
 
     print()
-    print(f"## CPU ratio: ftptrio CPU s/GiB / {ASH_TRIO} CPU s/GiB (goal <= 1.1)")
-    rows = [[f, C.ratio(cpu_gib(f, "down"), cpu_gib(ASH_TRIO, "down")),
+    print(f"## CPU ratio: ftptrio CPU s/GiB / the stack's CPU s/GiB (goal <= 1.1 against "
+          f"{ASH_TRIO_FTP})")
+    rows = [[f, C.ratio(cpu_gib(f, "down"), cpu_gib(ASH_TRIO_FTP, "down")),
+             C.ratio(cpu_gib(f, "up"), cpu_gib(ASH_TRIO_FTP, "up")),
+             C.ratio(cpu_gib(f, "down"), cpu_gib(ASH_TRIO, "down")),
              C.ratio(cpu_gib(f, "up"), cpu_gib(ASH_TRIO, "up"))] for f in ftptrio_routes]
-    print(C.table(["ftptrio route", "down", "up"], rows))
+    print(C.table(["ftptrio route", "down vs FTP floor", "up vs FTP floor", "down vs stream",
+                   "up vs stream"], rows))
 
     print()
     print(f"## LAN goals (docs/performance.md), {FTPTRIO_PASV}, same run; ftptrio measured: {identity}")
@@ -434,8 +474,8 @@ def main() -> int:
             rows.append([f"{label} {d}", r, f"{op} {bound}", goal_verdict(r, op, bound), stack,
                          goal_verdict(stack, op, bound)])
     for d in ("down", "up"):
-        r = C.ratio(cpu_gib(FTPTRIO_PASV, d), cpu_gib(ASH_TRIO, d))
-        rows.append([f"CPU s/GiB vs {ASH_TRIO} {d}", r, "<= 1.1", goal_verdict(r, "<=", 1.1),
+        r = C.ratio(cpu_gib(FTPTRIO_PASV, d), cpu_gib(ASH_TRIO_FTP, d))
+        rows.append([f"CPU s/GiB vs {ASH_TRIO_FTP} {d}", r, "<= 1.1", goal_verdict(r, "<=", 1.1),
                      "-", ""])
     print(C.table(["goal", "ftptrio", "bound", "", f"{ASH_TRIO} (the stack)", ""], rows))
     print()
