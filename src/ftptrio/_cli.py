@@ -73,10 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (+ transfer fields)."""
+    """One JSON object per line: time (ISO 8601, milliseconds), level, logger, message
+    (+ transfer fields)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+        entry = {"time": f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}.{int(record.msecs):03d}",
                  "level": record.levelname.lower(), "logger": record.name,
                  "message": record.getMessage()}
         if hasattr(record, "transfer"):
@@ -100,7 +101,8 @@ def setup_logging(verbose: int, quiet: bool, log_format: _options.LogFormat = "t
                   log_file: str | None = None) -> None:
     """Levels as ssh's: -v connection and authentication steps (keys tried, methods
     the server offers, host-key fingerprint, cipher) and rewriting decisions; -vv
-    also the protocol lines of every session; -vvv asyncssh's own debugging.
+    also the protocol lines of every session, with times in milliseconds; -vvv
+    asyncssh's own debugging.
     ``log_file`` (-E): append there instead of standard error."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
     if log_file:  # as ssh -E: created 0600 (at -vv it holds user names and paths)
@@ -108,8 +110,10 @@ def setup_logging(verbose: int, quiet: bool, log_format: _options.LogFormat = "t
                          0o600))
     handler: logging.Handler = (logging.FileHandler(log_file) if log_file
                                 else logging.StreamHandler())
+    # from -vv on, text times carry milliseconds: a trace of where a transfer's time goes
+    clock = "%(asctime)s.%(msecs)03d" if verbose >= 2 else "%(asctime)s"
     handler.setFormatter(JSONFormatter() if log_format == "json" else VisibleFormatter(
-        "%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
+        f"{clock} %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # protocol lines (client> / server<) only from -vv on
     logging.getLogger("ftptrio._control.lines").setLevel(

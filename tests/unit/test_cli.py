@@ -432,3 +432,24 @@ def test_exit_on_forward_failure_and_ask_options():
         config("-L", "2121:h:21", "-o", "ExitOnForwardFailure=maybe", "gw")
     cfg = config("-L", "2121:h:21", "-o", "StrictHostKeyChecking=ask", "gw")
     assert cfg.ssh.strict_host_key_checking == "ask"  # asks on a terminal, not "yes"
+
+
+@pytest.mark.parametrize("verbose, log_format, pattern", [
+    (1, "text", r"^\d\d:\d\d:\d\d INFO    hello$"),
+    (2, "text", r"^\d\d:\d\d:\d\d\.\d{3} INFO    hello$"),
+    (0, "json", r'^\{"time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}", "level": "info"'),
+])
+def test_log_times_carry_milliseconds_from_vv_and_in_json(tmp_path, verbose, log_format,
+                                                          pattern):
+    """-vv is the trace of where a transfer's time goes: its text lines (and every JSON
+    line) carry milliseconds. Run in a subprocess: setup_logging replaces the root
+    logger's handlers."""
+    import re
+
+    log_file = tmp_path / "log"
+    code = ("import logging; from ftptrio._cli import setup_logging; "
+            f"setup_logging({verbose}, False, {log_format!r}, log_file={str(log_file)!r}); "
+            "logging.getLogger('ftptrio.x').info('hello')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    line = log_file.read_text().strip()
+    assert re.match(pattern, line), line
