@@ -25,6 +25,7 @@ import collections
 import errno
 import ipaddress
 import logging
+import math
 import socket
 from typing import Sequence
 
@@ -34,7 +35,7 @@ from ._config import Config, ForwardSpec
 from ._control import LogLimiter, SessionLog
 from ._errors import TunnelError
 from ._netaddr import unmapped
-from ._seams import SessionTunnel
+from ._seams import DataRelay, SessionTunnel
 from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,19 @@ class _TLSSession:
         self.connections = 0
 
 
+class _RangeConnection:
+    """One running range connection: its relay (once its channel is open), for the
+    idle timeout of its address's TLS sessions, and the scope that ends it."""
+    __slots__ = ("relay", "progress", "moved_at", "scope")
+
+    def __init__(self, now: float) -> None:
+        self.relay: DataRelay | None = None
+        self.progress: tuple[int, ...] = ()
+        #: when a byte last moved, as far as polling (data_activity) tells
+        self.moved_at = now
+        self.scope = trio.CancelScope()
+
+
 class PassiveRange:
     """One local forward's passive port range, live while a TLS session is."""
 
@@ -96,6 +110,9 @@ class PassiveRange:
         self._sessions: dict[int, _TLSSession] = {}
         #: running range connections per client address
         self._running: collections.Counter[str] = collections.Counter()
+        self._connections: dict[str, set[_RangeConnection]] = {}
+        #: when a range connection of an address last started or ended
+        self._changed: dict[str, float] = {}
         self._starting = trio.Lock()
         self._listening: trio.CancelScope | None = None
         self._relays: trio.CancelScope | None = None
@@ -152,6 +169,25 @@ class PassiveRange:
             self._relays.deadline = min(self._relays.deadline, trio.current_time()
                                         + self.config.data_drain_timeout)
             self._relays = None
+
+    def data_activity(self, client_host: str) -> float:
+        """When a byte last moved on a range connection from ``client_host`` (as far as
+        polling tells: the latest call that saw its relay's progress change), or one
+        started or ended; -inf if none ran. Its TLS sessions' idle timeout polls it."""
+        host = unmapped(client_host)
+        latest = self._changed.get(host, -math.inf)
+        now = trio.current_time()
+        for connection in self._connections.get(host, ()):
+            if connection.relay is not None:
+                progress = connection.relay.progress
+                if progress != connection.progress:
+                    connection.progress, connection.moved_at = progress, now
+            latest = max(latest, connection.moved_at)
+        return latest
+
+    def data_running(self, client_host: str) -> int:
+        """Range connections from ``client_host`` running right now."""
+        return len(self._connections.get(unmapped(client_host), ()))
 
     def _allowed(self, host: str) -> int:
         """How many range connections ``host`` may have open at once (0: none)."""
@@ -263,8 +299,11 @@ class PassiveRange:
         same port."""
         ftp_host = self.forward.ftp_host
         started = trio.current_time()
+        connection = _RangeConnection(started)
+        self._connections.setdefault(host, set()).add(connection)
+        self._changed[host] = started
         try:
-            with sock:
+            with sock, connection.scope:
                 try:
                     relay = await self.tunnel.open_data_relay(ftp_host, port,
                                                               originator=(host, client_port))
@@ -272,6 +311,7 @@ class PassiveRange:
                     self._log.warning("FTPS data connection from %s to port %d: %s", host,
                                       port, exc)
                     return
+                connection.relay = relay
                 try:
                     result = await relay.relay_socket(sock)
                 except trio.Cancelled:
@@ -282,6 +322,13 @@ class PassiveRange:
                 self._account(host, port, started, result.to_ssh, result.from_ssh,
                               result.error)
         finally:
+            self._changed[host] = trio.current_time()
+            running = self._connections[host]
+            running.discard(connection)
+            if not running:
+                del self._connections[host]
+                if not self._allowed(host):  # (its sessions are gone: forget the address)
+                    del self._changed[host]
             self._running[host] -= 1
             if not self._running[host]:
                 del self._running[host]
@@ -334,6 +381,14 @@ class FtpsForward:
             return False
         await self.range.join(session_id, client_host)
         return True
+
+    def data_activity(self, client_host: str) -> float:
+        """When a byte last moved on a range connection from ``client_host``
+        (``PassiveRange.data_activity``); -inf without a range."""
+        return -math.inf if self.range is None else self.range.data_activity(client_host)
+
+    def data_running(self, client_host: str) -> int:
+        return 0 if self.range is None else self.range.data_running(client_host)
 
     def tls_ended(self, session_id: int) -> None:
         if self.range is not None:

@@ -255,6 +255,42 @@ async def test_explicit_tls_session_opens_the_range_and_closing_it_closes_it(
     assert refused(ports[0])
 
 
+async def start_tls(bed: Bed) -> None:
+    """The server's 234 to a passed-through AUTH TLS: the session joins the range."""
+    await bed.server.send_all(b"220 hello\r\n")
+    await receive_until(bed.client, b"220 hello\r\n")
+    await bed.client.send_all(b"AUTH TLS\r\n")
+    await receive_until(bed.server, b"AUTH TLS\r\n")
+    await bed.server.send_all(b"234 Proceed.\r\n")
+    await receive_until(bed.client, b"234 Proceed.\r\n")
+    assert bed.ftps.range is not None
+    with trio.fail_after(5):
+        while not bed.ftps.range.live:
+            await trio.sleep(0.01)
+
+
+async def test_range_traffic_keeps_its_tls_session_from_idling_out(
+        nursery: trio.Nursery) -> None:
+    """--idle-timeout: while a range connection from the client's address moves data,
+    its TLS session (no control traffic: the transfer's reply is still to come) is not
+    idle; once that connection stalls, it is."""
+    ports = free_port_range(2)
+    bed = await open_bed(nursery, auth_tls="passthrough", idle_session_timeout=1.0,
+                         passive_ports=(ports.start, ports.stop - 1))
+    await start_tls(bed)
+    assert bed.ftps.range is not None
+    sock = await connect(ports[0])
+    moving_until = trio.current_time() + 2.5
+    while trio.current_time() < moving_until:
+        await sock.send(b"x" * 100)
+        await trio.sleep(0.1)
+    assert bed.ftps.range.sessions == 1  # not idle-closed while data moved
+    with trio.fail_after(3):  # stalled now: idle after 1 s (and a poll)
+        while bed.ftps.range.sessions:
+            await trio.sleep(0.05)
+    sock.close()
+
+
 async def test_a_plain_session_of_the_same_forward_keeps_rewriting(
         nursery: trio.Nursery) -> None:
     ports = free_port_range(2)
