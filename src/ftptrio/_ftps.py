@@ -160,6 +160,10 @@ class PassiveRange:
                         "client used active mode (PORT/EPRT), that cannot work through "
                         "--auth-tls %s; make the client use passive mode (EPSV/PASV)",
                         session_id, self.low, self.high, self.config.auth_tls)
+        if not self._allowed(session.host):  # its address's last: its connections drain
+            drained = trio.current_time() + self.config.data_drain_timeout
+            for connection in self._connections.get(session.host, ()):
+                connection.scope.deadline = min(connection.scope.deadline, drained)
         if self._sessions:
             return
         if self._listening is not None:

@@ -155,6 +155,28 @@ async def test_the_last_session_ending_ends_running_relays_after_the_drain(
     sock.close()
 
 
+async def test_range_connections_end_with_their_addresss_last_tls_session(
+        rbed: RangeBed) -> None:
+    """A range connection is not left running after the last TLS session of its
+    address ended, even while another address's session keeps the range listening:
+    it gets the drain time, as a plain session's transfers do."""
+    await rbed.range.join(1, "127.0.0.1")
+    await rbed.range.join(2, "127.0.0.2")
+    mine = await connect(rbed.ports[0], source="127.0.0.1")
+    other = await connect(rbed.ports[1], source="127.0.0.2")
+    with trio.fail_after(5):
+        while len(rbed.tunnel.relays) < 2:
+            await trio.sleep(0.01)
+    rbed.range.leave(1)
+    with trio.fail_after(3):  # data_drain_timeout 0.5 s
+        assert await closed_by_peer(mine)
+    assert rbed.range.live and rbed.range.data_running("127.0.0.2") == 1
+    assert rbed.range.data_running("127.0.0.1") == 0
+    for sock in (mine, other):
+        sock.close()
+    rbed.range.leave(2)
+
+
 async def test_a_taken_range_port_is_reported_with_its_number(rbed: RangeBed,
                                                               caplog: Any) -> None:
     caplog.set_level(logging.INFO, "ftptrio._ftps")
