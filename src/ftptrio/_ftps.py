@@ -49,6 +49,9 @@ MAX_RANGE_CONNECTIONS_PER_SESSION = 2
 RANGE_MODE = "tls-passive"
 #: pause before accepting again when out of file descriptors
 ACCEPT_BACKOFF = 0.1
+#: accept() errors about one connection that is gone (reset before it was accepted,
+#: or refused by a firewall rule): the listener is fine
+_ACCEPT_GONE = (errno.ECONNABORTED, errno.EPERM, errno.EPROTO)
 #: relay errors that only say a peer closed first (see PassiveRange._account)
 _PEER_CLOSED = ("Broken pipe", "Connection reset")
 #: a TLS session this old that saw no range connection is told about active mode
@@ -272,6 +275,8 @@ class PassiveRange:
             try:
                 sock, peer = await listener.accept()
             except OSError as exc:
+                if exc.errno in _ACCEPT_GONE:  # (trio's SocketListener skips these too)
+                    continue
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.error("FTPS passive port %d: accept failed (%s); retrying shortly",
                               port, exc)
@@ -325,6 +330,8 @@ class PassiveRange:
                     raise
                 self._account(host, port, started, result.to_ssh, result.from_ssh,
                               result.error)
+        except Exception:  # it runs beside every session: it must never end them all
+            log.exception("FTPS data connection from %s to port %d crashed", host, port)
         finally:
             self._changed[host] = trio.current_time()
             running = self._connections[host]

@@ -5,7 +5,9 @@ A loopback client, an in-memory FTP server and a fake tunnel: no SSH server."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 from typing import Any, AsyncIterator
 
@@ -175,6 +177,61 @@ async def test_range_connections_end_with_their_addresss_last_tls_session(
     for sock in (mine, other):
         sock.close()
     rbed.range.leave(2)
+
+
+class _AbortingListener:
+    """A range listener whose accept() first fails as Linux reports a connection reset
+    (or refused by a firewall rule) before it was accepted."""
+
+    def __init__(self, real: trio.socket.SocketType, error: int) -> None:
+        self.real, self.error = real, error
+
+    def getsockname(self) -> Any:
+        return self.real.getsockname()
+
+    async def accept(self) -> Any:
+        if self.error:
+            error, self.error = self.error, 0
+            raise OSError(error, os.strerror(error))
+        return await self.real.accept()
+
+
+@pytest.mark.parametrize("error", [errno.ECONNABORTED, errno.EPERM, errno.EPROTO],
+                         ids=["ECONNABORTED", "EPERM", "EPROTO"])
+async def test_a_connection_gone_before_accept_does_not_end_the_range(
+        rbed: RangeBed, nursery: trio.Nursery, error: int) -> None:
+    """The range runs beside every session of the forwarder: a failed accept() for a
+    connection that is gone must not raise out of it (it would end them all)."""
+    await rbed.range.join(1, "127.0.0.1")
+    real = trio.socket.socket()
+    await real.bind(("127.0.0.1", 0))
+    real.listen(4)
+    async with trio.open_nursery() as relays:
+        listener: Any = _AbortingListener(real, error)
+        relays.start_soon(rbed.range._accept_loop, listener, relays)
+        sock = await connect(real.getsockname()[1])
+        sock.close()
+        with trio.fail_after(5):
+            while not rbed.tunnel.relays:
+                await trio.sleep(0.01)
+        relays.cancel_scope.cancel()
+    real.close()
+    rbed.range.leave(1)
+
+
+async def test_a_crashing_range_connection_does_not_end_the_range(
+        rbed: RangeBed, caplog: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("unexpected")
+
+    rbed.tunnel.open_data_relay = broken  # type: ignore[method-assign]
+    await rbed.range.join(1, "127.0.0.1")
+    sock = await connect(rbed.ports[0])
+    assert await closed_by_peer(sock)
+    sock.close()
+    assert "FTPS data connection from 127.0.0.1" in caplog.text and "crashed" in caplog.text
+    assert rbed.range.live and rbed.range.data_running("127.0.0.1") == 0
+    rbed.range.leave(1)
 
 
 async def test_a_taken_range_port_is_reported_with_its_number(rbed: RangeBed,
