@@ -483,6 +483,26 @@ def test_listen_port_inside_the_range_is_refused() -> None:
                    "--passive-ports", "40000-40010")
 
 
+def test_forwards_sharing_a_listen_address_cannot_share_passive_ports() -> None:
+    """Two -L tunnels with one --passive-ports on one listen address: the second's
+    range could bind none of its ports, and its clients' data connections would reach
+    the first's range (and FTP host)."""
+    with pytest.raises(ConfigError, match="passive port ranges 40000-40010 and "
+                                          "40000-40010 overlap"):
+        cli_config("-L", "2121:ftp1:21", "-L", "2122:ftp2:21", "--auth-tls", "passthrough",
+                   "--passive-ports", "40000-40010")
+    with pytest.raises(ConfigError, match="listen port 40005 is inside"):
+        cli_config("-L", "2121:ftp1:21", "-L", "40005:ftp2:21", "--auth-tls", "passthrough",
+                   "--passive-ports", "40000-40010")
+    with pytest.raises(ConfigError, match="overlap"):
+        cli_config("-L", "0.0.0.0:2121:ftp1:21", "-L", "127.0.0.1:2122:ftp2:21",
+                   "--auth-tls", "passthrough", "--passive-ports", "40000-40010")
+    # different listen addresses may hold the same port numbers
+    cfg = cli_config("-L", "127.0.0.1:2121:ftp1:21", "-L", "127.0.0.2:2122:ftp2:21",
+                     "--auth-tls", "passthrough", "--passive-ports", "40000-40010")
+    assert len(cfg.forwards) == 2
+
+
 def test_remote_tunnels_take_no_passive_range() -> None:
     with pytest.raises(ConfigError, match="local .-L. tunnels only"):
         ForwardSpec(ftp_host="h", direction="remote", passive_ports=(40000, 40010))
