@@ -286,8 +286,9 @@ class Config:
     active_address: str = "127.0.0.1"
     #: request the remote forward of a session's next PORT/EPRT ahead, refusing every
     #: connection until that PORT/EPRT (saves a round trip per file): "yes", "no", or
-    #: "auto" (only when the FTP host is an address other than loopback, so that no
-    #: other user of the SSH server's host can pass the forward's address check)
+    #: "auto" (only when the FTP host and remote_listen_host are addresses other than
+    #: loopback, so that no other user of the SSH server's host can pass the forward's
+    #: address check)
     active_forward_ahead: ForwardAhead = "auto"
     #: where the SSH server listens for active-mode remote forwards
     remote_listen_host: str = "127.0.0.1"
