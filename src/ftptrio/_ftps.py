@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 MAX_RANGE_CONNECTIONS_PER_SESSION = 2
 #: the data-plane mode range connections are counted under (TransferStats.by_mode)
 RANGE_MODE = "tls-passive"
+#: how often a live range tries again to listen on its ports that were taken
+TAKEN_RETRY_INTERVAL = 2.0
 #: pause before accepting again when out of file descriptors
 ACCEPT_BACKOFF = 0.1
 #: accept() errors about one connection that is gone (reset before it was accepted,
@@ -206,7 +208,7 @@ class PassiveRange:
         closed = self._closed = trio.Event()
         listening = trio.CancelScope()
         try:
-            listeners = await self._bind()
+            listeners, taken = await self._bind()
             async with trio.open_nursery() as relays:
                 self._relays = relays.cancel_scope
                 self._listening = listening
@@ -215,6 +217,9 @@ class PassiveRange:
                         async with trio.open_nursery() as accepting:
                             for sock in listeners:
                                 accepting.start_soon(self._accept_loop, sock, relays)
+                            if taken:
+                                accepting.start_soon(self._retry_taken, taken, listeners,
+                                                     accepting, relays)
                             task_status.started()
                     finally:
                         for sock in listeners:
@@ -228,34 +233,27 @@ class PassiveRange:
                 self._listening = None
             closed.set()
 
-    async def _bind(self) -> list[trio.socket.SocketType]:
+    async def _bind(self) -> tuple[list[trio.socket.SocketType], list[tuple[str, int]]]:
+        """The range's listeners, and the (host, port)s taken on this machine."""
         listeners: list[trio.socket.SocketType] = []
-        taken: list[int] = []
+        taken_at: list[tuple[str, int]] = []
         for host in self.bind_hosts:
-            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 \
-                else socket.AF_INET
             for port in range(self.low, self.high + 1):
-                sock = trio.socket.socket(family, socket.SOCK_STREAM)
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    if family == socket.AF_INET6:
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    await sock.bind((host, port))
-                    sock.listen(8)
+                    sock = await self._listen_on(host, port)
                 except OSError as exc:
-                    sock.close()
                     if exc.errno in (errno.EMFILE, errno.ENFILE):
                         log.error("FTPS passive ports: out of file descriptors at port %d "
                                   "(%s); the range is only partly served", port, exc)
                         break
-                    taken.append(port)
+                    taken_at.append((host, port))
                     continue
                 except BaseException:
-                    sock.close()
                     for bound in listeners:
                         bound.close()
                     raise
                 listeners.append(sock)
+        taken = [port for _host, port in taken_at]
         new = sorted(set(taken) - self._reported_taken)
         if new:
             self._reported_taken.update(new)
@@ -266,7 +264,42 @@ class PassiveRange:
         log.info("FTPS passive ports %d-%d: listening on %s for TLS sessions of %s:%d "
                  "(%d ports)", self.low, self.high, ", ".join(self.bind_hosts),
                  self.forward.ftp_host, self.forward.ftp_port, len(self.bound_ports))
-        return listeners
+        return listeners, taken_at
+
+    @staticmethod
+    async def _listen_on(host: str, port: int) -> trio.socket.SocketType:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 \
+            else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind((host, port))
+            sock.listen(8)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _retry_taken(self, taken: list[tuple[str, int]],
+                           listeners: list[trio.socket.SocketType], accepting: trio.Nursery,
+                           relays: trio.Nursery) -> None:
+        """While the range is live, listen on its taken ports once they are free: a
+        port is often held only briefly (the local end of a loopback connection, such
+        as an FTP client's own control connection, or a plain session's listener)."""
+        while taken:
+            await trio.sleep(TAKEN_RETRY_INTERVAL)
+            for host, port in list(taken):
+                try:
+                    sock = await self._listen_on(host, port)
+                except OSError:
+                    continue
+                taken.remove((host, port))
+                listeners.append(sock)  # (closed with the others)
+                self.bound_ports = sorted({*self.bound_ports, port})
+                log.info("FTPS passive port %d on %s: free again, listening", port, host)
+                accepting.start_soon(self._accept_loop, sock, relays)
 
     async def _accept_loop(self, listener: trio.socket.SocketType,
                            relays: trio.Nursery) -> None:

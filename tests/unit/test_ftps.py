@@ -249,6 +249,37 @@ async def test_a_taken_range_port_is_reported_with_its_number(rbed: RangeBed,
         taken.close()
 
 
+async def test_a_taken_range_port_is_served_once_free_again(
+        rbed: RangeBed, monkeypatch: Any) -> None:
+    """A range port held when the range opened (here: the local end of a loopback
+    connection, as an FTP client's own control connection may be, since Linux picks
+    ephemeral ports from 32768-60999) is listened on once it is free, while the range
+    is live."""
+    monkeypatch.setattr("ftptrio._ftps.TAKEN_RETRY_INTERVAL", 0.1)
+    port = rbed.ports[2]
+    server = socket.create_server(("127.0.0.1", 0))
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.connect(server.getsockname())
+    try:
+        await rbed.range.join(1, "127.0.0.1")
+        assert port not in rbed.range.bound_ports
+    finally:
+        holder.close()
+        server.close()
+    with trio.fail_after(5):
+        while port not in rbed.range.bound_ports:
+            await trio.sleep(0.05)
+    sock = await connect(port)
+    sock.close()
+    with trio.fail_after(5):
+        while ("10.1.2.3", port) not in [r.destination for r in rbed.tunnel.relays]:
+            await trio.sleep(0.01)
+    rbed.range.leave(1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert refused(port)
+
+
 async def test_no_range_connection_in_a_tls_session_hints_at_active_mode(
         rbed: RangeBed, caplog: Any, autojump_clock: Any) -> None:
     caplog.set_level(logging.WARNING, "ftptrio._ftps")
