@@ -286,8 +286,9 @@ class Config:
     active_address: str = "127.0.0.1"
     #: request the remote forward of a session's next PORT/EPRT ahead, refusing every
     #: connection until that PORT/EPRT (saves a round trip per file): "yes", "no", or
-    #: "auto" (only when the FTP host is an address other than loopback, so that no
-    #: other user of the SSH server's host can pass the forward's address check)
+    #: "auto" (only when the FTP host and remote_listen_host are addresses other than
+    #: loopback, so that no other user of the SSH server's host can pass the forward's
+    #: address check)
     active_forward_ahead: ForwardAhead = "auto"
     #: where the SSH server listens for active-mode remote forwards
     remote_listen_host: str = "127.0.0.1"
@@ -380,6 +381,7 @@ class Config:
         for forward in self.forwards:
             _check_ftps(forward, forward.auth_tls or self.auth_tls,
                         forward.passive_ports or self.passive_ports)
+        _check_shared_ports(self)
 
 
 def default_of(name: str, of: type[Config] | type[SSHOptions] = Config) -> Any:
@@ -438,6 +440,42 @@ def _check_ftps(forward: ForwardSpec, policy: AuthTLSPolicy, ports: PortRange | 
     if ports is not None and ports[0] <= forward.listen_port <= ports[1]:
         raise ConfigError(f"{where}: its listen port {forward.listen_port} is inside the "
                           f"passive port range {ports[0]}-{ports[1]}")
+
+
+def _may_share_address(a: str, b: str) -> bool:
+    """Listeners on hosts ``a`` and ``b`` may hold the same address (the same IP, a
+    wildcard, or a name)."""
+    try:
+        ia, ib = ipaddress.ip_address(a.split("%")[0]), ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return True
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
+def _check_shared_ports(config: "Config") -> None:
+    """Two local forwards on one listen address cannot both listen on a passive port
+    (the first TLS session's range would take it, and another forward's data would
+    reach the first forward's FTP host), nor one's range hold another's listen port."""
+    local = [(forward, forward.passive_ports or config.passive_ports)
+             for forward in config.forwards if forward.direction == "local"]
+    for index, (forward, ports) in enumerate(local):
+        if ports is None:
+            continue
+        for other, other_ports in local[:index] + local[index + 1:]:
+            if not _may_share_address(forward.listen_host, other.listen_host):
+                continue
+            where = (f"forwards to {other.ftp_host}:{other.ftp_port} and "
+                     f"{forward.ftp_host}:{forward.ftp_port}")
+            if ports[0] <= other.listen_port <= ports[1]:
+                raise ConfigError(f"{where}: the listen port {other.listen_port} is inside "
+                                  f"the passive port range {ports[0]}-{ports[1]}")
+            if (other_ports is not None and other_ports[0] <= ports[1]
+                    and ports[0] <= other_ports[1]):
+                raise ConfigError(f"{where}: their passive port ranges {other_ports[0]}-"
+                                  f"{other_ports[1]} and {ports[0]}-{ports[1]} overlap on "
+                                  "the same listen address; give them different listen "
+                                  "addresses (-L 127.0.0.2:PORT:...) or, per tunnel in a "
+                                  "--config file, ranges that do not overlap")
 
 
 def _check_seconds(name: str, value: float) -> None:

@@ -821,7 +821,8 @@ class LocalDataPlane(DataPlane):
                 remote = await self._request_forward(armed=True)
             else:
                 remote.arm()
-            if forward_ahead_allowed(cfg.active_forward_ahead, self.forward.ftp_host):
+            if forward_ahead_allowed(cfg.active_forward_ahead, self.forward.ftp_host,
+                                     cfg.remote_listen_host):
                 self._start(self._request_spare_forward)
         except TunnelError as exc:
             self._log.warning("%s; or use --active-mode passive", exc)
@@ -1040,15 +1041,19 @@ def ftp_server_only(ftp_host: str) -> Callable[[str, int], bool] | None:
     return accept
 
 
-def forward_ahead_allowed(setting: str, ftp_host: str) -> bool:
+def forward_ahead_allowed(setting: str, ftp_host: str, remote_listen_host: str) -> bool:
     """--active-forward-ahead: may a remote forward wait, disarmed, for the session's
     next PORT/EPRT? "auto": only when ftp_server_only() pins an address other than
-    loopback. With a loopback (or named) FTP host, any user of the SSH server's host
-    could connect from an allowed address, and a port known ahead gives them time to
-    race the FTP server once it is armed."""
+    loopback, and the forward listens on an address other than loopback. With a
+    loopback (or named) FTP host, any user of the SSH server's host could connect from
+    an allowed address, and a port known ahead gives them time to race the FTP server
+    once it is armed; with a forward on loopback, the FTP server that reaches it runs
+    on the SSH server's host, so its address is one of that host's, from which any of
+    its users can connect as well."""
     if setting != "auto":
         return setting == "yes"
-    if ftp_host.lower() == "localhost":
+    listen = host_ip(remote_listen_host)
+    if ftp_host.lower() == "localhost" or listen is None or listen.is_loopback:
         return False
     expected = host_ip(ftp_host)
     return expected is not None and not expected.is_loopback and not expected.is_unspecified

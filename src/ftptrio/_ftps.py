@@ -25,6 +25,7 @@ import collections
 import errno
 import ipaddress
 import logging
+import math
 import socket
 from typing import Sequence
 
@@ -34,7 +35,7 @@ from ._config import Config, ForwardSpec
 from ._control import LogLimiter, SessionLog
 from ._errors import TunnelError
 from ._netaddr import unmapped
-from ._seams import SessionTunnel
+from ._seams import DataRelay, SessionTunnel
 from ._stats import TransferStats
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,13 @@ log = logging.getLogger(__name__)
 MAX_RANGE_CONNECTIONS_PER_SESSION = 2
 #: the data-plane mode range connections are counted under (TransferStats.by_mode)
 RANGE_MODE = "tls-passive"
+#: how often a live range tries again to listen on its ports that were taken
+TAKEN_RETRY_INTERVAL = 2.0
 #: pause before accepting again when out of file descriptors
 ACCEPT_BACKOFF = 0.1
+#: accept() errors about one connection that is gone (reset before it was accepted,
+#: or refused by a firewall rule): the listener is fine
+_ACCEPT_GONE = (errno.ECONNABORTED, errno.EPERM, errno.EPROTO)
 #: relay errors that only say a peer closed first (see PassiveRange._account)
 _PEER_CLOSED = ("Broken pipe", "Connection reset")
 #: a TLS session this old that saw no range connection is told about active mode
@@ -75,6 +81,19 @@ class _TLSSession:
         self.connections = 0
 
 
+class _RangeConnection:
+    """One running range connection: its relay (once its channel is open), for the
+    idle timeout of its address's TLS sessions, and the scope that ends it."""
+    __slots__ = ("relay", "progress", "moved_at", "scope")
+
+    def __init__(self, now: float) -> None:
+        self.relay: DataRelay | None = None
+        self.progress: tuple[int, ...] = ()
+        #: when a byte last moved, as far as polling (data_activity) tells
+        self.moved_at = now
+        self.scope = trio.CancelScope()
+
+
 class PassiveRange:
     """One local forward's passive port range, live while a TLS session is."""
 
@@ -96,6 +115,9 @@ class PassiveRange:
         self._sessions: dict[int, _TLSSession] = {}
         #: running range connections per client address
         self._running: collections.Counter[str] = collections.Counter()
+        self._connections: dict[str, set[_RangeConnection]] = {}
+        #: when a range connection of an address last started or ended
+        self._changed: dict[str, float] = {}
         self._starting = trio.Lock()
         self._listening: trio.CancelScope | None = None
         self._relays: trio.CancelScope | None = None
@@ -143,6 +165,10 @@ class PassiveRange:
                         "client used active mode (PORT/EPRT), that cannot work through "
                         "--auth-tls %s; make the client use passive mode (EPSV/PASV)",
                         session_id, self.low, self.high, self.config.auth_tls)
+        if not self._allowed(session.host):  # its address's last: its connections drain
+            drained = trio.current_time() + self.config.data_drain_timeout
+            for connection in self._connections.get(session.host, ()):
+                connection.scope.deadline = min(connection.scope.deadline, drained)
         if self._sessions:
             return
         if self._listening is not None:
@@ -152,6 +178,25 @@ class PassiveRange:
             self._relays.deadline = min(self._relays.deadline, trio.current_time()
                                         + self.config.data_drain_timeout)
             self._relays = None
+
+    def data_activity(self, client_host: str) -> float:
+        """When a byte last moved on a range connection from ``client_host`` (as far as
+        polling tells: the latest call that saw its relay's progress change), or one
+        started or ended; -inf if none ran. Its TLS sessions' idle timeout polls it."""
+        host = unmapped(client_host)
+        latest = self._changed.get(host, -math.inf)
+        now = trio.current_time()
+        for connection in self._connections.get(host, ()):
+            if connection.relay is not None:
+                progress = connection.relay.progress
+                if progress != connection.progress:
+                    connection.progress, connection.moved_at = progress, now
+            latest = max(latest, connection.moved_at)
+        return latest
+
+    def data_running(self, client_host: str) -> int:
+        """Range connections from ``client_host`` running right now."""
+        return len(self._connections.get(unmapped(client_host), ()))
 
     def _allowed(self, host: str) -> int:
         """How many range connections ``host`` may have open at once (0: none)."""
@@ -163,7 +208,7 @@ class PassiveRange:
         closed = self._closed = trio.Event()
         listening = trio.CancelScope()
         try:
-            listeners = await self._bind()
+            listeners, taken = await self._bind()
             async with trio.open_nursery() as relays:
                 self._relays = relays.cancel_scope
                 self._listening = listening
@@ -172,6 +217,9 @@ class PassiveRange:
                         async with trio.open_nursery() as accepting:
                             for sock in listeners:
                                 accepting.start_soon(self._accept_loop, sock, relays)
+                            if taken:
+                                accepting.start_soon(self._retry_taken, taken, listeners,
+                                                     accepting, relays)
                             task_status.started()
                     finally:
                         for sock in listeners:
@@ -185,34 +233,27 @@ class PassiveRange:
                 self._listening = None
             closed.set()
 
-    async def _bind(self) -> list[trio.socket.SocketType]:
+    async def _bind(self) -> tuple[list[trio.socket.SocketType], list[tuple[str, int]]]:
+        """The range's listeners, and the (host, port)s taken on this machine."""
         listeners: list[trio.socket.SocketType] = []
-        taken: list[int] = []
+        taken_at: list[tuple[str, int]] = []
         for host in self.bind_hosts:
-            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 \
-                else socket.AF_INET
             for port in range(self.low, self.high + 1):
-                sock = trio.socket.socket(family, socket.SOCK_STREAM)
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    if family == socket.AF_INET6:
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    await sock.bind((host, port))
-                    sock.listen(8)
+                    sock = await self._listen_on(host, port)
                 except OSError as exc:
-                    sock.close()
                     if exc.errno in (errno.EMFILE, errno.ENFILE):
                         log.error("FTPS passive ports: out of file descriptors at port %d "
                                   "(%s); the range is only partly served", port, exc)
                         break
-                    taken.append(port)
+                    taken_at.append((host, port))
                     continue
                 except BaseException:
-                    sock.close()
                     for bound in listeners:
                         bound.close()
                     raise
                 listeners.append(sock)
+        taken = [port for _host, port in taken_at]
         new = sorted(set(taken) - self._reported_taken)
         if new:
             self._reported_taken.update(new)
@@ -223,7 +264,42 @@ class PassiveRange:
         log.info("FTPS passive ports %d-%d: listening on %s for TLS sessions of %s:%d "
                  "(%d ports)", self.low, self.high, ", ".join(self.bind_hosts),
                  self.forward.ftp_host, self.forward.ftp_port, len(self.bound_ports))
-        return listeners
+        return listeners, taken_at
+
+    @staticmethod
+    async def _listen_on(host: str, port: int) -> trio.socket.SocketType:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 \
+            else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind((host, port))
+            sock.listen(8)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _retry_taken(self, taken: list[tuple[str, int]],
+                           listeners: list[trio.socket.SocketType], accepting: trio.Nursery,
+                           relays: trio.Nursery) -> None:
+        """While the range is live, listen on its taken ports once they are free: a
+        port is often held only briefly (the local end of a loopback connection, such
+        as an FTP client's own control connection, or a plain session's listener)."""
+        while taken:
+            await trio.sleep(TAKEN_RETRY_INTERVAL)
+            for host, port in list(taken):
+                try:
+                    sock = await self._listen_on(host, port)
+                except OSError:
+                    continue
+                taken.remove((host, port))
+                listeners.append(sock)  # (closed with the others)
+                self.bound_ports = sorted({*self.bound_ports, port})
+                log.info("FTPS passive port %d on %s: free again, listening", port, host)
+                accepting.start_soon(self._accept_loop, sock, relays)
 
     async def _accept_loop(self, listener: trio.socket.SocketType,
                            relays: trio.Nursery) -> None:
@@ -232,6 +308,8 @@ class PassiveRange:
             try:
                 sock, peer = await listener.accept()
             except OSError as exc:
+                if exc.errno in _ACCEPT_GONE:  # (trio's SocketListener skips these too)
+                    continue
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.error("FTPS passive port %d: accept failed (%s); retrying shortly",
                               port, exc)
@@ -263,8 +341,11 @@ class PassiveRange:
         same port."""
         ftp_host = self.forward.ftp_host
         started = trio.current_time()
+        connection = _RangeConnection(started)
+        self._connections.setdefault(host, set()).add(connection)
+        self._changed[host] = started
         try:
-            with sock:
+            with sock, connection.scope:
                 try:
                     relay = await self.tunnel.open_data_relay(ftp_host, port,
                                                               originator=(host, client_port))
@@ -272,6 +353,7 @@ class PassiveRange:
                     self._log.warning("FTPS data connection from %s to port %d: %s", host,
                                       port, exc)
                     return
+                connection.relay = relay
                 try:
                     result = await relay.relay_socket(sock)
                 except trio.Cancelled:
@@ -281,7 +363,16 @@ class PassiveRange:
                     raise
                 self._account(host, port, started, result.to_ssh, result.from_ssh,
                               result.error)
+        except Exception:  # it runs beside every session: it must never end them all
+            log.exception("FTPS data connection from %s to port %d crashed", host, port)
         finally:
+            self._changed[host] = trio.current_time()
+            running = self._connections[host]
+            running.discard(connection)
+            if not running:
+                del self._connections[host]
+                if not self._allowed(host):  # (its sessions are gone: forget the address)
+                    del self._changed[host]
             self._running[host] -= 1
             if not self._running[host]:
                 del self._running[host]
@@ -334,6 +425,14 @@ class FtpsForward:
             return False
         await self.range.join(session_id, client_host)
         return True
+
+    def data_activity(self, client_host: str) -> float:
+        """When a byte last moved on a range connection from ``client_host``
+        (``PassiveRange.data_activity``); -inf without a range."""
+        return -math.inf if self.range is None else self.range.data_activity(client_host)
+
+    def data_running(self, client_host: str) -> int:
+        return 0 if self.range is None else self.range.data_running(client_host)
 
     def tls_ended(self, session_id: int) -> None:
         if self.range is not None:

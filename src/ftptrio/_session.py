@@ -274,14 +274,14 @@ class Session:
         self._last_activity = trio.current_time()
         poll = max(timeout * IDLE_POLL_PART, MIN_IDLE_POLL)
         while True:
-            deadline = max(self._last_activity, data.last_data_activity()) + timeout
-            if data.transfers_running:
+            deadline = max(self._last_activity, self._data_activity(data)) + timeout
+            if self._transfers_running(data):
                 deadline = min(deadline, trio.current_time() + poll)
             await trio.sleep_until(deadline)
             if trio.current_time() < max(self._last_activity,
-                                         data.last_data_activity()) + timeout:
+                                         self._data_activity(data)) + timeout:
                 continue  # traffic meanwhile, or a poll of running transfers
-            stalled = data.transfers_running
+            stalled = self._transfers_running(data)
             self._log.info("idle for %.0f s%s; closing", timeout,
                            f" ({stalled} transfer{'s' * (stalled > 1)} stalled)"
                            if stalled else "")
@@ -290,6 +290,20 @@ class Session:
             self.control.idle_timeout(timeout)
             self._wake()
             return
+
+    def _data_activity(self, data: DataPlane) -> float:
+        """When a byte last moved on this session's data connections; a TLS session's
+        are the FTPS passive range's connections from its client's address."""
+        latest = data.last_data_activity()
+        if self._tls_joined and self.ftps is not None:
+            latest = max(latest, self.ftps.data_activity(self.client_host))
+        return latest
+
+    def _transfers_running(self, data: DataPlane) -> int:
+        running = data.transfers_running
+        if self._tls_joined and self.ftps is not None:
+            running += self.ftps.data_running(self.client_host)
+        return running
 
     # ------------------------------------------------------------------ writers
     async def _write(self, pipe: _Pipe, stream: ControlStream) -> None:

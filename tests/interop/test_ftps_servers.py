@@ -17,6 +17,7 @@ import socket
 import ssl
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -126,6 +127,24 @@ async def test_curl_explicit_ftps(openssh, vsftpd_tls, tmp_path, mode):
         stats = fwd.stats
     # every data connection went through the passive range, none was rewritten
     assert set(stats.by_mode) == {"tls-passive"} and stats.transfer_errors == 0
+
+
+async def test_a_slow_ftps_upload_outlasts_the_idle_timeout(openssh, vsftpd_tls, tmp_path):
+    """--idle-timeout 1.5 s and a 2 MiB upload at 512 KiB/s (about 4 s, no control
+    traffic meanwhile): the range connection's traffic keeps the TLS session alive."""
+    config = replace(ftps_config(openssh, vsftpd_tls), idle_session_timeout=1.5)
+    data = servers.random_bytes(2 * 1024 * 1024, seed=27)
+    source = tmp_path / "slow.bin"
+    source.write_bytes(data)
+    remote = f"{vsftpd_tls.upload_dir}/slow-{uuid.uuid4().hex}.bin"
+    async with ftptrio.open_forwarder(config) as fwd:
+        await run_client([*curl_base("--limit-rate", "512K"), "--upload-file", str(source),
+                          url("ftp", fwd, vsftpd_tls, remote)], "curl slow FTPS upload")
+    with trio.fail_after(10):  # vsftpd may still be closing the file after 226
+        while not (vsftpd_tls.path(remote).exists()
+                   and vsftpd_tls.path(remote).stat().st_size == len(data)):
+            await trio.sleep(0.05)
+    assert servers.sha256_file(vsftpd_tls.path(remote)) == servers.sha256_bytes(data)
 
 
 async def test_lftp_explicit_ftps(openssh, vsftpd_tls, tmp_path):

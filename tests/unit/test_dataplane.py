@@ -511,7 +511,33 @@ def test_forward_ahead_only_where_the_address_check_pins_the_ftp_server(
     """auto: only when no other user of the SSH server's host can connect from an
     address the forward accepts (a loopback FTP host accepts all of loopback; a name
     accepts any address)."""
-    assert forward_ahead_allowed(setting, ftp_host) is allowed
+    assert forward_ahead_allowed(setting, ftp_host, "0.0.0.0") is allowed
+
+
+@pytest.mark.parametrize("setting, remote_listen_host, allowed", [
+    ("auto", "127.0.0.1", False), ("auto", "::1", False),
+    ("auto", "0.0.0.0", True), ("auto", "192.0.2.1", True), ("yes", "127.0.0.1", True),
+])
+def test_forward_ahead_not_on_a_loopback_remote_forward(
+        setting: str, remote_listen_host: str, allowed: bool) -> None:
+    """auto: a forward on the SSH server's loopback is reached only from that host, so
+    an FTP server passing the address check runs there, with an address any user of
+    that host can connect from."""
+    assert forward_ahead_allowed(setting, "192.0.2.10", remote_listen_host) is allowed
+
+
+async def test_auto_requests_no_forward_ahead_on_the_default_remote_listen_address():
+    """The default --remote-listen-address (127.0.0.1) with a non-loopback FTP host (the
+    SSH host's own LAN address): one forward per PORT, none ahead."""
+    spec = ForwardSpec(ftp_host="192.0.2.10", ftp_port=21)
+    cfg = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,))
+    tunnel = FakeTunnel()
+    plane = LocalDataPlane(cfg, spec, tunnel, TransferStats(),
+                           SessionAddresses(1, "127.0.0.1", "127.0.0.1"))
+    async with plane.open():
+        await plane.setup(ActiveRequest("127.0.0.1", 50000, False, 1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [listener.armed for listener in tunnel.listeners] == [True]
 
 
 async def test_forward_ahead_is_armed_by_the_next_port_and_cancelled_with_the_session():

@@ -5,7 +5,9 @@ A loopback client, an in-memory FTP server and a fake tunnel: no SSH server."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 from typing import Any, AsyncIterator
 
@@ -155,6 +157,83 @@ async def test_the_last_session_ending_ends_running_relays_after_the_drain(
     sock.close()
 
 
+async def test_range_connections_end_with_their_addresss_last_tls_session(
+        rbed: RangeBed) -> None:
+    """A range connection is not left running after the last TLS session of its
+    address ended, even while another address's session keeps the range listening:
+    it gets the drain time, as a plain session's transfers do."""
+    await rbed.range.join(1, "127.0.0.1")
+    await rbed.range.join(2, "127.0.0.2")
+    mine = await connect(rbed.ports[0], source="127.0.0.1")
+    other = await connect(rbed.ports[1], source="127.0.0.2")
+    with trio.fail_after(5):
+        while len(rbed.tunnel.relays) < 2:
+            await trio.sleep(0.01)
+    rbed.range.leave(1)
+    with trio.fail_after(3):  # data_drain_timeout 0.5 s
+        assert await closed_by_peer(mine)
+    assert rbed.range.live and rbed.range.data_running("127.0.0.2") == 1
+    assert rbed.range.data_running("127.0.0.1") == 0
+    for sock in (mine, other):
+        sock.close()
+    rbed.range.leave(2)
+
+
+class _AbortingListener:
+    """A range listener whose accept() first fails as Linux reports a connection reset
+    (or refused by a firewall rule) before it was accepted."""
+
+    def __init__(self, real: trio.socket.SocketType, error: int) -> None:
+        self.real, self.error = real, error
+
+    def getsockname(self) -> Any:
+        return self.real.getsockname()
+
+    async def accept(self) -> Any:
+        if self.error:
+            error, self.error = self.error, 0
+            raise OSError(error, os.strerror(error))
+        return await self.real.accept()
+
+
+@pytest.mark.parametrize("error", [errno.ECONNABORTED, errno.EPERM, errno.EPROTO],
+                         ids=["ECONNABORTED", "EPERM", "EPROTO"])
+async def test_a_connection_gone_before_accept_does_not_end_the_range(
+        rbed: RangeBed, nursery: trio.Nursery, error: int) -> None:
+    """The range runs beside every session of the forwarder: a failed accept() for a
+    connection that is gone must not raise out of it (it would end them all)."""
+    await rbed.range.join(1, "127.0.0.1")
+    real = trio.socket.socket()
+    await real.bind(("127.0.0.1", 0))
+    real.listen(4)
+    async with trio.open_nursery() as relays:
+        listener: Any = _AbortingListener(real, error)
+        relays.start_soon(rbed.range._accept_loop, listener, relays)
+        sock = await connect(real.getsockname()[1])
+        sock.close()
+        with trio.fail_after(5):
+            while not rbed.tunnel.relays:
+                await trio.sleep(0.01)
+        relays.cancel_scope.cancel()
+    real.close()
+    rbed.range.leave(1)
+
+
+async def test_a_crashing_range_connection_does_not_end_the_range(
+        rbed: RangeBed, caplog: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("unexpected")
+
+    rbed.tunnel.open_data_relay = broken  # type: ignore[method-assign]
+    await rbed.range.join(1, "127.0.0.1")
+    sock = await connect(rbed.ports[0])
+    assert await closed_by_peer(sock)
+    sock.close()
+    assert "FTPS data connection from 127.0.0.1" in caplog.text and "crashed" in caplog.text
+    assert rbed.range.live and rbed.range.data_running("127.0.0.1") == 0
+    rbed.range.leave(1)
+
+
 async def test_a_taken_range_port_is_reported_with_its_number(rbed: RangeBed,
                                                               caplog: Any) -> None:
     caplog.set_level(logging.INFO, "ftptrio._ftps")
@@ -168,6 +247,37 @@ async def test_a_taken_range_port_is_reported_with_its_number(rbed: RangeBed,
         rbed.range.leave(1)
     finally:
         taken.close()
+
+
+async def test_a_taken_range_port_is_served_once_free_again(
+        rbed: RangeBed, monkeypatch: Any) -> None:
+    """A range port held when the range opened (here: the local end of a loopback
+    connection, as an FTP client's own control connection may be, since Linux picks
+    ephemeral ports from 32768-60999) is listened on once it is free, while the range
+    is live."""
+    monkeypatch.setattr("ftptrio._ftps.TAKEN_RETRY_INTERVAL", 0.1)
+    port = rbed.ports[2]
+    server = socket.create_server(("127.0.0.1", 0))
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.connect(server.getsockname())
+    try:
+        await rbed.range.join(1, "127.0.0.1")
+        assert port not in rbed.range.bound_ports
+    finally:
+        holder.close()
+        server.close()
+    with trio.fail_after(5):
+        while port not in rbed.range.bound_ports:
+            await trio.sleep(0.05)
+    sock = await connect(port)
+    sock.close()
+    with trio.fail_after(5):
+        while ("10.1.2.3", port) not in [r.destination for r in rbed.tunnel.relays]:
+            await trio.sleep(0.01)
+    rbed.range.leave(1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert refused(port)
 
 
 async def test_no_range_connection_in_a_tls_session_hints_at_active_mode(
@@ -253,6 +363,42 @@ async def test_explicit_tls_session_opens_the_range_and_closing_it_closes_it(
         while bed.ftps.range.live:
             await trio.sleep(0.01)
     assert refused(ports[0])
+
+
+async def start_tls(bed: Bed) -> None:
+    """The server's 234 to a passed-through AUTH TLS: the session joins the range."""
+    await bed.server.send_all(b"220 hello\r\n")
+    await receive_until(bed.client, b"220 hello\r\n")
+    await bed.client.send_all(b"AUTH TLS\r\n")
+    await receive_until(bed.server, b"AUTH TLS\r\n")
+    await bed.server.send_all(b"234 Proceed.\r\n")
+    await receive_until(bed.client, b"234 Proceed.\r\n")
+    assert bed.ftps.range is not None
+    with trio.fail_after(5):
+        while not bed.ftps.range.live:
+            await trio.sleep(0.01)
+
+
+async def test_range_traffic_keeps_its_tls_session_from_idling_out(
+        nursery: trio.Nursery) -> None:
+    """--idle-timeout: while a range connection from the client's address moves data,
+    its TLS session (no control traffic: the transfer's reply is still to come) is not
+    idle; once that connection stalls, it is."""
+    ports = free_port_range(2)
+    bed = await open_bed(nursery, auth_tls="passthrough", idle_session_timeout=1.0,
+                         passive_ports=(ports.start, ports.stop - 1))
+    await start_tls(bed)
+    assert bed.ftps.range is not None
+    sock = await connect(ports[0])
+    moving_until = trio.current_time() + 2.5
+    while trio.current_time() < moving_until:
+        await sock.send(b"x" * 100)
+        await trio.sleep(0.1)
+    assert bed.ftps.range.sessions == 1  # not idle-closed while data moved
+    with trio.fail_after(3):  # stalled now: idle after 1 s (and a poll)
+        while bed.ftps.range.sessions:
+            await trio.sleep(0.05)
+    sock.close()
 
 
 async def test_a_plain_session_of_the_same_forward_keeps_rewriting(
@@ -366,6 +512,26 @@ def test_listen_port_inside_the_range_is_refused() -> None:
     with pytest.raises(ConfigError, match="inside the passive port range"):
         cli_config("-L", "40005:h:21", "--auth-tls", "passthrough",
                    "--passive-ports", "40000-40010")
+
+
+def test_forwards_sharing_a_listen_address_cannot_share_passive_ports() -> None:
+    """Two -L tunnels with one --passive-ports on one listen address: the second's
+    range could bind none of its ports, and its clients' data connections would reach
+    the first's range (and FTP host)."""
+    with pytest.raises(ConfigError, match="passive port ranges 40000-40010 and "
+                                          "40000-40010 overlap"):
+        cli_config("-L", "2121:ftp1:21", "-L", "2122:ftp2:21", "--auth-tls", "passthrough",
+                   "--passive-ports", "40000-40010")
+    with pytest.raises(ConfigError, match="listen port 40005 is inside"):
+        cli_config("-L", "2121:ftp1:21", "-L", "40005:ftp2:21", "--auth-tls", "passthrough",
+                   "--passive-ports", "40000-40010")
+    with pytest.raises(ConfigError, match="overlap"):
+        cli_config("-L", "0.0.0.0:2121:ftp1:21", "-L", "127.0.0.1:2122:ftp2:21",
+                   "--auth-tls", "passthrough", "--passive-ports", "40000-40010")
+    # different listen addresses may hold the same port numbers
+    cfg = cli_config("-L", "127.0.0.1:2121:ftp1:21", "-L", "127.0.0.2:2122:ftp2:21",
+                     "--auth-tls", "passthrough", "--passive-ports", "40000-40010")
+    assert len(cfg.forwards) == 2
 
 
 def test_remote_tunnels_take_no_passive_range() -> None:
