@@ -194,7 +194,10 @@ AuthTLSPolicy = Literal["refuse", "passthrough", "implicit"]
 #: "530 Non-anonymous sessions must use encryption.", ProFTPD TLSRequired "550 SSL/TLS
 #: required on the control channel", "534 Policy requires SSL.")
 _TLS_DEMANDED_CODES = (421, 530, 534, 550)
-_TLS_DEMANDED = re.compile(rb"encrypt|\bTLS\b|\bSSL\b|SSL/TLS", re.IGNORECASE)
+#: the first byte of a TLS handshake record (a ClientHello)
+TLS_HANDSHAKE_RECORD = b"\x16"
+_TLS_DEMANDED = re.compile(rb"encrypt|\b(?:SSL|TLS)\b.*\b(?:requir|must|only)"
+                           rb"|\b(?:requir\w*|must use|policy)\b.*\b(?:SSL|TLS)\b", re.IGNORECASE)
 #: Most lines a multi-line 227/229 reply may have before it is refused.
 MAX_CAPTURED_LINES = 32
 #: Longest command line forwarded, CRLF included: pyftpdlib keeps only 2048 bytes of a
@@ -481,6 +484,9 @@ class ControlChannel:
         #: after AUTH TLS was passed through and accepted (implicit FTPS: from the
         #: first byte): bytes are opaque
         self.opaque = auth_tls == "implicit"
+        #: implicit FTPS: the client's first byte opened a TLS handshake record (only
+        #: then does its session join the passive range)
+        self.tls_hello_seen = False
         #: the server's reply saying it demands TLS (530/534 "... must use encryption"),
         #: seen in plain text while AUTH is refused; None: not seen
         self.tls_demanded: str | None = None
@@ -506,6 +512,18 @@ class ControlChannel:
         if self.closed:
             return
         if self.opaque:
+            if self.auth_tls == "implicit" and not self.tls_hello_seen:
+                if data[:1] != TLS_HANDSHAKE_RECORD:
+                    self._log.warning("implicit FTPS: the client's first byte is %s, not a "
+                                      "TLS handshake; closing (a plain FTP client needs a "
+                                      "forward without --auth-tls implicit)",
+                                      printable(data[:1]))
+                    self.to_client.append(b"421 ftptrio: this port expects implicit FTPS "
+                                          b"(TLS from the first byte, ftps://).\r\n")
+                    self.to_client.append(CLOSE)
+                    self.closed = True
+                    return
+                self.tls_hello_seen = True
             self.to_server.append(bytes(data))
             return
         try:
@@ -567,8 +585,14 @@ class ControlChannel:
                          % int(seconds))
 
     def _close_with(self, reply: bytes) -> None:
-        """The client's last reply: nothing more is read, the session ends after it."""
-        self.to_client.append(reply)
+        """The client's last reply: nothing more is read, the session ends after it. A
+        TLS control channel gets no plaintext reply (the client would read it as a
+        broken TLS record): it is closed, and the reason is logged."""
+        if self.opaque:
+            self._log.info("TLS session closed without a reply: %s",
+                           printable(reply.rstrip(b"\r\n")[4:]))
+        else:
+            self.to_client.append(reply)
         self.to_client.append(CLOSE)
         self.closed = True
 

@@ -134,8 +134,6 @@ class Session:
                 await self._refuse(str(exc))
                 return
             self.data = self._data_plane(self._server)
-            if self.control.opaque:  # implicit FTPS: TLS from the first byte
-                await self._tls_started()
             async with self.data.open():
                 async with trio.open_nursery() as pumps:
                     self._control_scope = pumps.cancel_scope
@@ -178,6 +176,8 @@ class Session:
 
     async def _refuse(self, reason: str) -> None:
         self._log.warning("%s", reason)
+        if self.control.opaque:  # implicit FTPS: a plaintext 421 would be a broken record
+            return
         how = "" if self.remote else " through SSH"
         with trio.move_on_after(5):
             try:
@@ -223,6 +223,8 @@ class Session:
                     self._room.unpark_all()  # replies may release held local replies
                     if self.ftps is not None and not self._tls_joined:
                         await self._watch_tls()
+                elif self.control.tls_hello_seen and not self._tls_joined:
+                    await self._tls_started()  # implicit FTPS: a TLS client, not a scanner
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._log.info("%s control connection broke: %s", name, exc)
             if from_client:

@@ -429,6 +429,22 @@ async def test_implicit_tls_is_opaque_from_the_first_byte(nursery: trio.Nursery)
     await bed.client.aclose()
 
 
+async def test_implicit_range_opens_only_for_a_tls_handshake(nursery: trio.Nursery) -> None:
+    """A port scanner or health check (connects, sends nothing) opens no range; a plain
+    FTP client's first command gets a plaintext 421 and no range either."""
+    ports = free_port_range(2)
+    bed = await open_bed(nursery, auth_tls="implicit",
+                         passive_ports=(ports.start, ports.stop - 1))
+    await trio.sleep(0.2)  # the session is up and waiting for the client
+    assert bed.ftps.range is not None and not bed.ftps.range.live
+    assert refused(ports[0])
+    await bed.client.send_all(b"USER bob\r\n")
+    reply = await receive_until(bed.client, b"\r\n")
+    assert reply.startswith(b"421 ftptrio: this port expects implicit FTPS"), reply
+    assert not bed.ftps.range.live and refused(ports[0])
+    await bed.client.aclose()
+
+
 async def test_a_server_demanding_tls_is_explained_once_per_forward(
         nursery: trio.Nursery, caplog: Any) -> None:
     caplog.set_level(logging.WARNING, "ftptrio._ftps")
@@ -559,3 +575,31 @@ def test_passive_ports_in_a_toml_profile(tmp_path: Any) -> None:
     path.write_text('host = "gw"\nauth_tls = "implicit"\npassive_ports = "40000-40010"\n'
                     '[[tunnel]]\nlocal = "2121:ftp1:990"\n')
     assert load_config(str(path))[0].passive_ports == (40000, 40010)
+
+
+@pytest.mark.parametrize("reply", [b"550 tls.txt: No such file or directory.\r\n",
+                                   b"550 /pub/ssl/: Permission denied.\r\n"])
+def test_a_file_named_tls_is_not_a_demand_for_tls(reply: bytes) -> None:
+    control = ControlChannel(client_host="127.0.0.1")
+    control.receive_server(b"220 hi\r\n")
+    control.receive_client(b"RETR tls.txt\r\n")
+    control.receive_server(reply)
+    assert control.tls_demanded is None
+
+
+@pytest.mark.parametrize("close", ["idle_timeout", "server_lost"])
+@pytest.mark.parametrize("policy", ["implicit", "passthrough"])
+def test_a_tls_control_channel_gets_no_plaintext_421(close: str, policy: Any) -> None:
+    """Idle or SSH lost: a TLS session is closed without ftptrio's plaintext 421, which
+    the client would read as a broken TLS record."""
+    control = ControlChannel(client_host="127.0.0.1", auth_tls=policy)
+    if policy == "passthrough":
+        control.receive_server(b"220 hi\r\n")
+        control.receive_client(b"AUTH TLS\r\n")
+        control.receive_server(b"234 go\r\n")
+        control.to_client.clear()
+        control.to_server.clear()
+    assert control.opaque
+    getattr(control, close)(*([5.0] if close == "idle_timeout" else []))
+    assert not any(isinstance(item, bytes) for item in control.to_client), list(control.to_client)
+    assert control.closed
