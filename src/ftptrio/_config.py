@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 
 from ._control import ActiveMode, AuthTLSPolicy, ForwardAhead
 from ._errors import ConfigError
+from ._access import parse_destination_rules
 from ._netaddr import host_ip
 
 # each vocabulary spelled once (the protocol's own policies in _control, which imports
@@ -90,9 +91,16 @@ class ForwardSpec:
     reply_address: str | None = None
     #: ``Config.passive_ports`` for this forward (local tunnels only)
     passive_ports: PortRange | None = None
+    #: an FTP-proxy listener (--ftp-proxy): each client names its FTP server in its
+    #: login (``USER user@host[:port]``), allowed by ``Config.allowed_destinations``;
+    #: ftp_host and ftp_port are not used (a local forward otherwise)
+    proxy: bool = False
 
     def __post_init__(self) -> None:
-        if not self.ftp_host:
+        if self.proxy:
+            if self.direction != "local":
+                raise ConfigError("an FTP proxy listener is local (like -L)")
+        elif not self.ftp_host:
             raise ConfigError("FTP host must not be empty")
         _check_port("FTP port", self.ftp_port, allow_zero=False)
         _check_port("listen port", self.listen_port, allow_zero=True)
@@ -332,6 +340,10 @@ class Config:
     #: ssh's ExitOnForwardFailure: at start, check that the SSH server opens a
     #: channel to every -L tunnel's FTP server, and fail (exit 3) if it refuses
     exit_on_forward_failure: bool = False
+    #: FTP-proxy listeners: the FTP servers a login may name, each an address, a
+    #: network (CIDR) or a host-name glob (``*.lan``), with an optional ``:PORT`` or
+    #: ``:LOW-HIGH`` (default port 21 only); none: every destination is refused
+    allowed_destinations: tuple[str, ...] = ()
     #: an open asyncssh.SSHClientConnection to forward through instead of connecting
     #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)
@@ -377,6 +389,7 @@ class Config:
             raise ConfigError("max line length must be between 512 and 65536")
         if self.passive_ports is not None:
             check_port_range(self.passive_ports)
+        parse_destination_rules(self.allowed_destinations)
         for forward in self.forwards:
             _check_ftps(forward, forward.auth_tls or self.auth_tls,
                         forward.passive_ports or self.passive_ports)
@@ -421,6 +434,12 @@ def check_port_range(ports: object) -> None:
 
 def _check_ftps(forward: ForwardSpec, policy: AuthTLSPolicy, ports: PortRange | None) -> None:
     """The FTPS settings of one forward (its own, else the Config's) fit together."""
+    if forward.proxy:
+        if policy != "refuse" or ports is not None:
+            raise ConfigError(f"FTP proxy listener on port {forward.listen_port}: it reads "
+                              "the login in plain text, so it needs --auth-tls refuse and "
+                              "no --passive-ports (set them per tunnel in a --config file)")
+        return
     where = f"forward to {forward.ftp_host}:{forward.ftp_port}"
     if forward.direction == "remote":
         if policy == "implicit" or ports is not None:

@@ -465,9 +465,12 @@ class ControlChannel:
         max_line: int = _scan.MAX_LINE,
         session_id: int | None = None,
         log_limiter: LogLimiter | None = None,
+        greeted: bool = False,
     ) -> None:
         """``session_id``: named in every log line of this channel. ``log_limiter``:
-        the session's (shared with its data plane); by default one of its own."""
+        the session's (shared with its data plane); by default one of its own.
+        ``greeted``: the client has its greeting already and the server's was read
+        (an FTP-proxy login): no greeting is awaited."""
         #: repeated messages of this channel's session are limited here
         self.log_limiter = LogLimiter() if log_limiter is None else log_limiter
         self._log = SessionLog(log, {"session": session_id}, self.log_limiter)
@@ -489,7 +492,7 @@ class ControlChannel:
         self._server_lines = _scan.LineSplitter(max_line)
         self._ids = itertools.count(1)
         self._held_reply_bytes = 0
-        self._pending: deque[_Pending] = deque([_Pending(Awaits.GREETING)])
+        self._pending: deque[_Pending] = deque(() if greeted else [_Pending(Awaits.GREETING)])
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
         #: b"PASV" or b"EPSV" once the server refused it: translate from then on

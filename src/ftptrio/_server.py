@@ -124,10 +124,12 @@ class Forwarder:
         counted = False
         try:
             if self._stats.sessions_active >= config.max_sessions:
+                self._stats.refuse_session("max_sessions")
                 await _refuse_busy(stream, config.max_sessions)
                 return
             if client is not None:
                 if self._per_client[client] >= config.max_sessions_per_client:
+                    self._stats.refuse_session("max_sessions_per_client")
                     await _refuse_busy(stream, config.max_sessions_per_client, client)
                     return
                 self._per_client[client] += 1
@@ -240,7 +242,12 @@ async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
 
 def _explain_active_setup(config: Config) -> None:
     """Log what active mode of each -L tunnel depends on, where it is not obvious."""
+    if any(forward.proxy for forward in config.forwards) and not config.allowed_destinations:
+        log.warning("FTP proxy: no --allow-destination given, so every destination a "
+                    "login names is refused")
     for forward in config.forwards:
+        if forward.proxy:
+            continue
         effective = forward.effective(config)
         if forward.direction == "local" and _is_host_name(forward.ftp_host):
             log.warning("FTP host %s is a name: the SSH server resolves it again for "
@@ -282,8 +289,8 @@ async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
     client. A failure is logged as an error; with ExitOnForwardFailure it ends
     start-up (TunnelError, exit 3)."""
     for forward in config.forwards:
-        if forward.direction == "remote":
-            continue  # its tcpip-forward was already confirmed
+        if forward.direction == "remote" or forward.proxy:
+            continue  # its tcpip-forward was already confirmed; a proxy has no FTP host
         where = f"{forward.ftp_host}:{forward.ftp_port}"
         implicit = forward.effective(config).auth_tls == "implicit"
         try:
@@ -374,6 +381,11 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                 continue
             sockname = group[0].socket.getsockname()
             addresses.append((sockname[0], sockname[1]))
+            if forward.proxy:
+                log.info("FTP proxy on %s:%d (USER user@host[:port]) via SSH %s; "
+                         "destinations allowed: %s", sockname[0], sockname[1],
+                         config.ssh.host, ", ".join(config.allowed_destinations) or "none")
+                continue
             log.info("forwarding FTP %s:%d -> %s:%d via SSH %s", sockname[0], sockname[1],
                      forward.ftp_host, forward.ftp_port, config.ssh.host)
         bind_hosts = [[] if isinstance(group, RemoteStreamListener)

@@ -21,6 +21,18 @@ class TransferStats:
     bytes_to_client: int = 0
     #: transfers per data mode ("passive", "active", "converted")
     by_mode: dict[str, int] = field(default_factory=dict)
+    #: sessions ended before an FTP server was reached, by reason ("max_sessions",
+    #: "max_sessions_per_client", "client", "destination")
+    sessions_refused: dict[str, int] = field(default_factory=dict)
+    #: requests an access rule refused, by rule ("destination", "client", "read_only")
+    policy_denied: dict[str, int] = field(default_factory=dict)
+
+    def refuse_session(self, reason: str) -> None:
+        self.sessions_refused[reason] = self.sessions_refused.get(reason, 0) + 1
+
+    def deny(self, rule: str, count: int = 1) -> None:
+        if count:
+            self.policy_denied[rule] = self.policy_denied.get(rule, 0) + count
 
     def record(self, mode: str, *, to_server: int, to_client: int,
                error: str | None = None, refused: bool = False) -> None:

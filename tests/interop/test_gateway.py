@@ -1,0 +1,163 @@
+"""ftptrio as a team gateway (--ftp-proxy), through a real sshd to a real vsftpd: lftp
+with ``set ftp:proxy`` and ftplib logging in as ``user@host:port`` download and upload;
+destinations outside the allow-list (or with none given) get 530 and their server
+sees no connection."""
+
+from __future__ import annotations
+
+import ftplib
+import uuid
+
+import pytest
+import trio
+
+import ftptrio
+from ftptrio.testing import servers
+
+try:
+    from . import clients
+except ImportError:  # pragma: no cover
+    import clients  # type: ignore[no-redef]
+
+CASE_TIMEOUT = 120
+
+
+def gateway_config(sshd: servers.OpenSSHServer, allow: tuple[str, ...] = (),
+                   **options) -> ftptrio.Config:
+    """ftptrio with one FTP-proxy listener on 127.0.0.1 (a free port)."""
+    return ftptrio.Config(
+        ssh=ftptrio.SSHOptions(host=sshd.host, port=sshd.port, username=sshd.username,
+                               client_keys=(sshd.client_key,), known_hosts=sshd.known_hosts),
+        forwards=(ftptrio.ForwardSpec(ftp_host="", proxy=True),),
+        allowed_destinations=allow, **options)
+
+
+async def lftp_through(gateway: tuple[str, int], ftp: servers.FTPServer,
+                       *commands: str) -> str:
+    """lftp with ``ftp:proxy`` pointing at the gateway (it sends USER user@host:port)."""
+    script = "; ".join([
+        f"set net:timeout {clients.CLIENT_TIMEOUT}", "set net:max-retries 1",
+        "set cmd:fail-exit yes", "set xfer:clobber on", "set ftp:ssl-allow no",
+        *clients.Lftp.modes["PASV"],
+        f"set ftp:proxy ftp://{gateway[0]}:{gateway[1]}",
+        "debug 5",
+        f"open -u {ftp.user},{ftp.password} ftp://{ftp.host}:{ftp.port}",
+        *commands,
+    ])
+    out, err = await clients.run_client([servers.require_tool("lftp"), "-c", script],
+                                        "lftp through the gateway")
+    return out + err
+
+
+async def test_lftp_downloads_and_uploads_through_the_proxy(openssh, vsftpd, tmp_path):
+    servers.require_tool("lftp")
+    ftp = vsftpd
+    local = tmp_path / "one.bin"
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(servers.random_bytes(300_000, 7))
+    name = f"upload/lftp-{uuid.uuid4().hex}.bin"
+    with trio.fail_after(CASE_TIMEOUT):
+        config = gateway_config(openssh, (f"{ftp.host}:{ftp.port}",))
+        async with ftptrio.open_forwarder(config) as fwd:
+            transcript = await lftp_through(
+                fwd.addresses[0], ftp, f"get one_mib.bin -o {local}",
+                f"put {upload} -o {name}")
+            with trio.fail_after(10):
+                await fwd.wait_idle()
+            stats = fwd.stats
+    assert f"USER {ftp.user}@{ftp.host}:{ftp.port}" in transcript
+    assert servers.sha256_file(local) == servers.sha256_file(ftp.path("one_mib.bin"))
+    assert servers.sha256_file(ftp.path(name)) == servers.sha256_file(upload)
+    assert stats.transfers == 2 and stats.transfer_errors == 0, stats
+    assert stats.bytes_to_server == 300_000, stats
+
+
+def ftplib_session(gateway: tuple[str, int], user: str, password: str, action) -> list[str]:
+    replies: list[str] = []
+    ftp = ftplib.FTP(timeout=clients.CLIENT_TIMEOUT)
+    try:
+        replies.append(ftp.connect(*gateway))
+        replies.append(ftp.login(user, password))
+        action(ftp)
+        ftp.quit()
+    finally:
+        ftp.close()
+    return replies
+
+
+async def test_ftplib_logs_in_as_user_at_host_port(openssh, vsftpd, tmp_path):
+    ftp = vsftpd
+    name = f"upload/ftplib-{uuid.uuid4().hex}.bin"
+    payload = servers.random_bytes(123_457, 3)
+    got = bytearray()
+    listing: list[str] = []
+
+    def action(session: ftplib.FTP) -> None:
+        session.retrbinary("RETR one_mib.bin", got.extend)
+        session.retrlines("LIST", listing.append)
+        session.storbinary(f"STOR {name}", _Reader(payload))
+
+    with trio.fail_after(CASE_TIMEOUT):
+        config = gateway_config(openssh, (f"{ftp.host}:{ftp.port}",))
+        async with ftptrio.open_forwarder(config) as fwd:
+            replies = await trio.to_thread.run_sync(
+                ftplib_session, fwd.addresses[0], f"{ftp.user}@{ftp.host}:{ftp.port}",
+                ftp.password, action)
+    assert replies[0].startswith("220 ftptrio FTP proxy")
+    assert replies[1].startswith("230")
+    assert bytes(got) == ftp.path("one_mib.bin").read_bytes()
+    assert any("one_mib.bin" in line for line in listing)
+    assert ftp.path(name).read_bytes() == payload
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+    def read(self, size: int = -1) -> bytes:
+        chunk, self.data = self.data[:size], self.data[size:]
+        return bytes(chunk)
+
+
+@pytest.mark.parametrize("allow", ["other", "none"])
+async def test_refused_destination_gets_530_and_sees_no_connection(openssh, vsftpd, allow):
+    """Outside the allow-list, or with no --allow-destination at all (default deny):
+    a 530 naming the reason, and nothing reaches the destination through SSH."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    connections: list[object] = []
+
+    async def count_connections() -> None:
+        while True:
+            connections.append(await listener.accept())
+
+    rules = (f"{vsftpd.host}:{vsftpd.port}",) if allow == "other" else ()
+    with trio.fail_after(CASE_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_connections)
+            async with ftptrio.open_forwarder(gateway_config(openssh, rules)) as fwd:
+                with pytest.raises(ftplib.error_perm, match="530 ftptrio: destination "
+                                   rf"127.0.0.1:{port} is not allowed"):
+                    await trio.to_thread.run_sync(
+                        ftplib_session, fwd.addresses[0], f"anonymous@127.0.0.1:{port}",
+                        "x", lambda session: None)
+                if allow == "none":  # nor the allowed-elsewhere vsftpd
+                    with pytest.raises(ftplib.error_perm, match="530"):
+                        await trio.to_thread.run_sync(
+                            ftplib_session, fwd.addresses[0],
+                            f"anonymous@{vsftpd.host}:{vsftpd.port}", "x",
+                            lambda session: None)
+                with trio.fail_after(10):
+                    await fwd.wait_idle()
+                stats = fwd.stats
+            await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+    assert connections == []
+    assert "direct-tcpip" not in _log_since_start(openssh, port)
+    assert stats.policy_denied["destination"] == (2 if allow == "none" else 1)
+
+
+def _log_since_start(sshd: servers.OpenSSHServer, port: int) -> str:
+    """sshd's log lines naming ``port`` (a channel opened to it would be logged)."""
+    return "\n".join(line for line in sshd.log().splitlines() if f":{port}" in line
+                     or f" port {port}" in line)
