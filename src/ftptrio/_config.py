@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 
 from ._control import ActiveMode, AuthTLSPolicy, ForwardAhead
 from ._errors import ConfigError
-from ._access import parse_destination_rules
+from ._access import check_client_rule, parse_destination_rules
 from ._netaddr import host_ip
 
 # each vocabulary spelled once (the protocol's own policies in _control, which imports
@@ -344,6 +344,10 @@ class Config:
     #: network (CIDR) or a host-name glob (``*.lan``), with an optional ``:PORT`` or
     #: ``:LOW-HIGH`` (default port 21 only); none: every destination is refused
     allowed_destinations: tuple[str, ...] = ()
+    #: addresses or networks (CIDR) of the FTP clients served (every listener; -R: the
+    #: client address the SSH server reports); others get 421 before any SSH channel
+    #: opens. Empty: every client
+    allowed_clients: tuple[str, ...] = ()
     #: an open asyncssh.SSHClientConnection to forward through instead of connecting
     #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)
@@ -390,6 +394,8 @@ class Config:
         if self.passive_ports is not None:
             check_port_range(self.passive_ports)
         parse_destination_rules(self.allowed_destinations)
+        for allowed in self.allowed_clients:
+            check_client_rule(allowed)
         for forward in self.forwards:
             _check_ftps(forward, forward.auth_tls or self.auth_tls,
                         forward.passive_ports or self.passive_ports)

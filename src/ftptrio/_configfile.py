@@ -52,6 +52,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "gateway": ("-g", "bool"),
     "ftp_proxy": ("--ftp-proxy", "strs"),
     "allow_destination": ("--allow-destination", "strs"),
+    "allow_client": ("--allow-client", "strs"),
     "active_mode": ("--active-mode", "str"),
     "active_address": ("--active-address", "str"),
     "active_forward_ahead": ("--active-forward-ahead", "str"),

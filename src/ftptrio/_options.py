@@ -350,6 +350,11 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "(CIDR) or a host-name glob (*.lan), with :PORT or :LOW-HIGH "
                         "(port 21 when none is given); repeatable. Without one every "
                         "destination is refused")
+    p.add_argument("--allow-client", dest="allow_client", action="append", default=[],
+                   metavar="ADDRESS|CIDR",
+                   help="serve only FTP clients from these addresses or networks (for "
+                        "listeners exposed with -g or a LAN bind); others get 421 before "
+                        "any SSH channel opens; repeatable (default: every client)")
     p.add_argument("--config", dest="config", metavar="FILE",
                    help="TOML file naming the SSH host, its tunnels and options (see README); "
                         "command-line options add to it (single values: command line wins)")
@@ -567,6 +572,7 @@ def config_from_args(args: argparse.Namespace,
                   *(parse_proxy_listen(spec, gateway=args.gateway)
                     for spec in args.ftp_proxies)),
         allowed_destinations=tuple(args.allow_destination),
+        allowed_clients=tuple(args.allow_client),
         remote_listen_host=remote_listen_host(args.remote_listen_address, active_address),
         trust_pasv_address=bool(args.pasv_allow),
         pasv_allowed_hosts=tuple(args.pasv_allow),

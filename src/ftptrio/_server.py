@@ -18,6 +18,7 @@ import trio
 if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 (trio depends on it)
     from exceptiongroup import BaseExceptionGroup
 
+from ._access import client_allowed
 from ._config import Config, ForwardSpec
 from ._stats import TransferStats
 from ._text import visible
@@ -123,6 +124,13 @@ class Forwarder:
         client = _client_host(stream, peer)
         counted = False
         try:
+            if config.allowed_clients:
+                address = _peer_address(stream, peer)
+                if address is None or not client_allowed(address, config.allowed_clients):
+                    self._stats.refuse_session("client")
+                    self._stats.deny("client")
+                    await _refuse_client(stream, address)
+                    return
             if self._stats.sessions_active >= config.max_sessions:
                 self._stats.refuse_session("max_sessions")
                 await _refuse_busy(stream, config.max_sessions)
@@ -181,19 +189,25 @@ class Forwarder:
             log.info("remote tunnel %s:%d on the SSH server re-established", host, port)
 
 
+def _peer_address(stream: trio.abc.HalfCloseableStream,
+                  peer: tuple[str, int] | None) -> str | None:
+    """The FTP client's address (-R: the originator the SSH server reports); None:
+    unknown (the socket is gone)."""
+    if peer is not None:
+        return peer[0]
+    sock = getattr(stream, "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else None
+    except OSError:
+        return None
+
+
 def _client_host(stream: trio.abc.HalfCloseableStream,
                  peer: tuple[str, int] | None) -> str | None:
     """The FTP client's address as --max-sessions-per-client counts it: an IPv4
     address, or an IPv6 client's /64 (one host usually holds a whole /64, privacy
     addresses included); None: unknown."""
-    if peer is not None:
-        host: str | None = peer[0]
-    else:
-        sock = getattr(stream, "socket", None)
-        try:
-            host = str(sock.getpeername()[0]) if sock is not None else None
-        except OSError:
-            host = None
+    host = _peer_address(stream, peer)
     if host is None:
         return None
     addr = host_ip(host)
@@ -202,6 +216,24 @@ def _client_host(stream: trio.abc.HalfCloseableStream,
     if isinstance(addr, ipaddress.IPv6Address):
         return str(ipaddress.ip_network(f"{addr}/64", strict=False))
     return str(addr)
+
+
+async def _refuse_client(stream: trio.abc.HalfCloseableStream, client: str | None) -> None:
+    """421 to a client whose address no --allow-client rule names, then close."""
+    log.warning("refused an FTP client from %s: not allowed (--allow-client)",
+                client or "an unknown address")
+    await _send_and_close(stream, f"421 ftptrio: your address {client or ''} is not "
+                                  "allowed to use this forwarder.\r\n")
+
+
+async def _send_and_close(stream: trio.abc.HalfCloseableStream, text: str) -> None:
+    with trio.move_on_after(5):
+        try:
+            await stream.send_all(text.encode("ascii", "replace"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 async def _refuse_busy(stream: trio.abc.HalfCloseableStream, limit: int,

@@ -243,3 +243,16 @@ def test_command_line_and_toml_give_proxy_listeners_and_rules(tmp_path):
     with pytest.raises(ConfigError, match="allow-destination"):
         config_from_args(build_parser().parse_args(
             ["--ftp-proxy", "2100", "--allow-destination", "10.0.0.5:x", "sshhost"]))
+
+
+def test_client_rules():
+    from ftptrio._access import client_allowed
+
+    assert client_allowed("192.0.2.7", ())  # no rule: every client
+    assert client_allowed("192.0.2.7", ("192.0.2.0/24",))
+    assert client_allowed("::ffff:192.0.2.7", ("192.0.2.7",))
+    assert not client_allowed("192.0.3.7", ("192.0.2.0/24", "2001:db8::/32"))
+    assert client_allowed("2001:db8::9", ("192.0.2.0/24", "2001:db8::/32"))
+    with pytest.raises(ConfigError, match="allow-client"):
+        Config(ssh=SSHOptions(host="h"), forwards=(ForwardSpec(ftp_host="f"),),
+               allowed_clients=("not-an-address",))

@@ -161,3 +161,48 @@ def _log_since_start(sshd: servers.OpenSSHServer, port: int) -> str:
     """sshd's log lines naming ``port`` (a channel opened to it would be logged)."""
     return "\n".join(line for line in sshd.log().splitlines() if f":{port}" in line
                      or f" port {port}" in line)
+
+
+def _connects(ftp: servers.FTPServer) -> int:
+    """Control connections vsftpd has logged so far."""
+    return ftp.log().count("CONNECT: Client")
+
+
+@pytest.mark.parametrize("listener", ["local", "proxy"])
+async def test_client_rules_from_two_loopback_addresses(openssh, vsftpd, listener):
+    """--allow-client 127.0.0.1: a client from 127.0.0.1 is served; one from
+    127.0.0.2 gets 421 and a log line, and its FTP server sees no connection."""
+    ftp = vsftpd
+    if listener == "local":
+        config = clients.forwarder_config(openssh, ftp, allowed_clients=("127.0.0.1/32",))
+        user = ftp.user
+    else:
+        config = gateway_config(openssh, (f"{ftp.host}:{ftp.port}",),
+                                allowed_clients=("127.0.0.1",))
+        user = f"{ftp.user}@{ftp.host}:{ftp.port}"
+    got = bytearray()
+
+    def session(source: str) -> str:
+        client = ftplib.FTP(timeout=clients.CLIENT_TIMEOUT)
+        try:
+            welcome = client.connect(*fwd.addresses[0], source_address=(source, 0))
+            client.login(user, ftp.password)
+            client.retrbinary("RETR one_mib.bin", got.extend)
+            client.quit()
+            return welcome
+        finally:
+            client.close()
+
+    with trio.fail_after(CASE_TIMEOUT):
+        async with ftptrio.open_forwarder(config) as fwd:
+            await trio.to_thread.run_sync(session, "127.0.0.1")
+            before = _connects(ftp)
+            with pytest.raises(ftplib.error_temp, match="421 ftptrio: your address "
+                               "127.0.0.2 is not allowed"):
+                await trio.to_thread.run_sync(session, "127.0.0.2")
+            with trio.fail_after(10):
+                await fwd.wait_idle()
+            stats = fwd.stats
+    assert bytes(got) == ftp.path("one_mib.bin").read_bytes()
+    assert _connects(ftp) == before
+    assert stats.sessions == 1 and stats.sessions_refused == {"client": 1}, stats
