@@ -95,6 +95,8 @@ class ForwardSpec:
     #: login (``USER user@host[:port]``), allowed by ``Config.allowed_destinations``;
     #: ftp_host and ftp_port are not used (a local forward otherwise)
     proxy: bool = False
+    #: ``Config.read_only`` for this forward
+    read_only: bool | None = None
 
     def __post_init__(self) -> None:
         if self.proxy:
@@ -112,6 +114,8 @@ class ForwardSpec:
             _check_auth_tls(self.auth_tls)
         if self.gateway is not None and not isinstance(self.gateway, bool):
             raise ConfigError("gateway must be true or false")
+        if self.read_only is not None and not isinstance(self.read_only, bool):
+            raise ConfigError("read_only must be true or false")
         if self.direction == "remote" and self.active_mode == "passive":
             raise ConfigError("active mode 'passive' (PORT/EPRT converted to PASV/EPSV) is "
                               "only available for local (-L) tunnels")
@@ -138,6 +142,8 @@ class ForwardSpec:
             changes["remote_reply_address"] = self.reply_address
         if self.passive_ports is not None:
             changes["passive_ports"] = self.passive_ports
+        if self.read_only is not None:
+            changes["read_only"] = self.read_only
         if not changes:
             return config
         return dataclasses.replace(config, forwards=(self,), **changes)  # type: ignore[arg-type]
@@ -348,6 +354,9 @@ class Config:
     #: client address the SSH server reports); others get 421 before any SSH channel
     #: opens. Empty: every client
     allowed_clients: tuple[str, ...] = ()
+    #: read-only access: STOR, STOU, APPE, DELE, RNFR, RNTO, MKD, RMD, SITE and the
+    #: like get 550 from ftptrio and never reach the server; downloads and listings work
+    read_only: bool = False
     #: an open asyncssh.SSHClientConnection to forward through instead of connecting
     #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)

@@ -53,6 +53,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "ftp_proxy": ("--ftp-proxy", "strs"),
     "allow_destination": ("--allow-destination", "strs"),
     "allow_client": ("--allow-client", "strs"),
+    "read_only": ("--read-only", "bool"),
     "active_mode": ("--active-mode", "str"),
     "active_address": ("--active-address", "str"),
     "active_forward_ahead": ("--active-forward-ahead", "str"),
@@ -87,6 +88,7 @@ TUNNEL_KEYS: dict[str, tuple[str, str, str]] = {
     "gateway": ("gateway", "bool", "-g"),
     "reply_address": ("reply_address", "str", "--remote-reply-address"),
     "passive_ports": ("passive_ports", "str", "--passive-ports"),
+    "read_only": ("read_only", "bool", "--read-only"),
 }
 _KIND_NAMES = {"str": "a string", "int": "an integer", "number": "a number",
                "bool": "true or false", "strs": "a string or a list of strings",

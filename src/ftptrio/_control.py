@@ -209,6 +209,10 @@ ABOR_SYNCH = b"\xff\xf4\xff\xf2"
 _TRANSFER_DONE = (226, 250)
 #: commands that move data over a data connection
 _TRANSFER_VERBS = frozenset((b"RETR", b"STOR", b"STOU", b"APPE", b"LIST", b"NLST", b"MLSD"))
+#: commands that change the server's files: refused locally on a read-only session
+#: (SITE: CHMOD, UTIME, SYMLINK ... all of it; MFMT/MFCT/MFF set file facts)
+WRITE_VERBS = frozenset((b"STOR", b"STOU", b"APPE", b"DELE", b"RNFR", b"RNTO", b"MKD",
+                         b"XMKD", b"RMD", b"XRMD", b"SITE", b"MFMT", b"MFCT", b"MFF"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,16 +470,22 @@ class ControlChannel:
         session_id: int | None = None,
         log_limiter: LogLimiter | None = None,
         greeted: bool = False,
+        read_only: bool = False,
+        denied: Callable[[str], None] | None = None,
     ) -> None:
         """``session_id``: named in every log line of this channel. ``log_limiter``:
         the session's (shared with its data plane); by default one of its own.
         ``greeted``: the client has its greeting already and the server's was read
-        (an FTP-proxy login): no greeting is awaited."""
+        (an FTP-proxy login): no greeting is awaited. ``read_only``: WRITE_VERBS get
+        550 here and never reach the server; ``denied`` is told each such refusal
+        (with the rule's name, "read_only")."""
         #: repeated messages of this channel's session are limited here
         self.log_limiter = LogLimiter() if log_limiter is None else log_limiter
         self._log = SessionLog(log, {"session": session_id}, self.log_limiter)
         self._lines_log = SessionLog(lines_log, {"session": session_id})
         self.client_host = client_host
+        self.read_only = read_only
+        self._denied = denied
         self.active_mode = active_mode
         self.auth_tls = auth_tls
         self.to_client = Outbox()
@@ -640,7 +650,16 @@ class ControlChannel:
             self._answer_locally("500 ftptrio: command not understood "
                                  "(a command is 3 or 4 letters).")
             return
+        if self.read_only and verb in WRITE_VERBS:
+            self._refuse_write(verb)
+            return
         _COMMANDS.get(verb, ControlChannel._plain_command)(self, line, verb, arg, flags)
+
+    def _refuse_write(self, verb: bytes) -> None:
+        self._log.warning("refused %s: read-only access", verb.decode())
+        if self._denied is not None:
+            self._denied("read_only")
+        self._answer_locally(f"550 ftptrio: read-only access; {verb.decode()} refused.")
 
     # one method per command with a rule of its own (the table _COMMANDS, below)
     def _plain_command(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:

@@ -68,7 +68,7 @@ DEFAULT_GRACE = 10.0
 CONFIG_OPTIONS = ("active_mode", "active_address", "active_forward_ahead", "auth_tls",
                   "data_idle_timeout", "data_drain_timeout", "active_hold_timeout",
                   "idle_session_timeout", "max_sessions", "max_sessions_per_client",
-                  "remote_reply_address", "passive_ports")
+                  "remote_reply_address", "passive_ports", "read_only")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -355,6 +355,10 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="serve only FTP clients from these addresses or networks (for "
                         "listeners exposed with -g or a LAN bind); others get 421 before "
                         "any SSH channel opens; repeatable (default: every client)")
+    p.add_argument("--read-only", dest="read_only", action="store_true", default=None,
+                   help="refuse every command that changes the FTP server's files (STOR, "
+                        "STOU, APPE, DELE, RNFR/RNTO, MKD, RMD, SITE ...) with 550; "
+                        "downloads and listings work (per tunnel in a --config file)")
     p.add_argument("--config", dest="config", metavar="FILE",
                    help="TOML file naming the SSH host, its tunnels and options (see README); "
                         "command-line options add to it (single values: command line wins)")

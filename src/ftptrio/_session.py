@@ -115,7 +115,7 @@ class Session:
             client_host=peer[0],
             active_mode="remote-forward" if self.remote else self.config.active_mode,
             auth_tls=self.config.auth_tls, max_line=self.config.max_line, session_id=self.id,
-            greeted=forward.proxy)
+            greeted=forward.proxy, read_only=self.config.read_only, denied=stats.deny)
         #: readers park here while output piles up; drained outboxes unpark them
         self._room = trio.lowlevel.ParkingLot()
         self._to_client = _Pipe(self.control.to_client, self._room)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ftplib
 import uuid
+from pathlib import Path
 
 import pytest
 import trio
@@ -110,6 +111,12 @@ async def test_ftplib_logs_in_as_user_at_host_port(openssh, vsftpd, tmp_path):
     assert ftp.path(name).read_bytes() == payload
 
 
+def _latin1(session: ftplib.FTP) -> ftplib.FTP:
+    """``session`` sending each character as one byte (a Telnet IAC as 0xFF)."""
+    session.encoding = "latin-1"
+    return session
+
+
 class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = memoryview(data)
@@ -206,3 +213,49 @@ async def test_client_rules_from_two_loopback_addresses(openssh, vsftpd, listene
     assert bytes(got) == ftp.path("one_mib.bin").read_bytes()
     assert _connects(ftp) == before
     assert stats.sessions == 1 and stats.sessions_refused == {"client": 1}, stats
+
+
+async def test_read_only_refuses_changes_and_the_server_files_stay(openssh, vsftpd, tmp_path):
+    """--read-only through the proxy: downloads and listings work; STOR, APPE, MKD,
+    DELE, RNFR and SITE get ftptrio's 550 and never reach vsftpd."""
+    ftp = vsftpd
+    upload = Path(ftp.root) / ftp.upload_dir
+    before = sorted(p.name for p in upload.iterdir())
+    name = f"ro-{uuid.uuid4().hex}"
+    refusals: list[str] = []
+    got = bytearray()
+    listing: list[str] = []
+
+    def action(session: ftplib.FTP) -> None:
+        session.retrbinary("RETR one_mib.bin", got.extend)
+        session.retrlines("LIST", listing.append)
+        for attempt in (
+                lambda: session.storbinary(f"STOR upload/{name}", _Reader(b"x" * 1000)),
+                lambda: session.storbinary(f"APPE upload/{name}", _Reader(b"x")),
+                lambda: session.mkd(f"upload/{name}"),
+                lambda: session.delete("one_mib.bin"),
+                lambda: session.rename("one_mib.bin", f"upload/{name}"),
+                lambda: session.sendcmd(f"SITE CHMOD 777 upload/{name}"),
+                lambda: _latin1(session).sendcmd(f"MK\xff\xf4D upload/{name}")):
+            with pytest.raises(ftplib.error_perm) as refused:
+                attempt()
+            refusals.append(str(refused.value))
+        session.retrbinary("RETR one_mib.bin", got.extend)  # still a working session
+
+    with trio.fail_after(CASE_TIMEOUT):
+        config = gateway_config(openssh, (f"{ftp.host}:{ftp.port}",), read_only=True)
+        async with ftptrio.open_forwarder(config) as fwd:
+            await trio.to_thread.run_sync(
+                ftplib_session, fwd.addresses[0], f"{ftp.user}@{ftp.host}:{ftp.port}",
+                ftp.password, action)
+            with trio.fail_after(10):
+                await fwd.wait_idle()
+            stats = fwd.stats
+    assert bytes(got) == ftp.path("one_mib.bin").read_bytes() * 2
+    assert any("one_mib.bin" in line for line in listing)
+    assert all(r.startswith("550 ftptrio: read-only access;") for r in refusals), refusals
+    assert len(refusals) == 7
+    assert sorted(p.name for p in upload.iterdir()) == before
+    assert ftp.path("one_mib.bin").exists()
+    assert name not in ftp.log()  # vsftpd never saw one of those commands
+    assert stats.policy_denied == {"read_only": 7}, stats

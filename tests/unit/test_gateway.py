@@ -256,3 +256,37 @@ def test_client_rules():
     with pytest.raises(ConfigError, match="allow-client"):
         Config(ssh=SSHOptions(host="h"), forwards=(ForwardSpec(ftp_host="f"),),
                allowed_clients=("not-an-address",))
+
+
+@pytest.mark.parametrize("line", [
+    b"STOR x\r\n", b"stor x\r\n", b"ST\xff\xf4OR x\r\n", b"APPE x\r\n", b"STOU\r\n",
+    b"DELE x\r\n", b"RNFR x\r\n", b"RNTO y\r\n", b"MKD d\r\n", b"XMKD d\r\n", b"RMD d\r\n",
+    b"XRMD d\r\n", b"SITE CHMOD 777 x\r\n", b"Si\xff\xf1te UTIME x\r\n", b"MFMT 2020 x\r\n"])
+def test_read_only_refuses_writes_locally(line):
+    """Each command that changes files gets 550 from ftptrio and the server never sees
+    it, however it is spelled (case, Telnet sequences inside the verb)."""
+    from ftptrio._control import ControlChannel
+
+    denied: list[str] = []
+    control = ControlChannel(client_host="127.0.0.1", read_only=True, denied=denied.append)
+    control.receive_server(b"220 hi\r\n")
+    control.receive_client(line + b"RETR y\r\n")
+    assert list(control.to_server)[:-1] == []  # only the RETR (a transfer event) went
+    assert "RETR y" in repr(list(control.to_server)[-1])
+    replies = b"".join(item for item in control.to_client if isinstance(item, bytes))
+    assert replies.startswith(b"220 hi\r\n550 ftptrio: read-only access;"), replies
+    assert denied == ["read_only"]
+
+
+def test_read_only_leaves_reads_alone_and_is_per_forward():
+    from ftptrio._control import ControlChannel
+
+    control = ControlChannel(client_host="127.0.0.1", read_only=True)
+    control.receive_server(b"220 hi\r\n")
+    control.receive_client(b"CWD a\r\nSIZE x\r\nMDTM x\r\nTYPE I\r\nREST 5\r\n")
+    assert b"".join(i for i in control.to_server if isinstance(i, bytes)) == (
+        b"CWD a\r\nSIZE x\r\nMDTM x\r\nTYPE I\r\nREST 5\r\n")
+    config = Config(ssh=SSHOptions(host="h"), forwards=(
+        ForwardSpec(ftp_host="a"), ForwardSpec(ftp_host="b", read_only=False)),
+        read_only=True)
+    assert [f.effective(config).read_only for f in config.forwards] == [True, False]
