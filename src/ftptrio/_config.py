@@ -357,6 +357,9 @@ class Config:
     #: read-only access: STOR, STOU, APPE, DELE, RNFR, RNTO, MKD, RMD, SITE and the
     #: like get 550 from ftptrio and never reach the server; downloads and listings work
     read_only: bool = False
+    #: --xferlog: append one xferlog(5) line per file transfer to this file (created
+    #: 0600; ``Forwarder.reopen_logs()``, SIGHUP for the command line, reopens it)
+    xferlog: str | None = None
     #: an open asyncssh.SSHClientConnection to forward through instead of connecting
     #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)

@@ -54,6 +54,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "allow_destination": ("--allow-destination", "strs"),
     "allow_client": ("--allow-client", "strs"),
     "read_only": ("--read-only", "bool"),
+    "xferlog": ("--xferlog", "str"),
     "active_mode": ("--active-mode", "str"),
     "active_address": ("--active-address", "str"),
     "active_forward_ahead": ("--active-forward-ahead", "str"),

@@ -295,6 +295,8 @@ class TransferCommand:
     line: bytes = field(default=b"", compare=False, repr=False)
     #: the command's entry among the replies awaited (for transfer_refused)
     entry: _Pending | None = field(default=None, compare=False, repr=False)
+    #: the TYPE in force when the command was read ("A" ascii, "I" image ...)
+    transfer_type: str = field(default="I", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,6 +488,10 @@ class ControlChannel:
         self.client_host = client_host
         self.read_only = read_only
         self._denied = denied
+        #: the latest USER argument (printable) and TYPE ("A" ascii, "I" image...), for
+        #: the transfer log and --xferlog
+        self.user: str | None = None
+        self.transfer_type = "I"
         self.active_mode = active_mode
         self.auth_tls = auth_tls
         self.to_client = Outbox()
@@ -665,6 +671,14 @@ class ControlChannel:
     def _plain_command(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
         self._forward_command(line, Awaits.PLAIN)
 
+    def _user(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self.user = printable(arg.strip()[:256])
+        self._forward_command(line, Awaits.PLAIN)
+
+    def _type(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self.transfer_type = printable(arg.strip()[:1].upper()) or "I"
+        self._forward_command(line, Awaits.PLAIN)
+
     def _quit(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
         self._forward_command(line, Awaits.PLAIN)
         self.to_server.append(QuitSent())
@@ -715,7 +729,8 @@ class ControlChannel:
                          active_data=self._latest_channel_active)
         self._expect(entry)
         self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
-                                              self._latest_channel, line, entry))
+                                              self._latest_channel, line, entry,
+                                              self.transfer_type))
 
     def _abor(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
         self._forward_command(ABOR_SYNCH + line if flags & _scan.FLAG_TELNET else line,
@@ -995,6 +1010,8 @@ _CommandHandler = Callable[[ControlChannel, bytes, bytes, bytes, int], None]
 #: command word -> its rule (every other command is forwarded as it is)
 _COMMANDS: dict[bytes, _CommandHandler] = {
     b"QUIT": ControlChannel._quit,
+    b"USER": ControlChannel._user,
+    b"TYPE": ControlChannel._type,
     b"PASV": ControlChannel._pasv,
     b"EPSV": ControlChannel._epsv,
     b"PORT": ControlChannel._active_command,

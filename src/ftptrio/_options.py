@@ -68,7 +68,7 @@ DEFAULT_GRACE = 10.0
 CONFIG_OPTIONS = ("active_mode", "active_address", "active_forward_ahead", "auth_tls",
                   "data_idle_timeout", "data_drain_timeout", "active_hold_timeout",
                   "idle_session_timeout", "max_sessions", "max_sessions_per_client",
-                  "remote_reply_address", "passive_ports", "read_only")
+                  "remote_reply_address", "passive_ports", "read_only", "xferlog")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -359,6 +359,11 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="refuse every command that changes the FTP server's files (STOR, "
                         "STOU, APPE, DELE, RNFR/RNTO, MKD, RMD, SITE ...) with 550; "
                         "downloads and listings work (per tunnel in a --config file)")
+    p.add_argument("--xferlog", metavar="FILE",
+                   help="audit trail: one xferlog(5) line per file transfer (the wu-ftpd/"
+                        "vsftpd/ProFTPD format), appended to FILE (created 0600, reopened "
+                        "on SIGHUP for logrotate); the JSON log line beside it names the "
+                        "FTP user and server")
     p.add_argument("--config", dest="config", metavar="FILE",
                    help="TOML file naming the SSH host, its tunnels and options (see README); "
                         "command-line options add to it (single values: command line wins)")

@@ -29,6 +29,7 @@ from ._session import Session
 from ._dataplane import ftp_server_only
 from ._seams import ControlForward
 from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
+from ._xferlog import XferLog
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,16 @@ class Forwarder:
 
     def __init__(self, config: Config, tunnel: Tunnel, addresses: list[tuple[str, int]],
                  remote_listeners: list[ControlForward],
-                 bind_hosts: list[list[str]] | None = None) -> None:
+                 bind_hosts: list[list[str]] | None = None,
+                 xferlog: XferLog | None = None) -> None:
         """``bind_hosts``: the addresses each forward's listener is bound to (the
-        FTPS passive range listens there too)."""
+        FTPS passive range listens there too). ``xferlog``: the --xferlog file."""
         self._config = config
         self._addresses = list(addresses)
         self._stats = TransferStats()
+        self._xferlog = xferlog
+        if xferlog is not None:
+            self._stats.listeners.append(xferlog.write)
         #: the shared SSH connection
         self._tunnel = tunnel
         #: the SSH server's listeners of remote (-R) tunnels, in Config order (one is
@@ -84,6 +89,12 @@ class Forwarder:
     def ports(self) -> list[int]:
         """The ports of ``addresses``, in the same order."""
         return [port for _host, port in self._addresses]
+
+    def reopen_logs(self) -> None:
+        """Reopen the --xferlog file (SIGHUP, after logrotate moved it)."""
+        if self._xferlog is not None:
+            self._xferlog.reopen()
+            log.info("reopened --xferlog %s", self._xferlog.path)
 
     def stop_accepting(self) -> None:
         """Close the listeners; sessions in progress go on. serve() returns
@@ -377,6 +388,7 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
         tunnel = Tunnel(config.ssh, config.ssh_connection)
     except TypeError as exc:  # ssh_connection is not an asyncssh client connection
         raise ConfigError(f"Config.ssh_connection: {exc}") from None
+    xferlog = XferLog(config.xferlog) if config.xferlog else None
     try:
         await tunnel.connect()
         listeners: list[tuple[ForwardSpec, Any]] = []
@@ -423,9 +435,12 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
         bind_hosts = [[] if isinstance(group, RemoteStreamListener)
                       else [listener.socket.getsockname()[0] for listener in group]
                       for _forward, group in listeners]
-        forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners), bind_hosts)
+        forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners), bind_hosts,
+                              xferlog)
         await forwarder._accept(listeners, task_status)
     finally:
+        if xferlog is not None:
+            xferlog.close()
         await tunnel.aclose()
 
 

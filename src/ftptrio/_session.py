@@ -11,6 +11,7 @@ connections and every data listener, remote forward and SSH channel of the sessi
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -127,6 +128,10 @@ class Session:
         self.ftps = ftps
         #: this session's control channel is TLS and it joined the forward's FTPS state
         self._tls_joined = False
+        #: (command, TYPE when it was read) of the latest transfer commands sent, for
+        #: their accounting (which may come after a later TYPE)
+        self._transfer_types: collections.deque[tuple[str, str]] = collections.deque(
+            maxlen=64)
 
     async def run(self) -> None:
         """Serve the session until either side closes; always closes the client."""
@@ -152,6 +157,7 @@ class Session:
             if login is not None and not await self._proxy_greeted(self._server, login):
                 return
             self.data = self._data_plane(self._server)
+            self.data.on_transfer = self._transfer_accounted
             if self.control.opaque:  # implicit FTPS: TLS from the first byte
                 await self._tls_started()
             async with self.data.open():
@@ -216,6 +222,18 @@ class Session:
         if rest:
             self.control.receive_server(rest)
         return True
+
+    def _transfer_accounted(self, transfer: dict[str, object]) -> None:
+        """A transfer's log fields: with the FTP user and server, for the JSON log
+        line, then for the forwarder's listeners (--xferlog, metrics)."""
+        transfer["user"] = self.control.user
+        transfer["server"] = f"{self.forward.ftp_host}:{self.forward.ftp_port}"
+        sent = next((entry for entry in self._transfer_types
+                     if entry[0] == transfer.get("command")), None)
+        if sent is not None:
+            self._transfer_types.remove(sent)
+        transfer["type"] = self.control.transfer_type if sent is None else sent[1]
+        self.stats.transfer_accounted(transfer)
 
     async def _connect_server(self) -> ControlStream:
         fwd = self.forward
@@ -373,6 +391,7 @@ class Session:
             elif isinstance(item, TransferReplied):
                 data.transfer_replied(item.code)
             elif isinstance(item, TransferCommand):
+                self._transfer_types.append((item.command, item.transfer_type))
                 data.name_transfer(item.command, item.channel_id)
                 # its data channel may still be opening (the reply went out first)
                 failure = await data.transfer_ready(item.channel_id)

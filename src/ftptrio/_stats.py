@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass
@@ -26,6 +27,14 @@ class TransferStats:
     sessions_refused: dict[str, int] = field(default_factory=dict)
     #: requests an access rule refused, by rule ("destination", "client", "read_only")
     policy_denied: dict[str, int] = field(default_factory=dict)
+    #: told every accounted transfer's fields (the log line's ``transfer`` dict with
+    #: the session's user, type and server): --xferlog
+    listeners: list[Callable[[dict[str, object]], None]] = field(
+        default_factory=list, repr=False, compare=False)
+
+    def transfer_accounted(self, transfer: dict[str, object]) -> None:
+        for listener in self.listeners:
+            listener(transfer)
 
     def refuse_session(self, reason: str) -> None:
         self.sessions_refused[reason] = self.sessions_refused.get(reason, 0) + 1

@@ -6,6 +6,9 @@ sees no connection."""
 from __future__ import annotations
 
 import ftplib
+import logging
+import stat
+import time
 import uuid
 from pathlib import Path
 
@@ -259,3 +262,47 @@ async def test_read_only_refuses_changes_and_the_server_files_stay(openssh, vsft
     assert ftp.path("one_mib.bin").exists()
     assert name not in ftp.log()  # vsftpd never saw one of those commands
     assert stats.policy_denied == {"read_only": 7}, stats
+
+
+async def test_xferlog_lines_and_json_fields(openssh, vsftpd, tmp_path, caplog):
+    """--xferlog: one xferlog(5) line per file transfer (not for listings), parsed
+    field by field; the transfer's log record names the FTP user and server."""
+    ftp = vsftpd
+    path = tmp_path / "xferlog"
+    name = f"upload/xfer-{uuid.uuid4().hex}.bin"
+    payload = servers.random_bytes(54_321, 9)
+    size = ftp.path("one_mib.bin").stat().st_size
+
+    def action(session: ftplib.FTP) -> None:
+        session.retrbinary("RETR one_mib.bin", lambda data: None)
+        session.retrlines("LIST", lambda line: None)
+        session.storbinary(f"STOR {name}", _Reader(payload))
+
+    caplog.set_level(logging.INFO, logger="ftptrio")
+    started = time.time()
+    with trio.fail_after(CASE_TIMEOUT):
+        config = gateway_config(openssh, (f"{ftp.host}:{ftp.port}",), xferlog=str(path))
+        async with ftptrio.open_forwarder(config) as fwd:
+            await trio.to_thread.run_sync(
+                ftplib_session, fwd.addresses[0], f"{ftp.user}@{ftp.host}:{ftp.port}",
+                ftp.password, action)
+            with trio.fail_after(10):
+                await fwd.wait_idle()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2, lines
+    for line, (size_, file_, direction) in zip(lines, [(size, "one_mib.bin", "o"),
+                                                      (len(payload), name, "i")]):
+        words = line.split()
+        assert len(words) == 18, line
+        logged = time.mktime(time.strptime(" ".join(words[:5]), "%a %b %d %H:%M:%S %Y"))
+        assert started - 1 <= logged <= time.time() + 1
+        seconds, host, nbytes, filename, kind, flag, way, access, user, service, \
+            method, user_id, completion = words[5:]
+        assert int(seconds) >= 1 and host == "127.0.0.1" and int(nbytes) == size_
+        assert (filename, kind, flag, way) == (file_, "b", "_", direction)
+        assert (access, user, service, method, user_id, completion) == (
+            "a", "anonymous", "ftp", "0", "*", "c")
+    records = [r.transfer for r in caplog.records if hasattr(r, "transfer")]
+    assert [(t["user"], t["server"]) for t in records] == [
+        ("anonymous", f"{ftp.host}:{ftp.port}")] * 3  # RETR, LIST, STOR
