@@ -360,6 +360,9 @@ class Config:
     #: --xferlog: append one xferlog(5) line per file transfer to this file (created
     #: 0600; ``Forwarder.reopen_logs()``, SIGHUP for the command line, reopens it)
     xferlog: str | None = None
+    #: --metrics: (address, port) serving the Prometheus text format at /metrics (the
+    #: counters of ``Forwarder.stats``; needs the ``metrics`` extra); None: no server
+    metrics_listen: tuple[str, int] | None = None
     #: an open asyncssh.SSHClientConnection to forward through instead of connecting
     #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)
@@ -406,6 +409,11 @@ class Config:
         if self.passive_ports is not None:
             check_port_range(self.passive_ports)
         parse_destination_rules(self.allowed_destinations)
+        if self.metrics_listen is not None:
+            if not isinstance(self.metrics_listen, tuple) or len(self.metrics_listen) != 2:
+                raise ConfigError("metrics_listen must be (address, port)")
+            _check_ip("--metrics address", self.metrics_listen[0])
+            _check_port("--metrics port", self.metrics_listen[1], allow_zero=True)
         for allowed in self.allowed_clients:
             check_client_rule(allowed)
         for forward in self.forwards:

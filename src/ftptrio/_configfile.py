@@ -55,6 +55,7 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "allow_client": ("--allow-client", "strs"),
     "read_only": ("--read-only", "bool"),
     "xferlog": ("--xferlog", "str"),
+    "metrics": ("--metrics", "str"),
     "active_mode": ("--active-mode", "str"),
     "active_address": ("--active-address", "str"),
     "active_forward_ahead": ("--active-forward-ahead", "str"),

@@ -68,7 +68,8 @@ DEFAULT_GRACE = 10.0
 CONFIG_OPTIONS = ("active_mode", "active_address", "active_forward_ahead", "auth_tls",
                   "data_idle_timeout", "data_drain_timeout", "active_hold_timeout",
                   "idle_session_timeout", "max_sessions", "max_sessions_per_client",
-                  "remote_reply_address", "passive_ports", "read_only", "xferlog")
+                  "remote_reply_address", "passive_ports", "read_only", "xferlog",
+                  "metrics_listen")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -134,6 +135,17 @@ def parse_proxy_listen(spec: str, *, gateway: bool = False) -> ForwardSpec:
         raise ConfigError(f"bad --ftp-proxy {spec!r}: the port must be a number") from None
     except ConfigError as exc:
         raise ConfigError(f"bad --ftp-proxy {spec!r}: {exc}") from None
+
+
+def parse_metrics_listen(text: str) -> tuple[str, int]:
+    """--metrics ``[bind_address:]port`` (IPv6 in brackets); loopback by default."""
+    m = re.fullmatch(r"\s*(?:(\[[^\]]+\]|[^:\[\]]+):)?(\d{1,5})\s*", text)
+    if m is None or int(m[2]) > 65535:
+        raise argparse.ArgumentTypeError(f"bad --metrics {text!r}: expected "
+                                         "[bind_address:]port, e.g. 9464 or 10.0.0.1:9464")
+    host = (m[1] or "127.0.0.1").strip("[]")
+    host = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
+    return host, int(m[2])
 
 
 # ---------------------------------------------------------------- destinations
@@ -364,6 +376,12 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "vsftpd/ProFTPD format), appended to FILE (created 0600, reopened "
                         "on SIGHUP for logrotate); the JSON log line beside it names the "
                         "FTP user and server")
+    p.add_argument("--metrics", dest="metrics_listen", type=parse_metrics_listen,
+                   metavar="[bind_address:]port",
+                   help="serve the counters (sessions, transfers, bytes, refusals, SSH "
+                        "state) in the Prometheus text format at http://ADDRESS:port/"
+                        "metrics, on loopback unless a bind address is given (needs "
+                        "pip install 'ftptrio[metrics]')")
     p.add_argument("--config", dest="config", metavar="FILE",
                    help="TOML file naming the SSH host, its tunnels and options (see README); "
                         "command-line options add to it (single values: command line wins)")

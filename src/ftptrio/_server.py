@@ -30,6 +30,8 @@ from ._dataplane import ftp_server_only
 from ._seams import ControlForward
 from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
 from ._xferlog import XferLog
+from ._metrics import MetricsServer, Snapshot
+from . import _scan
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,10 @@ class Forwarder:
                     ftps.range.nursery = sessions
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
-                for (forward, group), ftps in zip(listeners, self._ftps):
-                    handler = partial(self._handle_client, forward=forward, ftps=ftps)
+                for (forward, group), ftps, address in zip(listeners, self._ftps,
+                                                           self._addresses):
+                    handler = partial(self._handle_client, forward=forward, ftps=ftps,
+                                      label=_forward_label(forward, address))
                     if isinstance(group, RemoteStreamListener):
                         accepting.start_soon(self._accept_remote, group, sessions, handler)
                         continue
@@ -130,7 +134,7 @@ class Forwarder:
 
     async def _handle_client(self, stream: trio.abc.HalfCloseableStream, forward: ForwardSpec,
                              peer: tuple[str, int] | None = None,
-                             ftps: FtpsForward | None = None) -> None:
+                             ftps: FtpsForward | None = None, label: str = "") -> None:
         config = self._config
         client = _client_host(stream, peer)
         counted = False
@@ -153,6 +157,7 @@ class Forwarder:
                     return
                 self._per_client[client] += 1
                 counted = True
+            self._stats.session_started(label)
             await Session(stream, forward, config, self._tunnel, self._stats, peer,
                           ftps).run()
         except Exception:  # one broken session must never stop the listener
@@ -166,6 +171,22 @@ class Forwarder:
             if not self._stats.sessions_active:
                 self._idle.set()
                 self._idle = trio.Event()
+
+    def _metrics_snapshot(self) -> Snapshot:
+        """The counters --metrics serves, copied on the trio thread."""
+        # (the package's __version__, read without an import: ftptrio imports this module)
+        version = str(getattr(sys.modules[__package__ or "ftptrio"], "__version__", "?"))
+        stats, tunnel = self._stats, self._tunnel
+        return Snapshot(
+            version=version, implementation=_scan.IMPLEMENTATION, ssh_up=tunnel.up,
+            ssh_reconnects=max(0, tunnel.connects - 1),
+            sessions_active=stats.sessions_active, sessions=dict(stats.by_forward),
+            sessions_refused=dict(stats.sessions_refused),
+            transfers=dict(stats.by_outcome), bytes_to_server=stats.bytes_to_server,
+            bytes_to_client=stats.bytes_to_client,
+            duration_buckets=stats.duration_histogram(), duration_sum=stats.duration_sum,
+            channel_open_failures=dict(tunnel.open_failures),
+            policy_denied=dict(stats.policy_denied))
 
     async def _accept_remote(self, listener: ControlForward, nursery: trio.Nursery,
                              handler: Callable[..., Awaitable[None]]) -> None:
@@ -211,6 +232,16 @@ def _peer_address(stream: trio.abc.HalfCloseableStream,
         return str(sock.getpeername()[0]) if sock is not None else None
     except OSError:
         return None
+
+
+def _forward_label(forward: ForwardSpec, address: tuple[str, int]) -> str:
+    """A listener as the metrics name it: where clients connect, and where to."""
+    host, port = address
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if forward.proxy:
+        return f"proxy {where}"
+    direction = "remote " if forward.direction == "remote" else ""
+    return f"{direction}{where} -> {forward.ftp_host}:{forward.ftp_port}"
 
 
 def _client_host(stream: trio.abc.HalfCloseableStream,
@@ -389,6 +420,7 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
     except TypeError as exc:  # ssh_connection is not an asyncssh client connection
         raise ConfigError(f"Config.ssh_connection: {exc}") from None
     xferlog = XferLog(config.xferlog) if config.xferlog else None
+    metrics: MetricsServer | None = None
     try:
         await tunnel.connect()
         listeners: list[tuple[ForwardSpec, Any]] = []
@@ -437,8 +469,13 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                       for _forward, group in listeners]
         forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners), bind_hosts,
                               xferlog)
+        if config.metrics_listen is not None:
+            metrics = MetricsServer(*config.metrics_listen, forwarder._metrics_snapshot)
         await forwarder._accept(listeners, task_status)
     finally:
+        if metrics is not None:
+            with trio.CancelScope(shield=True):
+                await metrics.aclose()
         if xferlog is not None:
             xferlog.close()
         await tunnel.aclose()

@@ -9,6 +9,7 @@ import ftplib
 import logging
 import stat
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -306,3 +307,88 @@ async def test_xferlog_lines_and_json_fields(openssh, vsftpd, tmp_path, caplog):
     records = [r.transfer for r in caplog.records if hasattr(r, "transfer")]
     assert [(t["user"], t["server"]) for t in records] == [
         ("anonymous", f"{ftp.host}:{ftp.port}")] * 3  # RETR, LIST, STOR
+
+
+def scrape(address: tuple[str, int]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics, parsed by prometheus_client's own parser: {(sample name, labels):
+    value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{address[0]}:{address[1]}/metrics",
+                                timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples}
+
+
+async def test_metrics_during_and_after_transfers(openssh, vsftpd):
+    """--metrics: scraped while a session runs and after it ended; the counters are
+    the transfers made, the bytes moved, the refusals and the SSH state."""
+    ftp = vsftpd
+    port = servers.free_port()
+    payload = servers.random_bytes(77_777, 5)
+    name = f"upload/metrics-{uuid.uuid4().hex}.bin"
+    size = ftp.path("one_mib.bin").stat().st_size
+    scraped: list[dict] = []
+
+    with trio.fail_after(CASE_TIMEOUT):
+        config = gateway_config(openssh, (f"{ftp.host}:{ftp.port}",),
+                                metrics_listen=("127.0.0.1", port), read_only=False)
+        async with ftptrio.open_forwarder(config) as fwd:
+            gateway = fwd.addresses[0]
+            token = trio.lowlevel.current_trio_token()
+
+            def action(session: ftplib.FTP) -> None:
+                session.retrbinary("RETR one_mib.bin", lambda data: None)
+                session.retrbinary("RETR one_mib.bin", lambda data: None)
+                # the session still runs: scrape now (the 2 downloads are accounted
+                # once their relay and reply are both in: wait for that)
+                trio.from_thread.run(_wait_transfers, fwd, 2, trio_token=token)
+                scraped.append(scrape(("127.0.0.1", port)))
+                session.storbinary(f"STOR {name}", _Reader(payload))
+
+            await trio.to_thread.run_sync(ftplib_session, gateway,
+                                          f"{ftp.user}@{ftp.host}:{ftp.port}",
+                                          ftp.password, action)
+            with pytest.raises(ftplib.error_perm):  # a refused destination
+                await trio.to_thread.run_sync(ftplib_session, gateway,
+                                              "anonymous@10.9.9.9", "x", lambda s: None)
+            with trio.fail_after(10):
+                await fwd.wait_idle()
+            after = await trio.to_thread.run_sync(scrape, ("127.0.0.1", port))
+            stats = fwd.stats
+    during = scraped[0]
+    label = (("forward", f"proxy {gateway[0]}:{gateway[1]}"),)
+    assert during[("ftptrio_sessions_active", ())] == 1
+    assert during[("ftptrio_ssh_up", ())] == 1
+    assert during[("ftptrio_transfers_total", (("direction", "download"), ("mode", "passive"),
+                                               ("result", "ok")))] == 2
+    assert during[("ftptrio_transfer_bytes_total", (("direction", "download"),))] == 2 * size
+    assert after[("ftptrio_sessions_active", ())] == 0
+    assert after[("ftptrio_sessions_total", label)] == 2 == stats.sessions
+    assert after[("ftptrio_transfers_total", (("direction", "upload"), ("mode", "passive"),
+                                              ("result", "ok")))] == 1
+    transfers = sum(value for (sample, _labels), value in after.items()
+                    if sample == "ftptrio_transfers_total")
+    assert transfers == 3 == stats.transfers
+    assert after[("ftptrio_transfer_bytes_total", (("direction", "upload"),))] == len(
+        payload) == stats.bytes_to_server
+    assert after[("ftptrio_transfer_bytes_total", (("direction", "download"),))] == (
+        stats.bytes_to_client)
+    assert after[("ftptrio_transfer_duration_seconds_count", ())] == 3
+    assert after[("ftptrio_transfer_duration_seconds_bucket", (("le", "+Inf"),))] == 3
+    assert after[("ftptrio_policy_denied_total", (("rule", "destination"),))] == 1
+    assert after[("ftptrio_sessions_refused_total", (("reason", "destination"),))] == 1
+    assert after[("ftptrio_ssh_reconnects_total", ())] == 0
+    info = [labels for (sample, labels) in after if sample == "ftptrio_build_info"]
+    assert dict(info[0])["version"] == ftptrio.__version__
+    with pytest.raises(OSError):  # stopped with the forwarder
+        scrape(("127.0.0.1", port))
+
+
+async def _wait_transfers(fwd: ftptrio.Forwarder, count: int) -> None:
+    with trio.fail_after(10):
+        while fwd.stats.transfers < count:
+            await trio.sleep(0.01)

@@ -290,3 +290,63 @@ def test_read_only_leaves_reads_alone_and_is_per_forward():
         ForwardSpec(ftp_host="a"), ForwardSpec(ftp_host="b", read_only=False)),
         read_only=True)
     assert [f.effective(config).read_only for f in config.forwards] == [True, False]
+
+
+def test_metrics_option_and_exposition():
+    """--metrics [bind:]port (loopback by default), and the collector's families as
+    prometheus_client's own parser reads them."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ftptrio._metrics import Snapshot, _Collector
+    from ftptrio._options import build_parser, config_from_args
+
+    def metrics_of(*words):
+        return config_from_args(build_parser().parse_args(
+            ["--ftp-proxy", "2100", *words, "sshhost"])).metrics_listen
+
+    assert metrics_of("--metrics", "9464") == ("127.0.0.1", 9464)
+    assert metrics_of("--metrics", "10.0.0.1:9464") == ("10.0.0.1", 9464)
+    assert metrics_of("--metrics", "[::1]:9464") == ("::1", 9464)
+    assert metrics_of() is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--metrics", "x:y", "h"])
+    with pytest.raises(ConfigError):
+        config_from_args(build_parser().parse_args(["--metrics", "nohost:1", "-L",
+                                                    "1:h:21", "h"]))
+    snapshot = Snapshot(
+        version="9.9", implementation="python", ssh_up=True, ssh_reconnects=2,
+        sessions_active=1, sessions={"proxy 127.0.0.1:2100": 4},
+        sessions_refused={"client": 1}, transfers={("download", "passive", "ok"): 3},
+        bytes_to_server=5, bytes_to_client=6,
+        duration_buckets=[(0.5, 1), (1.0, 2), (float("inf"), 3)], duration_sum=4.5,
+        channel_open_failures={"connect_failed": 1}, policy_denied={"read_only": 7})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(lambda: snapshot))
+    text = generate_latest(registry).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("ftptrio_build_info", (("implementation", "python"),
+                                           ("version", "9.9")))] == 1
+    assert samples[("ftptrio_ssh_reconnects_total", ())] == 2
+    assert samples[("ftptrio_sessions_total", (("forward", "proxy 127.0.0.1:2100"),))] == 4
+    assert samples[("ftptrio_transfers_total", (("direction", "download"),
+                                                ("mode", "passive"), ("result", "ok")))] == 3
+    assert samples[("ftptrio_transfer_duration_seconds_bucket", (("le", "1.0"),))] == 2
+    assert samples[("ftptrio_transfer_duration_seconds_sum", ())] == 4.5
+    assert samples[("ftptrio_channel_open_failures_total",
+                    (("reason", "connect_failed"),))] == 1
+    assert samples[("ftptrio_policy_denied_total", (("rule", "read_only"),))] == 7
+    assert "# TYPE ftptrio_transfer_duration_seconds histogram" in text
+
+
+def test_duration_histogram_counts():
+    stats = TransferStats()
+    for seconds, result in ((0.01, "ok"), (3.0, "error (x)"), (7200.0, "ok"), (1.0, "refused")):
+        stats.transfer_accounted({"direction": "upload", "mode": "active", "result": result,
+                                  "seconds": seconds})
+    buckets = dict(stats.duration_histogram())
+    assert buckets[0.05] == 1 and buckets[5.0] == 2 and buckets[float("inf")] == 3
+    assert stats.duration_sum == 7203.01
+    assert stats.by_outcome == {("upload", "active", "ok"): 2, ("upload", "active", "error"): 1,
+                                ("upload", "active", "refused"): 1}
