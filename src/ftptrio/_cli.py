@@ -11,7 +11,7 @@ import socket
 import stat
 import sys
 import tempfile
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import trio
 
@@ -23,6 +23,9 @@ from ._config import Config
 from ._errors import BindError, ConfigError, FtptrioError, TunnelError
 from ._stats import TransferStats
 from ._text import visible
+
+if TYPE_CHECKING:
+    from ._server import Forwarder
 
 log = logging.getLogger("ftptrio")
 
@@ -194,6 +197,8 @@ async def _serve_until_signalled(config: Config, grace: float,
         forwarder = await nursery.start(serve, config)
         stats_out.append(forwarder.stats)
         # signals are handled from here on, before anyone is told "ready"
+        if config.xferlog:  # logrotate: reopen the file
+            nursery.start_soon(_reopen_on_sighup, forwarder)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             for forward, (host, port) in zip(config.forwards, forwarder.addresses):
                 where = (f" on the SSH server {config.ssh.host}"
@@ -229,6 +234,12 @@ async def _serve_until_signalled(config: Config, grace: float,
         # process with a signal exit status (the receiver above restored the default)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
+
+
+async def _reopen_on_sighup(forwarder: Forwarder) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP) as hangups:
+        async for _ in hangups:
+            forwarder.reopen_logs()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

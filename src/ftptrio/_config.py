@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 
 from ._control import ActiveMode, AuthTLSPolicy, ForwardAhead
 from ._errors import ConfigError
+from ._access import check_client_rule, parse_destination_rules
 from ._netaddr import host_ip
 
 # each vocabulary spelled once (the protocol's own policies in _control, which imports
@@ -90,9 +91,18 @@ class ForwardSpec:
     reply_address: str | None = None
     #: ``Config.passive_ports`` for this forward (local tunnels only)
     passive_ports: PortRange | None = None
+    #: an FTP-proxy listener (--ftp-proxy): each client names its FTP server in its
+    #: login (``USER user@host[:port]``), allowed by ``Config.allowed_destinations``;
+    #: ftp_host and ftp_port are not used (a local forward otherwise)
+    proxy: bool = False
+    #: ``Config.read_only`` for this forward
+    read_only: bool | None = None
 
     def __post_init__(self) -> None:
-        if not self.ftp_host:
+        if self.proxy:
+            if self.direction != "local":
+                raise ConfigError("an FTP proxy listener is local (like -L)")
+        elif not self.ftp_host:
             raise ConfigError("FTP host must not be empty")
         _check_port("FTP port", self.ftp_port, allow_zero=False)
         _check_port("listen port", self.listen_port, allow_zero=True)
@@ -104,6 +114,8 @@ class ForwardSpec:
             _check_auth_tls(self.auth_tls)
         if self.gateway is not None and not isinstance(self.gateway, bool):
             raise ConfigError("gateway must be true or false")
+        if self.read_only is not None and not isinstance(self.read_only, bool):
+            raise ConfigError("read_only must be true or false")
         if self.direction == "remote" and self.active_mode == "passive":
             raise ConfigError("active mode 'passive' (PORT/EPRT converted to PASV/EPSV) is "
                               "only available for local (-L) tunnels")
@@ -130,6 +142,8 @@ class ForwardSpec:
             changes["remote_reply_address"] = self.reply_address
         if self.passive_ports is not None:
             changes["passive_ports"] = self.passive_ports
+        if self.read_only is not None:
+            changes["read_only"] = self.read_only
         if not changes:
             return config
         return dataclasses.replace(config, forwards=(self,), **changes)  # type: ignore[arg-type]
@@ -333,6 +347,23 @@ class Config:
     #: ssh's ExitOnForwardFailure: at start, check that the SSH server opens a
     #: channel to every -L tunnel's FTP server, and fail (exit 3) if it refuses
     exit_on_forward_failure: bool = False
+    #: FTP-proxy listeners: the FTP servers a login may name, each an address, a
+    #: network (CIDR) or a host-name glob (``*.lan``), with an optional ``:PORT`` or
+    #: ``:LOW-HIGH`` (default port 21 only); none: every destination is refused
+    allowed_destinations: tuple[str, ...] = ()
+    #: addresses or networks (CIDR) of the FTP clients served (every listener; -R: the
+    #: client address the SSH server reports); others get 421 before any SSH channel
+    #: opens. Empty: every client
+    allowed_clients: tuple[str, ...] = ()
+    #: read-only access: STOR, STOU, APPE, DELE, RNFR, RNTO, MKD, RMD, SITE and the
+    #: like get 550 from ftptrio and never reach the server; downloads and listings work
+    read_only: bool = False
+    #: --xferlog: append one xferlog(5) line per file transfer to this file (created
+    #: 0600; ``Forwarder.reopen_logs()``, SIGHUP for the command line, reopens it)
+    xferlog: str | None = None
+    #: --metrics: (address, port) serving the Prometheus text format at /metrics (the
+    #: counters of ``Forwarder.stats``; needs the ``metrics`` extra); None: no server
+    metrics_listen: tuple[str, int] | None = None
     #: an open asyncssh.SSHClientConnection to forward through instead of connecting
     #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)
@@ -378,6 +409,14 @@ class Config:
             raise ConfigError("max line length must be between 512 and 65536")
         if self.passive_ports is not None:
             check_port_range(self.passive_ports)
+        parse_destination_rules(self.allowed_destinations)
+        if self.metrics_listen is not None:
+            if not isinstance(self.metrics_listen, tuple) or len(self.metrics_listen) != 2:
+                raise ConfigError("metrics_listen must be (address, port)")
+            _check_ip("--metrics address", self.metrics_listen[0])
+            _check_port("--metrics port", self.metrics_listen[1], allow_zero=True)
+        for allowed in self.allowed_clients:
+            check_client_rule(allowed)
         for forward in self.forwards:
             _check_ftps(forward, forward.auth_tls or self.auth_tls,
                         forward.passive_ports or self.passive_ports)
@@ -423,6 +462,12 @@ def check_port_range(ports: object) -> None:
 
 def _check_ftps(forward: ForwardSpec, policy: AuthTLSPolicy, ports: PortRange | None) -> None:
     """The FTPS settings of one forward (its own, else the Config's) fit together."""
+    if forward.proxy:
+        if policy != "refuse" or ports is not None:
+            raise ConfigError(f"FTP proxy listener on port {forward.listen_port}: it reads "
+                              "the login in plain text, so it needs --auth-tls refuse and "
+                              "no --passive-ports (set them per tunnel in a --config file)")
+        return
     where = f"forward to {forward.ftp_host}:{forward.ftp_port}"
     if forward.direction == "remote":
         if policy == "implicit" or ports is not None:

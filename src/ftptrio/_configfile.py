@@ -18,6 +18,9 @@ Example::
     [[tunnel]]
     remote = "2121:ftp.lan:21"      # like -R
     reply_address = "10.0.0.1"
+
+    [[tunnel]]
+    ftp_proxy = "2100"              # like --ftp-proxy (with allow_destination = [...])
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ else:  # pragma: no cover - Python 3.10: the tomli dependency
 
 from ._config import DIRECTIONS, Config, Direction, ForwardSpec
 from ._errors import ConfigError
-from ._options import build_parser, config_from_args, parse_forward, parse_port_range
+from ._options import (build_parser, config_from_args, parse_forward, parse_port_range,
+                       parse_proxy_listen)
 
 #: file key -> (command-line option, kind)
 GLOBAL_KEYS: dict[str, tuple[str, str]] = {
@@ -46,6 +50,12 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "jump": ("-J", "str"),
     "options": ("-o", "table"),
     "gateway": ("-g", "bool"),
+    "ftp_proxy": ("--ftp-proxy", "strs"),
+    "allow_destination": ("--allow-destination", "strs"),
+    "allow_client": ("--allow-client", "strs"),
+    "read_only": ("--read-only", "bool"),
+    "xferlog": ("--xferlog", "str"),
+    "metrics": ("--metrics", "str"),
     "active_mode": ("--active-mode", "str"),
     "active_address": ("--active-address", "str"),
     "active_forward_ahead": ("--active-forward-ahead", "str"),
@@ -74,11 +84,13 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
 TUNNEL_KEYS: dict[str, tuple[str, str, str]] = {
     "local": ("", "str", "-L"),
     "remote": ("", "str", "-R"),
+    "ftp_proxy": ("", "str", "--ftp-proxy"),
     "active_mode": ("active_mode", "str", "--active-mode"),
     "auth_tls": ("auth_tls", "str", "--auth-tls"),
     "gateway": ("gateway", "bool", "-g"),
     "reply_address": ("reply_address", "str", "--remote-reply-address"),
     "passive_ports": ("passive_ports", "str", "--passive-ports"),
+    "read_only": ("read_only", "bool", "--read-only"),
 }
 _KIND_NAMES = {"str": "a string", "int": "an integer", "number": "a number",
                "bool": "true or false", "strs": "a string or a list of strings",
@@ -167,19 +179,32 @@ def file_arguments(path: str, data: dict[str, Any]
             if not _check_type(value, kind):
                 raise ConfigError(f"{where}: {key} must be {_KIND_NAMES[kind]} "
                                   f"(got {value!r})")
-        directions: list[Direction] = [k for k in DIRECTIONS if k in table]
-        if len(directions) != 1:
-            raise ConfigError(f"{where}: give exactly one of local = \"...\" (like -L) or "
-                              f"remote = \"...\" (like -R)")
-        direction = directions[0]
+        kinds = [k for k in _TUNNEL_KINDS if k in table]
+        if len(kinds) != 1:
+            raise ConfigError(f"{where}: give exactly one of local = \"...\" (like -L), "
+                              f"remote = \"...\" (like -R) or ftp_proxy = \"...\" (like "
+                              "--ftp-proxy)")
+        kind = kinds[0]
         try:
-            spec = parse_forward(table[direction], direction)
+            spec = (parse_proxy_listen(table[kind]) if kind == "ftp_proxy"
+                    else parse_forward(table[kind], _direction(kind)))
             overrides = {TUNNEL_KEYS[k][0]: _tunnel_value(k, v) for k, v in table.items()
-                         if k not in DIRECTIONS}
+                         if k not in _TUNNEL_KINDS}
             forwards.append(dataclasses.replace(spec, **overrides))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return destination, options, ssh_options, tuple(forwards)
+
+
+#: the keys of which a tunnel has exactly one: what it is
+_TUNNEL_KINDS = (*DIRECTIONS, "ftp_proxy")
+
+
+def _direction(kind: str) -> Direction:
+    for direction in DIRECTIONS:
+        if direction == kind:
+            return direction
+    raise AssertionError(kind)
 
 
 def _tunnel_value(key: str, value: Any) -> Any:

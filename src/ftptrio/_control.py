@@ -212,6 +212,10 @@ ABOR_SYNCH = b"\xff\xf4\xff\xf2"
 _TRANSFER_DONE = (226, 250)
 #: commands that move data over a data connection
 _TRANSFER_VERBS = frozenset((b"RETR", b"STOR", b"STOU", b"APPE", b"LIST", b"NLST", b"MLSD"))
+#: commands that change the server's files: refused locally on a read-only session
+#: (SITE: CHMOD, UTIME, SYMLINK ... all of it; MFMT/MFCT/MFF set file facts)
+WRITE_VERBS = frozenset((b"STOR", b"STOU", b"APPE", b"DELE", b"RNFR", b"RNTO", b"MKD",
+                         b"XMKD", b"RMD", b"XRMD", b"SITE", b"MFMT", b"MFCT", b"MFF"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +298,8 @@ class TransferCommand:
     line: bytes = field(default=b"", compare=False, repr=False)
     #: the command's entry among the replies awaited (for transfer_refused)
     entry: _Pending | None = field(default=None, compare=False, repr=False)
+    #: the TYPE in force when the command was read ("A" ascii, "I" image ...)
+    transfer_type: str = field(default="I", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,14 +474,27 @@ class ControlChannel:
         max_line: int = _scan.MAX_LINE,
         session_id: int | None = None,
         log_limiter: LogLimiter | None = None,
+        greeted: bool = False,
+        read_only: bool = False,
+        denied: Callable[[str], None] | None = None,
     ) -> None:
         """``session_id``: named in every log line of this channel. ``log_limiter``:
-        the session's (shared with its data plane); by default one of its own."""
+        the session's (shared with its data plane); by default one of its own.
+        ``greeted``: the client has its greeting already and the server's was read
+        (an FTP-proxy login): no greeting is awaited. ``read_only``: WRITE_VERBS get
+        550 here and never reach the server; ``denied`` is told each such refusal
+        (with the rule's name, "read_only")."""
         #: repeated messages of this channel's session are limited here
         self.log_limiter = LogLimiter() if log_limiter is None else log_limiter
         self._log = SessionLog(log, {"session": session_id}, self.log_limiter)
         self._lines_log = SessionLog(lines_log, {"session": session_id})
         self.client_host = client_host
+        self.read_only = read_only
+        self._denied = denied
+        #: the latest USER argument (printable) and TYPE ("A" ascii, "I" image...), for
+        #: the transfer log and --xferlog
+        self.user: str | None = None
+        self.transfer_type = "I"
         self.active_mode = active_mode
         self.auth_tls = auth_tls
         self.to_client = Outbox()
@@ -495,7 +514,7 @@ class ControlChannel:
         self._server_lines = _scan.LineSplitter(max_line)
         self._ids = itertools.count(1)
         self._held_reply_bytes = 0
-        self._pending: deque[_Pending] = deque([_Pending(Awaits.GREETING)])
+        self._pending: deque[_Pending] = deque(() if greeted else [_Pending(Awaits.GREETING)])
         self._multiline_code: bytes | None = None
         self._captured: list[bytes] | None = None
         #: b"PASV" or b"EPSV" once the server refused it: translate from then on
@@ -661,10 +680,27 @@ class ControlChannel:
             self._answer_locally("500 ftptrio: command not understood "
                                  "(a command is 3 or 4 letters).")
             return
+        if self.read_only and verb in WRITE_VERBS:
+            self._refuse_write(verb)
+            return
         _COMMANDS.get(verb, ControlChannel._plain_command)(self, line, verb, arg, flags)
+
+    def _refuse_write(self, verb: bytes) -> None:
+        self._log.warning("refused %s: read-only access", verb.decode())
+        if self._denied is not None:
+            self._denied("read_only")
+        self._answer_locally(f"550 ftptrio: read-only access; {verb.decode()} refused.")
 
     # one method per command with a rule of its own (the table _COMMANDS, below)
     def _plain_command(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self._forward_command(line, Awaits.PLAIN)
+
+    def _user(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self.user = printable(arg.strip()[:256])
+        self._forward_command(line, Awaits.PLAIN)
+
+    def _type(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
+        self.transfer_type = printable(arg.strip()[:1].upper()) or "I"
         self._forward_command(line, Awaits.PLAIN)
 
     def _quit(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
@@ -717,7 +753,8 @@ class ControlChannel:
                          active_data=self._latest_channel_active)
         self._expect(entry)
         self.to_server.append(TransferCommand(printable(line.rstrip(b"\r\n")[:200]),
-                                              self._latest_channel, line, entry))
+                                              self._latest_channel, line, entry,
+                                              self.transfer_type))
 
     def _abor(self, line: bytes, verb: bytes, arg: bytes, flags: int) -> None:
         self._forward_command(ABOR_SYNCH + line if flags & _scan.FLAG_TELNET else line,
@@ -997,6 +1034,8 @@ _CommandHandler = Callable[[ControlChannel, bytes, bytes, bytes, int], None]
 #: command word -> its rule (every other command is forwarded as it is)
 _COMMANDS: dict[bytes, _CommandHandler] = {
     b"QUIT": ControlChannel._quit,
+    b"USER": ControlChannel._user,
+    b"TYPE": ControlChannel._type,
     b"PASV": ControlChannel._pasv,
     b"EPSV": ControlChannel._epsv,
     b"PORT": ControlChannel._active_command,

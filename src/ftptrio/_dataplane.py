@@ -215,6 +215,10 @@ class DataPlane:
         self._running_changed = -math.inf
         #: the session ends for idleness: running transfers are stalled, none is drained
         self._no_drain = False
+        #: told each accounted transfer's log fields before its line is logged (the
+        #: session adds its user and server, and the forwarder's audit trail and metrics
+        #: read them)
+        self.on_transfer: Callable[[dict[str, object]], None] | None = None
 
     @property
     def session_id(self) -> int:
@@ -629,6 +633,8 @@ class DataPlane:
                                "result": "ok" if outcome == "ok" else
                                "refused" if refused else (result.error or outcome),
                                "reply": code}}
+        if self.on_transfer is not None:
+            self.on_transfer(fields["transfer"])
         if refused:  # rate-limited with the session's warnings: no byte moved (a client
             # pipelining RETRs before login must not write a line for each 530)
             self._log.info("transfer client=%s mode=%s command=%r result=%s", client,

@@ -68,7 +68,8 @@ DEFAULT_GRACE = 10.0
 CONFIG_OPTIONS = ("active_mode", "active_address", "active_forward_ahead", "auth_tls",
                   "data_idle_timeout", "data_drain_timeout", "active_hold_timeout",
                   "idle_session_timeout", "max_sessions", "max_sessions_per_client",
-                  "remote_reply_address", "passive_ports")
+                  "remote_reply_address", "passive_ports", "read_only", "xferlog",
+                  "metrics_listen")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -106,6 +107,45 @@ def parse_forward(spec: str, direction: Direction = "local", *,
         raise ConfigError(f"bad {flag} {spec!r}: ports must be numbers") from None
     except ConfigError as exc:
         raise ConfigError(f"bad {flag} {spec!r}: {exc}") from None
+
+
+def parse_proxy_listen(spec: str, *, gateway: bool = False) -> ForwardSpec:
+    """--ftp-proxy ``[bind_address:]port`` (IPv6 in brackets): an FTP-proxy listener;
+    without a bind address on 127.0.0.1, or on every address with ``gateway`` (-g)."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"bad --ftp-proxy {spec!r}: expected a string")
+    text = spec.strip()
+    if text.startswith("["):
+        bind, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ConfigError(f"bad --ftp-proxy {spec!r}: expected [bind_address:]port")
+        port = rest[1:]
+    elif ":" in text:
+        bind, _, port = text.rpartition(":")
+        if ":" in bind:
+            raise ConfigError(f"bad --ftp-proxy {spec!r}: an IPv6 address goes in "
+                              "brackets, e.g. [::1]:2121")
+    else:
+        bind, port = ("0.0.0.0" if gateway else "127.0.0.1"), text
+    bind = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(bind, bind)
+    try:
+        return ForwardSpec(ftp_host="", listen_host=bind, listen_port=int(port),
+                           proxy=True)
+    except ValueError:
+        raise ConfigError(f"bad --ftp-proxy {spec!r}: the port must be a number") from None
+    except ConfigError as exc:
+        raise ConfigError(f"bad --ftp-proxy {spec!r}: {exc}") from None
+
+
+def parse_metrics_listen(text: str) -> tuple[str, int]:
+    """--metrics ``[bind_address:]port`` (IPv6 in brackets); loopback by default."""
+    m = re.fullmatch(r"\s*(?:(\[[^\]]+\]|[^:\[\]]+):)?(\d{1,5})\s*", text)
+    if m is None or int(m[2]) > 65535:
+        raise argparse.ArgumentTypeError(f"bad --metrics {text!r}: expected "
+                                         "[bind_address:]port, e.g. 9464 or 10.0.0.1:9464")
+    host = (m[1] or "127.0.0.1").strip("[]")
+    host = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
+    return host, int(m[2])
 
 
 # ---------------------------------------------------------------- destinations
@@ -309,6 +349,39 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                    help="remote tunnel: the SSH server listens on port (default "
                         "127.0.0.1) and ftptrio relays its FTP sessions to ftp_host:ftp_port "
                         "as seen from this machine; repeatable, may be mixed with -L")
+    p.add_argument("--ftp-proxy", dest="ftp_proxies", action="append", default=[],
+                   metavar="[bind_address:]port",
+                   help="FTP-proxy listener (default bind 127.0.0.1): each client names "
+                        "its FTP server in its login, USER user@host[:port] (lftp's "
+                        "ftp:proxy, FileZilla's and WinSCP's USER user@host), reached "
+                        "through the SSH server if --allow-destination allows it; "
+                        "repeatable")
+    p.add_argument("--allow-destination", dest="allow_destination", action="append",
+                   default=[], metavar="PATTERN",
+                   help="an FTP server --ftp-proxy logins may name: an address, a network "
+                        "(CIDR) or a host-name glob (*.lan), with :PORT or :LOW-HIGH "
+                        "(port 21 when none is given); repeatable. Without one every "
+                        "destination is refused")
+    p.add_argument("--allow-client", dest="allow_client", action="append", default=[],
+                   metavar="ADDRESS|CIDR",
+                   help="serve only FTP clients from these addresses or networks (for "
+                        "listeners exposed with -g or a LAN bind); others get 421 before "
+                        "any SSH channel opens; repeatable (default: every client)")
+    p.add_argument("--read-only", dest="read_only", action="store_true", default=None,
+                   help="refuse every command that changes the FTP server's files (STOR, "
+                        "STOU, APPE, DELE, RNFR/RNTO, MKD, RMD, SITE ...) with 550; "
+                        "downloads and listings work (per tunnel in a --config file)")
+    p.add_argument("--xferlog", metavar="FILE",
+                   help="audit trail: one xferlog(5) line per file transfer (the wu-ftpd/"
+                        "vsftpd/ProFTPD format), appended to FILE (created 0600, reopened "
+                        "on SIGHUP for logrotate); the JSON log line beside it names the "
+                        "FTP user and server")
+    p.add_argument("--metrics", dest="metrics_listen", type=parse_metrics_listen,
+                   metavar="[bind_address:]port",
+                   help="serve the counters (sessions, transfers, bytes, refusals, SSH "
+                        "state) in the Prometheus text format at http://ADDRESS:port/"
+                        "metrics, on loopback unless a bind address is given (needs "
+                        "pip install 'ftptrio[metrics]')")
     p.add_argument("--config", dest="config", metavar="FILE",
                    help="TOML file naming the SSH host, its tunnels and options (see README); "
                         "command-line options add to it (single values: command line wins)")
@@ -448,9 +521,11 @@ def config_from_args(args: argparse.Namespace,
     """
     if not args.destination:
         raise ConfigError("missing SSH destination ([user@]ssh_host)")
-    if not args.forwards and not args.remote_forwards and not extra_forwards:
-        raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port "
-                          "or -R ftp/[listen_address:]port:ftp_host:ftp_port")
+    if (not args.forwards and not args.remote_forwards and not extra_forwards
+            and not args.ftp_proxies):
+        raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port, "
+                          "-R ftp/[listen_address:]port:ftp_host:ftp_port "
+                          "or --ftp-proxy [bind_address:]port")
     grace = getattr(args, "grace", DEFAULT_GRACE)
     if not math.isfinite(grace) or grace < 0:
         raise ConfigError(f"--grace must be a finite number of seconds >= 0 (got {grace})")
@@ -520,7 +595,11 @@ def config_from_args(args: argparse.Namespace,
         ssh=ssh,
         forwards=(*extra_forwards,
                   *(parse_forward(spec, gateway=args.gateway) for spec in args.forwards),
-                  *(parse_forward(spec, "remote") for spec in args.remote_forwards)),
+                  *(parse_forward(spec, "remote") for spec in args.remote_forwards),
+                  *(parse_proxy_listen(spec, gateway=args.gateway)
+                    for spec in args.ftp_proxies)),
+        allowed_destinations=tuple(args.allow_destination),
+        allowed_clients=tuple(args.allow_client),
         remote_listen_host=remote_listen_host(args.remote_listen_address, active_address),
         trust_pasv_address=bool(args.pasv_allow),
         pasv_allowed_hosts=tuple(args.pasv_allow),

@@ -18,6 +18,7 @@ import trio
 if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 (trio depends on it)
     from exceptiongroup import BaseExceptionGroup
 
+from ._access import client_allowed
 from ._config import Config, ForwardSpec
 from ._stats import TransferStats
 from ._text import visible
@@ -28,6 +29,9 @@ from ._session import Session
 from ._dataplane import ftp_server_only
 from ._seams import ControlForward
 from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
+from ._xferlog import XferLog
+from ._metrics import MetricsServer, Snapshot
+from . import _scan
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +49,16 @@ class Forwarder:
 
     def __init__(self, config: Config, tunnel: Tunnel, addresses: list[tuple[str, int]],
                  remote_listeners: list[ControlForward],
-                 bind_hosts: list[list[str]] | None = None) -> None:
+                 bind_hosts: list[list[str]] | None = None,
+                 xferlog: XferLog | None = None) -> None:
         """``bind_hosts``: the addresses each forward's listener is bound to (the
-        FTPS passive range listens there too)."""
+        FTPS passive range listens there too). ``xferlog``: the --xferlog file."""
         self._config = config
         self._addresses = list(addresses)
         self._stats = TransferStats()
+        self._xferlog = xferlog
+        if xferlog is not None:
+            self._stats.listeners.append(xferlog.write)
         #: the shared SSH connection
         self._tunnel = tunnel
         #: the SSH server's listeners of remote (-R) tunnels, in Config order (one is
@@ -84,6 +92,12 @@ class Forwarder:
         """The ports of ``addresses``, in the same order."""
         return [port for _host, port in self._addresses]
 
+    def reopen_logs(self) -> None:
+        """Reopen the --xferlog file (SIGHUP, after logrotate moved it)."""
+        if self._xferlog is not None:
+            self._xferlog.reopen()
+            log.info("reopened --xferlog %s", self._xferlog.path)
+
     def stop_accepting(self) -> None:
         """Close the listeners; sessions in progress go on. serve() returns
         once the last session ends."""
@@ -105,8 +119,10 @@ class Forwarder:
                     ftps.range.nursery = sessions
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
-                for (forward, group), ftps in zip(listeners, self._ftps):
-                    handler = partial(self._handle_client, forward=forward, ftps=ftps)
+                for (forward, group), ftps, address in zip(listeners, self._ftps,
+                                                           self._addresses):
+                    handler = partial(self._handle_client, forward=forward, ftps=ftps,
+                                      label=_forward_label(forward, address))
                     if isinstance(group, RemoteStreamListener):
                         accepting.start_soon(self._accept_remote, group, sessions, handler)
                         continue
@@ -118,20 +134,30 @@ class Forwarder:
 
     async def _handle_client(self, stream: trio.abc.HalfCloseableStream, forward: ForwardSpec,
                              peer: tuple[str, int] | None = None,
-                             ftps: FtpsForward | None = None) -> None:
+                             ftps: FtpsForward | None = None, label: str = "") -> None:
         config = self._config
         client = _client_host(stream, peer)
         counted = False
         try:
+            if config.allowed_clients:
+                address = _peer_address(stream, peer)
+                if address is None or not client_allowed(address, config.allowed_clients):
+                    self._stats.refuse_session("client")
+                    self._stats.deny("client")
+                    await _refuse_client(stream, address)
+                    return
             if self._stats.sessions_active >= config.max_sessions:
+                self._stats.refuse_session("max_sessions")
                 await _refuse_busy(stream, config.max_sessions)
                 return
             if client is not None:
                 if self._per_client[client] >= config.max_sessions_per_client:
+                    self._stats.refuse_session("max_sessions_per_client")
                     await _refuse_busy(stream, config.max_sessions_per_client, client)
                     return
                 self._per_client[client] += 1
                 counted = True
+            self._stats.session_started(label)
             await Session(stream, forward, config, self._tunnel, self._stats, peer,
                           ftps).run()
         except Exception:  # one broken session must never stop the listener
@@ -145,6 +171,22 @@ class Forwarder:
             if not self._stats.sessions_active:
                 self._idle.set()
                 self._idle = trio.Event()
+
+    def _metrics_snapshot(self) -> Snapshot:
+        """The counters --metrics serves, copied on the trio thread."""
+        # (the package's __version__, read without an import: ftptrio imports this module)
+        version = str(getattr(sys.modules[__package__ or "ftptrio"], "__version__", "?"))
+        stats, tunnel = self._stats, self._tunnel
+        return Snapshot(
+            version=version, implementation=_scan.IMPLEMENTATION, ssh_up=tunnel.up,
+            ssh_reconnects=max(0, tunnel.connects - 1),
+            sessions_active=stats.sessions_active, sessions=dict(stats.by_forward),
+            sessions_refused=dict(stats.sessions_refused),
+            transfers=dict(stats.by_outcome), bytes_to_server=stats.bytes_to_server,
+            bytes_to_client=stats.bytes_to_client,
+            duration_buckets=stats.duration_histogram(), duration_sum=stats.duration_sum,
+            channel_open_failures=dict(tunnel.open_failures),
+            policy_denied=dict(stats.policy_denied))
 
     async def _accept_remote(self, listener: ControlForward, nursery: trio.Nursery,
                              handler: Callable[..., Awaitable[None]]) -> None:
@@ -179,19 +221,35 @@ class Forwarder:
             log.info("remote tunnel %s:%d on the SSH server re-established", host, port)
 
 
+def _peer_address(stream: trio.abc.HalfCloseableStream,
+                  peer: tuple[str, int] | None) -> str | None:
+    """The FTP client's address (-R: the originator the SSH server reports); None:
+    unknown (the socket is gone)."""
+    if peer is not None:
+        return peer[0]
+    sock = getattr(stream, "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else None
+    except OSError:
+        return None
+
+
+def _forward_label(forward: ForwardSpec, address: tuple[str, int]) -> str:
+    """A listener as the metrics name it: where clients connect, and where to."""
+    host, port = address
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if forward.proxy:
+        return f"proxy {where}"
+    direction = "remote " if forward.direction == "remote" else ""
+    return f"{direction}{where} -> {forward.ftp_host}:{forward.ftp_port}"
+
+
 def _client_host(stream: trio.abc.HalfCloseableStream,
                  peer: tuple[str, int] | None) -> str | None:
     """The FTP client's address as --max-sessions-per-client counts it: an IPv4
     address, or an IPv6 client's /64 (one host usually holds a whole /64, privacy
     addresses included); None: unknown."""
-    if peer is not None:
-        host: str | None = peer[0]
-    else:
-        sock = getattr(stream, "socket", None)
-        try:
-            host = str(sock.getpeername()[0]) if sock is not None else None
-        except OSError:
-            host = None
+    host = _peer_address(stream, peer)
     if host is None:
         return None
     addr = host_ip(host)
@@ -200,6 +258,24 @@ def _client_host(stream: trio.abc.HalfCloseableStream,
     if isinstance(addr, ipaddress.IPv6Address):
         return str(ipaddress.ip_network(f"{addr}/64", strict=False))
     return str(addr)
+
+
+async def _refuse_client(stream: trio.abc.HalfCloseableStream, client: str | None) -> None:
+    """421 to a client whose address no --allow-client rule names, then close."""
+    log.warning("refused an FTP client from %s: not allowed (--allow-client)",
+                client or "an unknown address")
+    await _send_and_close(stream, f"421 ftptrio: your address {client or ''} is not "
+                                  "allowed to use this forwarder.\r\n")
+
+
+async def _send_and_close(stream: trio.abc.HalfCloseableStream, text: str) -> None:
+    with trio.move_on_after(5):
+        try:
+            await stream.send_all(text.encode("ascii", "replace"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 async def _refuse_busy(stream: trio.abc.HalfCloseableStream, limit: int,
@@ -240,7 +316,12 @@ async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
 
 def _explain_active_setup(config: Config) -> None:
     """Log what active mode of each -L tunnel depends on, where it is not obvious."""
+    if any(forward.proxy for forward in config.forwards) and not config.allowed_destinations:
+        log.warning("FTP proxy: no --allow-destination given, so every destination a "
+                    "login names is refused")
     for forward in config.forwards:
+        if forward.proxy:
+            continue
         effective = forward.effective(config)
         if forward.direction == "local" and _is_host_name(forward.ftp_host):
             log.warning("FTP host %s is a name: the SSH server resolves it again for "
@@ -282,8 +363,8 @@ async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
     client. A failure is logged as an error; with ExitOnForwardFailure it ends
     start-up (TunnelError, exit 3)."""
     for forward in config.forwards:
-        if forward.direction == "remote":
-            continue  # its tcpip-forward was already confirmed
+        if forward.direction == "remote" or forward.proxy:
+            continue  # its tcpip-forward was already confirmed; a proxy has no FTP host
         where = f"{forward.ftp_host}:{forward.ftp_port}"
         implicit = forward.effective(config).auth_tls == "implicit"
         try:
@@ -338,6 +419,8 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
         tunnel = Tunnel(config.ssh, config.ssh_connection)
     except TypeError as exc:  # ssh_connection is not an asyncssh client connection
         raise ConfigError(f"Config.ssh_connection: {exc}") from None
+    xferlog = XferLog(config.xferlog) if config.xferlog else None
+    metrics: MetricsServer | None = None
     try:
         await tunnel.connect()
         listeners: list[tuple[ForwardSpec, Any]] = []
@@ -374,14 +457,27 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                 continue
             sockname = group[0].socket.getsockname()
             addresses.append((sockname[0], sockname[1]))
+            if forward.proxy:
+                log.info("FTP proxy on %s:%d (USER user@host[:port]) via SSH %s; "
+                         "destinations allowed: %s", sockname[0], sockname[1],
+                         config.ssh.host, ", ".join(config.allowed_destinations) or "none")
+                continue
             log.info("forwarding FTP %s:%d -> %s:%d via SSH %s", sockname[0], sockname[1],
                      forward.ftp_host, forward.ftp_port, config.ssh.host)
         bind_hosts = [[] if isinstance(group, RemoteStreamListener)
                       else [listener.socket.getsockname()[0] for listener in group]
                       for _forward, group in listeners]
-        forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners), bind_hosts)
+        forwarder = Forwarder(config, tunnel, addresses, list(remote_listeners), bind_hosts,
+                              xferlog)
+        if config.metrics_listen is not None:
+            metrics = MetricsServer(*config.metrics_listen, forwarder._metrics_snapshot)
         await forwarder._accept(listeners, task_status)
     finally:
+        if metrics is not None:
+            with trio.CancelScope(shield=True):
+                await metrics.aclose()
+        if xferlog is not None:
+            xferlog.close()
         await tunnel.aclose()
 
 

@@ -11,6 +11,8 @@ connections and every data listener, remote forward and SSH channel of the sessi
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import itertools
 import logging
 from typing import Callable
@@ -25,6 +27,8 @@ from ._dataplane import (DataPlane, DataSetupError, LocalDataPlane, RemoteDataPl
                          SessionAddresses)
 from ._errors import TunnelError
 from ._ftps import FtpsForward
+from ._access import parse_destination_rules
+from ._gateway import ProxyLogin, proxy_login, read_greeting
 from ._netaddr import unmapped
 from ._seams import SessionTunnel
 from ._stats import TransferStats
@@ -39,6 +43,8 @@ RECEIVE_SIZE = 65536
 #: while transfers run, the idle timeout polls their progress this often (part of it)
 IDLE_POLL_PART = 1 / 8
 MIN_IDLE_POLL = 0.05
+#: FTP-proxy sessions: how long the FTP server's greeting may take
+PROXY_GREETING_TIMEOUT = 30.0
 
 #: a control connection: a trio SocketStream, or a stream over an SSH channel
 ControlStream = trio.abc.HalfCloseableStream
@@ -92,7 +98,9 @@ class Session:
         #: this module's log lines, prefixed "session N: " (not rate-limited: a few each)
         self._log = SessionLog(log, {"session": self.id})
         self.client = client
+        #: an FTP-proxy listener's forward until the login names the destination
         self.forward = forward
+        self._given_config = config
         self.config = forward.effective(config)
         self.tunnel = tunnel
         self.stats = stats
@@ -107,7 +115,8 @@ class Session:
         self.control = ControlChannel(
             client_host=peer[0],
             active_mode="remote-forward" if self.remote else self.config.active_mode,
-            auth_tls=self.config.auth_tls, max_line=self.config.max_line, session_id=self.id)
+            auth_tls=self.config.auth_tls, max_line=self.config.max_line, session_id=self.id,
+            greeted=forward.proxy, read_only=self.config.read_only, denied=stats.deny)
         #: readers park here while output piles up; drained outboxes unpark them
         self._room = trio.lowlevel.ParkingLot()
         self._to_client = _Pipe(self.control.to_client, self._room)
@@ -119,21 +128,36 @@ class Session:
         self.ftps = ftps
         #: this session's control channel is TLS and it joined the forward's FTPS state
         self._tls_joined = False
+        #: (command, TYPE when it was read) of the latest transfer commands sent, for
+        #: their accounting (which may come after a later TYPE)
+        self._transfer_types: collections.deque[tuple[str, str]] = collections.deque(
+            maxlen=64)
 
     async def run(self) -> None:
         """Serve the session until either side closes; always closes the client."""
         started = trio.current_time()
         self.stats.sessions += 1
         self.stats.sessions_active += 1
-        self._log.info("%s client %s -> ftp %s:%d", "remote" if self.remote else "local",
-                       self.client_addr, self.forward.ftp_host, self.forward.ftp_port)
+        login = None
+        if self.forward.proxy:
+            self._log.info("proxy client %s", self.client_addr)
+        else:
+            self._log.info("%s client %s -> ftp %s:%d", "remote" if self.remote else "local",
+                           self.client_addr, self.forward.ftp_host, self.forward.ftp_port)
         try:
+            if self.forward.proxy:
+                login = await self._proxy_login()
+                if login is None:
+                    return
             try:
                 self._server = await self._connect_server()
             except (TunnelError, _ServerUnreachable) as exc:
                 await self._refuse(str(exc))
                 return
+            if login is not None and not await self._proxy_greeted(self._server, login):
+                return
             self.data = self._data_plane(self._server)
+            self.data.on_transfer = self._transfer_accounted
             async with self.data.open():
                 async with trio.open_nursery() as pumps:
                     self._control_scope = pumps.cancel_scope
@@ -159,6 +183,55 @@ class Session:
             self._log.info("closed client=%s ftp=%s:%d seconds=%.1f", self.client_addr,
                            self.forward.ftp_host, self.forward.ftp_port,
                            trio.current_time() - started)
+
+    async def _proxy_login(self) -> ProxyLogin | None:
+        """An FTP-proxy listener: greet the client, read its login and make this a -L
+        session to the destination it names (None: no allowed destination was named;
+        the client has its answer and nothing was opened through SSH)."""
+        login, refused = await proxy_login(
+            self.client, parse_destination_rules(self.config.allowed_destinations),
+            self._log, self.client_addr, self.config.max_line)
+        self.stats.deny("destination", refused)
+        if login is None:
+            if refused:
+                self.stats.refuse_session("destination")
+            return None
+        self.forward = dataclasses.replace(self.forward, ftp_host=login.host,
+                                           ftp_port=login.port, proxy=False)
+        self.config = self.forward.effective(self._given_config)
+        self._log.info("proxy client %s -> ftp %s:%d as user %s", self.client_addr,
+                       login.host, login.port, login.user.decode("utf-8", "replace"))
+        return login
+
+    async def _proxy_greeted(self, server: ControlStream, login: ProxyLogin) -> bool:
+        """The FTP server's greeting is read here (the client had ftptrio's), then the
+        client's ``USER user`` and what followed it go to the server as any client
+        commands do. False: the server did not greet (the client got 421)."""
+        try:
+            code, text, rest = await read_greeting(server, self.config.max_line,
+                                                   PROXY_GREETING_TIMEOUT)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            code, text, rest = 0, str(exc), b""
+        if not 200 <= code < 300:
+            await self._refuse(f"{self.forward.ftp_host}:{self.forward.ftp_port} did not "
+                               f"greet: {text}")
+            return False
+        self.control.receive_client(b"USER " + login.user + b"\r\n" + login.rest)
+        if rest:
+            self.control.receive_server(rest)
+        return True
+
+    def _transfer_accounted(self, transfer: dict[str, object]) -> None:
+        """A transfer's log fields: with the FTP user and server, for the JSON log
+        line, then for the forwarder's listeners (--xferlog, metrics)."""
+        transfer["user"] = self.control.user
+        transfer["server"] = f"{self.forward.ftp_host}:{self.forward.ftp_port}"
+        sent = next((entry for entry in self._transfer_types
+                     if entry[0] == transfer.get("command")), None)
+        if sent is not None:
+            self._transfer_types.remove(sent)
+        transfer["type"] = self.control.transfer_type if sent is None else sent[1]
+        self.stats.transfer_accounted(transfer)
 
     async def _connect_server(self) -> ControlStream:
         fwd = self.forward
@@ -334,6 +407,7 @@ class Session:
             elif isinstance(item, TransferReplied):
                 data.transfer_replied(item.code)
             elif isinstance(item, TransferCommand):
+                self._transfer_types.append((item.command, item.transfer_type))
                 data.name_transfer(item.command, item.channel_id)
                 # its data channel may still be opening (the reply went out first)
                 failure = await data.transfer_ready(item.channel_id)

@@ -68,7 +68,8 @@ def test_forwarder_is_sealed_and_documented_member_by_member(tool):
     assert not dataclasses.is_dataclass(cls)
     members = {name: member for name, member in vars(cls).items()
                if not name.startswith("_")}
-    assert set(members) == {"addresses", "stats", "ports", "stop_accepting", "wait_idle"}
+    assert set(members) == {"addresses", "stats", "ports", "stop_accepting", "wait_idle",
+                            "reopen_logs"}
     section = tool.generate().split("### `Forwarder`\n", 1)[1].split("\n### ", 1)[0]
     public_types = set(ftptrio.__all__) | {"list", "tuple", "str", "int", "None"}
     for name, member in members.items():

@@ -206,10 +206,15 @@ def test_readme_example_file_is_valid(tmp_path):
     readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     (block,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
     config, _ = load_config(write(tmp_path, block))
-    assert [f.direction for f in config.forwards] == ["local", "local", "remote"]
+    assert [(f.direction, f.proxy) for f in config.forwards] == [
+        ("local", False), ("local", False), ("local", True), ("remote", False)]
     assert config.forwards[1].passive_ports == (40000, 40100)
     assert config.forwards[1].effective(config).auth_tls == "passthrough"
-    assert config.forwards[2].reply_address == "10.0.0.1"
+    assert config.forwards[2].effective(config).read_only is True
+    assert config.forwards[3].reply_address == "10.0.0.1"
+    assert config.allowed_destinations == ("10.0.0.0/24", "*.ftp.lan:2100-2199")
+    assert config.metrics_listen == ("127.0.0.1", 9464)
+    assert config.xferlog == "/var/log/ftptrio/xferlog"
 
 
 def test_file_options_read_flags_as_ssh_config_does(tmp_path, caplog):

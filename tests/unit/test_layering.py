@@ -118,7 +118,7 @@ def test_configfile_does_not_import_cli():
 
 @pytest.mark.parametrize("module", ["ftptrio._options", "ftptrio._configfile",
                                     "ftptrio._config", "ftptrio._errors", "ftptrio._stats",
-                                    "ftptrio._text"])
+                                    "ftptrio._text", "ftptrio._access"])
 def test_pure_modules_import_no_io_library(module):
     tops = {name.split(".")[0] for name in imports_of(module)}
     assert not tops & {"trio", "asyncssh", "trio_asyncio", "socket", "asyncio"}

@@ -112,6 +112,16 @@ def test_wheel_data_excludes_extension_sources():
     assert not [p for p in data if p.endswith((".pyx", ".c"))]
 
 
+def test_prometheus_client_is_the_metrics_extra_and_the_tests_have_it():
+    """--metrics imports prometheus_client only when used: the "metrics" extra, with
+    the same floor in the test extra (CI runs the tests with the lowest releases)."""
+    extras = PROJECT["optional-dependencies"]
+    in_ = [r for r in PROJECT["dependencies"] if r.startswith("prometheus_client")]
+    assert not in_
+    assert extras["metrics"] == ["prometheus_client>=0.6.0"]
+    assert extras["metrics"][0] in extras["test"]
+
+
 def test_pyftpdlib_is_an_extra_of_the_demo_and_the_tests_only():
     """The forwarder never imports pyftpdlib: it is the "demo" extra (the demo names
     it when missing), and the "test" extra lists it with the same floor."""

@@ -104,6 +104,11 @@ def _encryption_algs(ciphers: tuple[str, ...] | None) -> list[str]:
     return preferred + [c for c in available if c not in preferred]
 
 
+#: SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 5.1) -> metric reason
+_OPEN_FAILURES = {1: "administratively_prohibited", 2: "connect_failed",
+                  3: "unknown_channel_type", 4: "resource_shortage"}
+
+
 class Tunnel:
     """One shared SSH connection. Use inside ``_bridge.asyncio_loop()``."""
 
@@ -139,6 +144,24 @@ class Tunnel:
         #: the SSH server refused a data channel open (PermitOpen, a data port it
         #: cannot reach): sessions then wait for its answer before a transfer command
         self.data_opens_refused = False
+        #: SSH channel opens (control and data) that failed, by reason: the SSH
+        #: server's refusal code ("administratively_prohibited", "connect_failed" ...),
+        #: "ssh_down" (no connection) or "ssh_error"
+        self.open_failures: dict[str, int] = {}
+
+    def _open_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncssh.ChannelOpenError):
+            reason = _OPEN_FAILURES.get(exc.code, "ssh_error")
+        elif isinstance(exc, TunnelError):
+            reason = "ssh_down"
+        else:
+            reason = "ssh_error"
+        self.open_failures[reason] = self.open_failures.get(reason, 0) + 1
+
+    @property
+    def up(self) -> bool:
+        """Whether the SSH connection is up (as far as asyncssh knows)."""
+        return self._conn is not None and not self._conn.is_closed()
 
     @property
     def max_window(self) -> int:
@@ -188,10 +211,15 @@ class Tunnel:
                           originator: tuple[str, int] = ("", 0)) -> SSHStream:
         """A trio stream over a direct-tcpip channel to host:port (FTP control);
         ``originator``: the FTP client's (address, port), for the SSH server's logs."""
-        conn = await self.connect()
+        try:
+            conn = await self.connect()
+        except TunnelError as exc:
+            self._open_failed(exc)
+            raise
         try:
             return await open_ssh_stream(conn, host, port, originator)
         except SSH_ERRORS as exc:
+            self._open_failed(exc)
             raise _channel_error(f"SSH server could not connect to {host}:{port}: "
                                  f"{refusal(exc)}{_open_hint(exc)}", exc) from exc
 
@@ -200,11 +228,16 @@ class Tunnel:
                               requested: Callable[[], None] | None = None) -> SSHDataRelay:
         """A direct-tcpip channel to host:port, to be paired with a local socket;
         ``requested``: called once the open request is on the connection."""
-        conn = await self.connect()
+        try:
+            conn = await self.connect()
+        except TunnelError as exc:
+            self._open_failed(exc)
+            raise
         try:
             return await open_data_relay(conn, host, port, self.max_window, self.budget,
                                          originator, requested)
         except SSH_ERRORS as exc:
+            self._open_failed(exc)
             self.data_opens_refused = True
             raise _channel_error(f"SSH server could not open data connection to "
                                  f"{host}:{port}: {refusal(exc)}{_open_hint(exc)}", exc) from exc
