@@ -359,3 +359,36 @@ async def test_accept_new_refuses_changed_key_from_ssh_config_known_hosts(
     assert code == 3, err
     assert "host key" in err, err
     assert not (home / ".ssh" / "known_hosts").exists(), err
+
+
+async def test_sighup_reopens_the_xferlog(ssh_server, inprocess_ftp, payload, nursery, tmp_path):
+    """logrotate: once the xferlog is renamed, SIGHUP makes ftptrio open a new one
+    (0600) and the next transfer's line goes there."""
+    xferlog = tmp_path / "xfer.log"
+    cli = await run_cli(nursery, [*forward_arg(inprocess_ftp), *direct_args(ssh_server),
+                                  "--xferlog", str(xferlog), f"{ssh_server.username}@127.0.0.1"])
+    try:
+        addr = await cli.ready()
+        await transfer_via(addr, inprocess_ftp, payload)
+        with trio.fail_after(10):
+            while not (xferlog.exists() and xferlog.read_text().count("\n") == 1):
+                await trio.sleep(0.05)
+        rotated = tmp_path / "xfer.log.1"
+        xferlog.rename(rotated)
+        cli.proc.send_signal(signal.SIGHUP)
+        with trio.fail_after(10):
+            while not xferlog.exists():
+                await trio.sleep(0.05)
+        assert xferlog.stat().st_mode & 0o777 == 0o600
+        await transfer_via(addr, inprocess_ftp, payload)
+        with trio.fail_after(10):
+            while xferlog.read_text().count("\n") != 1:
+                await trio.sleep(0.05)
+        assert await cli.stop() == 0, cli.stderr
+    finally:
+        if cli.proc.returncode is None:
+            cli.proc.kill()
+    assert rotated.read_text().count("\n") == 1
+    line = xferlog.read_text()
+    assert f" file.bin b _ o r {inprocess_ftp.user} ftp 0 * c\n" in line, line
+    assert b"Traceback" not in cli.stderr, cli.stderr.decode()
