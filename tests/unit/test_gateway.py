@@ -350,3 +350,19 @@ def test_duration_histogram_counts():
     assert stats.duration_sum == 7203.01
     assert stats.by_outcome == {("upload", "active", "ok"): 2, ("upload", "active", "error"): 1,
                                 ("upload", "active", "refused"): 1}
+
+
+@pytest.mark.parametrize("policy", ["passthrough", "implicit"])
+def test_read_only_with_tls_passed_through_is_a_config_error(policy):
+    """A TLS control channel is opaque to ftptrio, so --read-only could not see its
+    STOR: the combination is refused rather than silently not enforced."""
+    ssh = SSHOptions(host="h")
+    ports = (30000, 30009) if policy == "implicit" else None
+    with pytest.raises(ConfigError, match="read-only"):
+        Config(ssh=ssh, forwards=(ForwardSpec(ftp_host="f"),), read_only=True,
+               auth_tls=policy, passive_ports=ports)
+    with pytest.raises(ConfigError, match="read-only"):
+        Config(ssh=ssh, forwards=(ForwardSpec(ftp_host="f", read_only=True,
+                                              auth_tls=policy, passive_ports=ports),))
+    Config(ssh=ssh, forwards=(ForwardSpec(ftp_host="f", read_only=False, auth_tls=policy,
+                                          passive_ports=ports),), read_only=True)
