@@ -261,7 +261,10 @@ def test_client_rules():
 @pytest.mark.parametrize("line", [
     b"STOR x\r\n", b"stor x\r\n", b"ST\xff\xf4OR x\r\n", b"APPE x\r\n", b"STOU\r\n",
     b"DELE x\r\n", b"RNFR x\r\n", b"RNTO y\r\n", b"MKD d\r\n", b"XMKD d\r\n", b"RMD d\r\n",
-    b"XRMD d\r\n", b"SITE CHMOD 777 x\r\n", b"Si\xff\xf1te UTIME x\r\n", b"MFMT 2020 x\r\n"])
+    b"XRMD d\r\n", b"SITE CHMOD 777 x\r\n", b"Si\xff\xf1te UTIME x\r\n", b"MFMT 2020 x\r\n",
+    # MDTM with a time first sets the file's time (vsftpd mdtm_write, Pure-FTPd)
+    b"MDTM 20200101000000 x\r\n", b"mdtm 20200101000000.5 x\r\n",
+    b"MDTM  20200101000000+60 x\r\n"])
 def test_read_only_refuses_writes_locally(line):
     """Each command that changes files gets 550 from ftptrio and the server never sees
     it, however it is spelled (case, Telnet sequences inside the verb)."""
@@ -283,9 +286,10 @@ def test_read_only_leaves_reads_alone_and_is_per_forward():
 
     control = ControlChannel(client_host="127.0.0.1", read_only=True)
     control.receive_server(b"220 hi\r\n")
-    control.receive_client(b"CWD a\r\nSIZE x\r\nMDTM x\r\nTYPE I\r\nREST 5\r\n")
+    control.receive_client(b"CWD a\r\nSIZE x\r\nMDTM x\r\nMDTM 20200101000000\r\nTYPE I\r\n"
+                           b"REST 5\r\n")
     assert b"".join(i for i in control.to_server if isinstance(i, bytes)) == (
-        b"CWD a\r\nSIZE x\r\nMDTM x\r\nTYPE I\r\nREST 5\r\n")
+        b"CWD a\r\nSIZE x\r\nMDTM x\r\nMDTM 20200101000000\r\nTYPE I\r\nREST 5\r\n")
     config = Config(ssh=SSHOptions(host="h"), forwards=(
         ForwardSpec(ftp_host="a"), ForwardSpec(ftp_host="b", read_only=False)),
         read_only=True)
