@@ -370,3 +370,54 @@ def test_read_only_with_tls_passed_through_is_a_config_error(policy):
                                               auth_tls=policy, passive_ports=ports),))
     Config(ssh=ssh, forwards=(ForwardSpec(ftp_host="f", read_only=False, auth_tls=policy,
                                           passive_ports=ports),), read_only=True)
+
+
+async def test_slow_metrics_client_neither_starves_scrapes_nor_stalls_shutdown(monkeypatch):
+    """A client trickling a request one byte at a time (each within the socket timeout)
+    is cut after REQUEST_DEADLINE: scrapes behind it are answered, and close() does
+    not wait for it."""
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from ftptrio import _metrics
+
+    monkeypatch.setattr(_metrics, "REQUEST_DEADLINE", 1.0, raising=False)
+    snapshot = _metrics.Snapshot(
+        version="9.9", implementation="python", ssh_up=True, ssh_reconnects=0,
+        sessions_active=0, sessions={}, sessions_refused={}, transfers={},
+        bytes_to_server=0, bytes_to_client=0, duration_buckets=[(float("inf"), 0)],
+        duration_sum=0.0, channel_open_failures={}, policy_denied={})
+    server = _metrics.MetricsServer("127.0.0.1", 0, lambda: snapshot)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with socket.create_connection(server.address) as slow:
+            try:
+                while not stop.wait(0.2):
+                    slow.sendall(b"G")
+            except OSError:
+                pass
+
+    def scrape() -> bytes:
+        url = "http://%s:%d/metrics" % server.address
+        with urllib.request.urlopen(url, timeout=4) as response:
+            body: bytes = response.read()
+            return body
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    try:
+        await trio.sleep(0.3)
+        assert b"ftptrio_build_info" in await trio.to_thread.run_sync(scrape)
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        await trio.sleep(0.3)
+        started = time.monotonic()
+        await server.aclose()
+        assert time.monotonic() - started < 0.8
+    finally:
+        stop.set()
+        trickler.join()
+        await server.aclose()  # again: a no-op once closed
