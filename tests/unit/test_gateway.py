@@ -421,3 +421,17 @@ async def test_slow_metrics_client_neither_starves_scrapes_nor_stalls_shutdown(m
         stop.set()
         trickler.join()
         await server.aclose()  # again: a no-op once closed
+
+
+def test_ipv4_mapped_rules_match_the_ipv4_addresses_they_name():
+    """Addresses are compared IPv4-mapped aware, so a rule written in the mapped form
+    (``::ffff:192.0.2.0/120``) names the same clients and servers as its IPv4 twin."""
+    from ftptrio._access import client_allowed
+
+    for client in ("192.0.2.7", "::ffff:192.0.2.7"):
+        assert client_allowed(client, ("::ffff:192.0.2.0/120",))
+        assert not client_allowed(client, ("::ffff:192.0.3.0/120",))
+    rules = parse_destination_rules(["::ffff:10.0.0.0/120", "[::ffff:10.0.1.1]:2121"])
+    assert destination_allowed(rules, normal_host("::ffff:10.0.0.5"), 21)
+    assert destination_allowed(rules, normal_host("10.0.1.1"), 2121)
+    assert not destination_allowed(rules, normal_host("10.0.2.1"), 21)
