@@ -435,3 +435,28 @@ def test_ipv4_mapped_rules_match_the_ipv4_addresses_they_name():
     assert destination_allowed(rules, normal_host("::ffff:10.0.0.5"), 21)
     assert destination_allowed(rules, normal_host("10.0.1.1"), 2121)
     assert not destination_allowed(rules, normal_host("10.0.2.1"), 21)
+
+
+async def test_writes_pipelined_with_the_proxy_login_are_refused_on_a_read_only_gateway():
+    """STOR sent in the same packet as USER user@host (and Telnet-split) is read by
+    the session's control channel, not passed on with the login."""
+    client, session_client = trio.testing.memory_stream_pair()
+    session_server, server = trio.testing.memory_stream_pair()
+    tunnel = RecordingTunnel(session_server)
+    spec = ForwardSpec(ftp_host="", proxy=True, read_only=True)
+    config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,),
+                    allowed_destinations=("10.0.0.5:2121",))
+    session = Session(session_client, spec, config, tunnel, TransferStats(),
+                      peer=("127.0.0.1", 40000))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await receive_until(client, b"\r\n")
+        await client.send_all(b"USER alice@10.0.0.5:2121\r\nPASS s\r\nSTOR f\r\n"
+                              b"ST\xff\xf1OR g\r\nNOOP\r\n")
+        await server.send_all(b"220 ready\r\n")
+        assert await receive_until(server, b"NOOP\r\n") == (
+            b"USER alice\r\nPASS s\r\nNOOP\r\n")
+        await server.send_all(b"331 password\r\n230 logged in\r\n200 ok\r\n")
+        replies = await receive_until(client, b"200 ok\r\n")
+        assert replies.count(b"550 ftptrio: read-only access") == 2, replies
+        nursery.cancel_scope.cancel()
