@@ -34,6 +34,18 @@ _PORTS = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?")
 _NUMBER = re.compile(r"0x[0-9a-f]*|[0-9]+")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _network(text: str) -> Network:
+    """``ip_network(text)``; an IPv4-mapped one (``::ffff:a.b.c.0/120``) as the IPv4
+    network it names, since addresses are compared as ``host_ip`` gives them."""
+    network = ipaddress.ip_network(text, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +89,7 @@ def parse_destination_rule(text: str) -> DestinationRule:
         if not 1 <= low <= high <= 65535:
             raise ConfigError(f"{what}: ports must be 1-65535, LOW <= HIGH")
     try:
-        network = ipaddress.ip_network(pattern, strict=False)
+        network: Network | None = _network(pattern)
     except ValueError:
         network = None
     if network is not None:
@@ -129,7 +141,7 @@ def client_allowed(host: str, networks: Sequence[str]) -> bool:
         return True
     ip = host_ip(host)
     return ip is not None and any(
-        ip in ipaddress.ip_network(net, strict=False) for net in networks)
+        ip in _network(net) for net in networks)
 
 
 class LoginRefused(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import socket
 import stat
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import trio
 
@@ -197,9 +198,8 @@ async def _serve_until_signalled(config: Config, grace: float,
         forwarder = await nursery.start(serve, config)
         stats_out.append(forwarder.stats)
         # signals are handled from here on, before anyone is told "ready"
-        if config.xferlog:  # logrotate: reopen the file
-            nursery.start_soon(_reopen_on_sighup, forwarder)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, \
+                _reopen_on_sighup(config, forwarder, nursery):
             for forward, (host, port) in zip(config.forwards, forwarder.addresses):
                 where = (f" on the SSH server {config.ssh.host}"
                          if forward.direction == "remote" else "")
@@ -232,14 +232,27 @@ async def _serve_until_signalled(config: Config, grace: float,
             nursery.cancel_scope.cancel()
         # stopping: more signals while the last connections close must not kill the
         # process with a signal exit status (the receiver above restored the default)
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM) + (
+                (signal.SIGHUP,) if config.xferlog else ()):
             signal.signal(signum, signal.SIG_IGN)
 
 
-async def _reopen_on_sighup(forwarder: Forwarder) -> None:
+@contextlib.contextmanager
+def _reopen_on_sighup(config: Config, forwarder: Forwarder,
+                      nursery: trio.Nursery) -> Iterator[None]:
+    """--xferlog: SIGHUP (logrotate) reopens the file, caught from the moment this is
+    entered (before "ready") until it is left."""
+    if not config.xferlog:
+        yield
+        return
     with trio.open_signal_receiver(signal.SIGHUP) as hangups:
-        async for _ in hangups:
-            forwarder.reopen_logs()
+
+        async def reopen() -> None:
+            async for _ in hangups:
+                forwarder.reopen_logs()
+
+        nursery.start_soon(reopen)
+        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -418,8 +418,13 @@ class Config:
         for allowed in self.allowed_clients:
             check_client_rule(allowed)
         for forward in self.forwards:
-            _check_ftps(forward, forward.auth_tls or self.auth_tls,
-                        forward.passive_ports or self.passive_ports)
+            policy = forward.auth_tls or self.auth_tls
+            _check_ftps(forward, policy, forward.passive_ports or self.passive_ports)
+            read_only = self.read_only if forward.read_only is None else forward.read_only
+            if read_only and policy != "refuse":
+                raise ConfigError(f"forward on port {forward.listen_port}: --read-only needs "
+                                  "--auth-tls refuse (ftptrio cannot see the commands of a "
+                                  "TLS control channel)")
         _check_shared_ports(self)
 
 

@@ -216,6 +216,8 @@ _TRANSFER_VERBS = frozenset((b"RETR", b"STOR", b"STOU", b"APPE", b"LIST", b"NLST
 #: (SITE: CHMOD, UTIME, SYMLINK ... all of it; MFMT/MFCT/MFF set file facts)
 WRITE_VERBS = frozenset((b"STOR", b"STOU", b"APPE", b"DELE", b"RNFR", b"RNTO", b"MKD",
                          b"XMKD", b"RMD", b"XRMD", b"SITE", b"MFMT", b"MFCT", b"MFF"))
+#: ``MDTM time file`` sets the file's time (vsftpd's mdtm_write, Pure-FTPd): a write too
+_MDTM_SETS_TIME = re.compile(rb"\s*\d{14}(?:\.\d+)?(?:[+-]\d+)?\s+\S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,7 +682,8 @@ class ControlChannel:
             self._answer_locally("500 ftptrio: command not understood "
                                  "(a command is 3 or 4 letters).")
             return
-        if self.read_only and verb in WRITE_VERBS:
+        if self.read_only and (verb in WRITE_VERBS
+                               or verb == b"MDTM" and _MDTM_SETS_TIME.match(arg)):
             self._refuse_write(verb)
             return
         _COMMANDS.get(verb, ControlChannel._plain_command)(self, line, verb, arg, flags)

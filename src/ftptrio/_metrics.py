@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT = 10.0
 #: a scraper that sends nothing for this long is dropped (one request at a time)
 REQUEST_TIMEOUT = 10.0
+#: a request not read and answered within this long is cut (a client trickling bytes
+#: would otherwise hold the one request slot, and close(), for as long as it likes)
+REQUEST_DEADLINE = 10.0
 
 
 @dataclass
@@ -115,12 +118,46 @@ def _le(bound: float) -> str:
 
 class _QuietHandler(WSGIRequestHandler):
     timeout = REQUEST_TIMEOUT
+    server: "_Server"
+
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = threading.Timer(REQUEST_DEADLINE, self.cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+        self.server.handling = self
+        if self.server.closing:
+            self.cut()
+
+    def cut(self) -> None:
+        """End this request now: its pending reads see end of file."""
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        self.server.handling = None
+        try:
+            super().finish()
+        except OSError:
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("metrics: " + format, *args)
 
 
-class _Server6(WSGIServer):
+class _Server(WSGIServer):
+    #: the request being served, if any (``cut()`` by close)
+    handling: _QuietHandler | None = None
+    closing = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics: request from %s failed", client_address, exc_info=True)
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
@@ -141,9 +178,9 @@ class MetricsServer:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(from_trio))
         try:
-            self._server: WSGIServer = make_server(
+            self._server: _Server = make_server(
                 host, port, make_wsgi_app(registry),
-                server_class=_Server6 if ":" in host else WSGIServer,
+                server_class=_Server6 if ":" in host else _Server,
                 handler_class=_QuietHandler)
         except OSError as exc:
             raise BindError.of(host, port, exc) from exc
@@ -159,6 +196,10 @@ class MetricsServer:
         await trio.to_thread.run_sync(self._stop)
 
     def _stop(self) -> None:
+        self._server.closing = True
+        handling = self._server.handling
+        if handling is not None:
+            handling.cut()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

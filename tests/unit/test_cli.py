@@ -453,3 +453,59 @@ def test_log_times_carry_milliseconds_from_vv_and_in_json(tmp_path, verbose, log
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     line = log_file.read_text().strip()
     assert re.match(pattern, line), line
+
+
+def test_sighup_reopens_the_xferlog_from_before_ready_until_exit(tmp_path, monkeypatch):
+    """SIGHUP (logrotate) is caught from before ftptrio says "ready" (systemd, the pid
+    file) until it exits: its default action would end the process."""
+    import signal
+
+    import trio
+
+    from ftptrio import _cli, _server
+    from ftptrio._config import Config, ForwardSpec, SSHOptions
+    from ftptrio._stats import TransferStats
+
+    class FakeForwarder:
+        stats = TransferStats()
+        addresses: list[tuple[str, int]] = []
+        reopened = 0
+
+        def reopen_logs(self) -> None:
+            self.reopened += 1
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def stop_accepting(self) -> None:
+            pass
+
+        async def wait_idle(self) -> None:
+            pass
+
+    forwarder = FakeForwarder()
+
+    async def fake_serve(config, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started(forwarder)
+        await trio.sleep_forever()
+
+    at_ready = []
+
+    def ready() -> None:
+        at_ready.append(signal.getsignal(signal.SIGHUP))
+        if at_ready[0] not in (signal.SIG_DFL, None):
+            os.kill(os.getpid(), signal.SIGHUP)  # reopen_logs() then stops it
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(_server, "serve", fake_serve)
+    monkeypatch.setattr(_cli, "notify_systemd_ready", ready)
+    config = Config(ssh=SSHOptions(host="h"), forwards=(ForwardSpec(ftp_host="f"),),
+                    xferlog=str(tmp_path / "xferlog"))
+    before = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)}
+    try:
+        trio.run(_cli._serve_until_signalled, config, 0.0, [], None, None)
+        assert at_ready and at_ready[0] not in (signal.SIG_DFL, None)
+        assert forwarder.reopened == 1
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # while closing down
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -261,7 +261,10 @@ def test_client_rules():
 @pytest.mark.parametrize("line", [
     b"STOR x\r\n", b"stor x\r\n", b"ST\xff\xf4OR x\r\n", b"APPE x\r\n", b"STOU\r\n",
     b"DELE x\r\n", b"RNFR x\r\n", b"RNTO y\r\n", b"MKD d\r\n", b"XMKD d\r\n", b"RMD d\r\n",
-    b"XRMD d\r\n", b"SITE CHMOD 777 x\r\n", b"Si\xff\xf1te UTIME x\r\n", b"MFMT 2020 x\r\n"])
+    b"XRMD d\r\n", b"SITE CHMOD 777 x\r\n", b"Si\xff\xf1te UTIME x\r\n", b"MFMT 2020 x\r\n",
+    # MDTM with a time first sets the file's time (vsftpd mdtm_write, Pure-FTPd)
+    b"MDTM 20200101000000 x\r\n", b"mdtm 20200101000000.5 x\r\n",
+    b"MDTM  20200101000000+60 x\r\n"])
 def test_read_only_refuses_writes_locally(line):
     """Each command that changes files gets 550 from ftptrio and the server never sees
     it, however it is spelled (case, Telnet sequences inside the verb)."""
@@ -283,9 +286,10 @@ def test_read_only_leaves_reads_alone_and_is_per_forward():
 
     control = ControlChannel(client_host="127.0.0.1", read_only=True)
     control.receive_server(b"220 hi\r\n")
-    control.receive_client(b"CWD a\r\nSIZE x\r\nMDTM x\r\nTYPE I\r\nREST 5\r\n")
+    control.receive_client(b"CWD a\r\nSIZE x\r\nMDTM x\r\nMDTM 20200101000000\r\nTYPE I\r\n"
+                           b"REST 5\r\n")
     assert b"".join(i for i in control.to_server if isinstance(i, bytes)) == (
-        b"CWD a\r\nSIZE x\r\nMDTM x\r\nTYPE I\r\nREST 5\r\n")
+        b"CWD a\r\nSIZE x\r\nMDTM x\r\nMDTM 20200101000000\r\nTYPE I\r\nREST 5\r\n")
     config = Config(ssh=SSHOptions(host="h"), forwards=(
         ForwardSpec(ftp_host="a"), ForwardSpec(ftp_host="b", read_only=False)),
         read_only=True)
@@ -350,3 +354,109 @@ def test_duration_histogram_counts():
     assert stats.duration_sum == 7203.01
     assert stats.by_outcome == {("upload", "active", "ok"): 2, ("upload", "active", "error"): 1,
                                 ("upload", "active", "refused"): 1}
+
+
+@pytest.mark.parametrize("policy", ["passthrough", "implicit"])
+def test_read_only_with_tls_passed_through_is_a_config_error(policy):
+    """A TLS control channel is opaque to ftptrio, so --read-only could not see its
+    STOR: the combination is refused rather than silently not enforced."""
+    ssh = SSHOptions(host="h")
+    ports = (30000, 30009) if policy == "implicit" else None
+    with pytest.raises(ConfigError, match="read-only"):
+        Config(ssh=ssh, forwards=(ForwardSpec(ftp_host="f"),), read_only=True,
+               auth_tls=policy, passive_ports=ports)
+    with pytest.raises(ConfigError, match="read-only"):
+        Config(ssh=ssh, forwards=(ForwardSpec(ftp_host="f", read_only=True,
+                                              auth_tls=policy, passive_ports=ports),))
+    Config(ssh=ssh, forwards=(ForwardSpec(ftp_host="f", read_only=False, auth_tls=policy,
+                                          passive_ports=ports),), read_only=True)
+
+
+async def test_slow_metrics_client_neither_starves_scrapes_nor_stalls_shutdown(monkeypatch):
+    """A client trickling a request one byte at a time (each within the socket timeout)
+    is cut after REQUEST_DEADLINE: scrapes behind it are answered, and close() does
+    not wait for it."""
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from ftptrio import _metrics
+
+    monkeypatch.setattr(_metrics, "REQUEST_DEADLINE", 1.0, raising=False)
+    snapshot = _metrics.Snapshot(
+        version="9.9", implementation="python", ssh_up=True, ssh_reconnects=0,
+        sessions_active=0, sessions={}, sessions_refused={}, transfers={},
+        bytes_to_server=0, bytes_to_client=0, duration_buckets=[(float("inf"), 0)],
+        duration_sum=0.0, channel_open_failures={}, policy_denied={})
+    server = _metrics.MetricsServer("127.0.0.1", 0, lambda: snapshot)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with socket.create_connection(server.address) as slow:
+            try:
+                while not stop.wait(0.2):
+                    slow.sendall(b"G")
+            except OSError:
+                pass
+
+    def scrape() -> bytes:
+        url = "http://%s:%d/metrics" % server.address
+        with urllib.request.urlopen(url, timeout=4) as response:
+            body: bytes = response.read()
+            return body
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    try:
+        await trio.sleep(0.3)
+        assert b"ftptrio_build_info" in await trio.to_thread.run_sync(scrape)
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        await trio.sleep(0.3)
+        started = time.monotonic()
+        await server.aclose()
+        assert time.monotonic() - started < 0.8
+    finally:
+        stop.set()
+        trickler.join()
+        await server.aclose()  # again: a no-op once closed
+
+
+def test_ipv4_mapped_rules_match_the_ipv4_addresses_they_name():
+    """Addresses are compared IPv4-mapped aware, so a rule written in the mapped form
+    (``::ffff:192.0.2.0/120``) names the same clients and servers as its IPv4 twin."""
+    from ftptrio._access import client_allowed
+
+    for client in ("192.0.2.7", "::ffff:192.0.2.7"):
+        assert client_allowed(client, ("::ffff:192.0.2.0/120",))
+        assert not client_allowed(client, ("::ffff:192.0.3.0/120",))
+    rules = parse_destination_rules(["::ffff:10.0.0.0/120", "[::ffff:10.0.1.1]:2121"])
+    assert destination_allowed(rules, normal_host("::ffff:10.0.0.5"), 21)
+    assert destination_allowed(rules, normal_host("10.0.1.1"), 2121)
+    assert not destination_allowed(rules, normal_host("10.0.2.1"), 21)
+
+
+async def test_writes_pipelined_with_the_proxy_login_are_refused_on_a_read_only_gateway():
+    """STOR sent in the same packet as USER user@host (and Telnet-split) is read by
+    the session's control channel, not passed on with the login."""
+    client, session_client = trio.testing.memory_stream_pair()
+    session_server, server = trio.testing.memory_stream_pair()
+    tunnel = RecordingTunnel(session_server)
+    spec = ForwardSpec(ftp_host="", proxy=True, read_only=True)
+    config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,),
+                    allowed_destinations=("10.0.0.5:2121",))
+    session = Session(session_client, spec, config, tunnel, TransferStats(),
+                      peer=("127.0.0.1", 40000))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await receive_until(client, b"\r\n")
+        await client.send_all(b"USER alice@10.0.0.5:2121\r\nPASS s\r\nSTOR f\r\n"
+                              b"ST\xff\xf1OR g\r\nNOOP\r\n")
+        await server.send_all(b"220 ready\r\n")
+        assert await receive_until(server, b"NOOP\r\n") == (
+            b"USER alice\r\nPASS s\r\nNOOP\r\n")
+        await server.send_all(b"331 password\r\n230 logged in\r\n200 ok\r\n")
+        replies = await receive_until(client, b"200 ok\r\n")
+        assert replies.count(b"550 ftptrio: read-only access") == 2, replies
+        nursery.cancel_scope.cancel()
