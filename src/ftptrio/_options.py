@@ -427,7 +427,8 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     p.add_argument("--active-forward-ahead", choices=FORWARD_AHEAD,
                    help="request each active-mode remote forward ahead of its PORT/EPRT "
                         "(one round trip less per file; it refuses every connection until "
-                        "then): auto = only when the FTP host is a non-loopback address "
+                        "then): auto = only when the FTP host and the remote listen "
+                        "address are both non-loopback addresses "
                         f"(default {_shown('active_forward_ahead')})")
     p.add_argument("--remote-listen-address", metavar="ADDRESS",
                    help="where the SSH server listens for active-mode data (tcpip-forward); "
