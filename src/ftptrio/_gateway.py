@@ -99,7 +99,12 @@ class _Login:
             text = arg.strip().decode("ascii")
         except UnicodeDecodeError:
             raise LoginRefused("bad destination host (not ASCII)") from None
-        host, port = parse_host_port(text.split(" ")[0])
+        words = text.split()
+        if len(words) == 2 and words[1].isdigit():  # OPEN host port (ftp(1)'s form)
+            where = f"[{words[0]}]" if ":" in words[0] and "[" not in words[0] else words[0]
+            host, port = parse_host_port(f"{where}:{words[1]}")
+        else:
+            host, port = parse_host_port(words[0] if words else "")
         self._check(host, port)
         self.chosen = (host, port)
         self._reply(f"200 ftptrio: destination {_where(host, port)} accepted; "

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: a scrape that cannot get a snapshot from the trio loop within this long fails
-SNAPSHOT_TIMEOUT = 10.0
 #: a scraper that sends nothing for this long is dropped (one request at a time)
 REQUEST_TIMEOUT = 10.0
 #: a request not read and answered within this long is cut (a client trickling bytes

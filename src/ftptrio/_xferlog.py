@@ -82,8 +82,10 @@ class XferLog:
         if old is not None:
             old.close()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                         0o600)
+            # never through a symlink; an existing file is made 0600 too (user names, paths)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)
         except OSError as exc:
             if startup:
                 raise ConfigError(f"--xferlog {self.path}: cannot open: "

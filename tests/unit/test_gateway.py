@@ -142,20 +142,27 @@ async def test_proxy_login_becomes_a_session_to_the_destination():
         assert await receive_until(client, b"221 bye\r\n") == b"221 bye\r\n"
 
 
-async def test_open_then_user_names_the_destination_first():
+@pytest.mark.parametrize("open_line, destination", [
+    (b"OPEN 10.0.0.5:2121\r\n", ("10.0.0.5", 2121)),
+    (b"OPEN 10.0.0.5 2121\r\n", ("10.0.0.5", 2121)),  # ftp(1)'s "open host port"
+    (b"OPEN fd00::5 2121\r\n", ("fd00::5", 2121)),
+])
+async def test_open_then_user_names_the_destination_first(
+        open_line: bytes, destination: tuple[str, int]) -> None:
     client, session_client = trio.testing.memory_stream_pair()
     session_server, server = trio.testing.memory_stream_pair()
     tunnel = RecordingTunnel(session_server)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(proxy_session(session_client, tunnel).run)
+        nursery.start_soon(proxy_session(session_client, tunnel,
+                                         allow=("10.0.0.5:2121", "[fd00::5]:2121")).run)
         await receive_until(client, b"\r\n")
-        await client.send_all(b"OPEN 10.0.0.5:2121\r\n")
+        await client.send_all(open_line)
         assert (await receive_until(client, b"\r\n")).startswith(b"200 ")
         assert tunnel.opened == []
         await client.send_all(b"USER bob\r\n")
         await server.send_all(b"220 ready\r\n")
         assert await receive_until(server, b"\r\n") == b"USER bob\r\n"
-        assert tunnel.opened == [("10.0.0.5", 2121)]
+        assert tunnel.opened == [destination]
         nursery.cancel_scope.cancel()
 
 

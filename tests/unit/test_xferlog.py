@@ -79,3 +79,19 @@ def test_file_is_0600_appended_and_reopened_after_logrotate(tmp_path):
 def test_unwritable_path_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="--xferlog"):
         XferLog(str(tmp_path / "missing" / "xferlog"))
+
+
+def test_an_existing_file_is_made_0600_and_a_symlink_is_refused(tmp_path):
+    """The file holds user names and paths: an existing one loses its group/other
+    bits, and a symlink planted where the log goes is not followed."""
+    path = tmp_path / "xferlog"
+    path.write_text("")
+    os.chmod(path, 0o644)
+    XferLog(str(path)).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    target = tmp_path / "elsewhere"
+    link = tmp_path / "linked"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="--xferlog"):
+        XferLog(str(link))
+    assert not target.exists()
