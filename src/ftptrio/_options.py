@@ -334,7 +334,9 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
     ConfigError instead of printing usage and exiting 2."""
     p = (_RaisingParser if raise_errors else _Parser)(
         prog="ftptrio", description=description, epilog=epilog,
-        usage="%(prog)s [options] -L|-R spec ... [user@]ssh_host\n       %(prog)s --config FILE"
+        usage="%(prog)s [options] -L|-R spec ... [user@]ssh_host\n"
+              "       %(prog)s [options] --ftp-proxy [bind:]port --allow-destination PATTERN "
+              "... [user@]ssh_host\n       %(prog)s --config FILE"
               "\n       %(prog)s demo [--size MIB]",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("destination", nargs="?", metavar="[user@]ssh_host",
