@@ -24,6 +24,7 @@ from ftptrio._session import Session
 from ftptrio._stats import TransferStats
 from ftptrio.testing.fake_tunnel import FakeTunnel
 from ftptrio.testing.servers import free_port_range
+from session_streams import loopback_pair, receive_until  # type: ignore[import-not-found]
 
 
 def range_config(ports: range, **changes: Any) -> tuple[ForwardSpec, Config]:
@@ -310,10 +311,7 @@ class Bed:
 
 
 async def open_bed(nursery: trio.Nursery, **changes: Any) -> Bed:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    client = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
-    session_client = await listeners[0].accept()
-    await listeners[0].aclose()
+    client, session_client = await loopback_pair()
     session_server, server = trio.testing.memory_stream_pair()
     spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
     config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,), **changes)
@@ -330,14 +328,6 @@ async def open_bed(nursery: trio.Nursery, **changes: Any) -> Bed:
     return Bed(client, server, tunnel, ftps, session)
 
 
-async def receive_until(stream: trio.abc.ReceiveStream, marker: bytes) -> bytes:
-    data = b""
-    with trio.fail_after(5):
-        while marker not in data:
-            chunk = await stream.receive_some(65536)
-            assert chunk, f"closed before {marker!r}; got {data!r}"
-            data += chunk
-    return data
 
 
 async def test_explicit_tls_session_opens_the_range_and_closing_it_closes_it(

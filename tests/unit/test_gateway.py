@@ -16,6 +16,7 @@ from ftptrio._access import (LoginRefused, destination_allowed, normal_host,
 from ftptrio._session import Session
 from ftptrio._stats import TransferStats
 from ftptrio.testing.fake_tunnel import FakeTunnel
+from session_streams import receive_until  # type: ignore[import-not-found]
 
 
 def allowed(patterns: list[str], host: str, port: int = 21) -> bool:
@@ -104,14 +105,6 @@ def proxy_session(client_end, tunnel, allow=("10.0.0.5:2121",), stats=None) -> S
                    peer=("127.0.0.1", 40000))
 
 
-async def receive_until(stream, marker: bytes) -> bytes:
-    data = b""
-    with trio.fail_after(5):
-        while marker not in data:
-            chunk = await stream.receive_some(65536)
-            assert chunk, f"stream closed before {marker!r}; got {data!r}"
-            data += chunk
-    return data
 
 
 async def test_proxy_login_becomes_a_session_to_the_destination():

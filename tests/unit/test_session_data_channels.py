@@ -16,17 +16,9 @@ from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._session import Session
 from ftptrio._stats import TransferStats
 from ftptrio.testing.fake_tunnel import FakeRelay, FakeTunnel
+from session_streams import loopback_pair, receive_until  # type: ignore[import-not-found]
 
 
-async def receive_until(stream: trio.abc.ReceiveStream, marker: bytes,
-                        timeout: float = 5) -> bytes:
-    data = b""
-    with trio.fail_after(timeout):
-        while marker not in data:
-            chunk = await stream.receive_some(65536)
-            assert chunk, f"closed before {marker!r}; got {data!r}"
-            data += chunk
-    return data
 
 
 class Bed:
@@ -39,10 +31,7 @@ class Bed:
 @pytest.fixture
 async def bed(nursery: trio.Nursery, request: Any) -> AsyncIterator[Bed]:
     config_changes = getattr(request, "param", {})
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    client = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
-    session_client = await listeners[0].accept()
-    await listeners[0].aclose()
+    client, session_client = await loopback_pair()
     session_server, server = trio.testing.memory_stream_pair()
     spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
     config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,), **config_changes)

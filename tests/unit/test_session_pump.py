@@ -12,6 +12,7 @@ from ftptrio._config import Config, ForwardSpec, SSHOptions
 from ftptrio._session import MAX_OUTBOX_BYTES, Session
 from ftptrio._stats import TransferStats
 from ftptrio.testing.fake_tunnel import FakeRelay, FakeTunnel
+from session_streams import loopback_pair, receive_until  # type: ignore[import-not-found]
 
 
 def make_session(client_end, server_end) -> Session:
@@ -21,14 +22,6 @@ def make_session(client_end, server_end) -> Session:
                    TransferStats(), peer=("127.0.0.1", 40000))
 
 
-async def receive_until(stream, marker: bytes) -> bytes:
-    data = b""
-    with trio.fail_after(5):
-        while marker not in data:
-            chunk = await stream.receive_some(65536)
-            assert chunk, f"stream closed before {marker!r}; got {data!r}"
-            data += chunk
-    return data
 
 
 async def test_pump_relays_commands_and_replies_and_ends_on_quit():
@@ -93,10 +86,7 @@ async def test_transfer_is_not_refused_by_an_older_offers_failure_before_its_own
     and the client's RETR right behind it, before the session has set the new offer
     up: the RETR must not get PASV 1's 425 (it belongs to PASV 2)."""
     # the client over loopback TCP: the data plane binds where the client connected
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    client = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
-    session_client = await listeners[0].accept()
-    await listeners[0].aclose()
+    client, session_client = await loopback_pair()
     session_server, server = trio.testing.memory_stream_pair()
     spec = ForwardSpec(ftp_host="127.0.0.1", ftp_port=21)
     config = Config(ssh=SSHOptions(host="sshhost"), forwards=(spec,))
