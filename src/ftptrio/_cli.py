@@ -12,7 +12,7 @@ import socket
 import stat
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, Sequence
 
 import trio
 
@@ -192,49 +192,82 @@ async def _serve_until_signalled(config: Config, grace: float,
                                  stats_out: list[TransferStats],
                                  background: Callable[[], None] | None,
                                  pid_file: str | None) -> None:
+    # SIGINT/SIGTERM are received from the start, never raised as KeyboardInterrupt:
+    # Ctrl-C at a startup prompt then cancels the start (the prompt restores the
+    # terminal's echo) wherever the main thread happens to be running
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            forwarder = await _start_unless_signalled(nursery, config, signals)
+            if forwarder is not None:
+                stats_out.append(forwarder.stats)
+                with _reopen_on_sighup(config, forwarder, nursery):
+                    await _serve_until_signal(config, grace, forwarder, signals,
+                                              background, pid_file)
+            nursery.cancel_scope.cancel()
+    # stopping: more signals while the last connections close must not kill the
+    # process with a signal exit status (the receiver above restored the default)
+    for signum in (signal.SIGINT, signal.SIGTERM) + (
+            (signal.SIGHUP,) if config.xferlog else ()):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+async def _start_unless_signalled(nursery: trio.Nursery, config: Config,
+                                  signals: AsyncIterator[int]) -> Forwarder | None:
+    """Start serving in ``nursery``; None when a signal came first (the start is
+    cancelled: prompts end, nothing is left running)."""
     from ._server import serve
 
-    async with trio.open_nursery() as nursery:
-        forwarder = await nursery.start(serve, config)
-        stats_out.append(forwarder.stats)
-        # signals are handled from here on, before anyone is told "ready"
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, \
-                _reopen_on_sighup(config, forwarder, nursery):
-            for forward, (host, port) in zip(config.forwards, forwarder.addresses):
-                where = (f" on the SSH server {config.ssh.host}"
-                         if forward.direction == "remote" else "")
-                log.info("ready: FTP clients connect to %s:%d%s", host, port, where)
-            notify_systemd_ready()
-            if background is not None:
-                background()
-            if pid_file:
-                write_pid_file(pid_file)
+    started: list[Forwarder] = []
+    async with trio.open_nursery() as starting:
+
+        async def stop_on_signal() -> None:
             async for signum in signals:
-                break
-            log.info("received %s: no new sessions; waiting up to %.0f s for %d running "
-                     "session(s) (signal again to stop at once)", signal.Signals(signum).name,
-                     grace, forwarder.stats.sessions_active)
-            forwarder.stop_accepting()
-            async with trio.open_nursery() as waiters:
+                log.debug("received %s while starting: stopping",
+                          signal.Signals(signum).name)
+                starting.cancel_scope.cancel()
+                return
 
-                async def second_signal() -> None:
-                    async for _ in signals:
-                        log.info("second signal: stopping now")
-                        waiters.cancel_scope.cancel()
+        starting.start_soon(stop_on_signal)
+        started.append(await nursery.start(serve, config))
+        starting.cancel_scope.cancel()
+    return started[0] if started else None
 
-                async def sessions_done() -> None:
-                    with trio.move_on_after(grace):
-                        await forwarder.wait_idle()
-                    waiters.cancel_scope.cancel()
 
-                waiters.start_soon(second_signal)
-                waiters.start_soon(sessions_done)
-            nursery.cancel_scope.cancel()
-        # stopping: more signals while the last connections close must not kill the
-        # process with a signal exit status (the receiver above restored the default)
-        for signum in (signal.SIGINT, signal.SIGTERM) + (
-                (signal.SIGHUP,) if config.xferlog else ()):
-            signal.signal(signum, signal.SIG_IGN)
+async def _serve_until_signal(config: Config, grace: float, forwarder: Forwarder,
+                              signals: AsyncIterator[int],
+                              background: Callable[[], None] | None,
+                              pid_file: str | None) -> None:
+    """Say "ready", serve until the first signal, then let sessions finish for
+    ``grace`` seconds (a second signal stops at once)."""
+    for forward, (host, port) in zip(config.forwards, forwarder.addresses):
+        where = (f" on the SSH server {config.ssh.host}"
+                 if forward.direction == "remote" else "")
+        log.info("ready: FTP clients connect to %s:%d%s", host, port, where)
+    notify_systemd_ready()
+    if background is not None:
+        background()
+    if pid_file:
+        write_pid_file(pid_file)
+    async for signum in signals:
+        break
+    log.info("received %s: no new sessions; waiting up to %.0f s for %d running "
+             "session(s) (signal again to stop at once)", signal.Signals(signum).name,
+             grace, forwarder.stats.sessions_active)
+    forwarder.stop_accepting()
+    async with trio.open_nursery() as waiters:
+
+        async def second_signal() -> None:
+            async for _ in signals:
+                log.info("second signal: stopping now")
+                waiters.cancel_scope.cancel()
+
+        async def sessions_done() -> None:
+            with trio.move_on_after(grace):
+                await forwarder.wait_idle()
+            waiters.cancel_scope.cancel()
+
+        waiters.start_soon(second_signal)
+        waiters.start_soon(sessions_done)
 
 
 @contextlib.contextmanager
