@@ -1,16 +1,18 @@
 """The seams between the FTP layers and the SSH layer, as ``typing.Protocol``\\ s.
 
 What a session (``_session``), its data plane (``_dataplane``) and the listeners of
-remote tunnels (``_server``) use of the shared SSH connection. The SSH layer
-implements them (``_ssh``: ``Tunnel``, ``SSHDataRelay``, ``RemoteListener``,
+remote tunnels (``_server``) use of the shared SSH connection. ``RemoteFiles`` is what the
+FTP server front end (``_sftpfront``, ``--sftp-server``) uses of one SFTP session. The
+SSH layer implements them (``_ssh``: ``Tunnel``, ``SSHDataRelay``, ``RemoteListener``,
 ``RemoteStreamListener``); ``ftptrio.testing.fake_tunnel`` fakes them for unit tests.
 No I/O here, and no import of the SSH layer.
 """
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import AsyncContextManager, AsyncIterator, Callable, Literal, Protocol
 
 import trio
 
@@ -141,4 +143,103 @@ class SessionTunnel(Protocol):
                             armed: bool = True) -> DataForward:
         """A one-shot remote forward on the SSH server (port 0: the server picks);
         ``armed=False``: refusing every connection until ``arm()``."""
+        ...
+
+
+# ---------------------------------------------------------------- SFTP (--sftp-server)
+
+#: why a file operation failed, as the FTP front end maps it to a reply:
+#: not-found/permission 550, exists 550 (553 for STOU), bad-name 553, no-space 452,
+#: unsupported 502, failure 451, lost 421 (the SSH connection or SFTP session is gone)
+RemoteFileErrorKind = Literal["not-found", "permission", "exists", "bad-name", "no-space",
+                              "unsupported", "failure", "lost"]
+
+
+class RemoteFileError(Exception):
+    """An SFTP request failed; ``kind`` says how, ``str()`` is the server's text made
+    safe for an FTP reply."""
+
+    def __init__(self, kind: RemoteFileErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: RemoteFileErrorKind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFileInfo:
+    """One file's attributes as the SSH server's SFTP reports them."""
+
+    name: str  # the directory entry's name (for stat(): the path's last part)
+    size: int
+    mtime: int  # seconds since the epoch, UTC
+    mode: int  # st_mode: file type and permission bits (0 when not reported)
+    nlink: int = 1
+    owner: str = ""  # user name, or the uid as text
+    group: str = ""  # group name, or the gid as text
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+#: how write_file opens its file: "truncate" (STOR), "append" (APPE: writes go
+#: after the current end), "exclusive" (STOU: fails with "exists" if it exists),
+#: "resume" (REST + STOR: kept as it is, written from the offset on)
+WriteMode = Literal["truncate", "append", "exclusive", "resume"]
+
+
+class RemoteWriter(Protocol):
+    """A file being written with pipelined SFTP writes."""
+
+    async def write(self, data: bytes) -> None:
+        """Queue ``data`` (returns once the bytes in flight are within the session's
+        memory bound; raises RemoteFileError for an earlier write that failed)."""
+        ...
+
+
+class RemoteFiles(Protocol):
+    """One SFTP session on the SSH server (``_ssh.SFTPFiles``; faked over a local
+    directory by ``ftptrio.testing.fake_sftp``). Paths are the server's (absolute
+    after ``realpath``); every method raises RemoteFileError."""
+
+    async def realpath(self, path: str) -> str:
+        """The canonical absolute path ("." is the login directory)."""
+        ...
+
+    async def stat(self, path: str) -> RemoteFileInfo:
+        """Attributes of ``path``, symbolic links followed."""
+        ...
+
+    async def listdir(self, path: str) -> list[RemoteFileInfo]:
+        """The entries of a directory, without "." and "..", sorted by name."""
+        ...
+
+    async def remove(self, path: str) -> None:
+        ...
+
+    async def mkdir(self, path: str) -> None:
+        ...
+
+    async def rmdir(self, path: str) -> None:
+        ...
+
+    async def rename(self, old: str, new: str) -> None:
+        """Rename, replacing an existing ``new`` where the server can (POSIX rename)."""
+        ...
+
+    def read_file(self, path: str, offset: int = 0
+                  ) -> AsyncContextManager[AsyncIterator[bytes]]:
+        """The file's bytes from ``offset`` on, read with pipelined requests (at most
+        the session's memory bound in flight). Leaving the context early cancels
+        the outstanding reads and closes the file."""
+        ...
+
+    def write_file(self, path: str, mode: WriteMode = "truncate", offset: int = 0,
+                   ) -> AsyncContextManager[RemoteWriter]:
+        """Open ``path`` for writing; a normal exit waits for every write to be
+        acknowledged and closes it (raising RemoteFileError if one failed), an exit
+        by exception cancels what is in flight and closes it."""
+        ...
+
+    async def aclose(self) -> None:
+        """End the SFTP session (its SSH channel)."""
         ...
