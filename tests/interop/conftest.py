@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ftptrio.testing import servers
@@ -68,6 +70,69 @@ def proftpd(tmp_path_factory):
     allowed into upload/."""
     servers.require_tool("proftpd")
     server = servers.start_proftpd(tmp_path_factory.mktemp("proftpd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def system_user(name: str, readonly: bool = False) -> servers.SystemUser:
+    """A throwaway local user with a password (servers.ensure_system_user): fails the
+    test under CI when it cannot be made, skips it elsewhere."""
+    try:
+        return servers.ensure_system_user(name, readonly=readonly)
+    except servers.SystemUserUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot make the test user: {exc}", pytrace=False)
+        pytest.skip(f"cannot make the test user: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sftp_user() -> servers.SystemUser:
+    """The local user of the SFTP tests, password servers.SFTP_TEST_USERS[name]."""
+    return system_user("ftptrio-sftp")
+
+
+@pytest.fixture(scope="session")
+def sftp_readonly_user() -> servers.SystemUser:
+    """A second local user whose home holds servers.READONLY_DIR (readable, not
+    writable) and servers.UNREADABLE_FILE (not readable)."""
+    return system_user("ftptrio-sftp-ro", readonly=True)
+
+
+@pytest.fixture(scope="session")
+def openssh_sftp(tmp_path_factory, sftp_user):
+    """A real OpenSSH sshd with ``Subsystem sftp internal-sftp`` that also accepts
+    password and keyboard-interactive logins; ``username`` is sftp_user's (any local
+    user can log in with its password, and the generated client key works for all)."""
+    servers.require_tool("sshd")
+    servers.require_tool("ssh-keygen")
+    server = servers.start_openssh(tmp_path_factory.mktemp("sshd-sftp"), password_user=sftp_user)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def openssh_no_sftp(tmp_path_factory, sftp_user):
+    """As openssh_sftp, but without any ``Subsystem`` line: no SFTP."""
+    servers.require_tool("sshd")
+    servers.require_tool("ssh-keygen")
+    server = servers.start_openssh(tmp_path_factory.mktemp("sshd-nosftp"), password_user=sftp_user,
+                                   sftp_subsystem=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def vsftpd_local(tmp_path_factory, sftp_user):
+    """vsftpd on 127.0.0.1 where sftp_user logs in with its password (PAM), into a
+    fresh directory of its home (``root``) with the small test files and upload/."""
+    servers.require_tool("vsftpd")
+    server = servers.start_vsftpd(tmp_path_factory.mktemp("vsftpd-local"), local_user=sftp_user)
     try:
         yield server
     finally:

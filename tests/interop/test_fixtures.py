@@ -5,6 +5,7 @@ from __future__ import annotations
 import ftplib
 import io
 import os
+import shutil
 import uuid
 
 import asyncssh
@@ -134,3 +135,118 @@ def test_openssh_extra_config(tmp_path):
     finally:
         server.stop()
     assert server.process.poll() is not None
+
+
+# ---------------------------------------------------------------- SFTP with passwords
+
+
+async def _password_connect(sshd: servers.OpenSSHServer, user: servers.SystemUser, method: str,
+                            password: str | None = None) -> asyncssh.SSHClientConnection:
+    """A password (``method`` "password") or keyboard-interactive login, nothing else."""
+    return await asyncssh.connect(
+        sshd.host, port=sshd.port, username=user.name,
+        password=user.password if password is None else password,
+        client_keys=None, agent_path=None, known_hosts=sshd.known_hosts, config=None,
+        preferred_auth=method, login_timeout=TIMEOUT)
+
+
+def _run_asyncio(fn, *args):
+    async def bridged():
+        with trio.fail_after(TIMEOUT):
+            async with trio_asyncio.open_loop():
+                return await trio_asyncio.aio_as_trio(fn)(*args)
+    return bridged()
+
+
+async def test_sshd_sftp_with_password_and_kbdint_logins(openssh_sftp, sftp_user):
+    work = sftp_user.make_dir("fixture")
+    data = os.urandom(100_000)
+
+    async def session(method: str) -> tuple[bytes, int]:
+        async with await _password_connect(openssh_sftp, sftp_user, method) as conn:
+            async with conn.start_sftp_client() as sftp:
+                assert await sftp.getcwd() == sftp_user.home
+                async with sftp.open(f"{work}/{method}.bin", "wb") as f:
+                    await f.write(data)
+                async with sftp.open(f"{work}/{method}.bin", "rb") as f:
+                    back = await f.read()
+                return back, (await sftp.stat(f"{work}/{method}.bin")).uid or -1
+
+    async def wrong_password() -> str:
+        try:
+            await _password_connect(openssh_sftp, sftp_user, "password", "not-the-password")
+        except asyncssh.PermissionDenied as exc:
+            return str(exc)
+        raise AssertionError("a wrong password logged in")
+
+    try:
+        for method in ("password", "keyboard-interactive"):
+            back, uid = await _run_asyncio(session, method)
+            assert back == data and uid == sftp_user.uid, method
+            # written by the user itself, as the SSH server enforces permissions
+            assert os.stat(work / f"{method}.bin").st_uid == sftp_user.uid
+        assert "ermission denied" in await _run_asyncio(wrong_password)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def test_sshd_sftp_readonly_user(openssh_sftp, sftp_readonly_user):
+    user = sftp_readonly_user
+
+    async def session() -> list[str]:
+        outcomes = []
+        async with await _password_connect(openssh_sftp, user, "password") as conn:
+            async with conn.start_sftp_client() as sftp:
+                async with sftp.open(f"{servers.READONLY_DIR}/{servers.READONLY_FILE}") as f:
+                    assert (await f.read()).startswith("a file")
+                for attempt in (lambda: sftp.open(f"{servers.READONLY_DIR}/new.txt", "w"),
+                                lambda: sftp.remove(f"{servers.READONLY_DIR}/{servers.READONLY_FILE}"),
+                                lambda: sftp.open(servers.UNREADABLE_FILE, "r")):
+                    try:
+                        await attempt()
+                    except asyncssh.SFTPPermissionDenied:
+                        outcomes.append("denied")
+                    else:
+                        outcomes.append("allowed")
+        return outcomes
+
+    assert await _run_asyncio(session) == ["denied"] * 3
+    assert os.path.exists(os.path.join(user.home, servers.READONLY_DIR, servers.READONLY_FILE))
+
+
+async def test_sshd_without_sftp_and_vsftpd_local_login(openssh_no_sftp, vsftpd_local, sftp_user):
+    """No SFTP from this sshd, but direct-tcpip to vsftpd, where the same user logs in."""
+    async def session() -> tuple[str, bytes]:
+        async with await _password_connect(openssh_no_sftp, sftp_user, "password") as conn:
+            try:
+                async with conn.start_sftp_client():
+                    pass
+            except asyncssh.ChannelOpenError as exc:
+                refusal = str(exc)
+            else:
+                raise AssertionError("this sshd offers SFTP")
+            reader, writer = await conn.open_connection(vsftpd_local.host, vsftpd_local.port)
+            line = await reader.readline()
+            writer.close()
+            return refusal, line
+
+    refusal, greeting = await _run_asyncio(session)
+    assert refusal and greeting.startswith(b"220 "), (refusal, greeting)
+    assert "Subsystem" not in open(openssh_no_sftp.config_path).read()
+
+    def ftp_roundtrip() -> None:
+        client = _ftp_login(vsftpd_local, passive=True)
+        try:
+            data = os.urandom(300_000)
+            target = f"{vsftpd_local.upload_dir}/fixture-{uuid.uuid4().hex}.bin"
+            client.storbinary(f"STOR {target}", io.BytesIO(data))
+            buf = io.BytesIO()
+            client.retrbinary(f"RETR {target}", buf.write)
+            assert buf.getvalue() == data
+            assert os.stat(vsftpd_local.path(target)).st_uid == sftp_user.uid
+            client.delete(target)
+            client.quit()
+        finally:
+            client.close()
+
+    await trio.to_thread.run_sync(ftp_roundtrip)

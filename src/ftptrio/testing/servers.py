@@ -270,16 +270,147 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 5.0) 
             stream.close()
 
 
-def populate_data_dir(root: Path) -> None:
-    """Create the standard test files (fixed seeds) and an upload dir."""
+def populate_data_dir(root: Path, small_only: bool = False) -> None:
+    """Create the standard test files (fixed seeds) and an upload dir; ``small_only``:
+    only those up to 1 MiB."""
     root.mkdir(parents=True, exist_ok=True)
     for name, (size, seed) in DATA_FILES.items():
+        if small_only and size > 1 << 20:
+            continue
         (root / name).write_bytes(random_bytes(size, seed))
     (root / TEXT_FILE_NAME).write_bytes(TEXT_FILE_CONTENT)
     (root / UPLOAD_DIR).mkdir(exist_ok=True)
     for p in root.iterdir():
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     os.chmod(root, 0o755)
+
+
+# --------------------------------------------------------------------------
+# throwaway system users (password logins to sshd and vsftpd)
+# --------------------------------------------------------------------------
+
+#: the users of the SFTP tests: name -> password. Shell nologin: no shell anywhere.
+SFTP_TEST_USERS: dict[str, str] = {
+    "ftptrio-sftp": "ftptrio-Sftp-pw-1",
+    "ftptrio-sftp-ro": "ftptrio-Sftp-pw-2",
+}
+#: in the home of a user made with ``readonly=True``: a root-owned directory the
+#: user can list and read but not write, and a root-owned file the user cannot read
+READONLY_DIR = "readonly"
+READONLY_FILE = "kept.txt"
+UNREADABLE_FILE = "unreadable.bin"
+#: PAM service of vsftpd's local logins in the tests: Debian's ``vsftpd`` service
+#: requires a shell listed in /etc/shells (pam_shells), the test users have none
+PAM_SERVICE = "ftptrio-test-ftp"
+_PAM_SERVICE_TEXT = """\
+# written by ftptrio's tests (ftptrio.testing.servers): vsftpd's local logins of
+# the throwaway test users (their shell is nologin, which pam_shells refuses)
+auth     required pam_unix.so
+account  required pam_unix.so
+session  required pam_permit.so
+"""
+
+
+class SystemUserUnavailable(RuntimeError):
+    """The test user could not be made (not root, or useradd/chpasswd failed)."""
+
+
+@dataclass(frozen=True)
+class SystemUser:
+    """A local system user with a known password and its own home directory."""
+
+    name: str
+    password: str
+    home: str
+    uid: int
+    gid: int
+
+    def make_dir(self, tag: str) -> Path:
+        """A fresh directory in the home, owned by the user (each test its own: the
+        users are shared by every test, worker and run)."""
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=self.home))
+        os.chmod(path, 0o755)
+        os.chown(path, self.uid, self.gid)
+        return path
+
+    def give(self, path: str | os.PathLike[str]) -> None:
+        """Make ``path`` and everything under it the user's."""
+        for top, dirs, files in os.walk(path):
+            os.chown(top, self.uid, self.gid)
+            for name in files:
+                os.chown(os.path.join(top, name), self.uid, self.gid)
+        os.chown(path, self.uid, self.gid)
+
+
+def _write_if_changed(path: Path, text: str, mode: int) -> None:
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def ensure_system_user(name: str, *, readonly: bool = False) -> SystemUser:
+    """Make the throwaway local user ``name`` (one of ``SFTP_TEST_USERS``) exist with
+    its password, its home ``/home/NAME`` and shell nologin; ``readonly``: with
+    READONLY_DIR and UNREADABLE_FILE in the home. Idempotent: an existing user is
+    kept (its password set again), nothing is removed; concurrent callers (pytest
+    workers, parallel runs) are serialized by a lock file. Needs root: raises
+    SystemUserUnavailable otherwise or when useradd/chpasswd fail."""
+    import fcntl
+    import pwd
+    import tempfile
+
+    password = SFTP_TEST_USERS[name]
+    if os.geteuid() != 0:
+        raise SystemUserUnavailable(f"creating the test user {name!r} needs root")
+    useradd, chpasswd = find_tool("useradd"), find_tool("chpasswd")
+    if useradd is None or chpasswd is None:
+        raise SystemUserUnavailable("useradd/chpasswd are not installed")
+    home = Path("/home") / name
+    with open(Path(tempfile.gettempdir()) / "ftptrio-test-users.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            try:
+                pw = pwd.getpwnam(name)
+            except KeyError:
+                home.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                nologin = find_tool("nologin") or "/usr/sbin/nologin"
+                made = subprocess.run(
+                    [useradd, "--create-home", "--home-dir", str(home), "--shell", nologin,
+                     "--user-group", "--comment", "ftptrio test user (throwaway)", name],
+                    capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                if made.returncode != 0:
+                    raise SystemUserUnavailable(
+                        f"useradd {name} failed ({made.returncode}): {made.stderr.strip()}")
+                pw = pwd.getpwnam(name)
+            changed = subprocess.run([chpasswd], input=f"{name}:{password}\n",
+                                     capture_output=True, text=True, timeout=60)
+            if changed.returncode != 0:
+                raise SystemUserUnavailable(
+                    f"chpasswd {name} failed ({changed.returncode}): {changed.stderr.strip()}")
+            home = Path(pw.pw_dir)
+            home.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.chown(home, pw.pw_uid, pw.pw_gid)
+            os.chmod(home, 0o755)
+            if readonly:
+                kept = home / READONLY_DIR
+                kept.mkdir(mode=0o755, exist_ok=True)
+                os.chown(kept, 0, 0)
+                os.chmod(kept, 0o755)
+                _write_if_changed(kept / READONLY_FILE, "a file the user can read, not change\n",
+                                  0o644)
+                _write_if_changed(home / UNREADABLE_FILE, "only root reads this\n", 0o600)
+            _write_if_changed(Path("/etc/pam.d") / PAM_SERVICE, _PAM_SERVICE_TEXT, 0o644)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return SystemUser(name, password, str(home), pw.pw_uid, pw.pw_gid)
 
 
 # --------------------------------------------------------------------------
@@ -336,8 +467,15 @@ def start_openssh(
     *,
     host: str = HOST,
     netns: str | None = None,
+    sftp_subsystem: bool = True,
+    password_user: SystemUser | None = None,
 ) -> OpenSSHServer:
     """Start ``/usr/sbin/sshd -D -e`` on a free 127.0.0.1 port.
+
+    ``sftp_subsystem``: False leaves out the ``Subsystem sftp`` line (an SSH server
+    without SFTP). ``password_user``: also accept password and keyboard-interactive
+    logins (through PAM, ``UsePAM yes``: keyboard-interactive needs it) and log in as
+    that user (``username``; the generated client key is accepted for every user).
 
     ``host``/``netns``: listen on another address, inside network namespace
     ``netns`` (run through ``ip netns exec``).
@@ -388,8 +526,13 @@ def start_openssh(
             "PrintMotd no",
             "UseDNS no",
             "MaxStartups 100:30:200",
-            "Subsystem sftp internal-sftp",
         ]
+        if sftp_subsystem:
+            defaults.append("Subsystem sftp internal-sftp")
+        if password_user is not None:
+            password_lines = {line.split()[0].lower(): line for line in (
+                "PasswordAuthentication yes", "KbdInteractiveAuthentication yes", "UsePAM yes")}
+            defaults = [password_lines.get(line.split()[0].lower(), line) for line in defaults]
         if _openssh_version() >= (9, 8):
             # Tests make many connections (some failing on purpose) from 127.0.0.1.
             defaults.append("PerSourcePenalties no")
@@ -430,7 +573,7 @@ def start_openssh(
         return OpenSSHServer(
             host=host,
             port=port,
-            username=getpass.getuser(),
+            username=getpass.getuser() if password_user is None else password_user.name,
             client_key=str(client_key),
             known_hosts=str(known_hosts),
             log_path=str(log_path),
@@ -560,8 +703,14 @@ def _vsftpd_tls_lines(tls: str | None, cert: str, key: str, ssl_reuse: bool = Tr
 
 def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_count: int = 50, *,
                  host: str = HOST, port: int | None = None, netns: str | None = None,
-                 tls: str | None = None, require_ssl_reuse: bool = True) -> FTPServer:
+                 tls: str | None = None, require_ssl_reuse: bool = True,
+                 local_user: SystemUser | None = None) -> FTPServer:
     """Run vsftpd in the foreground with anonymous login.
+
+    ``local_user`` (from ensure_system_user): that user logs in with its password
+    instead (PAM service PAM_SERVICE; no anonymous login), into a fresh directory of
+    its home with the small test files and ``upload/`` (all the user's, removed by
+    ``stop()``), where it may also overwrite and delete.
 
     Login: user ``anonymous``, any password.  Anonymous avoids PAM and creating
     system users.  Uploads go to ``upload/`` (owned by ``ftp``); vsftpd does not
@@ -577,13 +726,37 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
     _ensure_ftp_user()
     d = Path(tmpdir)
     d.mkdir(parents=True, exist_ok=True)
-    root = d / "data"
-    populate_data_dir(root)
     import pwd
 
-    ftp_pw = pwd.getpwnam("ftp")
-    os.chown(root / UPLOAD_DIR, ftp_pw.pw_uid, ftp_pw.pw_gid)
-    os.chmod(root / UPLOAD_DIR, 0o755)
+    if local_user is None:
+        root = d / "data"
+        populate_data_dir(root)
+        ftp_pw = pwd.getpwnam("ftp")
+        os.chown(root / UPLOAD_DIR, ftp_pw.pw_uid, ftp_pw.pw_gid)
+        os.chmod(root / UPLOAD_DIR, 0o755)
+        login_lines = f"""\
+            anonymous_enable=YES
+            no_anon_password=YES
+            anon_root={root}
+            anon_upload_enable=YES
+            anon_mkdir_write_enable=YES
+            anon_other_write_enable=NO
+            anon_world_readable_only=NO
+            anon_umask=022
+            local_enable=NO
+            """
+    else:
+        root = local_user.make_dir("vsftpd")
+        populate_data_dir(root, small_only=True)
+        local_user.give(root)
+        login_lines = f"""\
+            anonymous_enable=NO
+            local_enable=YES
+            local_root={root}
+            local_umask=022
+            chroot_local_user=NO
+            pam_service_name={PAM_SERVICE}
+            """
     # vsftpd chroots anonymous sessions into anon_root and refuses a root
     # directory writable by the ftp user; it needs an empty secure_chroot_dir.
     secure_chroot = "/var/run/vsftpd/empty"
@@ -624,15 +797,7 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
             isolate=NO
             isolate_network=NO
             run_as_launching_user=NO
-            anonymous_enable=YES
-            no_anon_password=YES
-            anon_root={root}
-            anon_upload_enable=YES
-            anon_mkdir_write_enable=YES
-            anon_other_write_enable=NO
-            anon_world_readable_only=NO
-            anon_umask=022
-            local_enable=NO
+            {login_lines.strip()}
             write_enable=YES
             pasv_enable=YES
             pasv_min_port={pasv.start}
@@ -683,6 +848,11 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
             if "could not bind" in last_error or "Address already in use" in last_error:
                 continue
             raise RuntimeError(f"vsftpd did not start: {last_error}") from None
+        if local_user is not None:
+            return LocalUserFTPServer(
+                host=host, port=port, user=local_user.name, password=local_user.password,
+                root=str(root), process=process, name="vsftpd", passive_ports=pasv,
+                log_path=str(log_path))
         return FTPServer(
             host=host,
             port=port,
@@ -694,7 +864,20 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
             passive_ports=pasv,
             log_path=str(log_path),
         )
+    if local_user is not None:
+        shutil.rmtree(root, ignore_errors=True)
     raise RuntimeError(f"vsftpd did not start: {last_error}")
+
+
+@dataclass
+class LocalUserFTPServer(FTPServer):
+    """An FTPServer whose data directory is in a test user's home (see start_vsftpd)."""
+
+    def stop(self) -> None:
+        try:
+            stop_process(self.process)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
