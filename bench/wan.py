@@ -45,14 +45,18 @@ AES = C.AES
 SEED = 20261201
 
 
-def curl_time(ftp: C.servers.FTPServer, port: int, direction: str, path: Path, size: int) -> float:
+def curl_time(ftp: C.servers.FTPServer, port: int, direction: str, path: Path, size: int,
+              url_prefix: str = "") -> float:
+    """curl's transfer time of ``path`` (in the FTP root) down or up; ``url_prefix``: the
+    FTP root seen from the login directory at ``port`` (e.g. "dir/")."""
     args = ["curl", "-s", "-S", "--max-time", "900", "--no-ftp-skip-pasv-ip"]
     fmt = "%{time_total} %{time_pretransfer} %{size_download} %{size_upload}"
     if direction == "down":
-        args += ["-o", "/dev/null", "-w", fmt, ftp.url(path.name, host=C.HOST, port=port)]
+        args += ["-o", "/dev/null", "-w", fmt,
+                 ftp.url(url_prefix + path.name, host=C.HOST, port=port)]
     else:
         args += ["-T", str(path), "-w", fmt,
-                 ftp.url(f"{ftp.upload_dir}/wan_up.bin", host=C.HOST, port=port)]
+                 ftp.url(f"{url_prefix}{ftp.upload_dir}/wan_up.bin", host=C.HOST, port=port)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=1000)
     if out.returncode != 0:
         raise RuntimeError(f"curl {direction} failed ({out.returncode}): {out.stderr.strip()}")

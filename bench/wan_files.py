@@ -162,12 +162,16 @@ class LeanClient:
 
 
 def lean_route(port: int, ftp: C.servers.FTPServer, names: list[str], payloads: dict[str, bytes],
-               data_command: str, upload_prefix: str, timeout: float,
+               data_command: str, upload_prefix: str, timeout: float, cwd: str = "",
                ) -> tuple[float, float, list[str]]:
-    """The lean client over ``names``: (s for the RETRs, s for the STORs, errors)."""
+    """The lean client over ``names``: (s for the RETRs, s for the STORs, errors).
+    ``cwd``: first change to this directory (the FTP root as seen from the login
+    directory at ``port``)."""
     errors: list[str] = []
     client = LeanClient(port, ftp.user, ftp.password, timeout)
     try:
+        if cwd:
+            client.command(f"CWD {cwd}", "2")
         client.transfer("RETR", f"{FILES_DIR}/{names[0]}", data_command)  # warm-up, untimed
         times = []
         for verb in ("RETR", "STOR"):

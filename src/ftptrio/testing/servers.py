@@ -533,6 +533,10 @@ def start_openssh(
             password_lines = {line.split()[0].lower(): line for line in (
                 "PasswordAuthentication yes", "KbdInteractiveAuthentication yes", "UsePAM yes")}
             defaults = [password_lines.get(line.split()[0].lower(), line) for line in defaults]
+            # sshd reads AuthorizedKeysFile as the user, who cannot enter the temp dir:
+            # root hands it the client key (key logins as that user: --sftp-login own)
+            defaults += [f"AuthorizedKeysCommand {shutil.which('cat') or '/bin/cat'} {client_key}.pub",
+                         "AuthorizedKeysCommandUser root"]
         if _openssh_version() >= (9, 8):
             # Tests make many connections (some failing on purpose) from 127.0.0.1.
             defaults.append("PerSourcePenalties no")
