@@ -378,22 +378,26 @@ CLIENTS: dict[str, type[Client]] = {c.name: c for c in (Curl, Lftp, Wget, Ftplib
 
 
 async def exercise(client: Client, target: Target, ftp: servers.FTPServer, workdir: Path, *,
-                   big: bool = False, sent_mode: str | None = None) -> None:
+                   big: bool = False, sent_mode: str | None = None, remote_dir: str = "") -> None:
     """Everything one interop case checks, against the files on the server's disk.
 
     Downloads (``DOWNLOADS``, plus the 64 MiB file if ``big``), a fresh 1 MiB
     upload (unless the client cannot upload), a directory listing and a resumed
     download (REST) of a pre-truncated local file, all sha256-verified.  Every
     transcript must show that the client sent ``sent_mode`` (default: the
-    client's mode) to negotiate its data connections.
+    client's mode) to negotiate its data connections.  ``remote_dir``: where
+    ``ftp.root`` is, seen from the login directory ("" : the login directory).
     """
     sent_mode = sent_mode or client.mode
     workdir.mkdir(parents=True, exist_ok=True)
 
+    def remote_path(name: str) -> str:
+        return f"{remote_dir}/{name}" if remote_dir else name
+
     names = [*DOWNLOADS, *([servers.BIG_FILE_NAME] if big else [])]
     for i, name in enumerate(names):
         local = workdir / f"down-{i}-{name}"
-        transcript = await client.download(target, name, local)
+        transcript = await client.download(target, remote_path(name), local)
         client.assert_sent(transcript, sent_mode, f"download {name!r}")
         expected = ftp.path(name)
         assert local.exists(), f"{client.name} {client.mode}: {name!r} was not downloaded"
@@ -409,7 +413,7 @@ async def exercise(client: Client, target: Target, ftp: servers.FTPServer, workd
         src = workdir / "upload-source.bin"
         src.write_bytes(os.urandom(1 << 20))
         remote = f"{ftp.upload_dir}/{client.name}-{client.mode}-{uuid.uuid4().hex}.bin"
-        transcript = await client.upload(target, src, remote)
+        transcript = await client.upload(target, src, remote_path(remote))
         client.assert_sent(transcript, sent_mode, "upload")
         on_disk = ftp.path(remote)
         assert on_disk.exists(), f"{client.name} {client.mode}: {remote} was not created on {ftp.name}"
@@ -417,7 +421,7 @@ async def exercise(client: Client, target: Target, ftp: servers.FTPServer, workd
             f"{client.name} {client.mode}: uploaded {remote} differs on {ftp.name}'s disk "
             f"({on_disk.stat().st_size} bytes)\n--- transcript (tail) ---\n{transcript[-3000:]}")
 
-    text, transcript = await client.listing(target, "", workdir)
+    text, transcript = await client.listing(target, remote_dir, workdir)
     client.assert_sent(transcript, sent_mode, "listing")
     for name in ("one_mib.bin", "empty.bin", servers.UPLOAD_DIR):
         assert name in text, f"{client.name} {client.mode}: {name!r} missing from the listing:\n{text[:3000]}"
@@ -427,7 +431,7 @@ async def exercise(client: Client, target: Target, ftp: servers.FTPServer, workd
     local = resume_dir / RESUME_FILE
     expected = ftp.path(RESUME_FILE)
     local.write_bytes(expected.read_bytes()[:RESUME_OFFSET])
-    transcript = await client.resume(target, RESUME_FILE, local)
+    transcript = await client.resume(target, remote_path(RESUME_FILE), local)
     client.assert_sent(transcript, f"REST {RESUME_OFFSET}", "resume")
     client.assert_sent(transcript, sent_mode, "resume")
     assert local.stat().st_size == expected.stat().st_size, (
