@@ -115,12 +115,12 @@ def openssh_sftp(tmp_path_factory, sftp_user):
 
 
 @pytest.fixture(scope="session")
-def openssh_no_sftp(tmp_path_factory, sftp_user):
+def openssh_no_sftp_passwords(tmp_path_factory, sftp_user):
     """As openssh_sftp, but without any ``Subsystem`` line: no SFTP."""
     servers.require_tool("sshd")
     servers.require_tool("ssh-keygen")
     server = servers.start_openssh(tmp_path_factory.mktemp("sshd-nosftp"), password_user=sftp_user,
-                                   sftp_subsystem=False)
+                                   sftp=False)
     try:
         yield server
     finally:

@@ -172,6 +172,16 @@ async def test_sshd_sftp_with_password_and_kbdint_logins(openssh_sftp, sftp_user
                     back = await f.read()
                 return back, (await sftp.stat(f"{work}/{method}.bin")).uid or -1
 
+    async def key_login() -> str:
+        """The generated client key logs in as the user too (--sftp-login own)."""
+        async with asyncssh.connect(
+                openssh_sftp.host, port=openssh_sftp.port, username=sftp_user.name,
+                client_keys=[openssh_sftp.client_key], agent_path=None,
+                known_hosts=openssh_sftp.known_hosts, config=None, preferred_auth="publickey",
+                login_timeout=TIMEOUT) as conn:
+            async with conn.start_sftp_client() as sftp:
+                return await sftp.getcwd()
+
     async def wrong_password() -> str:
         try:
             await _password_connect(openssh_sftp, sftp_user, "password", "not-the-password")
@@ -185,6 +195,7 @@ async def test_sshd_sftp_with_password_and_kbdint_logins(openssh_sftp, sftp_user
             assert back == data and uid == sftp_user.uid, method
             # written by the user itself, as the SSH server enforces permissions
             assert os.stat(work / f"{method}.bin").st_uid == sftp_user.uid
+        assert await _run_asyncio(key_login) == sftp_user.home
         assert "ermission denied" in await _run_asyncio(wrong_password)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -192,6 +203,7 @@ async def test_sshd_sftp_with_password_and_kbdint_logins(openssh_sftp, sftp_user
 
 async def test_sshd_sftp_readonly_user(openssh_sftp, sftp_readonly_user):
     user = sftp_readonly_user
+    kept = f"{servers.READONLY_DIR}/{servers.READONLY_FILE}"
 
     async def session() -> list[str]:
         outcomes = []
@@ -200,7 +212,7 @@ async def test_sshd_sftp_readonly_user(openssh_sftp, sftp_readonly_user):
                 async with sftp.open(f"{servers.READONLY_DIR}/{servers.READONLY_FILE}") as f:
                     assert (await f.read()).startswith("a file")
                 for attempt in (lambda: sftp.open(f"{servers.READONLY_DIR}/new.txt", "w"),
-                                lambda: sftp.remove(f"{servers.READONLY_DIR}/{servers.READONLY_FILE}"),
+                                lambda: sftp.remove(kept),
                                 lambda: sftp.open(servers.UNREADABLE_FILE, "r")):
                     try:
                         await attempt()
@@ -214,10 +226,12 @@ async def test_sshd_sftp_readonly_user(openssh_sftp, sftp_readonly_user):
     assert os.path.exists(os.path.join(user.home, servers.READONLY_DIR, servers.READONLY_FILE))
 
 
-async def test_sshd_without_sftp_and_vsftpd_local_login(openssh_no_sftp, vsftpd_local, sftp_user):
+async def test_sshd_without_sftp_and_vsftpd_local_login(openssh_no_sftp_passwords, vsftpd_local,
+                                                        sftp_user):
     """No SFTP from this sshd, but direct-tcpip to vsftpd, where the same user logs in."""
     async def session() -> tuple[str, bytes]:
-        async with await _password_connect(openssh_no_sftp, sftp_user, "password") as conn:
+        sshd = openssh_no_sftp_passwords
+        async with await _password_connect(sshd, sftp_user, "password") as conn:
             try:
                 async with conn.start_sftp_client():
                     pass
@@ -232,7 +246,7 @@ async def test_sshd_without_sftp_and_vsftpd_local_login(openssh_no_sftp, vsftpd_
 
     refusal, greeting = await _run_asyncio(session)
     assert refusal and greeting.startswith(b"220 "), (refusal, greeting)
-    assert "Subsystem" not in open(openssh_no_sftp.config_path).read()
+    assert "Subsystem" not in open(openssh_no_sftp_passwords.config_path).read()
 
     def ftp_roundtrip() -> None:
         client = _ftp_login(vsftpd_local, passive=True)

@@ -172,8 +172,8 @@ def user_processes(sshd: servers.OpenSSHServer, uid: int) -> list[int]:
             status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue
-        real_uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
-        if int(stat[2]) == sshd.process.pid and real_uid == uid:
+        uid_line = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        if int(stat[2]) == sshd.process.pid and uid_line and int(uid_line.group(1)) == uid:
             found.append(int(entry))
     return found
 
@@ -297,7 +297,8 @@ if shutil.which("tnftp"):  # may be absent (not a Debian default): then not test
 def _epsv_data(ftp: ftplib.FTP, command: str) -> bytes:
     """``command`` over a data connection opened with EPSV (ftplib sends PASV on
     IPv4); everything the server sent on it."""
-    port = int(re.search(r"\(\|\|\|(\d+)\|\)", ftp.sendcmd("EPSV")).group(1))  # type: ignore[union-attr]
+    reply = ftp.sendcmd("EPSV")
+    port = int(reply.rsplit("|", 2)[-2])  # 229 Entering Extended Passive Mode (|||port|)
     with socket.create_connection((ftp.host, port), timeout=clients.CLIENT_TIMEOUT) as data:
         assert ftp.sendcmd(command)[:3] in ("125", "150")
         chunks = []
@@ -615,13 +616,14 @@ async def test_ssh_dropped_mid_transfer(front, openssh_sftp, sftp_user, make_fil
 
 
 # ---------------------------------------------------------------- fallback, destinations
-async def test_fallback_to_ftp_forwarding(openssh_no_sftp, vsftpd_local, sftp_user, tmp_path):
+async def test_fallback_to_ftp_forwarding(openssh_no_sftp_passwords, vsftpd_local, sftp_user,
+                                          tmp_path):
     """An SSH server without SFTP: with --sftp-fallback ftp:PORT the session is
     forwarded to the FTP server on the SSH host, logged; without it, 530."""
     fallback = await trio.to_thread.run_sync(
-        lambda: start_front(tmp_path, openssh_no_sftp,
+        lambda: start_front(tmp_path, openssh_no_sftp_passwords,
                             "--sftp-fallback", f"ftp:{vsftpd_local.port}"))
-    plain = await trio.to_thread.run_sync(lambda: start_front(tmp_path, openssh_no_sftp))
+    plain = await trio.to_thread.run_sync(lambda: start_front(tmp_path, openssh_no_sftp_passwords))
     try:
         payload = os.urandom(400_000)
         name = f"{vsftpd_local.upload_dir}/fallback-{uuid.uuid4().hex}.bin"
@@ -652,15 +654,15 @@ async def test_fallback_to_ftp_forwarding(openssh_no_sftp, vsftpd_local, sftp_us
         assert plain.stop() == 0, plain.log()[-3000:]
 
 
-async def test_per_session_destination(openssh_sftp, openssh_no_sftp, sftp_user, make_files,
-                                       tmp_path):
+async def test_per_session_destination(openssh_sftp, openssh_no_sftp_passwords, sftp_user,
+                                       make_files, tmp_path):
     """USER user@host:port names the SSH server of the session, if --allow-destination
     allows it; another one gets 530."""
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(Path(openssh_sftp.known_hosts).read_text()
-                           + Path(openssh_no_sftp.known_hosts).read_text())
+                           + Path(openssh_no_sftp_passwords.known_hosts).read_text())
     front = await trio.to_thread.run_sync(lambda: start_front(
-        tmp_path, openssh_no_sftp, "--allow-destination",
+        tmp_path, openssh_no_sftp_passwords, "--allow-destination",
         f"{openssh_sftp.host}:{openssh_sftp.port}", known_hosts=str(known_hosts)))
     try:
         files = make_files(front, sftp_user)

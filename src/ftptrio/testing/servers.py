@@ -467,15 +467,17 @@ def start_openssh(
     *,
     host: str = HOST,
     netns: str | None = None,
-    sftp_subsystem: bool = True,
+    sftp: bool = True,
     password_user: SystemUser | None = None,
 ) -> OpenSSHServer:
     """Start ``/usr/sbin/sshd -D -e`` on a free 127.0.0.1 port.
 
-    ``sftp_subsystem``: False leaves out the ``Subsystem sftp`` line (an SSH server
-    without SFTP). ``password_user``: also accept password and keyboard-interactive
-    logins (through PAM, ``UsePAM yes``: keyboard-interactive needs it) and log in as
-    that user (``username``; the generated client key is accepted for every user).
+    ``sftp``: serve the sftp subsystem (``internal-sftp``); False: no Subsystem line,
+    so sftp sessions are refused.
+
+    ``password_user``: also accept password and keyboard-interactive logins (through
+    PAM, ``UsePAM yes``: keyboard-interactive needs it) and log in as that user
+    (``username``; the generated client key is accepted for every user).
 
     ``host``/``netns``: listen on another address, inside network namespace
     ``netns`` (run through ``ip netns exec``).
@@ -527,7 +529,7 @@ def start_openssh(
             "UseDNS no",
             "MaxStartups 100:30:200",
         ]
-        if sftp_subsystem:
+        if sftp:
             defaults.append("Subsystem sftp internal-sftp")
         if password_user is not None:
             password_lines = {line.split()[0].lower(): line for line in (
@@ -535,7 +537,8 @@ def start_openssh(
             defaults = [password_lines.get(line.split()[0].lower(), line) for line in defaults]
             # sshd reads AuthorizedKeysFile as the user, who cannot enter the temp dir:
             # root hands it the client key (key logins as that user: --sftp-login own)
-            defaults += [f"AuthorizedKeysCommand {shutil.which('cat') or '/bin/cat'} {client_key}.pub",
+            cat = shutil.which("cat") or "/bin/cat"
+            defaults += [f"AuthorizedKeysCommand {cat} {client_key}.pub",
                          "AuthorizedKeysCommandUser root"]
         if _openssh_version() >= (9, 8):
             # Tests make many connections (some failing on purpose) from 127.0.0.1.
