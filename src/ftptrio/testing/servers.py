@@ -336,8 +336,12 @@ def start_openssh(
     *,
     host: str = HOST,
     netns: str | None = None,
+    sftp: bool = True,
 ) -> OpenSSHServer:
     """Start ``/usr/sbin/sshd -D -e`` on a free 127.0.0.1 port.
+
+    ``sftp``: serve the sftp subsystem (``internal-sftp``); False: no Subsystem line,
+    so sftp sessions are refused.
 
     ``host``/``netns``: listen on another address, inside network namespace
     ``netns`` (run through ``ip netns exec``).
@@ -388,8 +392,9 @@ def start_openssh(
             "PrintMotd no",
             "UseDNS no",
             "MaxStartups 100:30:200",
-            "Subsystem sftp internal-sftp",
         ]
+        if sftp:
+            defaults.append("Subsystem sftp internal-sftp")
         if _openssh_version() >= (9, 8):
             # Tests make many connections (some failing on purpose) from 127.0.0.1.
             defaults.append("PerSourcePenalties no")
