@@ -72,3 +72,15 @@ def proftpd(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def openssh_no_sftp(tmp_path_factory):
+    """An sshd without a ``Subsystem sftp`` line: SFTP sessions are refused."""
+    servers.require_tool("sshd")
+    servers.require_tool("ssh-keygen")
+    server = servers.start_openssh(tmp_path_factory.mktemp("sshd-nosftp"), sftp=False)
+    try:
+        yield server
+    finally:
+        server.stop()
