@@ -39,7 +39,8 @@ DATACLASSES = [("_config", "Config"), ("_config", "SSHOptions"), ("_config", "Fo
                ("_server", "Forwarder")]
 ENTRY_POINTS = ["serve", "open_forwarder"]
 ERRORS = ["FtptrioError", "ConfigError", "TunnelError", "HostKeyError", "AuthenticationError",
-          "ConnectTimeout", "ChannelRefused", "RemoteForwardRefused", "BindError"]
+          "ConnectTimeout", "ChannelRefused", "RemoteForwardRefused", "SFTPUnavailable",
+          "BindError"]
 
 
 class Undocumented(Exception):

@@ -20,6 +20,7 @@ from ._errors import ConnectTimeout as ConnectTimeout
 from ._errors import FtptrioError as FtptrioError
 from ._errors import HostKeyError as HostKeyError
 from ._errors import RemoteForwardRefused as RemoteForwardRefused
+from ._errors import SFTPUnavailable as SFTPUnavailable
 from ._errors import TunnelError as TunnelError
 from ._scan import IMPLEMENTATION as IMPLEMENTATION
 from ._server import Forwarder as Forwarder
@@ -41,6 +42,7 @@ __all__ = [
     "FtptrioError",
     "HostKeyError",
     "RemoteForwardRefused",
+    "SFTPUnavailable",
     "SSHOptions",
     "TransferStats",
     "TunnelError",

@@ -14,12 +14,14 @@ ChannelRefused          (a TunnelError) the SSH server refused a    3
                         channel to the FTP server (``code``)
 RemoteForwardRefused    (a TunnelError) the SSH server refused a    3
                         remote forward (tcpip-forward)
+SFTPUnavailable         (a TunnelError) the SSH server has no SFTP  3
+                        (--sftp-server)
 BindError               a local listener could not be bound         4 (bind)
 FtptrioError            base of all of the above                    1
 ======================  ==========================================  =================
 
 The TunnelError subclasses (HostKeyError, AuthenticationError, ConnectTimeout,
-ChannelRefused, RemoteForwardRefused) are the kinds an embedding application may
+ChannelRefused, RemoteForwardRefused, SFTPUnavailable) are the kinds an embedding application may
 handle apart; every other SSH failure (connection refused, host name not resolved,
 network unreachable, the connection lost, a ProxyJump chain that cannot be
 followed, the reconnect back-off) is a TunnelError itself. ``except TunnelError``
@@ -116,6 +118,12 @@ class RemoteForwardRefused(TunnelError):
     listener, an active-mode data connection with remote-forward, a passive one of a
     -R tunnel). A sibling of ChannelRefused, not a subclass: SSH's answer to a refused
     forward request carries neither a reason code nor a text (RFC 4254, 4)."""
+
+
+class SFTPUnavailable(TunnelError):
+    """The SSH server offers no SFTP session (``--sftp-server``): it refused the
+    session channel or its ``sftp`` subsystem (OpenSSH's sshd without a ``Subsystem
+    sftp`` line in its sshd_config), or what it started there does not speak SFTP."""
 
 
 class BindError(FtptrioError, OSError):

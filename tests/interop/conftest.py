@@ -76,6 +76,18 @@ def proftpd(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def openssh_no_sftp(tmp_path_factory):
+    """An sshd without a ``Subsystem sftp`` line: SFTP sessions are refused."""
+    servers.require_tool("sshd")
+    servers.require_tool("ssh-keygen")
+    server = servers.start_openssh(tmp_path_factory.mktemp("sshd-nosftp"), sftp=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def system_user(name: str, readonly: bool = False) -> servers.SystemUser:
     """A throwaway local user with a password (servers.ensure_system_user): fails the
     test under CI when it cannot be made, skips it elsewhere."""
@@ -119,8 +131,8 @@ def openssh_no_sftp_passwords(tmp_path_factory, sftp_user):
     """As openssh_sftp, but without any ``Subsystem`` line: no SFTP."""
     servers.require_tool("sshd")
     servers.require_tool("ssh-keygen")
-    server = servers.start_openssh(tmp_path_factory.mktemp("sshd-nosftp"), password_user=sftp_user,
-                                   sftp=False)
+    server = servers.start_openssh(tmp_path_factory.mktemp("sshd-nosftp-pw"),
+                                   password_user=sftp_user, sftp=False)
     try:
         yield server
     finally:

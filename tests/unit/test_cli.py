@@ -310,6 +310,7 @@ def test_main_ssh_connection_refused(capsys):
     (ftptrio.ConnectTimeout("timed out after 1 s (ConnectTimeout)"), 3),
     (ftptrio.ChannelRefused("administratively prohibited", code=1), 3),
     (ftptrio.RemoteForwardRefused("SSH server refused remote forward"), 3),
+    (ftptrio.SFTPUnavailable("the SSH server has no SFTP"), 3),
     (ftptrio.BindError(98, "cannot listen on 127.0.0.1:21: Address already in use"), 4),
     (ftptrio.FtptrioError("other"), 1),
     (LineTooLong("long"), 1),  # an internal FtptrioError, had one escaped
@@ -324,7 +325,8 @@ def test_main_exit_code_by_error_class(monkeypatch, capsys, error, code):
 
 
 @pytest.mark.parametrize("kind", ["HostKeyError", "AuthenticationError", "ConnectTimeout",
-                                  "ChannelRefused", "RemoteForwardRefused"])
+                                  "ChannelRefused", "RemoteForwardRefused",
+                                  "SFTPUnavailable"])
 def test_tunnel_error_kinds_are_exported_tunnel_errors(kind):
     assert kind in ftptrio.__all__
     assert issubclass(getattr(ftptrio, kind), ftptrio.TunnelError)

@@ -11,6 +11,8 @@
   inside asyncio (data never crosses the trio/asyncio bridge per chunk).
 * ``_streams``: ``SSHStream`` (a trio stream over an SSH channel) and the remote
   (tcpip-forward) listeners ``RemoteListener`` and ``RemoteStreamListener``.
+* ``_sftp``: ``SFTPFiles``, one SFTP session with pipelined reads and writes
+  (``_seams.RemoteFiles``, for ``--sftp-server``).
 * ``_bridge``: the trio-asyncio loop and error handling scoped to ftptrio's own
   callbacks and sockets.
 * ``_testserver``: the in-process asyncssh server behind ``ftptrio.testing``.
@@ -41,6 +43,8 @@ from ._connect import Tunnel as Tunnel
 from ._connect import set_debug_level as set_debug_level
 from ._relay import SSHDataRelay as SSHDataRelay
 from ._relay import relayed_connection as relayed_connection
+from ._sftp import SFTPFiles as SFTPFiles
+from ._sftp import open_sftp_files as open_sftp_files
 from ._streams import RemoteListener as RemoteListener
 from ._streams import RemoteStreamListener as RemoteStreamListener
 from ._streams import SSHStream as SSHStream
@@ -48,10 +52,12 @@ from ._streams import SSHStream as SSHStream
 __all__ = [
     "RemoteListener",
     "RemoteStreamListener",
+    "SFTPFiles",
     "SSHDataRelay",
     "SSHStream",
     "Tunnel",
     "asyncio_loop",
+    "open_sftp_files",
     "relayed_connection",
     "set_debug_level",
 ]

@@ -27,6 +27,7 @@ from ._bridge import SSH_ERRORS, aio, is_prohibited, reason, refusal
 from ._hostkeys import HostKeyPolicy, connect_verified
 from ._sshconfig import ssh_config_paths
 from ._relay import SSHDataRelay, WindowBudget, open_data_relay
+from ._sftp import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_REQUESTS, SFTPFiles, open_sftp_files
 from ._streams import CLOSE_TIMEOUT, RemoteListener, RemoteStreamListener, SSHStream, open_ssh_stream
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,14 @@ class Tunnel:
             self.data_opens_refused = True
             raise _channel_error(f"SSH server could not open data connection to "
                                  f"{host}:{port}: {refusal(exc)}{_open_hint(exc)}", exc) from exc
+
+    async def open_sftp(self, *, max_requests: int = DEFAULT_MAX_REQUESTS,
+                        block_size: int = DEFAULT_BLOCK_SIZE) -> SFTPFiles:
+        """An SFTP session on the SSH server (--sftp-server), each transfer pipelining
+        ``max_requests`` requests of ``block_size``; SFTPUnavailable when the server
+        has no sftp subsystem."""
+        return await open_sftp_files(await self.connect(), max_requests=max_requests,
+                                     block_size=block_size)
 
     async def listen_remote(self, host: str, port: int = 0,
                             accept_filter: Callable[[str, int], bool] | None = None,

@@ -62,6 +62,12 @@ class SSHServerInfo:
     kbdint_answers: list[list[str]] = field(default_factory=list)
     #: every (username, password) the server was sent
     passwords_tried: list[tuple[str, str]] = field(default_factory=list)
+    #: more password logins: user -> password (each user may log in with its own)
+    passwords: dict[str, str] = field(default_factory=dict)
+    #: the directory the sftp subsystem serves as "/" (None: no sftp subsystem)
+    sftp_root: str | None = None
+    #: the user of every SFTP session started, in order
+    sftp_sessions: list[str] = field(default_factory=list)
 
 
 def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
@@ -79,11 +85,14 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
             return info.password is None and info.kbdint is None
 
         def password_auth_supported(self) -> bool:
-            return info.password is not None
+            return info.password is not None or bool(info.passwords)
 
         def validate_password(self, username: str, password: str) -> bool:
             info.passwords_tried.append((username, password))
-            return username == info.username and password == info.password
+            if username in info.passwords:
+                return password == info.passwords[username]
+            return (username == info.username and info.password is not None
+                    and password == info.password)
 
         def kbdint_auth_supported(self) -> bool:
             return info.kbdint is not None
@@ -119,19 +128,41 @@ def _make_server_class(info: SSHServerInfo) -> type[asyncssh.SSHServer]:
     return _Server
 
 
+def _sftp_factory(info: SSHServerInfo, root: str,
+                  server_class: type[asyncssh.SFTPServer] | None) -> Any:
+    """asyncssh's sftp_factory: ``server_class`` (asyncssh.SFTPServer by default)
+    serving ``root`` as "/", each session's user recorded."""
+    cls = server_class or asyncssh.SFTPServer
+
+    def factory(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        info.sftp_sessions.append(str(chan.get_extra_info("username")))
+        return cls(chan, chroot=os.fsencode(root))
+
+    return factory
+
+
 @contextlib.asynccontextmanager
 async def inprocess_ssh_server(
         username: str = "demo", *, password: str | None = None,
         kbdint: tuple[str, str, list[tuple[str, bool, str]]] | None = None,
         rekey_bytes: int | None = None, rekey_seconds: float | None = None,
+        passwords: dict[str, str] | None = None, sftp_root: str | None = None,
+        sftp_server_class: type[asyncssh.SFTPServer] | None = None,
+        sftp_version: int = 3,
 ) -> AsyncIterator[SSHServerInfo]:
     """Run an asyncssh server on 127.0.0.1:<free port>. Needs a trio-asyncio loop.
 
     By default it accepts only its client key. With ``password`` it accepts only
     that password; with ``kbdint`` = (name, instructions, [(prompt, echo,
     expected answer), ...]) only keyboard-interactive with those answers.
-    ``rekey_bytes`` / ``rekey_seconds``: renegotiate keys that often (asyncssh's
-    defaults otherwise), to test long transfers across rekeying."""
+    ``passwords`` (user -> password): those password logins too (the client key
+    still works for ``username``). ``rekey_bytes`` / ``rekey_seconds``: renegotiate
+    keys that often (asyncssh's defaults otherwise), to test long transfers across
+    rekeying. ``sftp_root``: serve an sftp subsystem with that directory as "/"
+    (``sftp_server_class``: an asyncssh.SFTPServer subclass to serve it with, e.g.
+    one that refuses some requests; ``sftp_version``: the highest SFTP protocol
+    version it speaks, 3 as OpenSSH's); without it the server refuses SFTP sessions,
+    as a server without an sftp subsystem does."""
     options: dict[str, Any] = {}
     if rekey_bytes is not None:
         options["rekey_bytes"] = rekey_bytes
@@ -142,7 +173,11 @@ async def inprocess_ssh_server(
     with tempfile.TemporaryDirectory(prefix="ftptrio-ssh-") as tmp:
         info = SSHServerInfo("127.0.0.1", 0, username, client_key, host_key,
                              os.path.join(tmp, "known_hosts"), password=password,
-                             kbdint=kbdint)
+                             kbdint=kbdint, passwords=dict(passwords or {}),
+                             sftp_root=sftp_root)
+        if sftp_root is not None:
+            options["sftp_factory"] = _sftp_factory(info, sftp_root, sftp_server_class)
+            options["sftp_version"] = sftp_version
         acceptor = await trio_asyncio.aio_as_trio(asyncssh.listen)(
             "127.0.0.1", 0, server_host_keys=[host_key],
             server_factory=_make_server_class(info), allow_scp=False, **options)

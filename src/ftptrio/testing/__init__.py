@@ -8,7 +8,8 @@ In-process servers (loopback, OS-picked ports, stopped when the block ends):
 
 * ``inprocess_ssh_server()``: an asyncssh SSH server (needs a trio-asyncio loop)
   that allows direct-tcpip and tcpip-forward and records every request
-  (``SSHServerInfo``).
+  (``SSHServerInfo``); with ``sftp_root=DIR`` it also serves SFTP rooted there,
+  with ``passwords={user: password}`` password logins for several users.
 * ``threaded_ftp_server()``: a pyftpdlib FTP server in a background thread
   (``FTPServerInfo``; pyftpdlib comes with the ``demo`` and ``test`` extras).
 
