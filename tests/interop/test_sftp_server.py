@@ -161,9 +161,11 @@ def make_files() -> Iterator[Callable[[Front, servers.SystemUser], Files]]:
 
 
 def user_processes(sshd: servers.OpenSSHServer, uid: int) -> list[int]:
-    """The sshd session processes running as ``uid`` (the unprivileged child of each of
-    its SSH connections): the processes of sshd's process group owned by ``uid``."""
-    found = []
+    """The sshd processes running as ``uid`` (of each SSH connection: the unprivileged
+    child and its internal-sftp): descendants of the listener (each connection's sshd
+    makes a session of its own: not in the listener's process group) owned by ``uid``."""
+    parent: dict[int, int] = {}
+    owner: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -173,9 +175,19 @@ def user_processes(sshd: servers.OpenSSHServer, uid: int) -> list[int]:
         except OSError:
             continue
         uid_line = re.search(r"^Uid:\s+(\d+)", status, re.M)
-        if int(stat[2]) == sshd.process.pid and uid_line and int(uid_line.group(1)) == uid:
-            found.append(int(entry))
-    return found
+        parent[int(entry)] = int(stat[1])
+        owner[int(entry)] = int(uid_line.group(1)) if uid_line else -1
+
+    def descends(pid: int) -> bool:
+        for _ in range(16):
+            pid = parent.get(pid, 0)
+            if pid == sshd.process.pid:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return [pid for pid in parent if owner[pid] == uid and descends(pid)]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
