@@ -70,16 +70,18 @@ class DestinationRule:
         return host_ip(host) is None and fnmatch.fnmatchcase(host, self.glob)
 
 
-def parse_destination_rule(text: str) -> DestinationRule:
+def parse_destination_rule(text: str, default_port: int = DEFAULT_FTP_PORT
+                           ) -> DestinationRule:
     """``ADDRESS``, ``CIDR`` or ``GLOB`` (a host-name pattern: ``*.lan``), with an
-    optional ``:PORT`` or ``:LOW-HIGH`` (default: port 21 only); IPv6 in brackets
+    optional ``:PORT`` or ``:LOW-HIGH`` (default: ``default_port`` only, 21 for FTP
+    servers, 22 for --sftp-server's SSH hosts); IPv6 in brackets
     when a port follows (``[2001:db8::/32]:2121``). ConfigError if malformed."""
     what = f"bad --allow-destination {text!r}"
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"{what}: expected ADDRESS, NETWORK/BITS or a host-name glob, "
                           "with an optional :PORT or :LOW-HIGH")
     pattern, ports = _split_port(text.strip(), what)
-    low, high = DEFAULT_FTP_PORT, DEFAULT_FTP_PORT
+    low, high = default_port, default_port
     if ports is not None:
         match = _PORTS.fullmatch(ports)
         if match is None:
@@ -116,8 +118,9 @@ def _split_port(text: str, what: str) -> tuple[str, str | None]:
     return host, ports if colon else None
 
 
-def parse_destination_rules(patterns: Sequence[str]) -> tuple[DestinationRule, ...]:
-    return tuple(parse_destination_rule(p) for p in patterns)
+def parse_destination_rules(patterns: Sequence[str], default_port: int = DEFAULT_FTP_PORT
+                            ) -> tuple[DestinationRule, ...]:
+    return tuple(parse_destination_rule(p, default_port) for p in patterns)
 
 
 def destination_allowed(rules: Sequence[DestinationRule], host: str, port: int) -> bool:
@@ -166,9 +169,9 @@ def normal_host(host: str) -> str:
     return name
 
 
-def parse_host_port(text: str) -> tuple[str, int]:
+def parse_host_port(text: str, default_port: int = DEFAULT_FTP_PORT) -> tuple[str, int]:
     """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address ->
-    (normal host, port; 21 if not given). LoginRefused if malformed."""
+    (normal host, port; ``default_port`` if not given). LoginRefused if malformed."""
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or rest and not rest.startswith(":"):
@@ -180,7 +183,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
         host, _, port_text = text.partition(":")
     if not host:
         raise LoginRefused("no destination host given")
-    port = DEFAULT_FTP_PORT
+    port = default_port
     if port_text:
         if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
             raise LoginRefused(f"bad destination port {visible(port_text[:20])!r}")
@@ -199,7 +202,8 @@ def check_user_name(user: bytes) -> None:
         raise LoginRefused("control characters in the user name")
 
 
-def split_proxy_user(arg: bytes) -> tuple[bytes, str, int] | None:
+def split_proxy_user(arg: bytes, default_port: int = DEFAULT_FTP_PORT
+                     ) -> tuple[bytes, str, int] | None:
     """``user@host[:port]`` (split at the last ``@``) -> (user, host, port); None
     when ``arg`` names no destination. LoginRefused if malformed."""
     user, at, where = arg.rpartition(b"@")
@@ -210,5 +214,5 @@ def split_proxy_user(arg: bytes) -> tuple[bytes, str, int] | None:
         text = where.decode("ascii")
     except UnicodeDecodeError:
         raise LoginRefused("bad destination host (not ASCII)") from None
-    host, port = parse_host_port(text)
+    host, port = parse_host_port(text, default_port)
     return user, host, port

@@ -18,6 +18,9 @@ from ._netaddr import host_ip
 Direction = Literal["local", "remote"]
 AddressFamily = Literal["any", "inet", "inet6"]
 StrictHostKeyChecking = Literal["yes", "accept-new", "ask", "no"]
+#: who logs in to SFTP for an --sftp-server session: the FTP user ("ftp") or ftptrio ("own")
+SftpLogin = Literal["ftp", "own"]
+SFTP_LOGINS: tuple[SftpLogin, ...] = ("ftp", "own")
 ACTIVE_MODES: tuple[ActiveMode, ...] = get_args(ActiveMode)
 AUTH_TLS_POLICIES: tuple[AuthTLSPolicy, ...] = get_args(AuthTLSPolicy)
 FORWARD_AHEAD: tuple[ForwardAhead, ...] = get_args(ForwardAhead)
@@ -97,11 +100,20 @@ class ForwardSpec:
     proxy: bool = False
     #: ``Config.read_only`` for this forward
     read_only: bool | None = None
+    #: an FTP server fed from SFTP (--sftp-server): ftptrio answers the FTP commands
+    #: itself and moves the files with SFTP on the SSH server (or, per session, on the
+    #: host a ``USER user@host[:port]`` login names, allowed by
+    #: ``Config.allowed_destinations``); ftp_host and ftp_port are not used
+    sftp: bool = False
 
     def __post_init__(self) -> None:
-        if self.proxy:
+        if self.proxy and self.sftp:
+            raise ConfigError("a listener is an FTP proxy or an SFTP-backed FTP server, "
+                              "not both")
+        if self.proxy or self.sftp:
             if self.direction != "local":
-                raise ConfigError("an FTP proxy listener is local (like -L)")
+                raise ConfigError("an FTP proxy or --sftp-server listener is local "
+                                  "(like -L)")
         elif not self.ftp_host:
             raise ConfigError("FTP host must not be empty")
         _check_port("FTP port", self.ftp_port, allow_zero=False)
@@ -364,6 +376,17 @@ class Config:
     #: --metrics: (address, port) serving the Prometheus text format at /metrics (the
     #: counters of ``Forwarder.stats``; needs the ``metrics`` extra); None: no server
     metrics_listen: tuple[str, int] | None = None
+    #: --sftp-login: who logs in to SFTP for --sftp-server sessions. "ftp": each FTP
+    #: login (USER/PASS) is the password or keyboard-interactive login of an SSH
+    #: connection of its own (keys and agent are never used for it; none is made at
+    #: start-up unless other forwards need one). "own": every session uses ftptrio's
+    #: own SSH login and connection (loopback listeners only; the FTP user name must
+    #: be the SSH user's, the FTP password is ignored)
+    sftp_login: SftpLogin = "ftp"
+    #: --sftp-fallback: the port of the FTP server on the SSH host that --sftp-server
+    #: sessions are forwarded to (as -L does) when the SSH server offers no SFTP
+    #: subsystem; None: no fallback (those logins get 530)
+    sftp_fallback_port: int | None = None
     #: an open asyncssh.SSHClientConnection to forward through instead of connecting
     #: (opened in the embedder's trio-asyncio loop; ftptrio neither closes nor reopens it)
     ssh_connection: object | None = field(default=None, compare=False)
@@ -410,6 +433,7 @@ class Config:
         if self.passive_ports is not None:
             check_port_range(self.passive_ports)
         parse_destination_rules(self.allowed_destinations)
+        _check_sftp(self)
         if self.metrics_listen is not None:
             if not isinstance(self.metrics_listen, tuple) or len(self.metrics_listen) != 2:
                 raise ConfigError("metrics_listen must be (address, port)")
@@ -426,6 +450,27 @@ class Config:
                                   "--auth-tls refuse (ftptrio cannot see the commands of a "
                                   "TLS control channel)")
         _check_shared_ports(self)
+
+
+def _check_sftp(config: "Config") -> None:
+    if config.sftp_login not in SFTP_LOGINS:
+        raise ConfigError(f"--sftp-login must be {one_of(SFTP_LOGINS, quoted=True)}")
+    if config.sftp_fallback_port is not None:
+        _check_port("--sftp-fallback port", config.sftp_fallback_port, allow_zero=False)
+    if config.sftp_login != "own":
+        return
+    for forward in config.forwards:
+        if forward.sftp and not _is_loopback(forward.listen_host):
+            raise ConfigError(f"--sftp-login own serves every FTP client with ftptrio's own "
+                              f"SSH login, so its --sftp-server listener must be on a "
+                              f"loopback address (not {forward.listen_host})")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_of(name: str, of: type[Config] | type[SSHOptions] = Config) -> Any:

@@ -21,6 +21,9 @@ Example::
 
     [[tunnel]]
     ftp_proxy = "2100"              # like --ftp-proxy (with allow_destination = [...])
+
+    [[tunnel]]
+    sftp_server = "2122"            # like --sftp-server (with sftp_login = "ftp")
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ else:  # pragma: no cover - Python 3.10: the tomli dependency
 from ._config import DIRECTIONS, Config, Direction, ForwardSpec
 from ._errors import ConfigError
 from ._options import (build_parser, config_from_args, parse_forward, parse_port_range,
-                       parse_proxy_listen)
+                       parse_proxy_listen, parse_sftp_listen)
 
 #: file key -> (command-line option, kind)
 GLOBAL_KEYS: dict[str, tuple[str, str]] = {
@@ -51,6 +54,9 @@ GLOBAL_KEYS: dict[str, tuple[str, str]] = {
     "options": ("-o", "table"),
     "gateway": ("-g", "bool"),
     "ftp_proxy": ("--ftp-proxy", "strs"),
+    "sftp_server": ("--sftp-server", "strs"),
+    "sftp_login": ("--sftp-login", "str"),
+    "sftp_fallback": ("--sftp-fallback", "str"),
     "allow_destination": ("--allow-destination", "strs"),
     "allow_client": ("--allow-client", "strs"),
     "read_only": ("--read-only", "bool"),
@@ -85,6 +91,7 @@ TUNNEL_KEYS: dict[str, tuple[str, str, str]] = {
     "local": ("", "str", "-L"),
     "remote": ("", "str", "-R"),
     "ftp_proxy": ("", "str", "--ftp-proxy"),
+    "sftp_server": ("", "str", "--sftp-server"),
     "active_mode": ("active_mode", "str", "--active-mode"),
     "auth_tls": ("auth_tls", "str", "--auth-tls"),
     "gateway": ("gateway", "bool", "-g"),
@@ -182,12 +189,16 @@ def file_arguments(path: str, data: dict[str, Any]
         kinds = [k for k in _TUNNEL_KINDS if k in table]
         if len(kinds) != 1:
             raise ConfigError(f"{where}: give exactly one of local = \"...\" (like -L), "
-                              f"remote = \"...\" (like -R) or ftp_proxy = \"...\" (like "
-                              "--ftp-proxy)")
+                              f"remote = \"...\" (like -R), ftp_proxy = \"...\" (like "
+                              "--ftp-proxy) or sftp_server = \"...\" (like --sftp-server)")
         kind = kinds[0]
         try:
-            spec = (parse_proxy_listen(table[kind]) if kind == "ftp_proxy"
-                    else parse_forward(table[kind], _direction(kind)))
+            if kind == "ftp_proxy":
+                spec = parse_proxy_listen(table[kind])
+            elif kind == "sftp_server":
+                spec = parse_sftp_listen(table[kind])
+            else:
+                spec = parse_forward(table[kind], _direction(kind))
             overrides = {TUNNEL_KEYS[k][0]: _tunnel_value(k, v) for k, v in table.items()
                          if k not in _TUNNEL_KINDS}
             forwards.append(dataclasses.replace(spec, **overrides))
@@ -197,7 +208,7 @@ def file_arguments(path: str, data: dict[str, Any]
 
 
 #: the keys of which a tunnel has exactly one: what it is
-_TUNNEL_KINDS = (*DIRECTIONS, "ftp_proxy")
+_TUNNEL_KINDS = (*DIRECTIONS, "ftp_proxy", "sftp_server")
 
 
 def _direction(kind: str) -> Direction:

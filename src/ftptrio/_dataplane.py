@@ -73,11 +73,14 @@ class _TransferRecord:
     paired with it), the relay's result once it ended, and the server's final reply.
     Accounted once, when both are known (or the reply alone refuses it)."""
 
-    __slots__ = ("command", "channel_id", "relay", "mode", "started", "result", "code",
-                 "accounted", "replied", "paired")
+    __slots__ = ("command", "transfer_type", "channel_id", "relay", "mode", "started",
+                 "result", "code", "accounted", "replied", "paired")
 
-    def __init__(self, command: str, channel_id: int | None = None) -> None:
+    def __init__(self, command: str, channel_id: int | None = None,
+                 transfer_type: str = "I") -> None:
         self.command = command
+        #: the TYPE in force when the command was read (A, I, E or L)
+        self.transfer_type = transfer_type
         #: the data channel the control protocol says it uses (None: unknown)
         self.channel_id = channel_id
         self.relay: DataRelay | None = None
@@ -297,12 +300,14 @@ class DataPlane:
         was sent for are unused (one sent before the QUIT still gets its connection)."""
         self.stop_waiting(keep_used=True)
 
-    def name_transfer(self, command: str, channel_id: int | None = None) -> None:
-        """The client's transfer command (``RETR file``) goes to the server, using the
-        data channel ``channel_id``: it is paired with that channel's data connection
-        (already relaying if a passive client connected first). Without an id, with
-        the data connection relaying without one, else with the next one that starts."""
-        record = _TransferRecord(command, channel_id)
+    def name_transfer(self, command: str, channel_id: int | None = None,
+                      transfer_type: str = "I") -> None:
+        """The client's transfer command (``RETR file``, read under TYPE
+        ``transfer_type``) goes to the server, using the data channel ``channel_id``: it
+        is paired with that channel's data connection (already relaying if a passive
+        client connected first). Without an id, with the data connection relaying
+        without one, else with the next one that starts."""
+        record = _TransferRecord(command, channel_id, transfer_type)
         self._awaiting_reply.append(record)
         if channel_id is not None:
             channel = self._channels.get(channel_id)
@@ -628,7 +633,8 @@ class DataPlane:
         rate = f"{total / seconds / 1e6:.1f}MB/s" if seconds >= 0.001 else "n/a"
         fields = {"transfer": {"session": self.session_id, "client": client,
                                "mode": record.mode, "direction": direction,
-                               "command": record.command, "bytes": total,
+                               "command": record.command, "type": record.transfer_type,
+                               "bytes": total,
                                "seconds": round(seconds, 6),
                                "result": "ok" if outcome == "ok" else
                                "refused" if refused else (result.error or outcome),

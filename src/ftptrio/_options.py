@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from ._config import (ACTIVE_MODES, ADDRESS_FAMILIES, AUTH_TLS_POLICIES, FORWARD_AHEAD,
                       DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_COUNT_MAX,
                       DEFAULT_KEEPALIVE_INTERVAL, STRICT_HOST_KEY_CHECKING, Config, Destination,
-                      Direction, ForwardSpec, SSHOptions, check_port_range, default_of, one_of,
+                      Direction, ForwardSpec, SFTP_LOGINS, SSHOptions, check_port_range, default_of, one_of,
                       parse_jump_hosts)
 from ._errors import ConfigError
 
@@ -69,7 +69,7 @@ CONFIG_OPTIONS = ("active_mode", "active_address", "active_forward_ahead", "auth
                   "data_idle_timeout", "data_drain_timeout", "active_hold_timeout",
                   "idle_session_timeout", "max_sessions", "max_sessions_per_client",
                   "remote_reply_address", "passive_ports", "read_only", "xferlog",
-                  "metrics_listen")
+                  "metrics_listen", "sftp_login", "sftp_fallback_port")
 
 
 # ---------------------------------------------------------------- -L / -R
@@ -112,29 +112,54 @@ def parse_forward(spec: str, direction: Direction = "local", *,
 def parse_proxy_listen(spec: str, *, gateway: bool = False) -> ForwardSpec:
     """--ftp-proxy ``[bind_address:]port`` (IPv6 in brackets): an FTP-proxy listener;
     without a bind address on 127.0.0.1, or on every address with ``gateway`` (-g)."""
+    return _listener(spec, "--ftp-proxy", gateway, sftp=False)
+
+
+def parse_sftp_listen(spec: str, *, gateway: bool = False) -> ForwardSpec:
+    """--sftp-server ``[bind_address:]port``: an FTP server fed from the SSH server's
+    SFTP; bound as --ftp-proxy is."""
+    return _listener(spec, "--sftp-server", gateway, sftp=True)
+
+
+def _listener(spec: str, flag: str, gateway: bool, *, sftp: bool) -> ForwardSpec:
+    """A listener of its own (``[bind_address:]port``): an FTP proxy, or with ``sftp``
+    an SFTP-backed FTP server."""
     if not isinstance(spec, str):
-        raise ConfigError(f"bad --ftp-proxy {spec!r}: expected a string")
+        raise ConfigError(f"bad {flag} {spec!r}: expected a string")
     text = spec.strip()
     if text.startswith("["):
         bind, bracket, rest = text[1:].partition("]")
         if not bracket or not rest.startswith(":"):
-            raise ConfigError(f"bad --ftp-proxy {spec!r}: expected [bind_address:]port")
+            raise ConfigError(f"bad {flag} {spec!r}: expected [bind_address:]port")
         port = rest[1:]
     elif ":" in text:
         bind, _, port = text.rpartition(":")
         if ":" in bind:
-            raise ConfigError(f"bad --ftp-proxy {spec!r}: an IPv6 address goes in "
+            raise ConfigError(f"bad {flag} {spec!r}: an IPv6 address goes in "
                               "brackets, e.g. [::1]:2121")
     else:
         bind, port = ("0.0.0.0" if gateway else "127.0.0.1"), text
     bind = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(bind, bind)
     try:
         return ForwardSpec(ftp_host="", listen_host=bind, listen_port=int(port),
-                           proxy=True)
+                           proxy=not sftp, sftp=sftp)
     except ValueError:
-        raise ConfigError(f"bad --ftp-proxy {spec!r}: the port must be a number") from None
+        raise ConfigError(f"bad {flag} {spec!r}: the port must be a number") from None
     except ConfigError as exc:
-        raise ConfigError(f"bad --ftp-proxy {spec!r}: {exc}") from None
+        raise ConfigError(f"bad {flag} {spec!r}: {exc}") from None
+
+
+def parse_sftp_fallback(text: str) -> int:
+    """--sftp-fallback ``ftp[:port]`` -> the FTP port on the SSH host (21 if none)."""
+    kind, colon, port = text.strip().partition(":")
+    if kind.lower() != "ftp" or (colon and not port.isdigit()):
+        raise argparse.ArgumentTypeError(f"bad --sftp-fallback {text!r}: expected "
+                                         "ftp or ftp:PORT")
+    number = int(port) if colon else 21
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"bad --sftp-fallback {text!r}: the port must "
+                                         "be 1-65535")
+    return number
 
 
 def parse_metrics_listen(text: str) -> tuple[str, int]:
@@ -336,7 +361,8 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
         prog="ftptrio", description=description, epilog=epilog,
         usage="%(prog)s [options] -L|-R spec ... [user@]ssh_host\n"
               "       %(prog)s [options] --ftp-proxy [bind:]port --allow-destination PATTERN "
-              "... [user@]ssh_host\n       %(prog)s --config FILE"
+              "... [user@]ssh_host\n       %(prog)s [options] --sftp-server [bind:]port "
+              "[user@]ssh_host\n       %(prog)s --config FILE"
               "\n       %(prog)s demo [--size MIB]",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("destination", nargs="?", metavar="[user@]ssh_host",
@@ -358,6 +384,22 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "ftp:proxy, FileZilla's and WinSCP's USER user@host), reached "
                         "through the SSH server if --allow-destination allows it; "
                         "repeatable")
+    p.add_argument("--sftp-server", dest="sftp_servers", action="append", default=[],
+                   metavar="[bind_address:]port",
+                   help="an FTP server for unchanged FTP clients (default bind 127.0.0.1) "
+                        "whose files are moved with SFTP on the SSH server: no FTP server "
+                        "is needed there; USER user@host[:port] names another SSH host "
+                        "if --allow-destination allows it (port 22 when none is given); "
+                        "repeatable")
+    p.add_argument("--sftp-login", dest="sftp_login", choices=SFTP_LOGINS, default=None,
+                   help="who logs in to SFTP for --sftp-server: ftp: each FTP user with "
+                        "their password, over an SSH connection of their own; own: "
+                        "ftptrio's SSH login for every session (loopback listeners only, "
+                        f"the FTP user must be the SSH user); default {_shown('sftp_login')}")
+    p.add_argument("--sftp-fallback", dest="sftp_fallback_port", metavar="ftp[:port]",
+                   type=parse_sftp_fallback, default=None,
+                   help="--sftp-server sessions to an SSH server without SFTP are forwarded "
+                        "to the FTP server on that host (port 21 by default), as -L does")
     p.add_argument("--allow-destination", dest="allow_destination", action="append",
                    default=[], metavar="PATTERN",
                    help="an FTP server --ftp-proxy logins may name: an address, a network "
@@ -525,10 +567,11 @@ def config_from_args(args: argparse.Namespace,
     if not args.destination:
         raise ConfigError("missing SSH destination ([user@]ssh_host)")
     if (not args.forwards and not args.remote_forwards and not extra_forwards
-            and not args.ftp_proxies):
+            and not args.ftp_proxies and not args.sftp_servers):
         raise ConfigError("missing -L [bind_address:]port:ftp_host:ftp_port, "
-                          "-R ftp/[listen_address:]port:ftp_host:ftp_port "
-                          "or --ftp-proxy [bind_address:]port")
+                          "-R ftp/[listen_address:]port:ftp_host:ftp_port, "
+                          "--ftp-proxy [bind_address:]port or --sftp-server "
+                          "[bind_address:]port")
     grace = getattr(args, "grace", DEFAULT_GRACE)
     if not math.isfinite(grace) or grace < 0:
         raise ConfigError(f"--grace must be a finite number of seconds >= 0 (got {grace})")
@@ -600,7 +643,9 @@ def config_from_args(args: argparse.Namespace,
                   *(parse_forward(spec, gateway=args.gateway) for spec in args.forwards),
                   *(parse_forward(spec, "remote") for spec in args.remote_forwards),
                   *(parse_proxy_listen(spec, gateway=args.gateway)
-                    for spec in args.ftp_proxies)),
+                    for spec in args.ftp_proxies),
+                  *(parse_sftp_listen(spec, gateway=args.gateway)
+                    for spec in args.sftp_servers)),
         allowed_destinations=tuple(args.allow_destination),
         allowed_clients=tuple(args.allow_client),
         remote_listen_host=remote_listen_host(args.remote_listen_address, active_address),

@@ -25,7 +25,8 @@ from ._text import visible
 from ._errors import BindError, ConfigError, TunnelError
 from ._ftps import FtpsForward, ftps_forwards
 from ._netaddr import host_ip
-from ._session import Session
+from ._session import Session, send_and_close
+from ._sftpsession import run_sftp_session
 from ._dataplane import ftp_server_only
 from ._seams import ControlForward
 from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
@@ -158,8 +159,12 @@ class Forwarder:
                 self._per_client[client] += 1
                 counted = True
             self._stats.session_started(label)
-            await Session(stream, forward, config, self._tunnel, self._stats, peer,
-                          ftps).run()
+            if forward.sftp:
+                assert isinstance(stream, trio.SocketStream)
+                await run_sftp_session(stream, forward, config, self._tunnel, self._stats)
+            else:
+                await Session(stream, forward, config, self._tunnel, self._stats, peer,
+                              ftps).run()
         except Exception:  # one broken session must never stop the listener
             log.exception("session crashed")
         finally:
@@ -264,18 +269,8 @@ async def _refuse_client(stream: trio.abc.HalfCloseableStream, client: str | Non
     """421 to a client whose address no --allow-client rule names, then close."""
     log.warning("refused an FTP client from %s: not allowed (--allow-client)",
                 client or "an unknown address")
-    await _send_and_close(stream, f"421 ftptrio: your address {client or ''} is not "
+    await send_and_close(stream, f"421 ftptrio: your address {client or ''} is not "
                                   "allowed to use this forwarder.\r\n")
-
-
-async def _send_and_close(stream: trio.abc.HalfCloseableStream, text: str) -> None:
-    with trio.move_on_after(5):
-        try:
-            await stream.send_all(text.encode("ascii", "replace"))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-    with trio.CancelScope(shield=True):
-        await stream.aclose()
 
 
 async def _refuse_busy(stream: trio.abc.HalfCloseableStream, limit: int,
@@ -290,13 +285,7 @@ async def _refuse_busy(stream: trio.abc.HalfCloseableStream, limit: int,
                     "(--max-sessions-per-client)", client, limit)
         text = (f"421 ftptrio: too many sessions from your address ({limit}); "
                 "try again later.\r\n")
-    with trio.move_on_after(5):
-        try:
-            await stream.send_all(text.encode())
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-    with trio.CancelScope(shield=True):
-        await stream.aclose()
+    await send_and_close(stream, text)
 
 
 async def _accept_loop(listener: trio.SocketListener, nursery: trio.Nursery,
@@ -320,7 +309,7 @@ def _explain_active_setup(config: Config) -> None:
         log.warning("FTP proxy: no --allow-destination given, so every destination a "
                     "login names is refused")
     for forward in config.forwards:
-        if forward.proxy:
+        if forward.proxy or forward.sftp:
             continue
         effective = forward.effective(config)
         if forward.direction == "local" and _is_host_name(forward.ftp_host):
@@ -363,8 +352,8 @@ async def _check_forwards(config: Config, tunnel: Tunnel) -> None:
     client. A failure is logged as an error; with ExitOnForwardFailure it ends
     start-up (TunnelError, exit 3)."""
     for forward in config.forwards:
-        if forward.direction == "remote" or forward.proxy:
-            continue  # its tcpip-forward was already confirmed; a proxy has no FTP host
+        if forward.direction == "remote" or forward.proxy or forward.sftp:
+            continue  # its tcpip-forward was already confirmed; the others have no FTP host
         where = f"{forward.ftp_host}:{forward.ftp_port}"
         implicit = forward.effective(config).auth_tls == "implicit"
         try:
@@ -413,6 +402,13 @@ async def _ftp_greeting(tunnel: Tunnel, host: str, port: int) -> str:
     return line
 
 
+def _needs_ssh_at_start(config: Config) -> bool:
+    """Whether start-up connects ftptrio's own SSH login: not when every listener is
+    an --sftp-server whose FTP users log in themselves (--sftp-login ftp)."""
+    return config.ssh_connection is not None or any(
+        not forward.sftp or config.sftp_login == "own" for forward in config.forwards)
+
+
 async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]) -> None:
     _explain_active_setup(config)
     try:
@@ -422,7 +418,8 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
     xferlog = XferLog(config.xferlog) if config.xferlog else None
     metrics: MetricsServer | None = None
     try:
-        await tunnel.connect()
+        if _needs_ssh_at_start(config):
+            await tunnel.connect()
         listeners: list[tuple[ForwardSpec, Any]] = []
         remote_listeners: list[RemoteStreamListener] = []
         try:
@@ -457,6 +454,10 @@ async def _serve_in_loop(config: Config, task_status: trio.TaskStatus[Forwarder]
                 continue
             sockname = group[0].socket.getsockname()
             addresses.append((sockname[0], sockname[1]))
+            if forward.sftp:
+                log.info("FTP server on %s:%d with the files of SSH %s (SFTP; --sftp-login "
+                         "%s)", sockname[0], sockname[1], config.ssh.host, config.sftp_login)
+                continue
             if forward.proxy:
                 log.info("FTP proxy on %s:%d (USER user@host[:port]) via SSH %s; "
                          "destinations allowed: %s", sockname[0], sockname[1],

@@ -11,7 +11,6 @@ connections and every data listener, remote forward and SSH channel of the sessi
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import itertools
 import logging
@@ -48,6 +47,37 @@ PROXY_GREETING_TIMEOUT = 30.0
 
 #: a control connection: a trio SocketStream, or a stream over an SSH channel
 ControlStream = trio.abc.HalfCloseableStream
+
+
+def next_session_id() -> int:
+    """A new session number (for the "session N:" prefix of every log line)."""
+    return next(_session_ids)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoggedIn:
+    """A control connection opened and logged in by someone else (the --sftp-server
+    fallback): the session goes on from there, as any ``-L`` session."""
+
+    server: "ControlStream"
+    #: client bytes not yet read by anyone (fed to the protocol first)
+    client_bytes: bytes
+    #: server bytes that followed the last reply read (fed to the protocol first)
+    server_bytes: bytes
+    #: the FTP user name, for the accounting
+    user: str
+    session_id: int
+
+
+async def send_and_close(stream: trio.abc.HalfCloseableStream, text: str) -> None:
+    """Send a last reply (at most 5 s), then close ``stream``, even when cancelled."""
+    with trio.move_on_after(5):
+        try:
+            await stream.send_all(text.encode("ascii", "replace"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 class _ServerUnreachable(Exception):
@@ -89,12 +119,14 @@ class Session:
     def __init__(self, client: ControlStream, forward: ForwardSpec, config: Config,
                  tunnel: SessionTunnel, stats: TransferStats,
                  peer: tuple[str, int] | None = None, ftps: FtpsForward | None = None,
-                 ) -> None:
+                 logged_in: LoggedIn | None = None) -> None:
         """``client`` is a trio SocketStream (local tunnels) or an SSHStream from the
         SSH server (remote tunnels; then ``peer`` is the forwarded-tcpip originator as
         the SSH server reports it). ``ftps``: the forward's FTPS state (its passive
-        range, joined once this session's control channel is TLS)."""
-        self.id = next(_session_ids)
+        range, joined once this session's control channel is TLS). ``logged_in``: the
+        control connection is open and logged in already (``tunnel`` carries it)."""
+        self.id = next(_session_ids) if logged_in is None else logged_in.session_id
+        self._logged_in = logged_in
         #: this module's log lines, prefixed "session N: " (not rate-limited: a few each)
         self._log = SessionLog(log, {"session": self.id})
         self.client = client
@@ -116,7 +148,8 @@ class Session:
             client_host=peer[0],
             active_mode="remote-forward" if self.remote else self.config.active_mode,
             auth_tls=self.config.auth_tls, max_line=self.config.max_line, session_id=self.id,
-            greeted=forward.proxy, read_only=self.config.read_only, denied=stats.deny)
+            greeted=forward.proxy or logged_in is not None, read_only=self.config.read_only,
+            denied=stats.deny)
         #: readers park here while output piles up; drained outboxes unpark them
         self._room = trio.lowlevel.ParkingLot()
         self._to_client = _Pipe(self.control.to_client, self._room)
@@ -128,10 +161,6 @@ class Session:
         self.ftps = ftps
         #: this session's control channel is TLS and it joined the forward's FTPS state
         self._tls_joined = False
-        #: (command, TYPE when it was read) of the latest transfer commands sent, for
-        #: their accounting (which may come after a later TYPE)
-        self._transfer_types: collections.deque[tuple[str, str]] = collections.deque(
-            maxlen=64)
 
     async def run(self) -> None:
         """Serve the session until either side closes; always closes the client."""
@@ -149,11 +178,14 @@ class Session:
                 login = await self._proxy_login()
                 if login is None:
                     return
-            try:
-                self._server = await self._connect_server()
-            except (TunnelError, _ServerUnreachable) as exc:
-                await self._refuse(str(exc))
-                return
+            if self._logged_in is not None:
+                self._server = self._take_logged_in(self._logged_in)
+            else:
+                try:
+                    self._server = await self._connect_server()
+                except (TunnelError, _ServerUnreachable) as exc:
+                    await self._refuse(str(exc))
+                    return
             if login is not None and not await self._proxy_greeted(self._server, login):
                 return
             self.data = self._data_plane(self._server)
@@ -221,16 +253,19 @@ class Session:
             self.control.receive_server(rest)
         return True
 
+    def _take_logged_in(self, logged_in: LoggedIn) -> ControlStream:
+        self.control.user = logged_in.user
+        if logged_in.client_bytes:
+            self.control.receive_client(logged_in.client_bytes)
+        if logged_in.server_bytes:
+            self.control.receive_server(logged_in.server_bytes)
+        return logged_in.server
+
     def _transfer_accounted(self, transfer: dict[str, object]) -> None:
         """A transfer's log fields: with the FTP user and server, for the JSON log
         line, then for the forwarder's listeners (--xferlog, metrics)."""
         transfer["user"] = self.control.user
         transfer["server"] = f"{self.forward.ftp_host}:{self.forward.ftp_port}"
-        sent = next((entry for entry in self._transfer_types
-                     if entry[0] == transfer.get("command")), None)
-        if sent is not None:
-            self._transfer_types.remove(sent)
-        transfer["type"] = self.control.transfer_type if sent is None else sent[1]
         self.stats.transfer_accounted(transfer)
 
     async def _connect_server(self) -> ControlStream:
@@ -407,8 +442,7 @@ class Session:
             elif isinstance(item, TransferReplied):
                 data.transfer_replied(item.code)
             elif isinstance(item, TransferCommand):
-                self._transfer_types.append((item.command, item.transfer_type))
-                data.name_transfer(item.command, item.channel_id)
+                data.name_transfer(item.command, item.channel_id, item.transfer_type)
                 # its data channel may still be opening (the reply went out first)
                 failure = await data.transfer_ready(item.channel_id)
                 if failure is None:

@@ -99,7 +99,8 @@ def test_every_module_is_seen():
     for name in ("ftptrio", "ftptrio._cli", "ftptrio._options", "ftptrio._configfile",
                  "ftptrio._stats", "ftptrio._rewrite", "ftptrio.testing",
                  "ftptrio.testing.servers", "ftptrio._ssh._testserver", "ftptrio._seams",
-                 "ftptrio.testing.fake_tunnel"):
+                 "ftptrio.testing.fake_tunnel", "ftptrio._sftpfront",
+                 "ftptrio.testing.fake_sftp"):
         assert name in MODULES
 
 
@@ -195,6 +196,19 @@ def test_only_the_ssh_layer_imports_asyncssh_or_trio_asyncio():
             continue
         tops = {name.split(".")[0] for name in imports_of(module)}
         assert not tops & {"asyncssh", "trio_asyncio"}, module
+
+
+@pytest.mark.parametrize("module", ["ftptrio._sftpfront", "ftptrio.testing.fake_sftp"])
+def test_the_sftp_front_end_reaches_sftp_only_through_the_seams(module):
+    """The FTP front end of --sftp-server and its fake backend use SFTP through
+    ``_seams.RemoteFiles`` only: no SSH layer, no asyncssh (a fake can stand in)."""
+    tops = {name.split(".")[0] for name in imports_of(module)}
+    assert not tops & {"asyncssh", "trio_asyncio", "asyncio"}, module
+    internal = {name for name in imports_of(module) if name.startswith("ftptrio.")}
+    assert not {name for name in internal
+                if name == "ftptrio._ssh" or name.startswith("ftptrio._ssh.")}, internal
+    assert not internal & {"ftptrio._session", "ftptrio._dataplane", "ftptrio._control",
+                           "ftptrio._server"}, internal
 
 
 @pytest.mark.parametrize("module", ["ftptrio._control", "ftptrio._rewrite_py",

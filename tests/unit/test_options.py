@@ -318,7 +318,8 @@ def test_help_shows_the_defaults_of_config(monkeypatch):
     assert checked == {"active_mode", "active_address", "active_forward_ahead", "auth_tls",
                        "data_idle_timeout",
                        "data_drain_timeout", "active_hold_timeout", "max_sessions",
-                       "max_sessions_per_client", "max_window", "data_memory"}
+                       "max_sessions_per_client", "max_window", "data_memory",
+                       "sftp_login"}
 
 
 def test_one_list_of_dash_o_keys():

@@ -331,6 +331,9 @@ class Authenticator:
         #: passwords typed at a prompt, by (user, host, port): each goes only to the
         #: host it was typed for (never to another ProxyJump hop)
         self._passwords: dict[tuple[str, str, int], str] = {}
+        #: the given password (SSHOptions.password) answered a keyboard-interactive
+        #: prompt already (a wrong one is not sent again)
+        self._kbdint_given_tried = False
         #: notes for the failure message of the current attempt
         self.failure_notes: list[str] = []
         #: auth methods the server said can continue (for the failure message)
@@ -497,6 +500,12 @@ class Authenticator:
         if not prompts:  # a message only
             self.prompter.tell("\n".join(filter(None, (name, instructions))))
             return []
+        if (settings.given_password is not None and not self._kbdint_given_tried
+                and len(prompts) == 1 and not prompts[0][1]):
+            # a given password answers one hidden prompt once (PAM's "Password:"),
+            # as asyncssh does for its password argument
+            self._kbdint_given_tried = True
+            return [settings.given_password]
         if self.prompter.how() is None:
             self.failure_notes.append(
                 f"keyboard-interactive answers are needed: {self.prompter.why_not()}")

@@ -173,6 +173,14 @@ class Tunnel:
     def connection(self) -> asyncssh.SSHClientConnection | None:
         return self._conn
 
+    @property
+    def username(self) -> str | None:
+        """The user the SSH connection logged in as (None before it connected)."""
+        if self._conn is None:
+            return None
+        name = self._conn.get_extra_info("username")
+        return None if name is None else str(name)
+
     async def connect(self) -> asyncssh.SSHClientConnection:
         """Return the live SSH connection, (re)connecting first if needed.
 
