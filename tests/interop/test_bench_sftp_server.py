@@ -23,12 +23,14 @@ def test_sftp_server_bench_quick(tmp_path: Path, sftp_user: servers.SystemUser) 
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:]
     assert "errors: 0" in out.stdout
     large = out.stdout.split("## Large file", 1)[1].split("##", 1)[0]
+    number = r"([0-9.]+|-)"  # "-": sftp's time was within its set-up's noise (--quick)
     for rtt in ("0 ms", "50 ms"):
         for route in ("sftp", "ftptrio --sftp-server", "ftptrio -L (FTP forwarding)"):
-            row = re.search(rf"^{rtt}\s+{re.escape(route)}\s+([0-9.]+)\s+([0-9.]+)\s+"
-                            r"([0-9.]+)\s+([0-9.]+)$", large, re.M)
+            row = re.search(rf"^{rtt}\s+{re.escape(route)}\s+{number}\s+{number}\s+"
+                            rf"{number}\s+{number}$", large, re.M)
             assert row, (rtt, route, large)
-            assert float(row.group(1)) > 0 and float(row.group(3)) > 0, row.group(0)
+            if route != "sftp":
+                assert float(row.group(1)) > 0 and float(row.group(3)) > 0, row.group(0)
     for rtt in ("0", "50"):
         section = out.stdout.split(f"x 4096 bytes, RTT {rtt} ms", 1)[1].split("##", 1)[0]
         for route in ("sftp get", "sftp put", "ftptrio --sftp-server RETR",
