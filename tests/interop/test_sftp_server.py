@@ -229,6 +229,33 @@ async def test_curl(front, sftp_user, make_files, mode, tmp_path):
                                remote_dir=files.remote_dir)
 
 
+async def test_curl_large_file_and_resumed_upload(front, sftp_user, make_files, tmp_path):
+    """48 MiB down and up (the pipelined SFTP reads and writes, many blocks of each),
+    and an upload resumed with -C - (SIZE, then APPE of the rest)."""
+    files = make_files(front, sftp_user)
+    target = files.target()
+    curl = clients.Curl("EPSV")
+    big = tmp_path / "large.bin"
+    big.write_bytes(os.urandom(48 << 20) + b"tail")
+    (files.root / "large.bin").write_bytes(big.read_bytes())
+    sftp_user.give(files.root / "large.bin")
+    with trio.fail_after(CASE_TIMEOUT):
+        down = tmp_path / "down.bin"
+        await curl.download(target, f"{files.remote_dir}/large.bin", down)
+        assert servers.sha256_file(down) == servers.sha256_file(big)
+        await curl.upload(target, big, f"{files.remote_dir}/upload/large-up.bin")
+        assert servers.sha256_file(files.root / "upload" / "large-up.bin") == \
+            servers.sha256_file(big)
+        partial = files.root / "upload" / "resumed.bin"
+        partial.write_bytes(big.read_bytes()[:5_000_003])
+        sftp_user.give(partial)
+        _out, transcript = await curl._run(
+            "resumed upload", "-C", "-", "--upload-file", str(big),
+            target.url(f"{files.remote_dir}/upload/resumed.bin"))
+    curl.assert_sent(transcript, "APPE", "resumed upload")
+    assert servers.sha256_file(partial) == servers.sha256_file(big)
+
+
 async def test_lftp_mirror_both_ways_and_cls(front, sftp_user, make_files, tmp_path):
     files = make_files(front, sftp_user)
     lftp = clients.Lftp("EPSV")
@@ -238,7 +265,7 @@ async def test_lftp_mirror_both_ways_and_cls(front, sftp_user, make_files, tmp_p
                                remote_dir=files.remote_dir)
         # mirror down: the whole directory, sub-directory included
         down = tmp_path / "mirrored"
-        await lftp._run("mirror", target, f"mirror {files.remote_dir} {down}")
+        await lftp._run("mirror", target, f"mirror --parallel=4 {files.remote_dir} {down}")
         for path in files.root.rglob("*"):
             if path.is_file():
                 copy = down / path.relative_to(files.root)
@@ -462,6 +489,48 @@ async def test_ftplib_every_command(front, sftp_user, make_files):
 
 
 # ---------------------------------------------------------------- refusals
+async def test_data_connections_are_the_clients_own(front, sftp_user, make_files):
+    """PORT/EPRT naming another address than the client's are refused; a connection to
+    the passive port from another address is closed without data; the client's own
+    data connection then carries the file."""
+    files = make_files(front, sftp_user)
+
+    def session() -> tuple[list[str], bytes, bytes]:
+        ftp = login(front, sftp_user.name, sftp_user.password)
+        try:
+            refused = []
+            for command in ("PORT 127,0,0,2,117,48", "EPRT |1|127.0.0.2|30000|",
+                            "PORT 127,0,0,1,0,21"):
+                try:
+                    refused.append(ftp.sendcmd(command))
+                except ftplib.error_perm as exc:
+                    refused.append(str(exc))
+            ftp.voidcmd("TYPE I")
+            port = int(ftp.sendcmd("EPSV").rsplit("|", 2)[-2])
+            with socket.socket() as foreign:
+                foreign.settimeout(clients.CLIENT_TIMEOUT)
+                foreign.bind(("127.0.0.2", 0))
+                foreign.connect((front.host, port))
+                foreign_got = foreign.recv(100)  # closed at once: b""
+            with socket.create_connection((front.host, port),
+                                          timeout=clients.CLIENT_TIMEOUT) as data:
+                assert ftp.sendcmd(f"RETR {files.remote_dir}/one_mib.bin")[:3] in ("125", "150")
+                chunks = []
+                while chunk := data.recv(65536):
+                    chunks.append(chunk)
+            assert ftp.voidresp().startswith("226")
+            ftp.quit()
+            return refused, foreign_got, b"".join(chunks)
+        finally:
+            ftp.close()
+
+    refused, foreign_got, got = await in_thread(session)
+    assert [reply[:1] for reply in refused] == ["5"] * 3, refused
+    assert foreign_got == b""
+    assert got == (files.root / "one_mib.bin").read_bytes()
+    assert "not the client's address" in front.log()
+
+
 async def test_permission_errors_are_550(front, sftp_readonly_user):
     user = sftp_readonly_user
     ro = f"{servers.READONLY_DIR}/{servers.READONLY_FILE}"
