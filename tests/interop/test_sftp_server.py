@@ -633,6 +633,55 @@ async def test_own_login_serves_only_the_ssh_user(openssh_sftp, sftp_user, make_
         assert front.stop() == 0, front.log()[-3000:]
 
 
+# ---------------------------------------------------------------- stalled, dropped, aborted
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_stalled_dropped_and_aborted_transfers(front, sftp_user, make_files):
+    """A client that stops reading a 128 MiB download holds ftptrio's memory to a bound
+    (back-pressure into the pipelined SFTP reads); dropping that data connection is a 426
+    and the session goes on; ABOR during an upload is 426 then 226."""
+    files = make_files(front, sftp_user)
+    (files.root / "big.bin").write_bytes(os.urandom(128 << 20))
+    sftp_user.give(files.root / "big.bin")
+
+    def session() -> tuple[int, str, str, str]:
+        ftp = login(front, sftp_user.name, sftp_user.password)
+        try:
+            ftp.voidcmd("TYPE I")
+            before = _rss_kib(front.process.pid)
+            conn, _size = ftp.ntransfercmd(f"RETR {files.remote_dir}/big.bin")
+            assert conn.recv(1000)
+            time.sleep(2)  # the stalled reader: whatever ftptrio buffers, it holds now
+            grown = _rss_kib(front.process.pid) - before
+            conn.close()
+            try:
+                dropped = ftp.getresp()
+            except ftplib.error_temp as exc:
+                dropped = str(exc)
+            assert ftp.voidcmd("NOOP").startswith("200")
+            conn, _size = ftp.ntransfercmd(f"STOR {files.remote_dir}/upload/aborted.bin")
+            conn.sendall(os.urandom(4 << 20))
+            aborted = ftp.abort()
+            conn.close()
+            after_abort = ftp.getresp() if aborted.startswith("426") else aborted
+            assert ftp.voidcmd("NOOP").startswith("200")
+            ftp.quit()
+            return grown, dropped, aborted, after_abort
+        finally:
+            ftp.close()
+
+    grown, dropped, aborted, after_abort = await in_thread(session)
+    assert grown < 48 << 10, f"ftptrio grew by {grown} KiB for one stalled download"
+    assert dropped.startswith("426"), dropped
+    assert aborted[:3] in ("426", "225", "226") and after_abort[:3] in ("225", "226"), \
+        (aborted, after_abort)
+
+
 # ---------------------------------------------------------------- SSH lost mid-transfer
 async def test_ssh_dropped_mid_transfer(front, openssh_sftp, sftp_user, make_files):
     """Killing the sshd process that serves the session's SFTP during a download: the
