@@ -337,11 +337,10 @@ class SystemUser:
 
     def give(self, path: str | os.PathLike[str]) -> None:
         """Make ``path`` and everything under it the user's."""
+        os.chown(path, self.uid, self.gid)  # a file, or the top directory
         for top, dirs, files in os.walk(path):
-            os.chown(top, self.uid, self.gid)
-            for name in files:
+            for name in dirs + files:
                 os.chown(os.path.join(top, name), self.uid, self.gid)
-        os.chown(path, self.uid, self.gid)
 
 
 def _write_if_changed(path: Path, text: str, mode: int) -> None:
@@ -741,29 +740,17 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
         ftp_pw = pwd.getpwnam("ftp")
         os.chown(root / UPLOAD_DIR, ftp_pw.pw_uid, ftp_pw.pw_gid)
         os.chmod(root / UPLOAD_DIR, 0o755)
-        login_lines = f"""\
-            anonymous_enable=YES
-            no_anon_password=YES
-            anon_root={root}
-            anon_upload_enable=YES
-            anon_mkdir_write_enable=YES
-            anon_other_write_enable=NO
-            anon_world_readable_only=NO
-            anon_umask=022
-            local_enable=NO
-            """
+        login_lines = ["anonymous_enable=YES", "no_anon_password=YES", f"anon_root={root}",
+                       "anon_upload_enable=YES", "anon_mkdir_write_enable=YES",
+                       "anon_other_write_enable=NO", "anon_world_readable_only=NO",
+                       "anon_umask=022", "local_enable=NO"]
     else:
         root = local_user.make_dir("vsftpd")
         populate_data_dir(root, small_only=True)
         local_user.give(root)
-        login_lines = f"""\
-            anonymous_enable=NO
-            local_enable=YES
-            local_root={root}
-            local_umask=022
-            chroot_local_user=NO
-            pam_service_name={PAM_SERVICE}
-            """
+        login_lines = ["anonymous_enable=NO", "local_enable=YES", f"local_root={root}",
+                       "local_umask=022", "chroot_local_user=NO",
+                       f"pam_service_name={PAM_SERVICE}"]
     # vsftpd chroots anonymous sessions into anon_root and refuses a root
     # directory writable by the ftp user; it needs an empty secure_chroot_dir.
     secure_chroot = "/var/run/vsftpd/empty"
@@ -804,7 +791,6 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
             isolate=NO
             isolate_network=NO
             run_as_launching_user=NO
-            {login_lines.strip()}
             write_enable=YES
             pasv_enable=YES
             pasv_min_port={pasv.start}
@@ -830,7 +816,7 @@ def start_vsftpd(tmpdir: str | os.PathLike[str], timeout: float = 10.0, passive_
             vsftpd_log_file={log_path}
             log_ftp_protocol=YES
             """
-        ) + tls_lines
+        ) + "".join(f"{line}\n" for line in login_lines) + tls_lines
         config_path = d / "vsftpd.conf"
         config_path.write_text(config)
         os.chmod(config_path, 0o600)  # vsftpd wants its config owned by root
