@@ -567,6 +567,28 @@ async def test_permission_errors_are_550(front, sftp_readonly_user):
     assert sorted(os.listdir(Path(user.home) / servers.READONLY_DIR)) == [servers.READONLY_FILE]
 
 
+async def test_store_onto_a_directory_is_a_permanent_error(front, sftp_user, make_files):
+    """STOR naming a directory: a 5xx (vsftpd: 553 Could not create file), not 451, which
+    clients take as transient and retry. OpenSSH's SFTP (version 3) answers the open
+    with the generic SSH_FX_FAILURE; the directory is there to be seen with a stat."""
+    files = make_files(front, sftp_user)
+
+    def session() -> str:
+        ftp = login(front, sftp_user.name, sftp_user.password)
+        try:
+            try:
+                ftp.storbinary(f"STOR {files.remote_dir}/upload", io.BytesIO(b"x"))
+            except ftplib.Error as exc:
+                return str(exc)
+            return "accepted"
+        finally:
+            ftp.close()
+
+    reply = await in_thread(session)
+    assert reply[:3] in ("550", "553"), reply
+    assert (files.root / "upload").is_dir()
+
+
 async def test_wrong_password_is_530(front, sftp_user):
     def session() -> tuple[str, str]:
         ftp = ftplib.FTP(timeout=clients.CLIENT_TIMEOUT)
