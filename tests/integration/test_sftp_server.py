@@ -225,3 +225,26 @@ async def test_ssh_lost_mid_transfer_is_421_and_leaves_nothing(sftp_host):
             while fwd.stats.sessions_active:
                 await trio.sleep(0.05)
         assert trio_task_count() <= before
+
+
+async def test_ftp_password_answers_a_keyboard_interactive_password_prompt(aio_loop,
+                                                                           tmp_path):
+    """PAM-style servers ask for the password by keyboard-interactive: the FTP
+    password answers its one hidden prompt, once (a wrong one is not retried)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "k.txt").write_bytes(b"kbd")
+    prompt = ("", "", [("Password: ", False, "alice-pw")])
+    async with inprocess_ssh_server("alice", kbdint=prompt, sftp_root=str(root)) as ssh:
+        async with ftptrio.open_forwarder(_config(ssh)) as fwd:
+            port = fwd.ports[0]
+            assert await trio.to_thread.run_sync(_download, port, "alice", "alice-pw",
+                                                 "k.txt") == b"kbd"
+
+            def wrong() -> str:
+                with pytest.raises(ftplib.error_perm) as exc:
+                    _ftp(port, "alice", "bad")
+                return str(exc.value)
+
+            assert (await trio.to_thread.run_sync(wrong)).startswith("530")
+            assert ssh.kbdint_answers == [["alice-pw"], ["bad"]]
