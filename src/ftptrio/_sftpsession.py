@@ -177,11 +177,11 @@ async def run_sftp_session(client: trio.SocketStream, forward: ForwardSpec, conf
                                              settings=front_settings(config),
                                              on_transfer=accounted)
     finally:
-        stats.sessions_active -= 1
-        if handover is None:
+        if handover is None:  # (its SSH connection first: idle means all closed)
             await logins.aclose()
             session_log.info("closed client=%s sftp seconds=%.1f", client_addr,
                              trio.current_time() - started)
+        stats.sessions_active -= 1
     if handover is None:
         return
     stats.sessions -= 1  # counted again by the forwarding session
