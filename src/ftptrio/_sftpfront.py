@@ -53,7 +53,8 @@ class Handover:
 
 
 #: (user, password) -> the session's files; raises LoginFailed, UseFtpForwarding or
-#: RemoteFileError("lost", ...)
+#: RemoteFileError("lost", ...). Both are the USER/PASS arguments decoded as UTF-8
+#: (undecodable bytes replaced); ``Handover`` keeps the bytes as sent.
 LoginCallback = Callable[[str, str], Awaitable[RemoteFiles]]
 
 
