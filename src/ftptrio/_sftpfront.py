@@ -53,7 +53,8 @@ class Handover:
 
 
 #: (user, password) -> the session's files; raises LoginFailed, UseFtpForwarding or
-#: RemoteFileError("lost", ...)
+#: RemoteFileError("lost", ...). Both are the USER/PASS arguments decoded as UTF-8
+#: (undecodable bytes replaced); ``Handover`` keeps the bytes as sent.
 LoginCallback = Callable[[str, str], Awaitable[RemoteFiles]]
 
 
@@ -79,6 +80,8 @@ class FrontSettings:
     max_pending_commands: int = 64
     #: bytes per read of a data connection
     chunk_size: int = 65536
+    #: seconds a data connection may move no byte before its transfer fails (426)
+    stall_timeout: float = 300.0
     #: the 220 greeting's text
     greeting: str = "ftptrio FTP server (files served by SFTP)"
 
@@ -227,8 +230,9 @@ class _Passive:
                                       "(not the client's address %s)", peer[0], self.port,
                                       self.allowed)
                     conn.close()
-            except OSError as exc:
-                self._log.warning("data listener on port %d failed: %s", self.port, exc)
+            except (OSError, trio.ClosedResourceError) as exc:
+                if not self.scope.cancel_called:
+                    self._log.warning("data listener on port %d failed: %s", self.port, exc)
             finally:
                 self.sock.close()
                 self.ready.set()
@@ -810,8 +814,11 @@ class _FrontSession:
         the data mode, raises _Reply/RemoteFileError/_Abort."""
         started = trio.current_time()
         transfer = _Transfer(trio.CancelScope())
+        code: int | None
         command = verb.decode() + (" " + arg.decode("utf-8", "replace") if arg else "")
-        result, code, mode, moved = "ok", 226, "passive" if self.active is None else "active", False
+        mode = "passive" if self.active is None else "active"
+        # (what stays if the session is cancelled: the client went, or shutdown)
+        result, code, moved = "error (session ended)", None, False
         self.rest_used, self.rest = self.rest, 0
         # the data connection's negotiation is used up by this command, whatever happens
         self._negotiated = (self.passive, self.active)
@@ -829,6 +836,7 @@ class _FrontSession:
                 await self.reply(426, "Connection closed; transfer aborted.")
                 await self.reply(226, "ABOR successful.")
             else:
+                result, code = "ok", 226
                 await self.reply(226, text)
         except _Abort as exc:
             result, code, moved = f"error ({exc})", 426, True
@@ -848,7 +856,7 @@ class _FrontSession:
             self._account(command, direction, mode, transfer.bytes, started, result, code)
 
     def _account(self, command: str, direction: str, mode: str, total: int, started: float,
-                 result: str, code: int) -> None:
+                 result: str, code: int | None) -> None:
         seconds = trio.current_time() - started
         fields: dict[str, object] = {
             "session": self.session_id, "client": self.peer_host, "mode": mode,
@@ -871,10 +879,13 @@ class _FrontSession:
                     after_cr = chunk.endswith(b"\r")
                 else:
                     out = chunk
-                await data.send_all(out)
+                with trio.fail_after(self.settings.stall_timeout):
+                    await data.send_all(out)
                 transfer.bytes += len(out)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _Abort(f"data connection lost: {exc or 'reset'}") from None
+        except trio.TooSlowError:
+            raise _Abort("data connection stalled") from None
 
     async def _retr(self, arg: bytes) -> None:
         path = self.path(self._need_arg(arg))
@@ -951,11 +962,17 @@ class _FrontSession:
                             out: RemoteWriter) -> None:
         convert = CrlfToLf() if self.type == "A" else None
         try:
-            while chunk := await data.receive_some(self.settings.chunk_size):
+            while True:
+                with trio.fail_after(self.settings.stall_timeout):
+                    chunk = await data.receive_some(self.settings.chunk_size)
+                if not chunk:
+                    break
                 transfer.bytes += len(chunk)
                 await out.write(convert.feed(chunk) if convert else chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _Abort(f"data connection lost: {exc or 'reset'}") from None
+        except trio.TooSlowError:
+            raise _Abort("data connection stalled") from None
         if convert is not None and (held := convert.end()):
             await out.write(held)
 

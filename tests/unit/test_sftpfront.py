@@ -630,3 +630,36 @@ async def test_hashes_of_a_larger_binary_transfer_both_ways(root):
         await store(control, "STOR big.bin", payload)
         _, content, _ = await retrieve(control, "RETR big.bin")
     assert hashlib.sha256(content).digest() == hashlib.sha256(payload).digest()
+
+
+async def test_a_stalled_data_connection_fails_its_transfer(root):
+    settings = FrontSettings(stall_timeout=0.3, data_timeout=5)
+    async with front_session(root, settings) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        assert (await control.cmd("STOR stalled.bin")).startswith("150 ")
+        await data.send_all(b"some")
+        assert (await control.reply()) == ("426 Connection closed; transfer aborted (data "
+                                           "connection stalled).\r\n")
+        await data.aclose()
+        assert front.files.writes_cancelled == 1 and front.files.open_writes == 0
+    assert front.transfers[0]["result"] == "error (data connection stalled)"
+    assert front.transfers[0]["bytes"] == 4
+
+
+async def test_the_client_closing_during_a_transfer_ends_the_session(root):
+    files = LocalFiles(root, chunk_size=1000, read_delay=0.01)
+    async with front_session(root, files=files) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        assert (await control.cmd("RETR data.bin")).startswith("150 ")
+        assert await data.receive_some(100)
+        await control.stream.aclose()
+        with trio.fail_after(5):
+            await front.done.wait()
+        await data.aclose()
+    assert files.closed and files.open_reads == 0 and files.reads_cancelled == 1
+    assert front.transfers[0]["result"] == "error (session ended)"
+    assert front.transfers[0]["reply"] is None
