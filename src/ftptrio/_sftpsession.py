@@ -175,7 +175,7 @@ async def run_sftp_session(client: trio.SocketStream, forward: ForwardSpec, conf
 
         handover = await serve_front_session(client, login=logins.login, log=session_log,
                                              settings=front_settings(config),
-                                             on_transfer=accounted)
+                                             on_transfer=accounted, session_id=session_id)
     finally:
         if handover is None:  # (its SSH connection first: idle means all closed)
             await logins.aclose()
