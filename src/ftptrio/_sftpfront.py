@@ -824,6 +824,8 @@ class _FrontSession:
         self._negotiated = (self.passive, self.active)
         self.passive, self.active = None, None
         try:
+            if self._negotiated == (None, None):  # before a STOR truncates its file
+                raise _Reply(425, "Use PORT or PASV first.")
             with transfer.scope:
                 self.transfer = transfer
                 try:

@@ -663,3 +663,16 @@ async def test_the_client_closing_during_a_transfer_ends_the_session(root):
     assert files.closed and files.open_reads == 0 and files.reads_cancelled == 1
     assert front.transfers[0]["result"] == "error (session ended)"
     assert front.transfers[0]["reply"] is None
+
+
+async def test_a_transfer_without_port_or_pasv_leaves_the_file_alone(root):
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        assert (await control.cmd("STOR data.bin")).startswith("425 Use PORT or PASV")
+        assert (await control.cmd("RETR data.bin")).startswith("425 ")
+        assert (await control.cmd("LIST")).startswith("425 ")
+        assert front.files.open_writes == 0
+    with open(os.path.join(root, "data.bin"), "rb") as f:
+        assert f.read() == bytes(range(256)) * 1000
+    assert [t["result"] for t in front.transfers] == ["refused"] * 3
