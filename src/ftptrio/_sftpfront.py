@@ -929,7 +929,7 @@ class _FrontSession:
                 try:
                     writer = await manager.__aenter__()
                 except RemoteFileError as exc:
-                    if mode == "exclusive" and exc.kind == "exists":
+                    if mode == "exclusive" and await self._exists(exc, target):
                         continue
                     raise
                 opened = manager
@@ -959,6 +959,19 @@ class _FrontSession:
             return "Transfer complete.", data_mode
 
         await self._transfer(verb, arg, "upload", body)
+
+    async def _exists(self, exc: RemoteFileError, path: str) -> bool:
+        """Whether an exclusive open failed because ``path`` exists: SFTP protocol 3
+        (OpenSSH) says only FX_FAILURE for it."""
+        if exc.kind != "failure":
+            return exc.kind == "exists"
+        try:
+            await self.files_.stat(path)
+        except RemoteFileError as stat_exc:
+            if stat_exc.kind == "lost":
+                raise
+            return False
+        return True
 
     async def _receive_data(self, transfer: _Transfer, data: trio.SocketStream,
                             out: RemoteWriter) -> None:

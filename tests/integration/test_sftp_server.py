@@ -248,3 +248,20 @@ async def test_ftp_password_answers_a_keyboard_interactive_password_prompt(aio_l
 
             assert (await trio.to_thread.run_sync(wrong)).startswith("530")
             assert ssh.kbdint_answers == [["alice-pw"], ["bad"]]
+
+
+async def test_stou_twice_on_a_protocol_3_server_stores_two_files(sftp_host):
+    ssh, root = sftp_host
+    async with ftptrio.open_forwarder(_config(ssh)) as fwd:
+        port = fwd.ports[0]
+
+        def stou_twice() -> list[str]:
+            with _ftp(port, "alice", "alice-pw") as ftp:
+                replies = [ftp.storbinary("STOU", io.BytesIO(b"%d" % i)) for i in range(2)]
+                ftp.quit()
+            return replies
+
+        replies = await trio.to_thread.run_sync(stou_twice)
+    assert [r[:4] for r in replies] == ["226 ", "226 "], replies
+    assert (root / "ftp.upload").read_bytes() == b"0"
+    assert (root / "ftp.upload.1").read_bytes() == b"1"

@@ -676,3 +676,25 @@ async def test_a_transfer_without_port_or_pasv_leaves_the_file_alone(root):
     with open(os.path.join(root, "data.bin"), "rb") as f:
         assert f.read() == bytes(range(256)) * 1000
     assert [t["result"] for t in front.transfers] == ["refused"] * 3
+
+
+async def test_stou_tries_the_next_name_when_protocol_3_says_only_failure(root):
+    with open(os.path.join(root, "ftp.upload"), "wb") as f:
+        f.write(b"old")
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        # OpenSSH's sftp-server (protocol 3) answers an exclusive open of an existing
+        # file with FX_FAILURE, not FX_FILE_ALREADY_EXISTS
+        front.files.fail["open_write"] = RemoteFileError("failure", "Failure")
+        first, last = await store(control, "STOU", b"new")
+        assert first == "150 FILE: ftp.upload.1\r\n", first
+        assert last.startswith("226 "), last
+        front.files.fail["open_write"] = RemoteFileError("failure", "Failure")
+        data = await passive(control)
+        assert (await control.cmd("STOU fresh")).startswith("451 ")  # not there: a failure
+        await data.aclose()
+    with open(os.path.join(root, "ftp.upload"), "rb") as f:
+        assert f.read() == b"old"
+    with open(os.path.join(root, "ftp.upload.1"), "rb") as f:
+        assert f.read() == b"new"
