@@ -300,6 +300,7 @@ class _FrontSession:
         self._reader_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._session_scope: trio.CancelScope | None = None
+        self._login_deadline = trio.current_time() + settings.login_timeout
 
     # -- replies
 
@@ -311,8 +312,18 @@ class _FrontSession:
         await self.send(_text_bytes(f"{code}-{visible(first)}\r\n{body}{code} {visible(last)}\r\n"))
 
     async def send(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self.client.send_all(data)
+        """Send on the control connection; a client that reads nothing ends its
+        session at the login timeout (before a login) or after ``stall_timeout``."""
+        if self.files is None:  # (the 421 of the login timeout gets a second)
+            deadline = max(self._login_deadline, trio.current_time() + 1.0)
+        else:
+            deadline = trio.current_time() + self.settings.stall_timeout
+        with trio.move_on_at(deadline) as scope:
+            async with self._send_lock:
+                await self.client.send_all(data)
+        if scope.cancelled_caught:
+            self._log.info("the client reads no replies; closing")
+            raise trio.BrokenResourceError("the client reads no replies")
 
     # -- reading commands (a task of its own, all the time)
 
@@ -370,7 +381,9 @@ class _FrontSession:
         self._push(command)
 
     async def _next_command(self, deadline: float) -> _Command | None:
-        """The next command, or None at ``deadline``."""
+        """The next command, or None at ``deadline`` (also when commands keep coming)."""
+        if trio.current_time() >= deadline:
+            return None
         with trio.move_on_at(deadline):
             while not self._queue:
                 self._arrived = trio.Event()
@@ -414,7 +427,7 @@ class _FrontSession:
         return result
 
     async def _serve(self) -> Handover | None:
-        login_deadline = trio.current_time() + self.settings.login_timeout
+        login_deadline = self._login_deadline
         try:
             await self.reply(220, self.settings.greeting)
             while True:

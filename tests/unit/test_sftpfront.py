@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import stat
 import time
 from dataclasses import dataclass, field
@@ -698,3 +699,38 @@ async def test_stou_tries_the_next_name_when_protocol_3_says_only_failure(root):
         assert f.read() == b"old"
     with open(os.path.join(root, "ftp.upload.1"), "rb") as f:
         assert f.read() == b"new"
+
+
+async def test_a_client_that_reads_no_replies_is_still_closed_at_the_login_timeout(root):
+    settings = FrontSettings(login_timeout=0.5, failed_login_delay=0.05)
+    async with front_session(root, settings) as front:
+        sock = front.control.stream.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert front.server_end is not None
+        front.server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with trio.move_on_after(3):  # the replies pile up until ftptrio's sends block
+            for _ in range(2000):
+                await front.control.send("HELP")
+        with trio.fail_after(5):
+            await front.done.wait()
+    assert front.result == [None]
+
+
+async def test_commands_kept_coming_do_not_outlast_the_login_timeout(root):
+    settings = FrontSettings(login_timeout=0.5)
+    async with front_session(root, settings) as front:
+        control = front.control
+        await control.reply()
+        batch = b"NOOP\r\n" * 50
+        ended = False
+        with trio.move_on_after(4):
+            while not ended:
+                await control.stream.send_all(batch)
+                for _ in range(50):
+                    reply = await control.reply()
+                    if reply.startswith("421 "):
+                        ended = True
+                        break
+                    with contextlib.suppress(trio.BrokenResourceError):  # (the 421 came)
+                        await control.stream.send_all(b"NOOP\r\n")  # one per reply
+        assert ended
