@@ -164,9 +164,18 @@ def _safe_name(name: str) -> str:
     return visible(name) if "\r" in name or "\n" in name else name
 
 
+def _gmtime(seconds: float) -> time.struct_time:
+    """time.gmtime, the epoch for a time the platform cannot show (an SFTP v4+ server
+    may report any 64-bit time)."""
+    try:
+        return time.gmtime(seconds)
+    except (OverflowError, OSError, ValueError):
+        return time.gmtime(0)
+
+
 def ls_line(info: RemoteFileInfo, now: float) -> str:
     """One ``ls -l`` line as vsftpd writes it (UTC; time of day for the last 6 months)."""
-    when = time.gmtime(info.mtime)
+    when = _gmtime(info.mtime)
     if now - _RECENT < info.mtime <= now + 3600:
         stamp = f"{_MONTHS[when.tm_mon - 1]} {when.tm_mday:02d} {when.tm_hour:02d}:{when.tm_min:02d}"
     else:
@@ -192,7 +201,7 @@ def mlst_facts(info: RemoteFileInfo, facts: Iterable[str] = MLST_FACTS,
         "type": kind or ("dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode)
                          else "OS.unix=symlink" if stat.S_ISLNK(mode) else "OS.unix=special"),
         "size": str(info.size),
-        "modify": time.strftime("%Y%m%d%H%M%S", time.gmtime(info.mtime)),
+        "modify": time.strftime("%Y%m%d%H%M%S", _gmtime(info.mtime)),
         "perm": _mlst_perm(info),
         "unix.mode": f"0{stat.S_IMODE(mode):o}",
     }
@@ -712,7 +721,7 @@ class _FrontSession:
 
     async def _mdtm(self, arg: bytes) -> None:
         info = await self.files_.stat(self.path(self._need_arg(arg)))
-        await self.reply(213, time.strftime("%Y%m%d%H%M%S", time.gmtime(info.mtime)))
+        await self.reply(213, time.strftime("%Y%m%d%H%M%S", _gmtime(info.mtime)))
 
     async def _mlst(self, arg: bytes) -> None:
         path = self.path(arg.strip())

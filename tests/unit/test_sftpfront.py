@@ -734,3 +734,30 @@ async def test_commands_kept_coming_do_not_outlast_the_login_timeout(root):
                     with contextlib.suppress(trio.BrokenResourceError):  # (the 421 came)
                         await control.stream.send_all(b"NOOP\r\n")  # one per reply
         assert ended
+
+
+class _FarFuture(LocalFiles):
+    """A server that reports times no platform's gmtime takes (SFTP v4+ has 64 bits)."""
+
+    @staticmethod
+    def _far(info: RemoteFileInfo) -> RemoteFileInfo:
+        return RemoteFileInfo(info.name, info.size, 2 ** 62, info.mode, info.nlink,
+                              info.owner, info.group)
+
+    async def stat(self, path: str) -> RemoteFileInfo:
+        return self._far(await super().stat(path))
+
+    async def listdir(self, path: str) -> list[RemoteFileInfo]:
+        return [self._far(info) for info in await super().listdir(path)]
+
+
+async def test_times_out_of_range_do_not_crash_the_session(root):
+    async with front_session(root, files=_FarFuture(root)) as front:
+        control = front.control
+        await front.login()
+        assert (await control.cmd("MDTM data.bin")).startswith("213 ")
+        assert (await control.cmd("MLST data.bin")).startswith("250-")
+        for command in ("LIST", "MLSD"):
+            _first, listing, last = await retrieve(control, command)
+            assert b"data.bin" in listing and last.startswith("226 "), (listing, last)
+        assert (await control.cmd("NOOP")).startswith("200 ")
