@@ -468,6 +468,8 @@ class _FrontSession:
             return None
 
     async def _dispatch(self, verb: bytes, arg: bytes, flags: int) -> Handover | None:
+        if verb != b"RNTO":  # RNTO follows its RNFR at once (RFC 959), or is 503
+            self.rename_from = None
         if flags & _BAD_LINE:
             if verb in _PATH_COMMANDS:
                 await self.reply(553, "File name not allowed (NUL or CR).")

@@ -761,3 +761,14 @@ async def test_times_out_of_range_do_not_crash_the_session(root):
             _first, listing, last = await retrieve(control, command)
             assert b"data.bin" in listing and last.startswith("226 "), (listing, last)
         assert (await control.cmd("NOOP")).startswith("200 ")
+
+
+async def test_rnto_must_follow_rnfr_at_once(root):
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        assert (await control.cmd("RNFR data.bin")).startswith("350 ")
+        assert (await control.cmd("NOOP")).startswith("200 ")
+        assert (await control.cmd("RNTO moved.bin")).startswith("503 ")
+    assert os.path.exists(os.path.join(root, "data.bin"))
+    assert not os.path.exists(os.path.join(root, "moved.bin"))
