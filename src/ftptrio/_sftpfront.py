@@ -864,6 +864,8 @@ class _FrontSession:
             else:
                 result, code = "ok", 226
                 await self.reply(226, text)
+                if transfer.aborted:  # (ABOR came as the transfer ended: answered too)
+                    await self.reply(225, "ABOR successful; the transfer had ended.")
         except _Abort as exc:
             result, code, moved = f"error ({exc})", 426, True
             await self.reply(426, f"Connection closed; transfer aborted ({exc}).")

@@ -772,3 +772,34 @@ async def test_rnto_must_follow_rnfr_at_once(root):
         assert (await control.cmd("RNTO moved.bin")).startswith("503 ")
     assert os.path.exists(os.path.join(root, "data.bin"))
     assert not os.path.exists(os.path.join(root, "moved.bin"))
+
+
+class _SlowClose(LocalFiles):
+    """Closing a file read takes a shielded round trip (as SFTPFiles' close)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.closing = trio.Event()
+
+    @contextlib.asynccontextmanager
+    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with super().read_file(path, offset) as chunks:
+            yield chunks
+        self.closing.set()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.5)
+
+
+async def test_abor_while_the_file_closes_is_answered(root):
+    files = _SlowClose(root)
+    async with front_session(root, files=files) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        assert (await control.cmd("RETR data.bin")).startswith("150 ")
+        await read_all(data)
+        await files.closing.wait()
+        await control.send("ABOR")
+        replies = [await control.reply(), await control.reply()]
+        assert [r[:4] for r in replies] in (["226 ", "225 "], ["426 ", "226 "]), replies
+        assert (await control.cmd("NOOP")).startswith("200 ")
