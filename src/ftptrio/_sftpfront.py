@@ -164,9 +164,18 @@ def _safe_name(name: str) -> str:
     return visible(name) if "\r" in name or "\n" in name else name
 
 
+def _gmtime(seconds: float) -> time.struct_time:
+    """time.gmtime, the epoch for a time the platform cannot show (an SFTP v4+ server
+    may report any 64-bit time)."""
+    try:
+        return time.gmtime(seconds)
+    except (OverflowError, OSError, ValueError):
+        return time.gmtime(0)
+
+
 def ls_line(info: RemoteFileInfo, now: float) -> str:
     """One ``ls -l`` line as vsftpd writes it (UTC; time of day for the last 6 months)."""
-    when = time.gmtime(info.mtime)
+    when = _gmtime(info.mtime)
     if now - _RECENT < info.mtime <= now + 3600:
         stamp = f"{_MONTHS[when.tm_mon - 1]} {when.tm_mday:02d} {when.tm_hour:02d}:{when.tm_min:02d}"
     else:
@@ -192,7 +201,7 @@ def mlst_facts(info: RemoteFileInfo, facts: Iterable[str] = MLST_FACTS,
         "type": kind or ("dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode)
                          else "OS.unix=symlink" if stat.S_ISLNK(mode) else "OS.unix=special"),
         "size": str(info.size),
-        "modify": time.strftime("%Y%m%d%H%M%S", time.gmtime(info.mtime)),
+        "modify": time.strftime("%Y%m%d%H%M%S", _gmtime(info.mtime)),
         "perm": _mlst_perm(info),
         "unix.mode": f"0{stat.S_IMODE(mode):o}",
     }
@@ -300,6 +309,7 @@ class _FrontSession:
         self._reader_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._session_scope: trio.CancelScope | None = None
+        self._login_deadline = trio.current_time() + settings.login_timeout
 
     # -- replies
 
@@ -311,8 +321,18 @@ class _FrontSession:
         await self.send(_text_bytes(f"{code}-{visible(first)}\r\n{body}{code} {visible(last)}\r\n"))
 
     async def send(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self.client.send_all(data)
+        """Send on the control connection; a client that reads nothing ends its
+        session at the login timeout (before a login) or after ``stall_timeout``."""
+        if self.files is None:  # (the 421 of the login timeout gets a second)
+            deadline = max(self._login_deadline, trio.current_time() + 1.0)
+        else:
+            deadline = trio.current_time() + self.settings.stall_timeout
+        with trio.move_on_at(deadline) as scope:
+            async with self._send_lock:
+                await self.client.send_all(data)
+        if scope.cancelled_caught:
+            self._log.info("the client reads no replies; closing")
+            raise trio.BrokenResourceError("the client reads no replies")
 
     # -- reading commands (a task of its own, all the time)
 
@@ -370,7 +390,9 @@ class _FrontSession:
         self._push(command)
 
     async def _next_command(self, deadline: float) -> _Command | None:
-        """The next command, or None at ``deadline``."""
+        """The next command, or None at ``deadline`` (also when commands keep coming)."""
+        if trio.current_time() >= deadline:
+            return None
         with trio.move_on_at(deadline):
             while not self._queue:
                 self._arrived = trio.Event()
@@ -414,7 +436,7 @@ class _FrontSession:
         return result
 
     async def _serve(self) -> Handover | None:
-        login_deadline = trio.current_time() + self.settings.login_timeout
+        login_deadline = self._login_deadline
         try:
             await self.reply(220, self.settings.greeting)
             while True:
@@ -446,6 +468,8 @@ class _FrontSession:
             return None
 
     async def _dispatch(self, verb: bytes, arg: bytes, flags: int) -> Handover | None:
+        if verb != b"RNTO":  # RNTO follows its RNFR at once (RFC 959), or is 503
+            self.rename_from = None
         if flags & _BAD_LINE:
             if verb in _PATH_COMMANDS:
                 await self.reply(553, "File name not allowed (NUL or CR).")
@@ -699,7 +723,7 @@ class _FrontSession:
 
     async def _mdtm(self, arg: bytes) -> None:
         info = await self.files_.stat(self.path(self._need_arg(arg)))
-        await self.reply(213, time.strftime("%Y%m%d%H%M%S", time.gmtime(info.mtime)))
+        await self.reply(213, time.strftime("%Y%m%d%H%M%S", _gmtime(info.mtime)))
 
     async def _mlst(self, arg: bytes) -> None:
         path = self.path(arg.strip())
@@ -824,6 +848,8 @@ class _FrontSession:
         self._negotiated = (self.passive, self.active)
         self.passive, self.active = None, None
         try:
+            if self._negotiated == (None, None):  # before a STOR truncates its file
+                raise _Reply(425, "Use PORT or PASV first.")
             with transfer.scope:
                 self.transfer = transfer
                 try:
@@ -838,6 +864,8 @@ class _FrontSession:
             else:
                 result, code = "ok", 226
                 await self.reply(226, text)
+                if transfer.aborted:  # (ABOR came as the transfer ended: answered too)
+                    await self.reply(225, "ABOR successful; the transfer had ended.")
         except _Abort as exc:
             result, code, moved = f"error ({exc})", 426, True
             await self.reply(426, f"Connection closed; transfer aborted ({exc}).")
@@ -927,7 +955,7 @@ class _FrontSession:
                 try:
                     writer = await manager.__aenter__()
                 except RemoteFileError as exc:
-                    if mode == "exclusive" and exc.kind == "exists":
+                    if mode == "exclusive" and await self._exists(exc, target):
                         continue
                     raise
                 opened = manager
@@ -957,6 +985,19 @@ class _FrontSession:
             return "Transfer complete.", data_mode
 
         await self._transfer(verb, arg, "upload", body)
+
+    async def _exists(self, exc: RemoteFileError, path: str) -> bool:
+        """Whether an exclusive open failed because ``path`` exists: SFTP protocol 3
+        (OpenSSH) says only FX_FAILURE for it."""
+        if exc.kind != "failure":
+            return exc.kind == "exists"
+        try:
+            await self.files_.stat(path)
+        except RemoteFileError as stat_exc:
+            if stat_exc.kind == "lost":
+                raise
+            return False
+        return True
 
     async def _receive_data(self, transfer: _Transfer, data: trio.SocketStream,
                             out: RemoteWriter) -> None:

@@ -217,6 +217,8 @@ async def _forward_ftp(client: trio.SocketStream, handover: Handover, forward: F
         await server.send_all(b"USER " + handover.user + b"\r\n")
         code, text, rest = await read_greeting(server, config.max_line,
                                                FALLBACK_REPLY_TIMEOUT)
+        if code == 0:  # (text is no reply then: never pass it on)
+            raise _NoLogin("the FTP server did not answer USER")
     except (_NoLogin, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         with trio.CancelScope(shield=True):
             await server.aclose()

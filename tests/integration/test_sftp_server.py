@@ -248,3 +248,45 @@ async def test_ftp_password_answers_a_keyboard_interactive_password_prompt(aio_l
 
             assert (await trio.to_thread.run_sync(wrong)).startswith("530")
             assert ssh.kbdint_answers == [["alice-pw"], ["bad"]]
+
+
+async def test_stou_twice_on_a_protocol_3_server_stores_two_files(sftp_host):
+    ssh, root = sftp_host
+    async with ftptrio.open_forwarder(_config(ssh)) as fwd:
+        port = fwd.ports[0]
+
+        def stou_twice() -> list[str]:
+            with _ftp(port, "alice", "alice-pw") as ftp:
+                replies = [ftp.storbinary("STOU", io.BytesIO(b"%d" % i)) for i in range(2)]
+                ftp.quit()
+            return replies
+
+        replies = await trio.to_thread.run_sync(stou_twice)
+    assert [r[:4] for r in replies] == ["226 ", "226 "], replies
+    assert (root / "ftp.upload").read_bytes() == b"0"
+    assert (root / "ftp.upload.1").read_bytes() == b"1"
+
+
+async def test_fallback_server_that_closes_after_user_is_421(aio_loop):
+    async def greets_then_closes(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(b"220 legacy\r\n")
+            await stream.receive_some(100)  # USER alice
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, greets_then_closes, 0)
+        ftp_port = listeners[0].socket.getsockname()[1]
+        async with inprocess_ssh_server(passwords=PASSWORDS) as ssh:  # no sftp subsystem
+            async with ftptrio.open_forwarder(_config(ssh, sftp_fallback_port=ftp_port)) as fwd:
+
+                def login() -> str:
+                    ftp = ftplib.FTP()
+                    ftp.connect("127.0.0.1", fwd.ports[0], timeout=30)
+                    with pytest.raises(ftplib.Error) as exc:
+                        ftp.login("alice", "alice-pw")
+                    ftp.close()
+                    return str(exc.value)
+
+                reply = await trio.to_thread.run_sync(login)
+        nursery.cancel_scope.cancel()
+    assert reply.startswith("421 "), reply

@@ -70,6 +70,9 @@ _DEFAULT_TEXT: dict[RemoteFileErrorKind, str] = {
     "unsupported": "Operation not supported", "failure": "Failure",
     "lost": "SFTP session lost",
 }
+#: seconds an SFTP request may go unanswered before the session counts as lost (a
+#: server hung on its disk: the FTP client gets 421, the session's SSH connection ends)
+REQUEST_TIMEOUT = 300.0
 #: what a failed SFTP call raises (request errors, the channel or connection gone)
 FILE_ERRORS = (asyncssh.Error, OSError, ValueError, trio.BrokenResourceError)
 
@@ -91,12 +94,27 @@ def file_error(exc: BaseException) -> RemoteFileError:
     return RemoteFileError(kind, visible(text) if text else _DEFAULT_TEXT[kind])
 
 
+def _no_answer() -> RemoteFileError:
+    return RemoteFileError("lost", f"the SFTP server did not answer in {REQUEST_TIMEOUT:g} s")
+
+
 async def _call(fn: Callable[[], Awaitable[T]]) -> T:
     """One SFTP request from trio; its failure as RemoteFileError."""
-    try:
-        return await aio(fn)()
-    except FILE_ERRORS as exc:
-        raise file_error(exc) from exc
+    with trio.move_on_after(REQUEST_TIMEOUT):
+        try:
+            return await aio(fn)()
+        except FILE_ERRORS as exc:
+            raise file_error(exc) from exc
+    raise _no_answer()
+
+
+async def _wait_answer(task: asyncio.Future[T]) -> None:
+    """Wait for a request in flight (raises RemoteFileError "lost" after
+    REQUEST_TIMEOUT; its own failure is left in ``task``)."""
+    with trio.move_on_after(REQUEST_TIMEOUT) as scope:
+        await run_future(asyncio.shield(task))
+    if scope.cancelled_caught:
+        raise _no_answer()
 
 
 def _retrieve(task: asyncio.Task[object]) -> None:
@@ -170,12 +188,16 @@ class _BlockReader:
     async def _result(self, task: asyncio.Task[bytes]) -> bytes:
         try:
             if not task.done():
-                await run_future(asyncio.shield(task))
+                await _wait_answer(task)
             return task.result()
         except FILE_ERRORS as exc:
             self._done = True
             self._drop_pending()
             raise file_error(exc) from exc
+        except RemoteFileError:
+            self._done = True
+            self._drop_pending()
+            raise
 
     def __aiter__(self) -> _BlockReader:
         return self
@@ -215,9 +237,9 @@ class _BlockReader:
         """The size fstat reported on opening (infinite if it failed: read on)."""
         try:
             if not self._size.done():
-                await run_future(asyncio.shield(self._size))
+                await _wait_answer(self._size)
             return self._size.result().size or 0
-        except FILE_ERRORS:
+        except (*FILE_ERRORS, RemoteFileError):
             return math.inf
 
     def abandoned(self) -> list[asyncio.Task[object]]:
@@ -281,9 +303,11 @@ class SFTPWriter:
         task = self._pending[0]
         if not task.done():
             try:
-                await run_future(asyncio.shield(task))
+                await _wait_answer(task)
             except FILE_ERRORS:
                 pass  # taken below
+            except RemoteFileError as exc:
+                self._failed = exc
         self._check()
 
     async def finish(self) -> None:
