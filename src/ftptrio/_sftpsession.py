@@ -103,7 +103,7 @@ class _Logins:
             self.config.ssh, host=host, port=port, username=user, password=password,
             client_keys=(), identity_agent="none", pubkey_auth=False, password_auth=True,
             kbdint_auth=True, batch_mode=True)
-        tunnel = Tunnel(options)
+        tunnel = Tunnel(options, hop_options=self.config.ssh)  # hops: ftptrio's login
         self.own_tunnel = tunnel
         try:
             await tunnel.connect()

@@ -290,3 +290,28 @@ async def test_fallback_server_that_closes_after_user_is_421(aio_loop):
                 reply = await trio.to_thread.run_sync(login)
         nursery.cancel_scope.cancel()
     assert reply.startswith("421 "), reply
+
+
+async def test_ftp_logins_reach_the_ssh_host_through_ftptrios_jump_host(aio_loop, tmp_path):
+    """-J with --sftp-login ftp: the jump host is reached with ftptrio's own login
+    (its key); the FTP user's password goes to the final SSH host only."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "j.txt").write_bytes(b"through the bastion")
+    async with inprocess_ssh_server("gateway") as bastion, \
+            inprocess_ssh_server(passwords=PASSWORDS, sftp_root=str(root)) as target:
+        known = tmp_path / "known_hosts"
+        known.write_text(Path(bastion.known_hosts).read_text()
+                         + Path(target.known_hosts).read_text())
+        config = ftptrio.Config(
+            ssh=ftptrio.SSHOptions(host="127.0.0.1", port=target.port, username="gateway",
+                                   client_keys=(bastion.client_key_path,),
+                                   known_hosts=str(known), connect_timeout=10.0,
+                                   proxy_jump=f"gateway@127.0.0.1:{bastion.port}"),
+            forwards=(ftptrio.ForwardSpec(ftp_host="", sftp=True),))
+        async with ftptrio.open_forwarder(config) as fwd:
+            got = await trio.to_thread.run_sync(_download, fwd.ports[0], "alice", "alice-pw",
+                                                "j.txt")
+        assert got == b"through the bastion"
+        assert bastion.passwords_tried == []
+        assert target.passwords_tried == [("alice", "alice-pw")]
