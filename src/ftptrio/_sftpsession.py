@@ -20,7 +20,7 @@ from ._access import (DestinationRule, LoginRefused, destination_allowed,
                       parse_destination_rules, split_proxy_user)
 from ._config import Config, ForwardSpec
 from ._control import SessionLog
-from ._errors import AuthenticationError, SFTPUnavailable, TunnelError
+from ._errors import AuthenticationError, HostKeyError, SFTPUnavailable, TunnelError
 from ._gateway import read_greeting
 from ._seams import RemoteFileError, RemoteFiles
 from ._session import LoggedIn, Session, next_session_id, send_and_close
@@ -112,9 +112,13 @@ class _Logins:
                               self.client_addr, visible(user[:64]), host)
             raise LoginFailed("Login incorrect.") from None
         except TunnelError as exc:
-            self._log.warning("sftp login from %s as %r: SSH to %s failed: %s",
-                              self.client_addr, visible(user[:64]), host, exc)
-            raise RemoteFileError("lost", f"cannot reach the SSH server: {exc}") from None
+            hint = (" (FTP logins cannot ask about host keys: add it to known_hosts, e.g. "
+                    "with ssh to that host once, or use -o StrictHostKeyChecking=accept-new)"
+                    if isinstance(exc, HostKeyError) else "")
+            self._log.warning("sftp login from %s as %r: SSH to %s failed: %s%s",
+                              self.client_addr, visible(user[:64]), host, exc, hint)
+            # the details are the operator's (the log), not a client's before login
+            raise RemoteFileError("lost", "cannot reach the SSH server") from None
         self._log.info("sftp login from %s as %r to %s", self.client_addr,
                        visible(user[:64]), host)
         return await self._open_sftp(tunnel)

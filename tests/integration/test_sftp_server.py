@@ -315,3 +315,25 @@ async def test_ftp_logins_reach_the_ssh_host_through_ftptrios_jump_host(aio_loop
         assert got == b"through the bastion"
         assert bastion.passwords_tried == []
         assert target.passwords_tried == [("alice", "alice-pw")]
+
+
+async def test_unknown_host_key_tells_the_log_not_the_ftp_client(sftp_host, tmp_path,
+                                                                 caplog):
+    ssh, _root = sftp_host
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    config = _config(ssh)
+    config = dataclasses.replace(config, ssh=dataclasses.replace(
+        config.ssh, known_hosts=str(empty), global_known_hosts="none"))
+    async with ftptrio.open_forwarder(config) as fwd:
+        def login() -> str:
+            with pytest.raises(ftplib.error_temp) as exc:
+                _ftp(fwd.ports[0], "alice", "alice-pw")
+            return str(exc.value)
+
+        reply = await trio.to_thread.run_sync(login)
+    assert reply.startswith("421") and "cannot reach the SSH server" in reply, reply
+    assert "key" not in reply.lower() and "SHA256" not in reply, reply
+    assert ssh.passwords_tried == []  # no password to a host that is not verified
+    assert any("FTP logins cannot ask about host keys" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
