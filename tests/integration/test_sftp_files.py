@@ -477,3 +477,17 @@ async def test_a_server_that_stops_answering_is_lost_after_the_request_timeout(
             for _ in range(20):
                 await writer.write(os.urandom(64 * 1024))
     assert info.value.kind == "lost"
+
+
+async def test_listing_is_bounded(env: Env, monkeypatch) -> None:
+    """A directory (or a server sending names without end) past
+    MAX_LISTING_ENTRIES is refused instead of held whole in memory."""
+    from ftptrio._ssh import _sftp
+
+    for n in range(12):
+        open(env.path(f"f{n:02}"), "wb").close()
+    monkeypatch.setattr(_sftp, "MAX_LISTING_ENTRIES", 12)
+    assert len(await env.files.listdir("/")) == 12
+    monkeypatch.setattr(_sftp, "MAX_LISTING_ENTRIES", 11)
+    kind, text = await kind_of(env.files.listdir("/"))
+    assert kind == "failure" and "more than 11 entries" in text

@@ -73,6 +73,8 @@ _DEFAULT_TEXT: dict[RemoteFileErrorKind, str] = {
 #: seconds an SFTP request may go unanswered before the session counts as lost (a
 #: server hung on its disk: the FTP client gets 421, the session's SSH connection ends)
 REQUEST_TIMEOUT = 300.0
+#: the most entries one directory listing may have (each ~0.5 KiB held until sent)
+MAX_LISTING_ENTRIES = 200_000
 #: what a failed SFTP call raises (request errors, the channel or connection gone)
 FILE_ERRORS = (asyncssh.Error, OSError, ValueError, trio.BrokenResourceError)
 
@@ -400,9 +402,22 @@ class SFTPFiles:
         return file_info(posixpath.basename(path.rstrip("/")) or path, attrs)
 
     async def listdir(self, path: str) -> list[RemoteFileInfo]:
-        names = await _call(lambda: self._client.readdir(path))
-        infos = [file_info(str(entry.filename), entry.attrs, str(entry.longname or ""))
-                 for entry in names if entry.filename not in (".", "..")]
+        """At most MAX_LISTING_ENTRIES entries (a listing is held whole to be sorted:
+        a server sending names without end must not grow memory without bound)."""
+
+        async def read() -> list[RemoteFileInfo]:
+            infos: list[RemoteFileInfo] = []
+            async for entry in self._client.scandir(path):
+                if entry.filename in (".", ".."):
+                    continue
+                if len(infos) >= MAX_LISTING_ENTRIES:
+                    raise RemoteFileError("failure", f"more than {MAX_LISTING_ENTRIES} "
+                                                     "entries: not listed")
+                infos.append(file_info(str(entry.filename), entry.attrs,
+                                       str(entry.longname or "")))
+            return infos
+
+        infos = await _call(read)
         return sorted(infos, key=lambda info: info.name)
 
     async def remove(self, path: str) -> None:
