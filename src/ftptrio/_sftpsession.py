@@ -11,6 +11,7 @@ ftptrio's own SSH connection, for the user that connection logged in as.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 
@@ -40,12 +41,49 @@ FALLBACK_REPLY_TIMEOUT = 30.0
 FALLBACK_HOST = "localhost"
 
 
+#: failed --sftp-server logins from one client address within FAILURE_WINDOW seconds
+#: after which its new sessions get 421 until the window has passed (reconnecting
+#: must not give unlimited tries: every try reaches the SSH server from ftptrio's own
+#: address, where sshd's penalties or fail2ban would lock out every user)
+MAX_FAILURES_PER_ADDRESS = 10
+FAILURE_WINDOW = 600.0
+
+
+class LoginFailures:
+    """Failed logins per client address, across the sessions of one forwarder."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, collections.deque[float]] = {}
+
+    def _recent(self, address: str) -> collections.deque[float]:
+        times = self._times.get(address, collections.deque())
+        while times and times[0] < trio.current_time() - FAILURE_WINDOW:
+            times.popleft()
+        if not times:
+            self._times.pop(address, None)
+        return times
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= MAX_FAILURES_PER_ADDRESS
+
+    def failed(self, address: str) -> None:
+        times = self._recent(address)
+        times.append(trio.current_time())
+        self._times[address] = times
+
+    def succeeded(self, address: str) -> None:
+        self._times.pop(address, None)
+
+
 class _Logins:
     """The login callback of one session, and the SSH connection it opened."""
 
     def __init__(self, config: Config, tunnel: Tunnel, session_log: SessionLog,
-                 client_addr: str) -> None:
+                 client: tuple[str, int], failures: LoginFailures) -> None:
         self.config = config
+        self.client_host = client[0]
+        client_addr = f"{client[0]}:{client[1]}"
+        self.failures = failures
         self.shared = tunnel
         self._log = session_log
         self.client_addr = client_addr
@@ -61,9 +99,16 @@ class _Logins:
 
     async def login(self, user: str, password: str) -> RemoteFiles:
         self.user = user
-        if self.config.sftp_login == "own":
-            return await self._own(user)
-        return await self._ftp(user, password)
+        try:
+            if self.config.sftp_login == "own":
+                files = await self._own(user)
+            else:
+                files = await self._ftp(user, password)
+        except LoginFailed:
+            self.failures.failed(self.client_host)
+            raise
+        self.failures.succeeded(self.client_host)
+        return files
 
     async def _own(self, user: str) -> RemoteFiles:
         if "@" in user:
@@ -152,13 +197,23 @@ def front_settings(config: Config) -> FrontSettings:
 
 
 async def run_sftp_session(client: trio.SocketStream, forward: ForwardSpec, config: Config,
-                           tunnel: Tunnel, stats: TransferStats) -> None:
-    """Serve one FTP client of an ``--sftp-server`` listener; closes ``client``."""
+                           tunnel: Tunnel, stats: TransferStats,
+                           failures: LoginFailures) -> None:
+    """Serve one FTP client of an ``--sftp-server`` listener; closes ``client``.
+    ``failures``: the forwarder's failed logins by client address."""
     session_id = next_session_id()
     session_log = SessionLog(log, {"session": session_id})
     peer = client.socket.getpeername()[:2]
     client_addr = f"{peer[0]}:{peer[1]}"
-    logins = _Logins(config, tunnel, session_log, client_addr)
+    if failures.blocked(peer[0]):
+        session_log.warning("sftp client %s refused: %d failed logins from that address "
+                            "in %.0f s", client_addr, MAX_FAILURES_PER_ADDRESS,
+                            FAILURE_WINDOW)
+        stats.refuse_session("login_failures")
+        await send_and_close(client, "421 ftptrio: too many failed logins from your "
+                                     "address; try again later.\r\n")
+        return
+    logins = _Logins(config, tunnel, session_log, (peer[0], peer[1]), failures)
     started = trio.current_time()
     stats.sessions += 1
     stats.sessions_active += 1

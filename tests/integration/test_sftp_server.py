@@ -337,3 +337,33 @@ async def test_unknown_host_key_tells_the_log_not_the_ftp_client(sftp_host, tmp_
     assert ssh.passwords_tried == []  # no password to a host that is not verified
     assert any("FTP logins cannot ask about host keys" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+async def test_failed_logins_from_one_address_lock_it_out_for_a_while(sftp_host, monkeypatch):
+    """Reconnecting gives no unlimited tries: after MAX_FAILURES_PER_ADDRESS failed
+    logins from one address within FAILURE_WINDOW, its new sessions get 421 (every
+    try reaches the SSH server from ftptrio's address)."""
+    from ftptrio import _sftpsession
+
+    monkeypatch.setattr(_sftpsession, "MAX_FAILURES_PER_ADDRESS", 2)
+    ssh, _root = sftp_host
+    async with ftptrio.open_forwarder(_config(ssh)) as fwd:
+        port = fwd.ports[0]
+
+        def attempt(password: str) -> str:
+            try:
+                with _ftp(port, "alice", password) as ftp:
+                    ftp.quit()
+                return "230"
+            except ftplib.Error as exc:
+                return str(exc)
+
+        assert (await trio.to_thread.run_sync(attempt, "bad1")).startswith("530")
+        assert (await trio.to_thread.run_sync(attempt, "alice-pw")) == "230"  # resets
+        for bad in ("bad2", "bad3"):
+            assert (await trio.to_thread.run_sync(attempt, bad)).startswith("530")
+        reply = await trio.to_thread.run_sync(attempt, "alice-pw")
+        assert reply.startswith("421") and "too many failed logins" in reply, reply
+        assert [pw for _u, pw in ssh.passwords_tried] == ["bad1", "alice-pw", "bad2",
+                                                          "bad3"]
+        assert fwd.stats.sessions_refused == {"login_failures": 1}
