@@ -957,6 +957,10 @@ class _FrontSession:
                 except RemoteFileError as exc:
                     if mode == "exclusive" and await self._exists(exc, target):
                         continue
+                    if exc.kind == "failure" and await self._is_dir(target):
+                        # (SFTP 3 says FX_FAILURE; a 451 would be retried by clients)
+                        raise _Reply(553, "Could not create file: it is a directory.") \
+                            from None
                     raise
                 opened = manager
                 break
@@ -985,6 +989,14 @@ class _FrontSession:
             return "Transfer complete.", data_mode
 
         await self._transfer(verb, arg, "upload", body)
+
+    async def _is_dir(self, path: str) -> bool:
+        try:
+            return (await self.files_.stat(path)).is_dir
+        except RemoteFileError as exc:
+            if exc.kind == "lost":
+                raise
+            return False
 
     async def _exists(self, exc: RemoteFileError, path: str) -> bool:
         """Whether an exclusive open failed because ``path`` exists: SFTP protocol 3

@@ -803,3 +803,16 @@ async def test_abor_while_the_file_closes_is_answered(root):
         replies = [await control.reply(), await control.reply()]
         assert [r[:4] for r in replies] in (["226 ", "225 "], ["426 ", "226 "]), replies
         assert (await control.cmd("NOOP")).startswith("200 ")
+
+
+async def test_store_onto_a_directory_is_a_permanent_refusal(root):
+    """SFTP 3 (OpenSSH) answers opening a directory for writing with FX_FAILURE; the
+    client gets 553 (as vsftpd), not a 451 it would retry."""
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        reply = await control.cmd("STOR pub")
+        assert reply.startswith("553 ") and "directory" in reply, reply
+        await data.aclose()
+    assert os.path.isdir(os.path.join(root, "pub"))
