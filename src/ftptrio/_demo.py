@@ -1,8 +1,10 @@
 """``python -m ftptrio demo``: real transfers through ftptrio with embedded servers.
 
 Starts an in-process asyncssh SSH server and a pyftpdlib FTP server (the
-``demo`` extra: ``pip install 'ftptrio[demo]'``) on free loopback ports, runs ftptrio between them, and moves a file with ftplib in
-passive and active mode (download and upload), verified by sha256.
+``demo`` extra: ``pip install 'ftptrio[demo]'``) on free loopback ports, runs ftptrio
+between them, and moves a file with ftplib in passive, active and converted active
+mode (download and upload), then the same through ``--sftp-server`` from a second SSH
+server's SFTP (password login), each verified by sha256.
 """
 
 from __future__ import annotations
@@ -96,27 +98,49 @@ async def run_demo(size: int = 16 * 1024 * 1024,
                     ("active->passive", replace(base, active_mode="passive"), False),
                 ]
                 for mode, config, passive in cases:
-                    async with open_forwarder(config) as fwd:
-                        host, port = fwd.addresses[0]
-                        for direction in ("download", "upload"):
-                            name = ("demo.bin" if direction == "download" else
-                                    os.path.join(ftp.root, f"up-{mode.replace('->', '-to-')}.bin"))
-                            moved = [0]
-                            async with trio.open_nursery() as nursery:
-                                nursery.start_soon(_show_progress, mode, direction, moved,
-                                                   size, out)
-                                result = await trio.to_thread.run_sync(
-                                    _transfer, host, port, ftp.user, ftp.password, passive,
-                                    direction, payload, name, moved)
-                                nursery.cancel_scope.cancel()
-                            result.mode = mode
-                            results.append(result)
-                            out(_format(result))
+                    await _run_case(mode, config, passive, ftp.user, ftp.password,
+                                    ftp.root, payload, results, out)
+                # --sftp-server: the same files served from the SSH server's SFTP, the
+                # FTP login being the user's own SSH login (no FTP server involved)
+                async with inprocess_ssh_server(passwords={SFTP_USER: SFTP_PASSWORD},
+                                                sftp_root=ftp.root) as sftp_host:
+                    sftp_config = replace(
+                        base, ssh=replace(base.ssh, port=sftp_host.port,
+                                          known_hosts=sftp_host.known_hosts),
+                        forwards=(ForwardSpec(ftp_host="", sftp=True),))
+                    await _run_case("sftp-server", sftp_config, True, SFTP_USER,
+                                    SFTP_PASSWORD, ftp.root, payload, results, out)
     ok = all(r.ok for r in results)
     total = sum(r.nbytes for r in results)
     out(f"{'ALL TRANSFERS VERIFIED' if ok else 'SOME TRANSFERS FAILED'}: "
         f"{sum(r.ok for r in results)}/{len(results)} ok, {total / 1e6:.1f} MB moved")
     return ok
+
+
+#: the --sftp-server case's FTP login, which is its SSH login
+SFTP_USER, SFTP_PASSWORD = "alice", "demo-password"
+
+
+async def _run_case(mode: str, config: Config, passive: bool, user: str, password: str,
+                    root: str, payload: bytes, results: list[DemoResult],
+                    out: Callable[[str], object]) -> None:
+    """A download and an upload through one forwarder."""
+    size = len(payload)
+    async with open_forwarder(config) as fwd:
+        host, port = fwd.addresses[0]
+        for direction in ("download", "upload"):
+            name = ("demo.bin" if direction == "download" else
+                    os.path.join(root, f"up-{mode.replace('->', '-to-')}.bin"))
+            moved = [0]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_show_progress, mode, direction, moved, size, out)
+                result = await trio.to_thread.run_sync(
+                    _transfer, host, port, user, password, passive, direction, payload,
+                    name, moved)
+                nursery.cancel_scope.cancel()
+            result.mode = mode
+            results.append(result)
+            out(_format(result))
 
 
 async def _show_progress(mode: str, direction: str, moved: list[int], size: int,
@@ -151,7 +175,8 @@ def main(argv: Sequence[str] = ()) -> int:
         prog="ftptrio demo",
         description="Self-contained demonstration: an in-process SSH server and FTP server "
                     "on loopback, and real transfers through the forwarder in passive, "
-                    "active and active-converted-to-passive modes, each verified by sha256.")
+                    "active and active-converted-to-passive modes, and through "
+                    "--sftp-server (FTP served from SFTP), each verified by sha256.")
     parser.add_argument("--size", type=int, default=16, metavar="MIB",
                         help="size of the file moved each way, in MiB (16)")
     args = parser.parse_args(list(argv))

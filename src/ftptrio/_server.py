@@ -26,7 +26,7 @@ from ._errors import BindError, ConfigError, TunnelError
 from ._ftps import FtpsForward, ftps_forwards
 from ._netaddr import host_ip
 from ._session import Session, send_and_close
-from ._sftpsession import run_sftp_session
+from ._sftpsession import LoginFailures, run_sftp_session
 from ._dataplane import ftp_server_only
 from ._seams import ControlForward
 from ._ssh import RemoteStreamListener, Tunnel, asyncio_loop
@@ -69,6 +69,8 @@ class Forwarder:
         #: running sessions by client address (Config.max_sessions_per_client)
         self._per_client: collections.Counter[str] = collections.Counter()
         self._idle = trio.Event()
+        #: --sftp-server: failed logins by client address (across its sessions)
+        self._login_failures = LoginFailures()
         #: each forward's FTPS state (passive range), in Config order
         self._ftps = ftps_forwards(config, tunnel, self._stats,
                                    bind_hosts or [[] for _ in config.forwards])
@@ -161,7 +163,8 @@ class Forwarder:
             self._stats.session_started(label)
             if forward.sftp:
                 assert isinstance(stream, trio.SocketStream)
-                await run_sftp_session(stream, forward, config, self._tunnel, self._stats)
+                await run_sftp_session(stream, forward, config, self._tunnel, self._stats,
+                                       self._login_failures)
             else:
                 await Session(stream, forward, config, self._tunnel, self._stats, peer,
                               ftps).run()

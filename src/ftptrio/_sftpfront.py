@@ -53,7 +53,8 @@ class Handover:
 
 
 #: (user, password) -> the session's files; raises LoginFailed, UseFtpForwarding or
-#: RemoteFileError("lost", ...)
+#: RemoteFileError("lost", ...). Both are the USER/PASS arguments decoded as UTF-8
+#: (undecodable bytes replaced); ``Handover`` keeps the bytes as sent.
 LoginCallback = Callable[[str, str], Awaitable[RemoteFiles]]
 
 
@@ -79,6 +80,8 @@ class FrontSettings:
     max_pending_commands: int = 64
     #: bytes per read of a data connection
     chunk_size: int = 65536
+    #: seconds a data connection may move no byte before its transfer fails (426)
+    stall_timeout: float = 300.0
     #: the 220 greeting's text
     greeting: str = "ftptrio FTP server (files served by SFTP)"
 
@@ -161,9 +164,18 @@ def _safe_name(name: str) -> str:
     return visible(name) if "\r" in name or "\n" in name else name
 
 
+def _gmtime(seconds: float) -> time.struct_time:
+    """time.gmtime, the epoch for a time the platform cannot show (an SFTP v4+ server
+    may report any 64-bit time)."""
+    try:
+        return time.gmtime(seconds)
+    except (OverflowError, OSError, ValueError):
+        return time.gmtime(0)
+
+
 def ls_line(info: RemoteFileInfo, now: float) -> str:
     """One ``ls -l`` line as vsftpd writes it (UTC; time of day for the last 6 months)."""
-    when = time.gmtime(info.mtime)
+    when = _gmtime(info.mtime)
     if now - _RECENT < info.mtime <= now + 3600:
         stamp = f"{_MONTHS[when.tm_mon - 1]} {when.tm_mday:02d} {when.tm_hour:02d}:{when.tm_min:02d}"
     else:
@@ -189,7 +201,7 @@ def mlst_facts(info: RemoteFileInfo, facts: Iterable[str] = MLST_FACTS,
         "type": kind or ("dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode)
                          else "OS.unix=symlink" if stat.S_ISLNK(mode) else "OS.unix=special"),
         "size": str(info.size),
-        "modify": time.strftime("%Y%m%d%H%M%S", time.gmtime(info.mtime)),
+        "modify": time.strftime("%Y%m%d%H%M%S", _gmtime(info.mtime)),
         "perm": _mlst_perm(info),
         "unix.mode": f"0{stat.S_IMODE(mode):o}",
     }
@@ -227,8 +239,9 @@ class _Passive:
                                       "(not the client's address %s)", peer[0], self.port,
                                       self.allowed)
                     conn.close()
-            except OSError as exc:
-                self._log.warning("data listener on port %d failed: %s", self.port, exc)
+            except (OSError, trio.ClosedResourceError) as exc:
+                if not self.scope.cancel_called:
+                    self._log.warning("data listener on port %d failed: %s", self.port, exc)
             finally:
                 self.sock.close()
                 self.ready.set()
@@ -296,6 +309,7 @@ class _FrontSession:
         self._reader_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._session_scope: trio.CancelScope | None = None
+        self._login_deadline = trio.current_time() + settings.login_timeout
 
     # -- replies
 
@@ -307,8 +321,18 @@ class _FrontSession:
         await self.send(_text_bytes(f"{code}-{visible(first)}\r\n{body}{code} {visible(last)}\r\n"))
 
     async def send(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self.client.send_all(data)
+        """Send on the control connection; a client that reads nothing ends its
+        session at the login timeout (before a login) or after ``stall_timeout``."""
+        if self.files is None:  # (the 421 of the login timeout gets a second)
+            deadline = max(self._login_deadline, trio.current_time() + 1.0)
+        else:
+            deadline = trio.current_time() + self.settings.stall_timeout
+        with trio.move_on_at(deadline) as scope:
+            async with self._send_lock:
+                await self.client.send_all(data)
+        if scope.cancelled_caught:
+            self._log.info("the client reads no replies; closing")
+            raise trio.BrokenResourceError("the client reads no replies")
 
     # -- reading commands (a task of its own, all the time)
 
@@ -366,7 +390,9 @@ class _FrontSession:
         self._push(command)
 
     async def _next_command(self, deadline: float) -> _Command | None:
-        """The next command, or None at ``deadline``."""
+        """The next command, or None at ``deadline`` (also when commands keep coming)."""
+        if trio.current_time() >= deadline:
+            return None
         with trio.move_on_at(deadline):
             while not self._queue:
                 self._arrived = trio.Event()
@@ -410,7 +436,7 @@ class _FrontSession:
         return result
 
     async def _serve(self) -> Handover | None:
-        login_deadline = trio.current_time() + self.settings.login_timeout
+        login_deadline = self._login_deadline
         try:
             await self.reply(220, self.settings.greeting)
             while True:
@@ -442,6 +468,8 @@ class _FrontSession:
             return None
 
     async def _dispatch(self, verb: bytes, arg: bytes, flags: int) -> Handover | None:
+        if verb != b"RNTO":  # RNTO follows its RNFR at once (RFC 959), or is 503
+            self.rename_from = None
         if flags & _BAD_LINE:
             if verb in _PATH_COMMANDS:
                 await self.reply(553, "File name not allowed (NUL or CR).")
@@ -695,7 +723,7 @@ class _FrontSession:
 
     async def _mdtm(self, arg: bytes) -> None:
         info = await self.files_.stat(self.path(self._need_arg(arg)))
-        await self.reply(213, time.strftime("%Y%m%d%H%M%S", time.gmtime(info.mtime)))
+        await self.reply(213, time.strftime("%Y%m%d%H%M%S", _gmtime(info.mtime)))
 
     async def _mlst(self, arg: bytes) -> None:
         path = self.path(arg.strip())
@@ -810,13 +838,18 @@ class _FrontSession:
         the data mode, raises _Reply/RemoteFileError/_Abort."""
         started = trio.current_time()
         transfer = _Transfer(trio.CancelScope())
+        code: int | None
         command = verb.decode() + (" " + arg.decode("utf-8", "replace") if arg else "")
-        result, code, mode, moved = "ok", 226, "passive" if self.active is None else "active", False
+        mode = "passive" if self.active is None else "active"
+        # (what stays if the session is cancelled: the client went, or shutdown)
+        result, code, moved = "error (session ended)", None, False
         self.rest_used, self.rest = self.rest, 0
         # the data connection's negotiation is used up by this command, whatever happens
         self._negotiated = (self.passive, self.active)
         self.passive, self.active = None, None
         try:
+            if self._negotiated == (None, None):  # before a STOR truncates its file
+                raise _Reply(425, "Use PORT or PASV first.")
             with transfer.scope:
                 self.transfer = transfer
                 try:
@@ -829,7 +862,10 @@ class _FrontSession:
                 await self.reply(426, "Connection closed; transfer aborted.")
                 await self.reply(226, "ABOR successful.")
             else:
+                result, code = "ok", 226
                 await self.reply(226, text)
+                if transfer.aborted:  # (ABOR came as the transfer ended: answered too)
+                    await self.reply(225, "ABOR successful; the transfer had ended.")
         except _Abort as exc:
             result, code, moved = f"error ({exc})", 426, True
             await self.reply(426, f"Connection closed; transfer aborted ({exc}).")
@@ -848,7 +884,7 @@ class _FrontSession:
             self._account(command, direction, mode, transfer.bytes, started, result, code)
 
     def _account(self, command: str, direction: str, mode: str, total: int, started: float,
-                 result: str, code: int) -> None:
+                 result: str, code: int | None) -> None:
         seconds = trio.current_time() - started
         fields: dict[str, object] = {
             "session": self.session_id, "client": self.peer_host, "mode": mode,
@@ -871,10 +907,13 @@ class _FrontSession:
                     after_cr = chunk.endswith(b"\r")
                 else:
                     out = chunk
-                await data.send_all(out)
+                with trio.fail_after(self.settings.stall_timeout):
+                    await data.send_all(out)
                 transfer.bytes += len(out)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _Abort(f"data connection lost: {exc or 'reset'}") from None
+        except trio.TooSlowError:
+            raise _Abort("data connection stalled") from None
 
     async def _retr(self, arg: bytes) -> None:
         path = self.path(self._need_arg(arg))
@@ -916,8 +955,12 @@ class _FrontSession:
                 try:
                     writer = await manager.__aenter__()
                 except RemoteFileError as exc:
-                    if mode == "exclusive" and exc.kind == "exists":
+                    if mode == "exclusive" and await self._exists(exc, target):
                         continue
+                    if exc.kind == "failure" and await self._is_dir(target):
+                        # (SFTP 3 says FX_FAILURE; a 451 would be retried by clients)
+                        raise _Reply(553, "Could not create file: it is a directory.") \
+                            from None
                     raise
                 opened = manager
                 break
@@ -947,15 +990,42 @@ class _FrontSession:
 
         await self._transfer(verb, arg, "upload", body)
 
+    async def _is_dir(self, path: str) -> bool:
+        try:
+            return (await self.files_.stat(path)).is_dir
+        except RemoteFileError as exc:
+            if exc.kind == "lost":
+                raise
+            return False
+
+    async def _exists(self, exc: RemoteFileError, path: str) -> bool:
+        """Whether an exclusive open failed because ``path`` exists: SFTP protocol 3
+        (OpenSSH) says only FX_FAILURE for it."""
+        if exc.kind != "failure":
+            return exc.kind == "exists"
+        try:
+            await self.files_.stat(path)
+        except RemoteFileError as stat_exc:
+            if stat_exc.kind == "lost":
+                raise
+            return False
+        return True
+
     async def _receive_data(self, transfer: _Transfer, data: trio.SocketStream,
                             out: RemoteWriter) -> None:
         convert = CrlfToLf() if self.type == "A" else None
         try:
-            while chunk := await data.receive_some(self.settings.chunk_size):
+            while True:
+                with trio.fail_after(self.settings.stall_timeout):
+                    chunk = await data.receive_some(self.settings.chunk_size)
+                if not chunk:
+                    break
                 transfer.bytes += len(chunk)
                 await out.write(convert.feed(chunk) if convert else chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _Abort(f"data connection lost: {exc or 'reset'}") from None
+        except trio.TooSlowError:
+            raise _Abort("data connection stalled") from None
         if convert is not None and (held := convert.end()):
             await out.write(held)
 

@@ -11,6 +11,7 @@ ftptrio's own SSH connection, for the user that connection logged in as.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 
@@ -20,7 +21,7 @@ from ._access import (DestinationRule, LoginRefused, destination_allowed,
                       parse_destination_rules, split_proxy_user)
 from ._config import Config, ForwardSpec
 from ._control import SessionLog
-from ._errors import AuthenticationError, SFTPUnavailable, TunnelError
+from ._errors import AuthenticationError, HostKeyError, SFTPUnavailable, TunnelError
 from ._gateway import read_greeting
 from ._seams import RemoteFileError, RemoteFiles
 from ._session import LoggedIn, Session, next_session_id, send_and_close
@@ -40,12 +41,49 @@ FALLBACK_REPLY_TIMEOUT = 30.0
 FALLBACK_HOST = "localhost"
 
 
+#: failed --sftp-server logins from one client address within FAILURE_WINDOW seconds
+#: after which its new sessions get 421 until the window has passed (reconnecting
+#: must not give unlimited tries: every try reaches the SSH server from ftptrio's own
+#: address, where sshd's penalties or fail2ban would lock out every user)
+MAX_FAILURES_PER_ADDRESS = 10
+FAILURE_WINDOW = 600.0
+
+
+class LoginFailures:
+    """Failed logins per client address, across the sessions of one forwarder."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, collections.deque[float]] = {}
+
+    def _recent(self, address: str) -> collections.deque[float]:
+        times = self._times.get(address, collections.deque())
+        while times and times[0] < trio.current_time() - FAILURE_WINDOW:
+            times.popleft()
+        if not times:
+            self._times.pop(address, None)
+        return times
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= MAX_FAILURES_PER_ADDRESS
+
+    def failed(self, address: str) -> None:
+        times = self._recent(address)
+        times.append(trio.current_time())
+        self._times[address] = times
+
+    def succeeded(self, address: str) -> None:
+        self._times.pop(address, None)
+
+
 class _Logins:
     """The login callback of one session, and the SSH connection it opened."""
 
     def __init__(self, config: Config, tunnel: Tunnel, session_log: SessionLog,
-                 client_addr: str) -> None:
+                 client: tuple[str, int], failures: LoginFailures) -> None:
         self.config = config
+        self.client_host = client[0]
+        client_addr = f"{client[0]}:{client[1]}"
+        self.failures = failures
         self.shared = tunnel
         self._log = session_log
         self.client_addr = client_addr
@@ -61,9 +99,16 @@ class _Logins:
 
     async def login(self, user: str, password: str) -> RemoteFiles:
         self.user = user
-        if self.config.sftp_login == "own":
-            return await self._own(user)
-        return await self._ftp(user, password)
+        try:
+            if self.config.sftp_login == "own":
+                files = await self._own(user)
+            else:
+                files = await self._ftp(user, password)
+        except LoginFailed:
+            self.failures.failed(self.client_host)
+            raise
+        self.failures.succeeded(self.client_host)
+        return files
 
     async def _own(self, user: str) -> RemoteFiles:
         if "@" in user:
@@ -103,7 +148,7 @@ class _Logins:
             self.config.ssh, host=host, port=port, username=user, password=password,
             client_keys=(), identity_agent="none", pubkey_auth=False, password_auth=True,
             kbdint_auth=True, batch_mode=True)
-        tunnel = Tunnel(options)
+        tunnel = Tunnel(options, hop_options=self.config.ssh)  # hops: ftptrio's login
         self.own_tunnel = tunnel
         try:
             await tunnel.connect()
@@ -112,9 +157,13 @@ class _Logins:
                               self.client_addr, visible(user[:64]), host)
             raise LoginFailed("Login incorrect.") from None
         except TunnelError as exc:
-            self._log.warning("sftp login from %s as %r: SSH to %s failed: %s",
-                              self.client_addr, visible(user[:64]), host, exc)
-            raise RemoteFileError("lost", f"cannot reach the SSH server: {exc}") from None
+            hint = (" (FTP logins cannot ask about host keys: add it to known_hosts, e.g. "
+                    "with ssh to that host once, or use -o StrictHostKeyChecking=accept-new)"
+                    if isinstance(exc, HostKeyError) else "")
+            self._log.warning("sftp login from %s as %r: SSH to %s failed: %s%s",
+                              self.client_addr, visible(user[:64]), host, exc, hint)
+            # the details are the operator's (the log), not a client's before login
+            raise RemoteFileError("lost", "cannot reach the SSH server") from None
         self._log.info("sftp login from %s as %r to %s", self.client_addr,
                        visible(user[:64]), host)
         return await self._open_sftp(tunnel)
@@ -148,13 +197,23 @@ def front_settings(config: Config) -> FrontSettings:
 
 
 async def run_sftp_session(client: trio.SocketStream, forward: ForwardSpec, config: Config,
-                           tunnel: Tunnel, stats: TransferStats) -> None:
-    """Serve one FTP client of an ``--sftp-server`` listener; closes ``client``."""
+                           tunnel: Tunnel, stats: TransferStats,
+                           failures: LoginFailures) -> None:
+    """Serve one FTP client of an ``--sftp-server`` listener; closes ``client``.
+    ``failures``: the forwarder's failed logins by client address."""
     session_id = next_session_id()
     session_log = SessionLog(log, {"session": session_id})
     peer = client.socket.getpeername()[:2]
     client_addr = f"{peer[0]}:{peer[1]}"
-    logins = _Logins(config, tunnel, session_log, client_addr)
+    if failures.blocked(peer[0]):
+        session_log.warning("sftp client %s refused: %d failed logins from that address "
+                            "in %.0f s", client_addr, MAX_FAILURES_PER_ADDRESS,
+                            FAILURE_WINDOW)
+        stats.refuse_session("login_failures")
+        await send_and_close(client, "421 ftptrio: too many failed logins from your "
+                                     "address; try again later.\r\n")
+        return
+    logins = _Logins(config, tunnel, session_log, (peer[0], peer[1]), failures)
     started = trio.current_time()
     stats.sessions += 1
     stats.sessions_active += 1
@@ -175,13 +234,13 @@ async def run_sftp_session(client: trio.SocketStream, forward: ForwardSpec, conf
 
         handover = await serve_front_session(client, login=logins.login, log=session_log,
                                              settings=front_settings(config),
-                                             on_transfer=accounted)
+                                             on_transfer=accounted, session_id=session_id)
     finally:
-        stats.sessions_active -= 1
-        if handover is None:
+        if handover is None:  # (its SSH connection first: idle means all closed)
             await logins.aclose()
             session_log.info("closed client=%s sftp seconds=%.1f", client_addr,
                              trio.current_time() - started)
+        stats.sessions_active -= 1
     if handover is None:
         return
     stats.sessions -= 1  # counted again by the forwarding session
@@ -217,6 +276,8 @@ async def _forward_ftp(client: trio.SocketStream, handover: Handover, forward: F
         await server.send_all(b"USER " + handover.user + b"\r\n")
         code, text, rest = await read_greeting(server, config.max_line,
                                                FALLBACK_REPLY_TIMEOUT)
+        if code == 0:  # (text is no reply then: never pass it on)
+            raise _NoLogin("the FTP server did not answer USER")
     except (_NoLogin, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         with trio.CancelScope(shield=True):
             await server.aclose()

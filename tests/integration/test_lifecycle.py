@@ -351,4 +351,7 @@ async def test_demo_runs_and_verifies():
     """run_demo opens its own trio-asyncio loop: no fixture loop here."""
     lines: list[str] = []
     assert await run_demo(size=1 << 20, out=lines.append), "\n".join(lines)
-    assert any("ALL TRANSFERS VERIFIED" in line for line in lines)
+    assert any("ALL TRANSFERS VERIFIED: 8/8 ok" in line for line in lines), lines
+    for mode in ("passive", "active", "active->passive", "sftp-server"):
+        assert sum(line.split()[:1] == [mode] and "OK (sha256 verified)" in line
+                   for line in lines) == 2, (mode, lines)

@@ -52,6 +52,11 @@ class Probe(asyncssh.SFTPServer):
             raise asyncssh.SFTPOpUnsupported("mkdir not here")
         super().mkdir(path, attrs)
 
+    async def stat(self, path: bytes) -> Any:
+        if path.endswith(b"hang"):  # a server stuck on its disk: no answer
+            await asyncio.sleep(3600)
+        return super().stat(path)
+
     def _note(self) -> None:
         if Probe.client is not None:
             Probe.outstanding.append(len(asyncssh_table(Probe.client, "_requests")))
@@ -453,3 +458,36 @@ async def test_write_abandoned_by_exception_closes(env: Env) -> None:
             raise Stop
     assert asyncssh_table(Probe.client, "_requests") == {}
     os.remove(env.path("partial"))  # closed (and whatever reached it written)
+
+
+async def test_a_server_that_stops_answering_is_lost_after_the_request_timeout(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ftptrio._ssh._sftp.REQUEST_TIMEOUT", 0.5)
+    files = env.files
+    with trio.fail_after(10):
+        assert (await kind_of(files.stat("/hang")))[0] == "lost"
+    with open(env.path("f"), "wb") as f:
+        f.write(os.urandom(300 * 1024))
+    Probe.read_delay = 3600
+    with trio.fail_after(10):
+        assert (await kind_of(read_all(files, "/f")))[0] == "lost"
+    Probe.read_delay, Probe.write_delay = 0.0, 3600
+    with trio.fail_after(10), pytest.raises(RemoteFileError) as info:
+        async with files.write_file("/w") as writer:
+            for _ in range(20):
+                await writer.write(os.urandom(64 * 1024))
+    assert info.value.kind == "lost"
+
+
+async def test_listing_is_bounded(env: Env, monkeypatch) -> None:
+    """A directory (or a server sending names without end) past
+    MAX_LISTING_ENTRIES is refused instead of held whole in memory."""
+    from ftptrio._ssh import _sftp
+
+    for n in range(12):
+        open(env.path(f"f{n:02}"), "wb").close()
+    monkeypatch.setattr(_sftp, "MAX_LISTING_ENTRIES", 12)
+    assert len(await env.files.listdir("/")) == 12
+    monkeypatch.setattr(_sftp, "MAX_LISTING_ENTRIES", 11)
+    kind, text = await kind_of(env.files.listdir("/"))
+    assert kind == "failure" and "more than 11 entries" in text

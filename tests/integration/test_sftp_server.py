@@ -225,3 +225,145 @@ async def test_ssh_lost_mid_transfer_is_421_and_leaves_nothing(sftp_host):
             while fwd.stats.sessions_active:
                 await trio.sleep(0.05)
         assert trio_task_count() <= before
+
+
+async def test_ftp_password_answers_a_keyboard_interactive_password_prompt(aio_loop,
+                                                                           tmp_path):
+    """PAM-style servers ask for the password by keyboard-interactive: the FTP
+    password answers its one hidden prompt, once (a wrong one is not retried)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "k.txt").write_bytes(b"kbd")
+    prompt = ("", "", [("Password: ", False, "alice-pw")])
+    async with inprocess_ssh_server("alice", kbdint=prompt, sftp_root=str(root)) as ssh:
+        async with ftptrio.open_forwarder(_config(ssh)) as fwd:
+            port = fwd.ports[0]
+            assert await trio.to_thread.run_sync(_download, port, "alice", "alice-pw",
+                                                 "k.txt") == b"kbd"
+
+            def wrong() -> str:
+                with pytest.raises(ftplib.error_perm) as exc:
+                    _ftp(port, "alice", "bad")
+                return str(exc.value)
+
+            assert (await trio.to_thread.run_sync(wrong)).startswith("530")
+            assert ssh.kbdint_answers == [["alice-pw"], ["bad"]]
+
+
+async def test_stou_twice_on_a_protocol_3_server_stores_two_files(sftp_host):
+    ssh, root = sftp_host
+    async with ftptrio.open_forwarder(_config(ssh)) as fwd:
+        port = fwd.ports[0]
+
+        def stou_twice() -> list[str]:
+            with _ftp(port, "alice", "alice-pw") as ftp:
+                replies = [ftp.storbinary("STOU", io.BytesIO(b"%d" % i)) for i in range(2)]
+                ftp.quit()
+            return replies
+
+        replies = await trio.to_thread.run_sync(stou_twice)
+    assert [r[:4] for r in replies] == ["226 ", "226 "], replies
+    assert (root / "ftp.upload").read_bytes() == b"0"
+    assert (root / "ftp.upload.1").read_bytes() == b"1"
+
+
+async def test_fallback_server_that_closes_after_user_is_421(aio_loop):
+    async def greets_then_closes(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(b"220 legacy\r\n")
+            await stream.receive_some(100)  # USER alice
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, greets_then_closes, 0)
+        ftp_port = listeners[0].socket.getsockname()[1]
+        async with inprocess_ssh_server(passwords=PASSWORDS) as ssh:  # no sftp subsystem
+            async with ftptrio.open_forwarder(_config(ssh, sftp_fallback_port=ftp_port)) as fwd:
+
+                def login() -> str:
+                    ftp = ftplib.FTP()
+                    ftp.connect("127.0.0.1", fwd.ports[0], timeout=30)
+                    with pytest.raises(ftplib.Error) as exc:
+                        ftp.login("alice", "alice-pw")
+                    ftp.close()
+                    return str(exc.value)
+
+                reply = await trio.to_thread.run_sync(login)
+        nursery.cancel_scope.cancel()
+    assert reply.startswith("421 "), reply
+
+
+async def test_ftp_logins_reach_the_ssh_host_through_ftptrios_jump_host(aio_loop, tmp_path):
+    """-J with --sftp-login ftp: the jump host is reached with ftptrio's own login
+    (its key); the FTP user's password goes to the final SSH host only."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "j.txt").write_bytes(b"through the bastion")
+    async with inprocess_ssh_server("gateway") as bastion, \
+            inprocess_ssh_server(passwords=PASSWORDS, sftp_root=str(root)) as target:
+        known = tmp_path / "known_hosts"
+        known.write_text(Path(bastion.known_hosts).read_text()
+                         + Path(target.known_hosts).read_text())
+        config = ftptrio.Config(
+            ssh=ftptrio.SSHOptions(host="127.0.0.1", port=target.port, username="gateway",
+                                   client_keys=(bastion.client_key_path,),
+                                   known_hosts=str(known), connect_timeout=10.0,
+                                   proxy_jump=f"gateway@127.0.0.1:{bastion.port}"),
+            forwards=(ftptrio.ForwardSpec(ftp_host="", sftp=True),))
+        async with ftptrio.open_forwarder(config) as fwd:
+            got = await trio.to_thread.run_sync(_download, fwd.ports[0], "alice", "alice-pw",
+                                                "j.txt")
+        assert got == b"through the bastion"
+        assert bastion.passwords_tried == []
+        assert target.passwords_tried == [("alice", "alice-pw")]
+
+
+async def test_unknown_host_key_tells_the_log_not_the_ftp_client(sftp_host, tmp_path,
+                                                                 caplog):
+    ssh, _root = sftp_host
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    config = _config(ssh)
+    config = dataclasses.replace(config, ssh=dataclasses.replace(
+        config.ssh, known_hosts=str(empty), global_known_hosts="none"))
+    async with ftptrio.open_forwarder(config) as fwd:
+        def login() -> str:
+            with pytest.raises(ftplib.error_temp) as exc:
+                _ftp(fwd.ports[0], "alice", "alice-pw")
+            return str(exc.value)
+
+        reply = await trio.to_thread.run_sync(login)
+    assert reply.startswith("421") and "cannot reach the SSH server" in reply, reply
+    assert "key" not in reply.lower() and "SHA256" not in reply, reply
+    assert ssh.passwords_tried == []  # no password to a host that is not verified
+    assert any("FTP logins cannot ask about host keys" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+async def test_failed_logins_from_one_address_lock_it_out_for_a_while(sftp_host, monkeypatch):
+    """Reconnecting gives no unlimited tries: after MAX_FAILURES_PER_ADDRESS failed
+    logins from one address within FAILURE_WINDOW, its new sessions get 421 (every
+    try reaches the SSH server from ftptrio's address)."""
+    from ftptrio import _sftpsession
+
+    monkeypatch.setattr(_sftpsession, "MAX_FAILURES_PER_ADDRESS", 2)
+    ssh, _root = sftp_host
+    async with ftptrio.open_forwarder(_config(ssh)) as fwd:
+        port = fwd.ports[0]
+
+        def attempt(password: str) -> str:
+            try:
+                with _ftp(port, "alice", password) as ftp:
+                    ftp.quit()
+                return "230"
+            except ftplib.Error as exc:
+                return str(exc)
+
+        assert (await trio.to_thread.run_sync(attempt, "bad1")).startswith("530")
+        assert (await trio.to_thread.run_sync(attempt, "alice-pw")) == "230"  # resets
+        for bad in ("bad2", "bad3"):
+            assert (await trio.to_thread.run_sync(attempt, bad)).startswith("530")
+        reply = await trio.to_thread.run_sync(attempt, "alice-pw")
+        assert reply.startswith("421") and "too many failed logins" in reply, reply
+        assert [pw for _u, pw in ssh.passwords_tried] == ["bad1", "alice-pw", "bad2",
+                                                          "bad3"]
+        assert fwd.stats.sessions_refused == {"login_failures": 1}

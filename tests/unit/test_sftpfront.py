@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import stat
 import time
 from dataclasses import dataclass, field
@@ -630,3 +631,188 @@ async def test_hashes_of_a_larger_binary_transfer_both_ways(root):
         await store(control, "STOR big.bin", payload)
         _, content, _ = await retrieve(control, "RETR big.bin")
     assert hashlib.sha256(content).digest() == hashlib.sha256(payload).digest()
+
+
+async def test_a_stalled_data_connection_fails_its_transfer(root):
+    settings = FrontSettings(stall_timeout=0.3, data_timeout=5)
+    async with front_session(root, settings) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        assert (await control.cmd("STOR stalled.bin")).startswith("150 ")
+        await data.send_all(b"some")
+        assert (await control.reply()) == ("426 Connection closed; transfer aborted (data "
+                                           "connection stalled).\r\n")
+        await data.aclose()
+        assert front.files.writes_cancelled == 1 and front.files.open_writes == 0
+    assert front.transfers[0]["result"] == "error (data connection stalled)"
+    assert front.transfers[0]["bytes"] == 4
+
+
+async def test_the_client_closing_during_a_transfer_ends_the_session(root):
+    files = LocalFiles(root, chunk_size=1000, read_delay=0.01)
+    async with front_session(root, files=files) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        assert (await control.cmd("RETR data.bin")).startswith("150 ")
+        assert await data.receive_some(100)
+        await control.stream.aclose()
+        with trio.fail_after(5):
+            await front.done.wait()
+        await data.aclose()
+    assert files.closed and files.open_reads == 0 and files.reads_cancelled == 1
+    assert front.transfers[0]["result"] == "error (session ended)"
+    assert front.transfers[0]["reply"] is None
+
+
+async def test_a_transfer_without_port_or_pasv_leaves_the_file_alone(root):
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        assert (await control.cmd("STOR data.bin")).startswith("425 Use PORT or PASV")
+        assert (await control.cmd("RETR data.bin")).startswith("425 ")
+        assert (await control.cmd("LIST")).startswith("425 ")
+        assert front.files.open_writes == 0
+    with open(os.path.join(root, "data.bin"), "rb") as f:
+        assert f.read() == bytes(range(256)) * 1000
+    assert [t["result"] for t in front.transfers] == ["refused"] * 3
+
+
+async def test_stou_tries_the_next_name_when_protocol_3_says_only_failure(root):
+    with open(os.path.join(root, "ftp.upload"), "wb") as f:
+        f.write(b"old")
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        # OpenSSH's sftp-server (protocol 3) answers an exclusive open of an existing
+        # file with FX_FAILURE, not FX_FILE_ALREADY_EXISTS
+        front.files.fail["open_write"] = RemoteFileError("failure", "Failure")
+        first, last = await store(control, "STOU", b"new")
+        assert first == "150 FILE: ftp.upload.1\r\n", first
+        assert last.startswith("226 "), last
+        front.files.fail["open_write"] = RemoteFileError("failure", "Failure")
+        data = await passive(control)
+        assert (await control.cmd("STOU fresh")).startswith("451 ")  # not there: a failure
+        await data.aclose()
+    with open(os.path.join(root, "ftp.upload"), "rb") as f:
+        assert f.read() == b"old"
+    with open(os.path.join(root, "ftp.upload.1"), "rb") as f:
+        assert f.read() == b"new"
+
+
+async def test_a_client_that_reads_no_replies_is_still_closed_at_the_login_timeout(root):
+    settings = FrontSettings(login_timeout=0.5, failed_login_delay=0.05)
+    async with front_session(root, settings) as front:
+        sock = front.control.stream.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert front.server_end is not None
+        front.server_end.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with trio.move_on_after(3):  # the replies pile up until ftptrio's sends block
+            for _ in range(2000):
+                await front.control.send("HELP")
+        with trio.fail_after(5):
+            await front.done.wait()
+    assert front.result == [None]
+
+
+async def test_commands_kept_coming_do_not_outlast_the_login_timeout(root):
+    settings = FrontSettings(login_timeout=0.5)
+    async with front_session(root, settings) as front:
+        control = front.control
+        await control.reply()
+        batch = b"NOOP\r\n" * 50
+        ended = False
+        with trio.move_on_after(4):
+            while not ended:
+                await control.stream.send_all(batch)
+                for _ in range(50):
+                    reply = await control.reply()
+                    if reply.startswith("421 "):
+                        ended = True
+                        break
+                    with contextlib.suppress(trio.BrokenResourceError):  # (the 421 came)
+                        await control.stream.send_all(b"NOOP\r\n")  # one per reply
+        assert ended
+
+
+class _FarFuture(LocalFiles):
+    """A server that reports times no platform's gmtime takes (SFTP v4+ has 64 bits)."""
+
+    @staticmethod
+    def _far(info: RemoteFileInfo) -> RemoteFileInfo:
+        return RemoteFileInfo(info.name, info.size, 2 ** 62, info.mode, info.nlink,
+                              info.owner, info.group)
+
+    async def stat(self, path: str) -> RemoteFileInfo:
+        return self._far(await super().stat(path))
+
+    async def listdir(self, path: str) -> list[RemoteFileInfo]:
+        return [self._far(info) for info in await super().listdir(path)]
+
+
+async def test_times_out_of_range_do_not_crash_the_session(root):
+    async with front_session(root, files=_FarFuture(root)) as front:
+        control = front.control
+        await front.login()
+        assert (await control.cmd("MDTM data.bin")).startswith("213 ")
+        assert (await control.cmd("MLST data.bin")).startswith("250-")
+        for command in ("LIST", "MLSD"):
+            _first, listing, last = await retrieve(control, command)
+            assert b"data.bin" in listing and last.startswith("226 "), (listing, last)
+        assert (await control.cmd("NOOP")).startswith("200 ")
+
+
+async def test_rnto_must_follow_rnfr_at_once(root):
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        assert (await control.cmd("RNFR data.bin")).startswith("350 ")
+        assert (await control.cmd("NOOP")).startswith("200 ")
+        assert (await control.cmd("RNTO moved.bin")).startswith("503 ")
+    assert os.path.exists(os.path.join(root, "data.bin"))
+    assert not os.path.exists(os.path.join(root, "moved.bin"))
+
+
+class _SlowClose(LocalFiles):
+    """Closing a file read takes a shielded round trip (as SFTPFiles' close)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.closing = trio.Event()
+
+    @contextlib.asynccontextmanager
+    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with super().read_file(path, offset) as chunks:
+            yield chunks
+        self.closing.set()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.5)
+
+
+async def test_abor_while_the_file_closes_is_answered(root):
+    files = _SlowClose(root)
+    async with front_session(root, files=files) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        assert (await control.cmd("RETR data.bin")).startswith("150 ")
+        await read_all(data)
+        await files.closing.wait()
+        await control.send("ABOR")
+        replies = [await control.reply(), await control.reply()]
+        assert [r[:4] for r in replies] in (["226 ", "225 "], ["426 ", "226 "]), replies
+        assert (await control.cmd("NOOP")).startswith("200 ")
+
+
+async def test_store_onto_a_directory_is_a_permanent_refusal(root):
+    """SFTP 3 (OpenSSH) answers opening a directory for writing with FX_FAILURE; the
+    client gets 553 (as vsftpd), not a 451 it would retry."""
+    async with front_session(root) as front:
+        control = front.control
+        await front.login()
+        data = await passive(control)
+        reply = await control.cmd("STOR pub")
+        assert reply.startswith("553 ") and "directory" in reply, reply
+        await data.aclose()
+    assert os.path.isdir(os.path.join(root, "pub"))

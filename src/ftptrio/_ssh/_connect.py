@@ -113,11 +113,16 @@ _OPEN_FAILURES = {1: "administratively_prohibited", 2: "connect_failed",
 class Tunnel:
     """One shared SSH connection. Use inside ``_bridge.asyncio_loop()``."""
 
-    def __init__(self, options: SSHOptions, connection: object | None = None) -> None:
+    def __init__(self, options: SSHOptions, connection: object | None = None, *,
+                 hop_options: SSHOptions | None = None) -> None:
+        """``hop_options``: what the ProxyJump hops are reached with (their login,
+        keys, agent), when that is not ``options`` (--sftp-login ftp: the FTP user's
+        password logs in to the final host only; the hops are ftptrio's own)."""
         if connection is not None and not isinstance(connection,
                                                      asyncssh.SSHClientConnection):
             raise TypeError(f"not an asyncssh client connection: {connection!r}")
         self.options = options
+        self._hop_options = hop_options
         self._conn = connection
         self._owned = connection is None
         #: host-key checking, with the keys accepted on first use (pinned across reconnects)
@@ -201,7 +206,7 @@ class Tunnel:
             if conn is not None:
                 log.warning("SSH connection lost; reconnecting")
             try:
-                self._conn, self._jumps = await _connect_via_jumps(self.options, self.auth,
+                self._conn, self._jumps = await _connect_via_jumps(self.options, self._hop_options, self.auth,
                                                                    self._hostkeys)
             except TunnelError as exc:
                 self._conn = None
@@ -320,13 +325,15 @@ def _config_proxy_jump(options: SSHOptions) -> str | None:
     return str(value) if value else None
 
 
-def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
+def _jump_hosts(options: SSHOptions, hop_base: SSHOptions | None = None
+                ) -> list[SSHOptions]:
     """The hops before ``options.host``, first to last, as options for each: -J, else
     ssh_config's ProxyJump for the host; a first hop's own ssh_config ProxyJump is
     followed too (as ssh -W does). ftptrio connects every hop itself, so each is
     checked with the same known_hosts files and policy as the target (asyncssh's own
     ProxyJump handling would read its default files). A hop's ``proxy_jump`` is ""
-    (resolved: ssh_config is not consulted again for it)."""
+    (resolved: ssh_config is not consulted again for it). Each hop is reached with
+    ``hop_base``'s settings (default: ``options``')."""
     chain: list[SSHOptions] = []
     current = options
     while True:
@@ -340,7 +347,7 @@ def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
             return chain
         # an embedder's password is the final host's: never sent to a hop
         # -o lines are the destination's (-o HostName must not redirect a hop)
-        chain[:0] = [dataclasses.replace(options, host=hop.host, port=hop.port,
+        chain[:0] = [dataclasses.replace(hop_base or options, host=hop.host, port=hop.port,
                                          username=hop.user, proxy_jump="", password=None,
                                          ssh_config_lines=())
                      for hop in hops]
@@ -351,13 +358,14 @@ def _jump_hosts(options: SSHOptions) -> list[SSHOptions]:
 
 
 async def _connect_via_jumps(
-        options: SSHOptions, auth: Authenticator, hostkeys: HostKeyPolicy,
+        options: SSHOptions, hop_options: SSHOptions | None, auth: Authenticator,
+        hostkeys: HostKeyPolicy,
 ) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientConnection]]:
     """Connect, through ProxyJump hosts first if any (each checked and
     authenticated with the same known_hosts, keys and policy as the target)."""
     jumps: list[asyncssh.SSHClientConnection] = []
     try:
-        for hop in await trio.to_thread.run_sync(_jump_hosts, options):
+        for hop in await trio.to_thread.run_sync(_jump_hosts, options, hop_options):
             jumps.append(await _connect(hop, auth, jumps[-1] if jumps else None, hostkeys,
                                         jump=True))
         return await _connect(options, auth, jumps[-1] if jumps else None, hostkeys), jumps

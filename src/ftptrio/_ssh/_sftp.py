@@ -30,6 +30,7 @@ from .._errors import SFTPUnavailable, TunnelError
 from .._seams import RemoteFileError, RemoteFileErrorKind, RemoteFileInfo, WriteMode
 from .._text import visible
 from ._bridge import aio, reason, run_future
+from ._relay import WINDOW, bound_receive_window
 from ._streams import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ _DEFAULT_TEXT: dict[RemoteFileErrorKind, str] = {
     "unsupported": "Operation not supported", "failure": "Failure",
     "lost": "SFTP session lost",
 }
+#: seconds an SFTP request may go unanswered before the session counts as lost (a
+#: server hung on its disk: the FTP client gets 421, the session's SSH connection ends)
+REQUEST_TIMEOUT = 300.0
+#: the most entries one directory listing may have (each ~0.5 KiB held until sent)
+MAX_LISTING_ENTRIES = 200_000
 #: what a failed SFTP call raises (request errors, the channel or connection gone)
 FILE_ERRORS = (asyncssh.Error, OSError, ValueError, trio.BrokenResourceError)
 
@@ -90,12 +96,27 @@ def file_error(exc: BaseException) -> RemoteFileError:
     return RemoteFileError(kind, visible(text) if text else _DEFAULT_TEXT[kind])
 
 
+def _no_answer() -> RemoteFileError:
+    return RemoteFileError("lost", f"the SFTP server did not answer in {REQUEST_TIMEOUT:g} s")
+
+
 async def _call(fn: Callable[[], Awaitable[T]]) -> T:
     """One SFTP request from trio; its failure as RemoteFileError."""
-    try:
-        return await aio(fn)()
-    except FILE_ERRORS as exc:
-        raise file_error(exc) from exc
+    with trio.move_on_after(REQUEST_TIMEOUT):
+        try:
+            return await aio(fn)()
+        except FILE_ERRORS as exc:
+            raise file_error(exc) from exc
+    raise _no_answer()
+
+
+async def _wait_answer(task: asyncio.Future[T]) -> None:
+    """Wait for a request in flight (raises RemoteFileError "lost" after
+    REQUEST_TIMEOUT; its own failure is left in ``task``)."""
+    with trio.move_on_after(REQUEST_TIMEOUT) as scope:
+        await run_future(asyncio.shield(task))
+    if scope.cancelled_caught:
+        raise _no_answer()
 
 
 def _retrieve(task: asyncio.Task[object]) -> None:
@@ -169,12 +190,16 @@ class _BlockReader:
     async def _result(self, task: asyncio.Task[bytes]) -> bytes:
         try:
             if not task.done():
-                await run_future(asyncio.shield(task))
+                await _wait_answer(task)
             return task.result()
         except FILE_ERRORS as exc:
             self._done = True
             self._drop_pending()
             raise file_error(exc) from exc
+        except RemoteFileError:
+            self._done = True
+            self._drop_pending()
+            raise
 
     def __aiter__(self) -> _BlockReader:
         return self
@@ -214,9 +239,9 @@ class _BlockReader:
         """The size fstat reported on opening (infinite if it failed: read on)."""
         try:
             if not self._size.done():
-                await run_future(asyncio.shield(self._size))
+                await _wait_answer(self._size)
             return self._size.result().size or 0
-        except FILE_ERRORS:
+        except (*FILE_ERRORS, RemoteFileError):
             return math.inf
 
     def abandoned(self) -> list[asyncio.Task[object]]:
@@ -280,9 +305,11 @@ class SFTPWriter:
         task = self._pending[0]
         if not task.done():
             try:
-                await run_future(asyncio.shield(task))
+                await _wait_answer(task)
             except FILE_ERRORS:
                 pass  # taken below
+            except RemoteFileError as exc:
+                self._failed = exc
         self._check()
 
     async def finish(self) -> None:
@@ -375,9 +402,22 @@ class SFTPFiles:
         return file_info(posixpath.basename(path.rstrip("/")) or path, attrs)
 
     async def listdir(self, path: str) -> list[RemoteFileInfo]:
-        names = await _call(lambda: self._client.readdir(path))
-        infos = [file_info(str(entry.filename), entry.attrs, str(entry.longname or ""))
-                 for entry in names if entry.filename not in (".", "..")]
+        """At most MAX_LISTING_ENTRIES entries (a listing is held whole to be sorted:
+        a server sending names without end must not grow memory without bound)."""
+
+        async def read() -> list[RemoteFileInfo]:
+            infos: list[RemoteFileInfo] = []
+            async for entry in self._client.scandir(path):
+                if entry.filename in (".", ".."):
+                    continue
+                if len(infos) >= MAX_LISTING_ENTRIES:
+                    raise RemoteFileError("failure", f"more than {MAX_LISTING_ENTRIES} "
+                                                     "entries: not listed")
+                infos.append(file_info(str(entry.filename), entry.attrs,
+                                       str(entry.longname or "")))
+            return infos
+
+        infos = await _call(read)
         return sorted(infos, key=lambda info: info.name)
 
     async def remove(self, path: str) -> None:
@@ -453,6 +493,31 @@ def _unavailable(exc: BaseException) -> SFTPUnavailable:
                            "internal-sftp')")
 
 
+#: the SFTP channel's SSH receive window: asyncssh's default (2 MiB, adjusted at half)
+#: would hold reads below DEFAULT_MAX_REQUESTS x DEFAULT_BLOCK_SIZE in flight, and
+#: bound a 50 ms link to ~20-40 MB/s
+SFTP_WINDOW = WINDOW
+
+
+async def _start_sftp_client(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+    """conn.start_sftp_client() with a SFTP_WINDOW receive window adjusted early (as
+    the data channels'); version 6 offered: the server picks (OpenSSH: 3), and 4 and
+    later report more errors by code (FX_FILE_ALREADY_EXISTS) where 3 says FX_FAILURE.
+    (asyncssh takes no window there: without the private names this asyncssh
+    version keeps its default window.)"""
+    loop = getattr(conn, "_loop", None)
+    decode_errors = getattr(conn, "_utf8_decode_errors", None)
+    start = getattr(asyncssh.sftp, "start_sftp_client", None)
+    if loop is None or decode_errors is None or start is None:
+        return await conn.start_sftp_client(path_errors="surrogateescape", sftp_version=6)
+    writer, reader, _ = await conn.open_session(subsystem="sftp", encoding=None,
+                                                window=SFTP_WINDOW)
+    bound_receive_window(cast("asyncssh.SSHTCPChannel[bytes]", writer.channel))
+    client: asyncssh.SFTPClient = await start(conn, loop, decode_errors, reader, writer,
+                                              "utf-8", "surrogateescape", 6)
+    return client
+
+
 async def open_sftp_files(conn: asyncssh.SSHClientConnection, *,
                           max_requests: int = DEFAULT_MAX_REQUESTS,
                           block_size: int = DEFAULT_BLOCK_SIZE) -> SFTPFiles:
@@ -462,8 +527,7 @@ async def open_sftp_files(conn: asyncssh.SSHClientConnection, *,
     try:
         # version 6 offered: the server picks (OpenSSH: 3); 4 and later report more
         # errors by code (FX_FILE_ALREADY_EXISTS), where 3 says FX_FAILURE
-        client = await aio(conn.start_sftp_client)(path_errors="surrogateescape",
-                                                   sftp_version=6)
+        client = await aio(_start_sftp_client)(conn)
     except (asyncssh.ChannelOpenError, asyncssh.SFTPError) as exc:
         if conn.is_closed():
             raise TunnelError(f"SSH connection lost opening SFTP: {reason(exc)}") from exc
