@@ -187,6 +187,19 @@ class RemoteFileInfo:
 WriteMode = Literal["truncate", "append", "exclusive", "resume"]
 
 
+class RemoteReader(Protocol):
+    """A file being read with pipelined SFTP reads: ``async for chunk in reader``."""
+
+    @property
+    def info(self) -> RemoteFileInfo:
+        """The file as it was when opened (a directory can be opened on some servers:
+        ``info.is_dir`` tells)."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        ...
+
+
 class RemoteWriter(Protocol):
     """A file being written with pipelined SFTP writes."""
 
@@ -226,11 +239,10 @@ class RemoteFiles(Protocol):
         """Rename, replacing an existing ``new`` where the server can (POSIX rename)."""
         ...
 
-    def read_file(self, path: str, offset: int = 0
-                  ) -> AsyncContextManager[AsyncIterator[bytes]]:
+    def read_file(self, path: str, offset: int = 0) -> AsyncContextManager[RemoteReader]:
         """The file's bytes from ``offset`` on, read with pipelined requests (at most
-        the session's memory bound in flight). Leaving the context early cancels
-        the outstanding reads and closes the file."""
+        the session's memory bound in flight), and its attributes. Leaving the
+        context early cancels the outstanding reads and closes the file."""
         ...
 
     def write_file(self, path: str, mode: WriteMode = "truncate", offset: int = 0,

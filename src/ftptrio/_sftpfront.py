@@ -31,7 +31,8 @@ import trio
 from . import _scan
 from ._errors import BadDataAddress, LineTooLong
 from ._netaddr import same_address, unmapped
-from ._seams import RemoteFileError, RemoteFileInfo, RemoteFiles, RemoteWriter, WriteMode
+from ._seams import (RemoteFileError, RemoteFileInfo, RemoteFiles, RemoteReader, RemoteWriter,
+                     WriteMode)
 from ._text import visible
 
 
@@ -898,7 +899,7 @@ class _FrontSession:
                        command, total, seconds, rate, result, extra={"transfer": fields})
 
     async def _send_data(self, transfer: _Transfer, data: trio.SocketStream,
-                         chunks: AsyncIterator[bytes]) -> None:
+                         chunks: RemoteReader) -> None:
         after_cr = False
         try:
             async for chunk in chunks:
@@ -919,16 +920,26 @@ class _FrontSession:
         path = self.path(self._need_arg(arg))
 
         async def body(transfer: _Transfer) -> tuple[str, str]:
-            info = await self.files_.stat(path)
+            opened = False
+            try:
+                async with self.files_.read_file(path, self.rest_used) as chunks:
+                    opened = True
+                    return await send(transfer, chunks)
+            except RemoteFileError as exc:  # a directory: SFTP 3 says FX_FAILURE
+                if not opened and exc.kind == "failure" and await self._is_dir(path):
+                    raise _Reply(550, "Failed to open file: it is a directory.") from None
+                raise
+
+        async def send(transfer: _Transfer, chunks: RemoteReader) -> tuple[str, str]:
+            info = chunks.info
             if info.is_dir:
                 raise _Reply(550, "Failed to open file: it is a directory.")
-            async with self.files_.read_file(path, self.rest_used) as chunks:
-                data, mode = await self._open_data()
-                async with data:
-                    kind = "ASCII" if self.type == "A" else "BINARY"
-                    await self.reply(150, f"Opening {kind} mode data connection for "
-                                          f"{posixpath.basename(path)} ({info.size} bytes).")
-                    await self._send_data(transfer, data, chunks)
+            data, mode = await self._open_data()
+            async with data:
+                kind = "ASCII" if self.type == "A" else "BINARY"
+                await self.reply(150, f"Opening {kind} mode data connection for "
+                                      f"{posixpath.basename(path)} ({info.size} bytes).")
+                await self._send_data(transfer, data, chunks)
             return "Transfer complete.", mode
 
         await self._transfer(b"RETR", arg, "download", body)

@@ -17,7 +17,7 @@ from typing import AsyncIterator
 import pytest
 import trio
 
-from ftptrio._seams import RemoteFileError, RemoteFileInfo, RemoteFiles
+from ftptrio._seams import RemoteFileError, RemoteFileInfo, RemoteFiles, RemoteReader
 from ftptrio._sftpfront import (FEATURES, CrlfToLf, FrontSettings, Handover, LoginFailed,
                                 UseFtpForwarding, ls_line, mlst_facts, serve_front_session,
                                 to_crlf)
@@ -782,7 +782,7 @@ class _SlowClose(LocalFiles):
         self.closing = trio.Event()
 
     @contextlib.asynccontextmanager
-    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[RemoteReader]:
         async with super().read_file(path, offset) as chunks:
             yield chunks
         self.closing.set()

@@ -146,6 +146,37 @@ async def _close_quietly(tasks: list[asyncio.Task[object]], file: asyncssh.SFTPC
             log.debug("closing SFTP file: %r", exc)
 
 
+async def _open_with_stat(client: asyncssh.SFTPClient, path: str,
+                          ) -> tuple[asyncssh.SFTPClientFile, asyncssh.SFTPAttrs]:
+    """(asyncio) Open ``path`` for reading and stat it, both requests at once."""
+    async def open_file() -> asyncssh.SFTPClientFile:
+        # block_size=0: each read call is one request (the reader pipelines)
+        file: asyncssh.SFTPClientFile = await client.open(path, asyncssh.FXF_READ,
+                                                          encoding=None, block_size=0)
+        return file
+
+    loop = asyncio.get_event_loop()
+    opening = loop.create_task(open_file())
+    stating = loop.create_task(client.stat(path))
+    try:
+        await asyncio.wait((opening, stating))
+    except BaseException:
+        opening.cancel()
+        stating.cancel()
+        await asyncio.gather(opening, stating, return_exceptions=True)
+        if opening.done() and not opening.cancelled() and opening.exception() is None:
+            await opening.result().close()
+        raise
+    if opening.exception() is not None:
+        stating.exception()  # (retrieved: the open's error is the one that counts)
+        raise cast(BaseException, opening.exception())
+    file = opening.result()
+    if stating.exception() is not None:
+        await file.close()
+        raise cast(BaseException, stating.exception())
+    return file, stating.result()
+
+
 async def _read_block(file: asyncssh.SFTPClientFile, size: int, offset: int) -> bytes:
     """(asyncio) One read request (b"": at the end of the file)."""
     return cast(bytes, await file.read(size, offset))
@@ -154,27 +185,35 @@ async def _read_block(file: asyncssh.SFTPClientFile, size: int, offset: int) -> 
 class _BlockReader:
     """The async iterator of ``read_file``: pipelined reads, delivered in order."""
 
-    def __init__(self, file: asyncssh.SFTPClientFile, offset: int, block_size: int,
-                 max_requests: int) -> None:
+    def __init__(self, file: asyncssh.SFTPClientFile, info: RemoteFileInfo, offset: int,
+                 block_size: int, max_requests: int) -> None:
         self._file = file
+        #: the file as a stat sent with the open reported it
+        self.info = info
         self._block = block_size
         self._max = max_requests
         self._next = offset  # where the next request reads
-        #: the file's size when opened, asked alongside the first reads (a short read
-        #: before it is read again; one at or after it is the end)
-        self._size: asyncio.Task[asyncssh.SFTPAttrs] = asyncio.get_event_loop().create_task(
-            file.stat())
-        self._size.add_done_callback(_retrieve)
+        #: the file's size when opened: reads start at most at it (the one there finds
+        #: the end, or that the file grew: then it is read on to its end); a short
+        #: read before it is read again
+        self._size: float = info.size if stat.S_ISREG(info.mode) else math.inf
         #: (offset, size, task) of the reads in flight, oldest first
         self._pending: deque[tuple[int, int, asyncio.Task[bytes]]] = deque()
         self._done = False
         #: requests sent, and the most in flight at once (for tests and benches)
         self.requests = 0
         self.most_in_flight = 0
+        self._fill()  # in flight while the caller gets its data connection ready
+
+    @property
+    def finished(self) -> bool:
+        """Read to the end, nothing in flight."""
+        return self._done and not self._pending
 
     def _fill(self) -> None:
         loop = asyncio.get_event_loop()
-        while not self._done and len(self._pending) < self._max:
+        while not self._done and len(self._pending) < self._max and \
+                self._next <= self._size:
             task = loop.create_task(_read_block(self._file, self._block, self._next))
             task.add_done_callback(_retrieve)
             self._pending.append((self._next, self._block, task))
@@ -216,37 +255,29 @@ class _BlockReader:
             if data:
                 parts.append(data)
                 total += len(data)
+                if offset + len(data) > self._size:  # it grew: read on to its end
+                    self._size = math.inf
             if len(data) < size:  # the end of the file, or a server that sent less
-                await self._short_read(offset + len(data), data)
+                self._short_read(offset + len(data), data)
                 break
         self._fill()  # the window is full again while the caller handles the bytes
         if not parts:
             raise StopAsyncIteration
         return b"".join(parts)
 
-    async def _short_read(self, end: int, data: bytes) -> None:
+    def _short_read(self, end: int, data: bytes) -> None:
         """A read returned less than asked, up to ``end``: the end of the file if
         nothing came (SFTP's EOF is at the offset asked) or ``end`` is at or past the
         file's size when opened; else a server that sends less than asked: the rest
         is read again from ``end`` on."""
         self._drop_pending()
-        if data and end < await self._opened_size():
+        if data and end < self._size:
             self._next = end
         else:
             self._done = True
 
-    async def _opened_size(self) -> float:
-        """The size fstat reported on opening (infinite if it failed: read on)."""
-        try:
-            if not self._size.done():
-                await _wait_answer(self._size)
-            return self._size.result().size or 0
-        except (*FILE_ERRORS, RemoteFileError):
-            return math.inf
-
     def abandoned(self) -> list[asyncio.Task[object]]:
-        tasks: list[asyncio.Task[object]] = [self._size,
-                                             *(task for _o, _s, task in self._pending)]
+        tasks: list[asyncio.Task[object]] = [task for _o, _s, task in self._pending]
         self._pending.clear()
         self._done = True
         return tasks
@@ -313,13 +344,24 @@ class SFTPWriter:
         self._check()
 
     async def finish(self) -> None:
-        """Send what is buffered, wait for every acknowledgement, close the file."""
+        """Send what is buffered and the close right behind it (a server answers a
+        handle's requests in order: one round trip for both), then take every
+        acknowledgement; the first failure is raised."""
         if self._buffer:
             chunk, self._buffer = bytes(self._buffer), bytearray()
             await self._send(chunk)
-        while self._pending:
-            await self._wait_oldest()
-        await _call(self._file.close)
+        closing = asyncio.get_event_loop().create_task(self._file.close())
+        closing.add_done_callback(_retrieve)
+        try:
+            while self._pending:
+                await self._wait_oldest()
+        finally:
+            if not closing.done():
+                await _wait_answer(closing)
+        try:
+            closing.result()
+        except FILE_ERRORS as exc:
+            raise file_error(exc) from exc
 
     def abandoned(self) -> list[asyncio.Task[object]]:
         tasks: list[asyncio.Task[object]] = list(self._pending)
@@ -387,6 +429,8 @@ class SFTPFiles:
         #: False once the server refused posix-rename@openssh.com
         self._posix_rename = True
         self._closed = False
+        #: closes sent for files read to their end, answers not yet taken
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def memory_bound(self) -> int:
@@ -449,13 +493,29 @@ class SFTPFiles:
         return file
 
     @asynccontextmanager
-    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
-        file = await self._open(path, asyncssh.FXF_READ)
-        reader = _BlockReader(file, offset, self.read_size, self.max_requests)
+    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[_BlockReader]:
+        """The open and a stat of ``path`` go out together (one round trip), the first
+        reads (up to the file's size) as soon as it is open; a file read to its end is
+        closed without waiting for the answer (the next command need not wait)."""
+        file, attrs = await _call(lambda: _open_with_stat(self._client, path))
+        reader = _BlockReader(file, file_info(posixpath.basename(path), attrs), offset,
+                              self.read_size, self.max_requests)
+        finished = False
         try:
             yield reader
+            finished = reader.finished
         finally:
-            await _close_quietly(reader.abandoned(), file)
+            if finished:
+                self._close_later(file)
+            else:
+                await _close_quietly(reader.abandoned(), file)
+
+    def _close_later(self, file: asyncssh.SFTPClientFile) -> None:
+        """Send the close now, take its answer later (aclose() waits for those left)."""
+        task: asyncio.Task[None] = asyncio.get_event_loop().create_task(file.close())
+        task.add_done_callback(_retrieve)
+        task.add_done_callback(self._closing.discard)
+        self._closing.add(task)
 
     @asynccontextmanager
     async def write_file(self, path: str, mode: WriteMode = "truncate", offset: int = 0,
@@ -480,6 +540,8 @@ class SFTPFiles:
         self._closed = True
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
+            if self._closing:
+                await run_future(asyncio.gather(*self._closing, return_exceptions=True))
             self._client.exit()
             try:
                 await aio(self._client.wait_closed)()

@@ -35,7 +35,8 @@ from typing import IO, AsyncIterator, Callable
 
 import trio
 
-from .._seams import RemoteFileError, RemoteFileErrorKind, RemoteFileInfo, WriteMode
+from .._seams import (RemoteFileError, RemoteFileErrorKind, RemoteFileInfo, RemoteReader,
+                      WriteMode)
 
 _KINDS: dict[int, RemoteFileErrorKind] = {
     errno.ENOENT: "not-found", errno.ENOTDIR: "not-found", errno.EACCES: "permission",
@@ -54,6 +55,17 @@ def _name_of(uid: int, lookup: str) -> str:
         return pwd.getpwuid(uid).pw_name if lookup == "user" else grp.getgrgid(uid).gr_name
     except KeyError:
         return str(uid)
+
+
+class _Reader:
+    """read_file's reader: the file's attributes and its chunks."""
+
+    def __init__(self, info: RemoteFileInfo, chunks: AsyncIterator[bytes]) -> None:
+        self.info = info
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
 
 
 class _Writer:
@@ -180,7 +192,7 @@ class LocalFiles:
             raise _error(exc) from None
 
     @contextlib.asynccontextmanager
-    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def read_file(self, path: str, offset: int = 0) -> AsyncIterator[RemoteReader]:
         await trio.lowlevel.checkpoint()
         self._check("open_read", path)
         try:
@@ -193,7 +205,8 @@ class LocalFiles:
         self.open_reads += 1
         try:
             handle.seek(offset)
-            yield self._chunks(handle)
+            yield _Reader(self._info(os.path.basename(path), os.stat(handle.fileno())),
+                          self._chunks(handle))
         except BaseException:
             self.reads_cancelled += 1
             raise
