@@ -491,3 +491,24 @@ async def test_listing_is_bounded(env: Env, monkeypatch) -> None:
     monkeypatch.setattr(_sftp, "MAX_LISTING_ENTRIES", 11)
     kind, text = await kind_of(env.files.listdir("/"))
     assert kind == "failure" and "more than 11 entries" in text
+
+
+async def test_small_files_cost_one_read_and_a_close_not_waited_for(env: Env) -> None:
+    """The open and a stat go out together; reads start at most at the file's size
+    (a file within one block: one read, whose short answer is the end); the close of
+    a file read to its end is not waited for (aclose() takes its answer)."""
+    with open(env.path("small"), "wb") as f:
+        f.write(b"s" * 4096)
+    with open(env.path("block"), "wb") as f:
+        f.write(b"b" * (64 * 1024))  # exactly one block: a second read finds the end
+    async with env.files.read_file("/small") as reader:
+        assert reader.info.size == 4096 and not reader.info.is_dir
+        assert b"".join([chunk async for chunk in reader]) == b"s" * 4096
+    assert reader.requests == 1
+    async with env.files.read_file("/block") as reader:
+        assert len(b"".join([chunk async for chunk in reader])) == 64 * 1024
+    assert reader.requests == 2
+    await env.files.aclose()
+    assert not env.files._closing
+    assert asyncssh_table(Probe.client, "_requests") == {}
+
