@@ -94,6 +94,8 @@ class _Logins:
         #: the tunnel a fallback session forwards FTP through
         self.fallback_tunnel: Tunnel | None = None
         self.user = ""
+        #: the user name the SSH server was given (without a login's @host part)
+        self.ssh_user = ""
         #: the SSH host (and port) the files are on, for the accounting
         self.destination = config.ssh.host
 
@@ -119,6 +121,7 @@ class _Logins:
         except TunnelError as exc:
             raise RemoteFileError("lost", f"SSH connection down: {exc}") from None
         ssh_user = self.shared.username
+        self.ssh_user = user
         if user != ssh_user:
             self._log.warning("sftp login from %s refused: FTP user %r is not the SSH user "
                               "%r (--sftp-login own)", self.client_addr, visible(user[:64]),
@@ -141,6 +144,7 @@ class _Logins:
                                   port)
                 raise LoginFailed(f"destination {host}:{port} is not allowed")
             user = name
+        self.ssh_user = user
         self.destination = host if port in (None, SSH_PORT) else f"{host}:{port}"
         if not user or not password:
             raise LoginFailed("Login incorrect.")
@@ -246,8 +250,9 @@ async def run_sftp_session(client: trio.SocketStream, forward: ForwardSpec, conf
     stats.sessions -= 1  # counted again by the forwarding session
     try:
         assert logins.fallback_tunnel is not None
-        await _forward_ftp(client, handover, forward, config, logins.fallback_tunnel,
-                           stats, session_id, peer)
+        await _forward_ftp(client, dataclasses.replace(
+            handover, user=logins.ssh_user.encode("utf-8", "surrogateescape")),
+            forward, config, logins.fallback_tunnel, stats, session_id, peer)
     finally:
         await logins.aclose()
 

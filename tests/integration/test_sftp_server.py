@@ -172,6 +172,15 @@ async def test_without_sftp_the_session_falls_back_to_ftp_forwarding(aio_loop, t
                 # the SSH login already refuses it: 530 before any FTP server is asked
                 assert (await trio.to_thread.run_sync(wrong)).startswith("530")
 
+            # a login naming its SSH host: the FTP server is sent the user name alone
+            named = dataclasses.replace(config, allowed_destinations=(
+                f"127.0.0.1:{ssh.port}",))
+            async with ftptrio.open_forwarder(named) as fwd:
+                got = await trio.to_thread.run_sync(
+                    _download, fwd.ports[0], f"alice@127.0.0.1:{ssh.port}", "alice-pw",
+                    "legacy.bin")
+                assert got == b"legacy" * 1000
+
 
 async def test_without_sftp_or_fallback_the_login_is_refused(aio_loop):
     async with inprocess_ssh_server(passwords=PASSWORDS) as ssh:
