@@ -402,10 +402,11 @@ def build_parser(raise_errors: bool = False, *, description: str | None = None,
                         "to the FTP server on that host (port 21 by default), as -L does")
     p.add_argument("--allow-destination", dest="allow_destination", action="append",
                    default=[], metavar="PATTERN",
-                   help="an FTP server --ftp-proxy logins may name: an address, a network "
-                        "(CIDR) or a host-name glob (*.lan), with :PORT or :LOW-HIGH "
-                        "(port 21 when none is given); repeatable. Without one every "
-                        "destination is refused")
+                   help="an FTP server --ftp-proxy logins may name (or an SSH host "
+                        "--sftp-server logins may name: port 22 when none is given): an "
+                        "address, a network (CIDR) or a host-name glob (*.lan), with :PORT "
+                        "or :LOW-HIGH (port 21 when none is given); repeatable. Without one "
+                        "every destination is refused")
     p.add_argument("--allow-client", dest="allow_client", action="append", default=[],
                    metavar="ADDRESS|CIDR",
                    help="serve only FTP clients from these addresses or networks (for "
