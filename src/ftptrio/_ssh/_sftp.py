@@ -15,6 +15,7 @@ Paths are ``str``: names that are not UTF-8 on the server come as surrogate esca
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import posixpath
@@ -568,15 +569,21 @@ async def _start_sftp_client(conn: asyncssh.SSHClientConnection) -> asyncssh.SFT
     (asyncssh takes no window there: without the private names this asyncssh
     version keeps its default window.)"""
     loop = getattr(conn, "_loop", None)
-    decode_errors = getattr(conn, "_utf8_decode_errors", None)
     start = getattr(asyncssh.sftp, "start_sftp_client", None)
-    if loop is None or decode_errors is None or start is None:
+    try:  # (asyncssh 2.22 added utf8_decode_errors, from the connection's options)
+        takes_decode_errors = start is not None and "utf8_decode_errors" in \
+            inspect.signature(start).parameters
+    except (TypeError, ValueError):
+        start = None
+    decode_errors = getattr(conn, "_utf8_decode_errors", None)
+    if loop is None or start is None or (takes_decode_errors and decode_errors is None):
         return await conn.start_sftp_client(path_errors="surrogateescape", sftp_version=6)
     writer, reader, _ = await conn.open_session(subsystem="sftp", encoding=None,
                                                 window=SFTP_WINDOW)
     bound_receive_window(cast("asyncssh.SSHTCPChannel[bytes]", writer.channel))
-    client: asyncssh.SFTPClient = await start(conn, loop, decode_errors, reader, writer,
-                                              "utf-8", "surrogateescape", 6)
+    head = (conn, loop, decode_errors) if takes_decode_errors else (conn, loop)
+    client: asyncssh.SFTPClient = await start(*head, reader, writer, "utf-8",
+                                              "surrogateescape", 6)
     return client
 
 
