@@ -22,7 +22,7 @@ import posixpath
 import stat
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable, TypeVar, cast
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar, cast
 
 import asyncssh
 import trio
@@ -115,12 +115,16 @@ async def _wait_answer(task: asyncio.Future[T]) -> None:
     """Wait for a request in flight (raises RemoteFileError "lost" after
     REQUEST_TIMEOUT; its own failure is left in ``task``)."""
     with trio.move_on_after(REQUEST_TIMEOUT) as scope:
-        await run_future(asyncio.shield(task))
+        waiting = asyncio.shield(task)
+        # abandoned (cancelled from trio) after the task failed, the shield would
+        # hold the failure with nobody to retrieve it (an error of a trio-asyncio loop)
+        waiting.add_done_callback(_retrieve)
+        await run_future(waiting)
     if scope.cancelled_caught:
         raise _no_answer()
 
 
-def _retrieve(task: asyncio.Task[object]) -> None:
+def _retrieve(task: "asyncio.Future[Any]") -> None:
     """Done callback: an abandoned request's error is consumed (never logged by
     asyncio as "exception was never retrieved")."""
     if not task.cancelled():
@@ -128,12 +132,24 @@ def _retrieve(task: asyncio.Task[object]) -> None:
 
 
 async def _abandon(tasks: list[asyncio.Task[object]], file: asyncssh.SFTPClientFile) -> None:
-    """(asyncio) Cancel requests still in flight, wait until they ended, close."""
-    for task in tasks:
-        task.cancel()
+    """(asyncio) Let the requests still in flight end (their answers are dropped;
+    at most ABANDON_WAIT, then they are cancelled), close.
+
+    Not cancelled at once: a request whose answer (or the connection's loss) is in
+    already would leave asyncssh's waiter with an exception nobody retrieves, which
+    a trio-asyncio loop that is not ftptrio's own turns into an error of its whole
+    nursery (seen with asyncssh 2.21 when the SSH connection dropped mid-read)."""
     if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-    await file.close()
+        _done, late = await asyncio.wait(tasks, timeout=ABANDON_WAIT)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+    await _close_file(file)
+
+
+#: how long abandoned requests may take to be answered before they are cancelled
+ABANDON_WAIT = 3.0
 
 
 async def _close_quietly(tasks: list[asyncio.Task[object]], file: asyncssh.SFTPClientFile,
@@ -145,6 +161,19 @@ async def _close_quietly(tasks: list[asyncio.Task[object]], file: asyncssh.SFTPC
             await aio(_abandon)(tasks, file)
         except Exception as exc:  # noqa: BLE001 - the session may be gone already
             log.debug("closing SFTP file: %r", exc)
+
+
+def _session_gone(client: asyncssh.SFTPClient | asyncssh.SFTPClientFile) -> bool:
+    """Whether the SFTP channel is closing. asyncssh before 2.22 raises OSError from
+    a request sent then, leaving its waiter to get the connection's loss with nobody
+    to retrieve it (an error of a trio-asyncio loop that is not ftptrio's own), so
+    reads are not sent then; later versions skip such a send themselves."""
+    writer = getattr(getattr(client, "_handler", None), "_writer", None)
+    if writer is None:
+        return True
+    channel = getattr(writer, "channel", None)
+    closing = getattr(channel, "is_closing", None)
+    return bool(closing()) if callable(closing) else False
 
 
 async def _open_with_stat(client: asyncssh.SFTPClient, path: str,
@@ -180,15 +209,39 @@ async def _open_with_stat(client: asyncssh.SFTPClient, path: str,
 
 async def _read_block(file: asyncssh.SFTPClientFile, size: int, offset: int) -> bytes:
     """(asyncio) One read request (b"": at the end of the file)."""
+    _check_session(file)
     return cast(bytes, await file.read(size, offset))
+
+
+async def _write_block(file: asyncssh.SFTPClientFile, data: bytes, offset: int) -> None:
+    """(asyncio) One write request."""
+    _check_session(file)
+    await file.write(data, offset)
+
+
+async def _close_file(file: asyncssh.SFTPClientFile) -> None:
+    """(asyncio) Close a handle, unless its session is closing (the handle went with
+    it)."""
+    if not _session_gone(file):
+        await file.close()
+
+
+def _check_session(file: asyncssh.SFTPClientFile) -> None:
+    """Checked when a request task runs (it may run a loop turn after it was made):
+    no request into a closing SFTP channel (see _session_gone)."""
+    if _session_gone(file):
+        raise RemoteFileError("lost", "the SFTP session closed")
 
 
 class _BlockReader:
     """The async iterator of ``read_file``: pipelined reads, delivered in order."""
 
     def __init__(self, file: asyncssh.SFTPClientFile, info: RemoteFileInfo, offset: int,
-                 block_size: int, max_requests: int) -> None:
+                 block_size: int, max_requests: int,
+                 gone: Callable[[], bool] = lambda: False) -> None:
         self._file = file
+        #: the SFTP channel is closing: no new request (see _session_gone)
+        self._gone = gone
         #: the file as a stat sent with the open reported it
         self.info = info
         self._block = block_size
@@ -214,7 +267,7 @@ class _BlockReader:
     def _fill(self) -> None:
         loop = asyncio.get_event_loop()
         while not self._done and len(self._pending) < self._max and \
-                self._next <= self._size:
+                self._next <= self._size and not self._gone():
             task = loop.create_task(_read_block(self._file, self._block, self._next))
             task.add_done_callback(_retrieve)
             self._pending.append((self._next, self._block, task))
@@ -223,8 +276,8 @@ class _BlockReader:
         self.most_in_flight = max(self.most_in_flight, len(self._pending))
 
     def _drop_pending(self) -> None:
-        for _offset, _size, task in self._pending:
-            task.cancel()
+        """Forget the reads in flight (not cancelled, see _abandon: _retrieve takes
+        their answers)."""
         self._pending.clear()
 
     async def _result(self, task: asyncio.Task[bytes]) -> bytes:
@@ -295,7 +348,7 @@ class SFTPWriter:
         self._block = block_size
         self._max = max_requests
         self._buffer = bytearray()
-        self._pending: deque[asyncio.Task[int]] = deque()
+        self._pending: deque[asyncio.Task[None]] = deque()
         self._failed: RemoteFileError | None = None
         #: requests sent, and the most in flight at once (for tests and benches)
         self.requests = 0
@@ -317,21 +370,30 @@ class SFTPWriter:
         if self._failed is not None:
             raise self._failed
 
-    def _take(self, task: asyncio.Task[int]) -> None:
+    def _take(self, task: asyncio.Task[None]) -> None:
         try:
             task.result()
         except FILE_ERRORS as exc:
             self._failed = file_error(exc)
+        except RemoteFileError as exc:
+            self._failed = exc
 
     async def _send(self, chunk: bytes) -> None:
         while len(self._pending) >= self._max:
             await self._wait_oldest()
-        task = asyncio.get_event_loop().create_task(self._file.write(chunk, self._offset))
+        self._check_session()
+        task = asyncio.get_event_loop().create_task(_write_block(self._file, chunk,
+                                                                 self._offset))
         task.add_done_callback(_retrieve)
         self._pending.append(task)
         self._offset += len(chunk)
         self.requests += 1
         self.most_in_flight = max(self.most_in_flight, len(self._pending))
+
+    def _check_session(self) -> None:
+        """No request into a closing SFTP channel (see _session_gone)."""
+        if _session_gone(self._file):
+            raise RemoteFileError("lost", "the SFTP session closed")
 
     async def _wait_oldest(self) -> None:
         task = self._pending[0]
@@ -351,7 +413,8 @@ class SFTPWriter:
         if self._buffer:
             chunk, self._buffer = bytes(self._buffer), bytearray()
             await self._send(chunk)
-        closing = asyncio.get_event_loop().create_task(self._file.close())
+        self._check_session()
+        closing = asyncio.get_event_loop().create_task(_close_file(self._file))
         closing.add_done_callback(_retrieve)
         try:
             while self._pending:
@@ -500,7 +563,8 @@ class SFTPFiles:
         closed without waiting for the answer (the next command need not wait)."""
         file, attrs = await _call(lambda: _open_with_stat(self._client, path))
         reader = _BlockReader(file, file_info(posixpath.basename(path), attrs), offset,
-                              self.read_size, self.max_requests)
+                              self.read_size, self.max_requests,
+                              lambda: _session_gone(self._client))
         finished = False
         try:
             yield reader
@@ -513,7 +577,9 @@ class SFTPFiles:
 
     def _close_later(self, file: asyncssh.SFTPClientFile) -> None:
         """Send the close now, take its answer later (aclose() waits for those left)."""
-        task: asyncio.Task[None] = asyncio.get_event_loop().create_task(file.close())
+        if _session_gone(file):
+            return
+        task: asyncio.Task[None] = asyncio.get_event_loop().create_task(_close_file(file))
         task.add_done_callback(_retrieve)
         task.add_done_callback(self._closing.discard)
         self._closing.add(task)
